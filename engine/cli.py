@@ -1,0 +1,238 @@
+"""The `paintbridge` command: serve, token, users, and (from other modules) generate, models, plugin."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import ipaddress
+import json
+import logging
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+from .config import load_config
+
+
+def _add_data_dir(p: argparse.ArgumentParser, nested: bool = False):
+    # A nested parser must not overwrite a --data-dir given before its subcommand with its own default.
+    p.add_argument("--data-dir", default=argparse.SUPPRESS if nested else None,
+                   help="data folder (default: $PAINTBRIDGE_DATA_DIR or the platform's user data dir)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---- serve ------------------------------------------------------------------------------------------------
+def cmd_serve(args) -> int:
+    from aiohttp import web
+
+    from .server import Server
+
+    cfg = load_config(args.data_dir, host=args.host, port=args.port,
+                      model_dirs=args.models or None, allow_origins=args.allow_origin or None,
+                      tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+                      tls_key=Path(args.tls_key) if args.tls_key else None)
+    if args.frame_limit:
+        cfg.limits.frame_limit = args.frame_limit
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ssl_ctx = None
+    if cfg.tls_cert or cfg.tls_key:
+        if not (cfg.tls_cert and cfg.tls_key):
+            print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    if not _is_loopback(cfg.host) and ssl_ctx is None:
+        print("WARNING: listening on a non-loopback address WITHOUT TLS: tokens and images cross the network in\n"
+              "WARNING: clear text. Use --tls-cert/--tls-key, or bind 127.0.0.1 and tunnel.", file=sys.stderr)
+    server = Server(cfg)
+    try:
+        from . import runtime   # queue + models; absent in a spine-only build
+        runtime.install(server)
+    except ModuleNotFoundError as exc:
+        if exc.name != "engine.runtime":
+            raise
+    scheme = "wss" if ssl_ctx else "ws"
+
+    async def run():
+        runner = web.AppRunner(server.app(), handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx, reuse_address=True)
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else cfg.port
+        print(f"Paintbridge listening on {scheme}://{cfg.host}:{port}/v1/ws (data: {cfg.data_dir})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(run())
+    server.db.close()
+    return 0
+
+
+# ---- token / users ----------------------------------------------------------------------------------------
+def _open_db(args):
+    from . import auth
+    from .store.db import Database
+
+    cfg = load_config(args.data_dir)
+    db = Database(cfg.db_path)
+    db.sync(auth.ensure_admin)
+    return cfg, db
+
+
+def cmd_token(args) -> int:
+    from . import auth
+    from .errors import EngineError
+
+    cfg, db = _open_db(args)
+    try:
+        if args.user:
+            user = db.sync(auth.get_user, None, args.user)
+        else:
+            admins = [u for u in db.sync(auth.list_users) if u["admin"] and not u["disabled"]]
+            if not admins:
+                raise EngineError("no enabled admin user")
+            user = db.sync(auth.get_user, admins[0]["id"])
+        tokens = auth.Tokens(auth.load_secret(cfg.data_dir), cfg.token_ttl_s, cfg.remember_ttl_s)
+        token, exp = tokens.issue(user["id"], user["epoch"], args.remember, args.ttl)
+    except EngineError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    print(f"# token for {user['name']}, valid until {_fmt_time(exp)}", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _fmt_time(ts: float) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+
+
+def _password(args, confirm: bool = True) -> str:
+    if args.password is not None:
+        return args.password
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    pw = getpass.getpass("password: ")
+    if confirm and getpass.getpass("again: ") != pw:
+        raise SystemExit("error: passwords differ")
+    return pw
+
+
+def cmd_users(args) -> int:
+    from . import auth
+    from .errors import EngineError
+
+    _, db = _open_db(args)
+    try:
+        if args.users_cmd == "add":
+            user = db.sync(auth.create_user, args.name, _password(args), args.admin)
+            print(f"created {'admin ' if user['admin'] else ''}user {user['name']}")
+        elif args.users_cmd == "list":
+            users = db.sync(auth.list_users)
+            if args.json:
+                print(json.dumps(users, indent=2))
+            for u in [] if args.json else users:
+                flags = ",".join(f for f in ("admin" if u["admin"] else "", "disabled" if u["disabled"] else "") if f)
+                print(f"{u['name']}\t{flags}")
+        elif args.users_cmd == "passwd":
+            db.sync(auth.set_password, args.name, _password(args))
+            print(f"password changed for {args.name}; older tokens no longer work")
+        elif args.users_cmd == "disable":
+            db.sync(auth.set_disabled, args.name, not args.enable)
+            print(f"{'enabled' if args.enable else 'disabled'} {args.name}")
+    except EngineError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paintbridge", description="Paintbridge local AI image engine")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("serve", help="run the engine")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 9180; 0 picks a free one)")
+    _add_data_dir(p)
+    p.add_argument("--models", action="append", metavar="DIR", help="a folder of models (repeatable)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="a browser Origin allowed to connect (repeatable; default none)")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--frame-limit", type=int, help="largest accepted frame in bytes (default 16 MiB)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("token", help="print a token (last word on stdout) for the admin or --user")
+    _add_data_dir(p)
+    p.add_argument("--user")
+    p.add_argument("--ttl", type=int, help="lifetime in seconds (scripts)")
+    p.add_argument("--remember", action="store_true", help="long-lived (remember me) token")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("users", help="manage users")
+    _add_data_dir(p)
+    us = p.add_subparsers(dest="users_cmd", required=True)
+    a = us.add_parser("add")
+    a.add_argument("name")
+    a.add_argument("--password", help="(else read from the terminal or stdin)")
+    a.add_argument("--admin", action="store_true")
+    a = us.add_parser("list")
+    a.add_argument("--json", action="store_true")
+    a = us.add_parser("passwd")
+    a.add_argument("name")
+    a.add_argument("--password")
+    a = us.add_parser("disable")
+    a.add_argument("name")
+    a.add_argument("--enable", action="store_true", help="re-enable instead")
+    for a in us.choices.values():
+        _add_data_dir(a, nested=True)
+    p.set_defaults(func=cmd_users)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Subcommands defined next to the code they drive (generate, models, plugin)."""
+    out = []
+    for mod in ("engine.cli_generate", "engine.models.cli", "engine.plugin_build"):
+        try:
+            module = __import__(mod, fromlist=["register_cli"])
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            continue
+        out.append(module.register_cli)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

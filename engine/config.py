@@ -1,0 +1,87 @@
+"""Engine configuration: defaults, overridden by DATA_DIR/config.toml, overridden by the command line.
+
+One place for every limit (issue: hardening), so an operator can read and change them together.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import platformdirs
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Limits:
+    frame_limit: int = 16 * MiB            # largest accepted WebSocket frame (wire contract default)
+    max_blob_size: int = 2048 * MiB        # largest blob (chunked upload total)
+    max_pending_uploads: int = 8           # chunked uploads in flight per user
+    upload_idle_s: float = 600.0           # an idle chunked upload is dropped after this
+    max_pixels: int = 16 * 1024 * 1024     # width*height of one generation (16 MP)
+    max_steps: int = 200
+    max_batch: int = 16
+    max_queued_per_user: int = 200
+    max_connections_per_user: int = 64
+    login_failures: int = 5                # failed logins allowed per user and per address ...
+    login_window_s: float = 60.0           # ... within this window, then rate_limited
+    bad_frames_before_close: int = 50      # consecutive undecodable frames before we drop the peer
+
+
+@dataclass
+class Config:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 9180
+    model_dirs: list[Path] = field(default_factory=list)
+    allow_origins: list[str] = field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_ttl_s: int = 24 * 3600
+    remember_ttl_s: int = 7 * 24 * 3600
+    refresh_after_s: int = 60              # sliding window: re-issue a token at most this often per connection
+    ram_budget_mb: int = 0                 # model cache budgets; 0 = automatic
+    vram_budget_mb: int = 0
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "paintbridge.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("PAINTBRIDGE_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("paintbridge", appauthor=False))
+
+
+def load_config(data_dir: str | os.PathLike | None = None, **overrides) -> Config:
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    cfg = Config(data_dir=root)
+    file = root / "config.toml"
+    if file.exists():
+        with file.open("rb") as f:
+            raw = tomllib.load(f)
+        _apply(cfg.limits, raw.pop("limits", {}), "limits")
+        _apply(cfg, raw, "")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    cfg.model_dirs = [Path(p).expanduser() for p in cfg.model_dirs]
+    return cfg
+
+
+def _apply(obj, raw: dict, prefix: str):
+    known = {f.name: f for f in fields(obj)}
+    for key, value in raw.items():
+        if key not in known or key in ("data_dir", "limits"):
+            raise ValueError(f"config.toml: unknown setting {prefix + '.' if prefix else ''}{key}")
+        setattr(obj, key, value)

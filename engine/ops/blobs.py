@@ -1,0 +1,127 @@
+"""Content-addressed blobs: blob.has, blob.put (whole or chunked), blob.get (whole or ranges).
+
+A blob is readable by the users who uploaded it or own a job that produced it (table blob_owners); admins read
+all. Another user's blob looks exactly like a missing one, so existence is not leaked.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import Field, model_validator
+
+from ..errors import BadRequest, Busy, NotFound, TooLarge
+from ..store.blobs import is_sha256
+from . import Args, op
+
+SHA = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+def owned(db, uid: int, hashes: list[str], admin: bool = False) -> set[str]:
+    """Subset of hashes that exist and that this user may read."""
+    if not hashes:
+        return set()
+    marks = ",".join("?" * len(hashes))
+    if admin:
+        rows = db.execute(f"SELECT sha256 FROM blobs WHERE sha256 IN ({marks})", hashes)
+    else:
+        rows = db.execute(f"SELECT sha256 FROM blob_owners WHERE user_id = ? AND sha256 IN ({marks})",
+                          [uid, *hashes])
+    return {r[0] for r in rows}
+
+
+def record(db, sha: str, size: int, uid: int) -> None:
+    db.execute("INSERT OR IGNORE INTO blobs (sha256, size, created) VALUES (?, ?, ?)", [sha, size, time.time()])
+    db.execute("INSERT OR IGNORE INTO blob_owners (sha256, user_id) VALUES (?, ?)", [sha, uid])
+
+
+class HasArgs(Args):
+    hashes: list[str] = Field(max_length=4096)
+
+
+@op("blob.has", HasArgs)
+async def blob_has(ctx, args: HasArgs):
+    """Which of these blobs must still be uploaded: {missing}."""
+    bad = [h for h in args.hashes if not is_sha256(h)]
+    if bad:
+        raise BadRequest("hashes must be lowercase hex SHA-256", details={"invalid": bad[:10]})
+    have = await ctx.server.db.run(owned, ctx.conn.uid, args.hashes, False)
+    have = await ctx.server.run_blocking(lambda: {h for h in have if ctx.server.blobs.exists(h)})
+    return {"missing": [h for h in args.hashes if h not in have]}
+
+
+class PutArgs(Args):
+    data: bytes
+    upload: str | None = Field(default=None, min_length=1, max_length=128)
+    offset: int | None = Field(default=None, ge=0)
+    final: bool = True
+
+    @model_validator(mode="after")
+    def chunked_needs_offset(self):
+        if self.upload is not None and self.offset is None:
+            raise ValueError("a chunk of a chunked upload needs 'offset'")
+        if self.upload is None and self.offset not in (None, 0):
+            raise ValueError("'offset' without 'upload': name the chunked upload this chunk belongs to")
+        return self
+
+
+@op("blob.put", PutArgs, mutating=True)
+async def blob_put(ctx, args: PutArgs):
+    """Store bytes (or one chunk of a chunked upload); the last chunk's reply has {sha256, size}."""
+    server, uid = ctx.server, ctx.conn.uid
+    limits = server.config.limits
+    if args.upload is None:
+        sha, size = await server.run_blocking(server.blobs.write, args.data)
+        await server.db.run(record, sha, size, uid)
+        return {"sha256": sha, "size": size}
+
+    key = (uid, args.upload)
+    up = server.uploads.get(key)
+    if up is None:
+        if args.offset != 0:
+            raise BadRequest(f"unknown upload {args.upload!r}: start it at offset 0", details={"expected": 0})
+        server.expire_uploads()
+        if sum(1 for k in server.uploads if k[0] == uid) >= limits.max_pending_uploads:
+            raise Busy(f"at most {limits.max_pending_uploads} chunked uploads at once; finish or abandon one")
+        up = await server.run_blocking(server.blobs.begin)
+        server.uploads[key] = up
+    if args.offset != up.size:
+        raise BadRequest(f"chunk offset {args.offset} does not continue upload {args.upload!r} at {up.size}",
+                         details={"expected": up.size})
+    if up.size + len(args.data) > limits.max_blob_size:
+        server.uploads.pop(key, None)
+        await server.run_blocking(up.abort)
+        raise TooLarge(f"blob larger than the {limits.max_blob_size} byte limit; upload dropped")
+    await server.run_blocking(up.append, args.data)
+    if not args.final:
+        return {"upload": args.upload, "received": up.size}
+    server.uploads.pop(key, None)
+    sha, size = await server.run_blocking(up.finish)
+    await server.db.run(record, sha, size, uid)
+    return {"sha256": sha, "size": size}
+
+
+class GetArgs(Args):
+    sha256: str = SHA
+    offset: int = Field(default=0, ge=0)
+    length: int | None = Field(default=None, ge=0)
+
+
+@op("blob.get", GetArgs)
+async def blob_get(ctx, args: GetArgs):
+    """Read a blob or a range of it: {data, size}. A reply never exceeds the frame limit: read on from
+    offset + len(data) until size."""
+    server = ctx.server
+    ok = await server.db.run(owned, ctx.conn.uid, [args.sha256], ctx.conn.is_admin)
+    try:
+        if not ok:
+            raise FileNotFoundError
+        size = await server.run_blocking(server.blobs.size, args.sha256)
+    except FileNotFoundError:
+        raise NotFound(f"no blob {args.sha256}") from None
+    if args.offset > size:
+        raise BadRequest(f"offset {args.offset} is past the end of the blob ({size} bytes)", details={"size": size})
+    max_len = server.config.limits.frame_limit - 4096
+    length = min(size - args.offset, max_len if args.length is None else min(args.length, max_len))
+    data = await server.run_blocking(server.blobs.read, args.sha256, args.offset, length)
+    return {"data": data, "size": size}

@@ -1,0 +1,1 @@
+"""Persistent state: SQLite (through sqlite-utils) and content-addressed blob files."""

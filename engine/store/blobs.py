@@ -1,0 +1,108 @@
+"""Content-addressed blob files: DATA_DIR/blobs/ab/abcdef... named by the SHA-256 of their bytes.
+
+Writes are atomic (temp file in the same filesystem, fsync, rename), so a crash or kill -9 never leaves a partial
+blob under its final name; leftover temp files are removed at start. All methods block: call them off the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_sha256(value: object) -> bool:
+    return isinstance(value, str) and bool(SHA_RE.match(value))
+
+
+class BlobStore:
+    def __init__(self, root: Path):
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.iterdir():   # partial writes of a previous run: never visible, now gone
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+
+    def path(self, sha: str) -> Path:
+        if not is_sha256(sha):
+            raise ValueError("not a sha256")
+        return self.root / sha[:2] / sha
+
+    def exists(self, sha: str) -> bool:
+        return self.path(sha).exists()
+
+    def size(self, sha: str) -> int:
+        return self.path(sha).stat().st_size
+
+    def write(self, data: bytes | memoryview) -> tuple[str, int]:
+        sha = hashlib.sha256(data).hexdigest()
+        final = self.path(sha)
+        if not final.exists():
+            tmp = self.tmp / f"{sha}.{os.getpid()}.{time.monotonic_ns()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self._publish(tmp, final)
+        return sha, len(data)
+
+    def read(self, sha: str, offset: int = 0, length: int | None = None) -> bytes:
+        with open(self.path(sha), "rb") as f:
+            f.seek(offset)
+            return f.read(-1 if length is None else length)
+
+    def begin(self) -> "Upload":
+        return Upload(self)
+
+    def _publish(self, tmp: Path, final: Path):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        # fsync the directory so the rename itself survives a power cut.
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class Upload:
+    """A chunked upload in progress: bytes appended to a temp file while the hash is computed incrementally."""
+
+    def __init__(self, store: BlobStore):
+        self.store = store
+        self.size = 0
+        self.hasher = hashlib.sha256()
+        self.touched = time.monotonic()
+        self.tmp = store.tmp / f"upload.{os.getpid()}.{time.monotonic_ns()}"
+        self.file = open(self.tmp, "wb")
+
+    def append(self, data: bytes):
+        self.file.write(data)
+        self.hasher.update(data)
+        self.size += len(data)
+        self.touched = time.monotonic()
+
+    def finish(self) -> tuple[str, int]:
+        sha = self.hasher.hexdigest()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        final = self.store.path(sha)
+        if final.exists():
+            self.tmp.unlink(missing_ok=True)
+        else:
+            self.store._publish(self.tmp, final)
+        return sha, self.size
+
+    def abort(self):
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,78 @@
+"""SQLite access. One connection owned by one thread: every query runs there, never on the event loop.
+
+The CLI uses the same schema synchronously (Database.sync) while a server may be running; WAL mode and a busy
+timeout let both write safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import sqlite_utils
+
+T = TypeVar("T")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT)""",
+    """CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pw_hash TEXT, pw_salt TEXT,
+        admin INTEGER NOT NULL DEFAULT 0, disabled INTEGER NOT NULL DEFAULT 0,
+        epoch INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, created REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS blob_owners (
+        sha256 TEXT NOT NULL, user_id INTEGER NOT NULL, PRIMARY KEY (sha256, user_id))""",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id INTEGER NOT NULL, status TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL, request TEXT, graph TEXT, result TEXT,
+        error TEXT, app TEXT, created REAL NOT NULL, started REAL, finished REAL)""",
+    """CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, priority, seq)""",
+    """CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, seq)""",
+]
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: durable across process crashes
+    conn.execute("PRAGMA foreign_keys=ON")
+    db = sqlite_utils.Database(conn)
+    for stmt in SCHEMA:
+        conn.execute(stmt)
+    return db
+
+
+class Database:
+    def __init__(self, path: Path):
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-db")
+        self.db: sqlite_utils.Database = self._executor.submit(connect, path).result()
+
+    async def run(self, fn: Callable[[sqlite_utils.Database], T], *args: Any) -> T:
+        """Run fn(db, *args) on the database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self.db, *args))
+
+    def sync(self, fn: Callable[[sqlite_utils.Database], T], *args: Any) -> T:
+        """Same, from a non-async thread (the job worker, the CLI)."""
+        return self._executor.submit(lambda: fn(self.db, *args)).result()
+
+    def close(self):
+        try:
+            self._executor.submit(self.db.conn.close).result()
+        finally:
+            self._executor.shutdown(wait=True)
+
+
+def get_setting(db: sqlite_utils.Database, key: str) -> str | None:
+    row = db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def set_setting(db: sqlite_utils.Database, key: str, value: str) -> None:
+    db.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+               [key, value])

@@ -1,0 +1,106 @@
+"""Host-independent pixel helpers: the layer format on the wire, channel order, row order, masks, regions.
+
+Pure Python on purpose (no numpy in Krita or GIMP): every loop here runs inside CPython's C slice and bytes
+operations, not per pixel in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+BPP = {"rgba8": 4, "gray8": 1}
+
+
+@dataclass
+class Pixels:
+    """Raw 8-bit pixels: row-major, top-left origin, sRGB, straight alpha (the wire layer format)."""
+
+    data: bytes
+    w: int
+    h: int
+    format: str = "rgba8"
+    x: int = 0
+    y: int = 0
+
+    def __post_init__(self):
+        if self.format not in BPP:
+            raise ValueError(f"unknown pixel format {self.format!r}")
+        if len(self.data) != self.w * self.h * BPP[self.format]:
+            raise ValueError(f"{self.format} {self.w}x{self.h} needs {self.w * self.h * BPP[self.format]} bytes, "
+                             f"got {len(self.data)}")
+
+    def sha256(self) -> str:
+        return sha256_hex(self.data)
+
+    def layer(self, sha256: str | None = None) -> dict:
+        """The wire layer map referencing this data's blob."""
+        return {"sha256": sha256 or self.sha256(), "w": self.w, "h": self.h, "format": self.format,
+                "x": self.x, "y": self.y}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def swap_red_blue(data: bytes) -> bytes:
+    """BGRA <-> RGBA (its own inverse). Krita's pixelData is BGRA for RGBA/U8 documents."""
+    out = bytearray(data)
+    out[0::4] = data[2::4]
+    out[2::4] = data[0::4]
+    return bytes(out)
+
+
+bgra_to_rgba = swap_red_blue
+rgba_to_bgra = swap_red_blue
+
+
+def flip_rows(data: bytes, w: int, h: int, bpp: int) -> bytes:
+    """Top-down <-> bottom-up (Blender stores the bottom row first)."""
+    stride = w * bpp
+    view = memoryview(data)
+    return b"".join(view[(h - 1 - r) * stride:(h - r) * stride] for r in range(h))
+
+
+def crop(data: bytes, w: int, h: int, bpp: int, x: int, y: int, cw: int, ch: int) -> bytes:
+    if x < 0 or y < 0 or x + cw > w or y + ch > h or cw <= 0 or ch <= 0:
+        raise ValueError(f"crop {cw}x{ch}+{x}+{y} outside {w}x{h}")
+    stride = w * bpp
+    view = memoryview(data)
+    return b"".join(view[(y + r) * stride + x * bpp:(y + r) * stride + (x + cw) * bpp] for r in range(ch))
+
+
+def alpha_of(rgba: bytes) -> bytes:
+    return bytes(rgba[3::4])
+
+
+def mask_from_transparency(rgba: bytes) -> bytes:
+    """gray8 mask: 255 where the pixel is fully transparent (to be generated), 0 elsewhere."""
+    return alpha_of(rgba).translate(_TRANSPARENT_TO_MASK)
+
+
+_TRANSPARENT_TO_MASK = bytes([255] + [0] * 255)
+
+
+def mask_bounds(mask: bytes, w: int, h: int) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of the non-zero part of a gray8 mask, or None when it is empty."""
+    top = bottom = None
+    left, right = w, -1
+    view = memoryview(mask)
+    for r in range(h):
+        row = bytes(view[r * w:(r + 1) * w])
+        stripped = row.lstrip(b"\x00")
+        if not stripped:
+            continue
+        if top is None:
+            top = r
+        bottom = r
+        left = min(left, w - len(stripped))
+        right = max(right, len(row.rstrip(b"\x00")) - 1)
+    if top is None:
+        return None
+    return left, top, right - left + 1, bottom - top + 1
+
+
+def solid(w: int, h: int, rgba: tuple[int, int, int, int]) -> bytes:
+    return bytes(rgba) * (w * h)

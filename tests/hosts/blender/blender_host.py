@@ -1,0 +1,168 @@
+"""Run scripts inside a real, headless Blender with a Paintbridge add-on installed.
+
+    result = run_in_blender(addon_zip, script_path, timeout=120, params={...})
+
+starts `blender -b --factory-startup` with an isolated user configuration (BLENDER_USER_CONFIG,
+BLENDER_USER_SCRIPTS, BLENDER_USER_DATAFILES point into a temporary directory, so nothing of the real user's
+Blender set-up is read or written), installs the add-on zip with bpy.ops.preferences.addon_install, enables it
+with bpy.ops.preferences.addon_enable, runs the script (see bootstrap.py for the globals it gets) and returns
+the JSON result as a dict:
+
+    ok, stage, error, traceback   outcome ("stage" says how far it got: install, enable, script, done)
+    result                        the dict the script filled in (RESULT)
+    returncode, stdout, stderr    of the Blender process
+    startup_s                     launch -> first line of our Python inside Blender
+    elapsed_s                     launch -> process exit
+    timings                       install / enable / script seconds
+    user_dir                      the isolated user directory (pass it back as user_dir= to reuse it)
+
+No pytest dependency: usable from a plain Python prompt too. Blender is found through $PAINTBRIDGE_BLENDER or
+`blender` on PATH (find_blender()).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BOOTSTRAP = HERE / "bootstrap.py"
+SCRIPTS = HERE / "scripts"
+
+
+def find_blender() -> str | None:
+    exe = os.environ.get("PAINTBRIDGE_BLENDER") or shutil.which("blender")
+    return exe if exe and os.path.exists(exe) else None
+
+
+def addon_module_name(addon_zip: str | os.PathLike) -> str:
+    """The package name an add-on zip installs as: its single top-level directory (or .py file)."""
+    with zipfile.ZipFile(addon_zip) as zf:
+        tops = {n.split("/", 1)[0] for n in zf.namelist() if n and not n.startswith("__MACOSX")}
+    if len(tops) != 1:
+        raise ValueError(f"{addon_zip}: expected one top-level package, found {sorted(tops)}")
+    top = tops.pop()
+    return top[:-3] if top.endswith(".py") else top
+
+
+def run_in_blender(
+    addon_zip: str | os.PathLike | None,
+    script_path: str | os.PathLike,
+    timeout: float = 120,
+    *,
+    params: dict | None = None,
+    blend_file: str | os.PathLike | None = None,
+    user_dir: str | os.PathLike | None = None,
+    env: dict | None = None,
+    blender: str | None = None,
+) -> dict:
+    """Run `script_path` in headless Blender; see the module docstring for the returned dict.
+
+    addon_zip: zip to install and enable, or None to run the script in bare Blender.
+    blend_file: a .blend to open before the script runs (e.g. one saved by an earlier run).
+    user_dir: reuse an isolated user directory from an earlier run (token files, installed add-on); by default a
+      fresh temporary one is made and removed afterwards unless the run failed or PAINTBRIDGE_KEEP_TMP=1.
+    """
+    exe = blender or find_blender()
+    if not exe:
+        raise FileNotFoundError("blender not found (set PAINTBRIDGE_BLENDER or put blender on PATH)")
+    own_dir = user_dir is None
+    root = Path(user_dir) if user_dir else Path(tempfile.mkdtemp(prefix="pb-blender-"))
+    for sub in ("config", "scripts", "datafiles", "work"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    result_path = root / "work" / "result.json"
+    if result_path.exists():
+        result_path.unlink()
+    module = addon_module_name(addon_zip) if addon_zip else None
+    config = {
+        "addon_zip": str(Path(addon_zip).resolve()) if addon_zip else None,
+        "module": module,
+        "script_path": str(Path(script_path).resolve()),
+        "result_path": str(result_path),
+        "work_dir": str(root / "work"),
+        "params": params or {},
+    }
+    config_path = root / "work" / "run.json"
+    config_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
+
+    run_env = dict(os.environ)
+    run_env.update(
+        BLENDER_USER_CONFIG=str(root / "config"),
+        BLENDER_USER_SCRIPTS=str(root / "scripts"),
+        BLENDER_USER_DATAFILES=str(root / "datafiles"),
+        # Blender must not pick up the test runner's virtualenv or PYTHONPATH.
+        PYTHONNOUSERSITE="1",
+    )
+    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+        run_env.pop(var, None)
+    if env:
+        run_env.update(env)
+
+    cmd = [exe, "-b", "--factory-startup", "--python-exit-code", "1"]
+    if blend_file:
+        cmd.append(str(blend_file))
+    cmd += ["--python", str(BOOTSTRAP), "--", str(config_path)]
+
+    t_launch = time.time()
+    proc = subprocess.Popen(
+        cmd, env=run_env, cwd=str(root / "work"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, text=True, errors="replace",
+    )
+    timed_out = False
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stdout, stderr = proc.communicate()
+    t_exit = time.time()
+
+    if result_path.exists():
+        out = json.loads(result_path.read_text(encoding="utf-8"))
+    else:
+        out = {"ok": False, "stage": "launch", "error": "Blender wrote no result file", "traceback": None,
+               "result": {}, "timings": {}}
+    if timed_out:
+        out["ok"] = False
+        out["error"] = f"timed out after {timeout} s (stage {out.get('stage')})"
+    out.update(
+        returncode=proc.returncode,
+        stdout=stdout,
+        stderr=stderr,
+        elapsed_s=t_exit - t_launch,
+        startup_s=(out["t_python"] - t_launch) if out.get("t_python") else None,
+        user_dir=str(root),
+        command=cmd,
+        module=module,
+    )
+    if out["ok"] and proc.returncode != 0:
+        out["ok"] = False
+        out["error"] = f"Blender exited with status {proc.returncode}"
+    if own_dir and out["ok"] and os.environ.get("PAINTBRIDGE_KEEP_TMP") != "1":
+        shutil.rmtree(root, ignore_errors=True)
+        out["user_dir"] = None
+    return out
+
+
+def describe_failure(out: dict) -> str:
+    """A readable failure message for assertions: error, traceback and the tail of Blender's output."""
+    parts = [f"stage={out.get('stage')} error={out.get('error')} returncode={out.get('returncode')}"]
+    if out.get("traceback"):
+        parts.append(out["traceback"])
+    for name in ("stdout", "stderr"):
+        text = (out.get(name) or "")[-3000:]
+        if text.strip():
+            parts.append(f"--- blender {name} (tail) ---\n{text}")
+    if out.get("user_dir"):
+        parts.append(f"(kept {out['user_dir']})")
+    return "\n".join(parts)
