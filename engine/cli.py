@@ -56,12 +56,8 @@ def cmd_serve(args) -> int:
         print("WARNING: listening on a non-loopback address WITHOUT TLS: tokens and images cross the network in\n"
               "WARNING: clear text. Use --tls-cert/--tls-key, or bind 127.0.0.1 and tunnel.", file=sys.stderr)
     server = Server(cfg)
-    try:
-        from . import runtime   # queue + models; absent in a spine-only build
-        runtime.install(server)
-    except ModuleNotFoundError as exc:
-        if exc.name != "engine.runtime":
-            raise
+    from .runtime import install_runtime
+    install_runtime(server, cfg)
     scheme = "wss" if ssl_ctx else "ws"
 
     async def run():

@@ -42,7 +42,8 @@ class Event:
 class Client:
     def __init__(self, url: str, token: str | None = None, *, app: str = "python", app_version: str = "",
                  request_timeout: float = 60.0, reconnect: bool = True,
-                 on_event: Callable[[Event], None] | None = None, frame_limit: int = 64 * 1024 * 1024):
+                 on_event: Callable[[Event], None] | None = None, frame_limit: int = 64 * 1024 * 1024,
+                 headers: dict | None = None):
         self.url = url
         self.token = token
         self.app = app
@@ -50,6 +51,7 @@ class Client:
         self.request_timeout = request_timeout
         self.reconnect = reconnect
         self.frame_limit = frame_limit
+        self.headers = headers
         self.events: "queue.Queue[Event]" = queue.Queue()
         # on_event runs on the reader thread; it must be quick and must not call blocking client methods.
         self.on_event = on_event
@@ -127,28 +129,27 @@ class Client:
         delay = 0.5
         while not self._closed.is_set():
             self._set_state(CONNECTING, "")
+            opened = False
             try:
-                ws = ws_connect(self.url, compression=None, max_size=self.frame_limit, open_timeout=10,
-                                close_timeout=2, ping_interval=20, ping_timeout=20)
+                with ws_connect(self.url, compression=None, max_size=self.frame_limit, open_timeout=10,
+                                close_timeout=2, ping_interval=20, ping_timeout=20,
+                                additional_headers=self.headers) as ws:
+                    opened = True
+                    self._ws = ws
+                    reader = threading.Thread(target=self._read, args=(ws,), name="paintbridge-reader", daemon=True)
+                    reader.start()
+                    self._hello()
+                    if self.state == CONNECTED:
+                        delay = 0.5
+                    reader.join()
             except Exception as exc:
-                self._last_error = f"cannot reach {self.url}: {exc}"
-                self._set_state(DISCONNECTED_STATE, self._last_error)
-                if not self.reconnect or self._closed.wait(delay):
-                    return
-                delay = min(delay * 2, 30.0)
-                continue
-            self._ws = ws
-            reader = threading.Thread(target=self._read, args=(ws,), name="paintbridge-reader", daemon=True)
-            reader.start()
-            self._hello()
-            if self.state == CONNECTED:
-                delay = 0.5
-            reader.join()
+                if not opened:
+                    self._last_error = f"cannot reach {self.url}: {exc}"
             self._ws = None
             self._fail_pending(ProtocolError(DISCONNECTED, "connection lost"))
             if self._closed.is_set():
                 return
-            self._set_state(DISCONNECTED_STATE, "connection lost")
+            self._set_state(DISCONNECTED_STATE, "connection lost" if opened else self._last_error)
             if not self.reconnect or self._closed.wait(delay):
                 return
             delay = min(delay * 2, 30.0)

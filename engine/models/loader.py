@@ -1,0 +1,243 @@
+"""Find out what a model file/folder is and load it into a diffusers pipeline, offline.
+
+Two on-disk forms are supported:
+- a diffusers folder (model_index.json + component folders);
+- one .safetensors file in the original key layout (CompVis SD1/SD2, SGM SDXL, BFL/ComfyUI FLUX), loaded
+  with diffusers' from_single_file against a LOCAL config folder. The configs come from the file's own
+  safetensors metadata (`paintbridge_configs`, written by our demo models) or else from engine/configs/<family>/.
+
+Nothing is ever fetched from a hub: every from_pretrained/from_single_file gets a local path and
+local_files_only=True.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.errors import ModelError
+
+FAMILIES = ("sd1", "sd2", "sdxl", "flux")
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Where a user can drop real tokenizer files (CLIP vocab.json+merges.txt, T5 spiece.model/tokenizer.json) for
+# single-file checkpoints: $PAINTBRIDGE_TOKENIZERS/{clip,clip_g,t5}/ ; default engine/configs/tokenizers/.
+TOKENIZERS_ENV = "PAINTBRIDGE_TOKENIZERS"
+META_CONFIGS = "paintbridge_configs"
+MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    family: str  # "sd1" | "sd2" | "sdxl" | "flux"
+    pipe: Any  # the diffusers txt2img pipeline holding all components
+    device: torch.device
+    dtype: torch.dtype
+    native_size: int
+    prediction_type: str  # "epsilon" | "v_prediction" | "flow"
+    # img2img / inpaint variants built with from_pipe (components shared), keyed by mode.
+    variants: dict = field(default_factory=dict, repr=False)
+
+
+def pick_device() -> tuple[torch.device, torch.dtype]:
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.float16
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps"), torch.float16
+    return torch.device("cpu"), torch.float32
+
+
+def read_safetensors_header(path: Path) -> tuple[dict, dict]:
+    """(tensors {key: {"dtype", "shape", ...}}, metadata) from the JSON header only; no weights are read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise ModelError(f"{path.name} is not a model file (too short to be .safetensors)")
+            (n,) = struct.unpack("<Q", raw)
+            if n <= 1 or n > MAX_HEADER or n > path.stat().st_size - 8:
+                raise ModelError(f"{path.name} is not a valid .safetensors file (bad header length)")
+            header = json.loads(f.read(n))
+    except ModelError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path.name} is not a readable .safetensors file: {e}") from e
+    if not isinstance(header, dict):
+        raise ModelError(f"{path.name} is not a valid .safetensors file (header is not a map)")
+    meta = header.pop("__metadata__", None) or {}
+    return header, meta
+
+
+def _family_from_keys(keys: dict, name: str) -> str:
+    def has_prefix(*prefixes):
+        return any(k.startswith(prefixes) for k in keys)
+
+    if has_prefix("double_blocks.", "model.diffusion_model.double_blocks."):
+        return "flux"  # BFL / ComfyUI layout
+    if "x_embedder.weight" in keys and has_prefix("single_transformer_blocks."):
+        return "flux"  # a diffusers-layout transformer saved alone
+    if "conditioner.embedders.1.model.ln_final.weight" in keys or "model.diffusion_model.label_emb.0.0.weight" in keys:
+        return "sdxl"
+    if has_prefix("model.diffusion_model.input_blocks."):
+        if "cond_stage_model.model.ln_final.weight" in keys:
+            return "sd2"  # OpenCLIP ViT-H text encoder
+        for k, v in keys.items():
+            if k.startswith("model.diffusion_model.") and k.endswith("attn2.to_k.weight"):
+                return "sd2" if v["shape"][-1] == 1024 else "sd1"
+        return "sd1"
+    raise ModelError(
+        f"{name} does not look like a Stable Diffusion 1.x/2.x, SDXL or FLUX checkpoint "
+        "(no known UNet/transformer weights found); LoRAs, VAEs and other add-ons are not base models"
+    )
+
+
+def _family_from_folder(path: Path) -> str:
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ModelError(f"{path.name} is a folder without model_index.json, so it is not a diffusers model")
+    try:
+        cls = json.loads(index.read_text())["_class_name"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"{path.name}/model_index.json is unreadable: {e}") from e
+    if cls.startswith("StableDiffusionXL"):
+        return "sdxl"
+    if cls.startswith("Flux"):
+        return "flux"
+    if cls.startswith("StableDiffusion"):
+        try:
+            unet = json.loads((path / "unet" / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path.name}/unet/config.json is unreadable: {e}") from e
+        return "sd2" if unet.get("cross_attention_dim") == 1024 else "sd1"
+    raise ModelError(f"{path.name} is a {cls}, which Paintbridge does not support (SD1/SD2/SDXL/FLUX only)")
+
+
+def detect_family(path: Path) -> str:
+    """Cheap: reads configs or the safetensors header, never the weights."""
+    path = Path(path)
+    if path.is_dir():
+        return _family_from_folder(path)
+    if not path.is_file():
+        raise ModelError(f"model {path} does not exist")
+    if path.suffix.lower() != ".safetensors":
+        raise ModelError(
+            f"{path.name}: only .safetensors single files are loaded (pickled .ckpt/.pt files can run code)"
+        )
+    keys, _ = read_safetensors_header(path)
+    return _family_from_keys(keys, path.name)
+
+
+def _pipeline_class(family: str):
+    import diffusers
+
+    return {
+        "sd1": diffusers.StableDiffusionPipeline,
+        "sd2": diffusers.StableDiffusionPipeline,
+        "sdxl": diffusers.StableDiffusionXLPipeline,
+        "flux": diffusers.FluxPipeline,
+    }[family]
+
+
+def _tokenizer_dir(kind: str) -> Path | None:
+    root = Path(os.environ.get(TOKENIZERS_ENV, CONFIGS_DIR / "tokenizers"))
+    d = root / kind
+    return d if d.is_dir() and any(d.iterdir()) else None
+
+
+def _write_config_dir(dest: Path, family: str, meta: dict, keys: dict, name: str) -> None:
+    """Fill `dest` with a diffusers config folder (no weights) that matches the single file."""
+    if META_CONFIGS in meta:
+        # Our own files (demo models) carry every config + tokenizer file they need.
+        try:
+            files = json.loads(meta[META_CONFIGS])
+        except ValueError as e:
+            raise ModelError(f"{name}: embedded configs are corrupt: {e}") from e
+        for rel, text in files.items():
+            target = (dest / rel).resolve()
+            if dest.resolve() not in target.parents:
+                raise ModelError(f"{name}: embedded config path {rel!r} escapes the config folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        return
+    variant = family
+    if family == "flux":
+        variant = "flux-dev" if any(k.endswith("guidance_in.in_layer.weight") for k in keys) else "flux-schnell"
+    src = CONFIGS_DIR / variant
+    if not src.is_dir():
+        raise ModelError(f"{name}: no shipped configs for {variant} (expected {src})")
+    for f in src.rglob("*"):
+        if f.is_file():
+            t = dest / f.relative_to(src)
+            t.parent.mkdir(parents=True, exist_ok=True)
+            t.write_bytes(f.read_bytes())
+    # Real checkpoints need the real tokenizers, which we cannot download at run time.
+    needed = {"sd1": {"tokenizer": "clip"}, "sd2": {"tokenizer": "clip"},
+              "sdxl": {"tokenizer": "clip", "tokenizer_2": "clip"},
+              "flux": {"tokenizer": "clip", "tokenizer_2": "t5"}}[family]
+    for sub, kind in needed.items():
+        tdir = _tokenizer_dir(kind)
+        if tdir is None:
+            root = os.environ.get(TOKENIZERS_ENV, str(CONFIGS_DIR / "tokenizers"))
+            raise ModelError(
+                f"{name} is a {family} single-file checkpoint; loading it needs the {kind.upper()} tokenizer "
+                f"files in {root}/{kind}/ (vocab.json + merges.txt for CLIP, tokenizer.json for T5), "
+                "or use the model in diffusers folder form"
+            )
+        for f in tdir.iterdir():
+            if f.is_file():
+                (dest / sub).mkdir(parents=True, exist_ok=True)
+                (dest / sub / f.name).write_bytes(f.read_bytes())
+    if family == "flux" and not any(k.startswith(("vae.", "first_stage_model.")) for k in keys):
+        raise ModelError(
+            f"{name} holds only the FLUX transformer; Paintbridge needs an all-in-one FLUX checkpoint "
+            "(with VAE and text encoders) or a diffusers folder"
+        )
+
+
+def load_model(path: Path, name: str | None = None, device=None, dtype=None) -> LoadedModel:
+    path = Path(path)
+    name = name or path.stem
+    family = detect_family(path)
+    if device is None or dtype is None:
+        d, t = pick_device()
+        device = device if device is not None else d
+        if dtype is None:
+            dtype = torch.bfloat16 if (family == "flux" and torch.device(device).type == "cuda") else t
+    device = torch.device(device)
+    cls = _pipeline_class(family)
+    extra = {"safety_checker": None, "requires_safety_checker": False} if family in ("sd1", "sd2") else {}
+    try:
+        if path.is_dir():
+            pipe = cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, **extra)
+        else:
+            keys, meta = read_safetensors_header(path)
+            with tempfile.TemporaryDirectory(prefix="pb-config-") as cfg:
+                _write_config_dir(Path(cfg), family, meta, keys, path.name)
+                pipe = cls.from_single_file(
+                    str(path), config=cfg, local_files_only=True, torch_dtype=dtype, **extra
+                )
+    except ModelError:
+        raise
+    except Exception as e:  # diffusers/transformers raise many types for bad files; a person needs one message
+        raise ModelError(f"cannot load {family} model {path.name}: {type(e).__name__}: {e}") from e
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    if family == "flux":
+        prediction_type = "flow"
+        native = int(getattr(pipe.vae.config, "sample_size", 1024) or 1024)
+    else:
+        prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+        native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    return LoadedModel(
+        name=name, path=path, family=family, pipe=pipe, device=device, dtype=dtype,
+        native_size=native, prediction_type=prediction_type,
+    )

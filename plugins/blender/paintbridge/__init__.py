@@ -1,0 +1,45 @@
+"""Paintbridge for Blender: an Image Editor sidebar panel that drives a local Paintbridge engine.
+
+One package, two ways to install: a Blender 4.2+ extension (blender_manifest.toml) and a legacy add-on
+(bl_info) for Blender 3.x-4.1. The shared client (protocol/, with msgpack and websockets) is bundled under
+_vendor/ by `paintbridge plugin build blender`; it is put first on sys.path before anything imports it.
+"""
+
+bl_info = {
+    "name": "Paintbridge",
+    "author": "Paintbridge developers",
+    "version": (0, 1, 0),
+    "blender": (3, 4, 0),
+    "location": "Image Editor > Sidebar > Paintbridge",
+    "description": "Generate, refine, inpaint and upscale images with a local Paintbridge engine",
+    "category": "Paint",
+}
+
+import os
+import sys
+
+_VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor")
+if os.path.isdir(_VENDOR):
+    if _VENDOR in sys.path:
+        sys.path.remove(_VENDOR)
+    sys.path.insert(0, _VENDOR)
+
+if "core" in locals():  # F8 / script reload
+    import importlib
+
+    importlib.reload(core)  # noqa: F821
+    importlib.reload(ui)  # noqa: F821
+else:
+    from . import core, ui
+
+drain = core.drain
+
+
+def register():
+    ui.register()
+    core.register()
+
+
+def unregister():
+    core.unregister()
+    ui.unregister()

@@ -1,0 +1,133 @@
+"""GIMP-independent parts of the Paintbridge GIMP plug-in: settings file, request regions, request parameters.
+
+No `gi` import here, so the host test suite can unit-test it with plain Python. Pixel formats, hashing, masks
+and crops live in the shared client (`protocol.pixels`); nothing here re-implements them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+SETTINGS_FILE = "settings.json"
+# How much canvas around a selection is sent as context for inpaint/refine (fraction of the selection size,
+# at least MIN_CONTEXT pixels), clipped to the image.
+CONTEXT_FRACTION = 0.5
+MIN_CONTEXT = 64
+DEFAULT_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def x2(self) -> int:
+        return self.x + self.w
+
+    @property
+    def y2(self) -> int:
+        return self.y + self.h
+
+    @property
+    def empty(self) -> bool:
+        return self.w <= 0 or self.h <= 0
+
+    def intersect(self, other: "Rect") -> "Rect":
+        x, y = max(self.x, other.x), max(self.y, other.y)
+        x2, y2 = min(self.x2, other.x2), min(self.y2, other.y2)
+        return Rect(x, y, max(0, x2 - x), max(0, y2 - y))
+
+    def pad(self, left: int, top: int, right: int, bottom: int) -> "Rect":
+        return Rect(self.x - left, self.y - top, self.w + left + right, self.h + top + bottom)
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return self.x, self.y, self.w, self.h
+
+
+def context_region(selection: Rect, image: Rect, fraction: float = CONTEXT_FRACTION,
+                   minimum: int = MIN_CONTEXT) -> Rect:
+    """The part of the image sent with an inpaint/refine request: the selection plus context, clipped."""
+    mx = max(minimum, int(selection.w * fraction))
+    my = max(minimum, int(selection.h * fraction))
+    return selection.pad(mx, my, mx, my).intersect(image)
+
+
+def local_rect(r: Rect, origin: Rect) -> Rect:
+    """r in the coordinates of a buffer whose top-left is origin's."""
+    return Rect(r.x - origin.x, r.y - origin.y, r.w, r.h)
+
+
+# ---- settings -----------------------------------------------------------------------------------------------
+
+def load_settings(config_dir: str) -> dict:
+    try:
+        with open(os.path.join(config_dir, SETTINGS_FILE), encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_settings(config_dir: str, settings: dict) -> None:
+    os.makedirs(config_dir, exist_ok=True)
+    path = os.path.join(config_dir, SETTINGS_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def resolve_url(arg: str, settings: dict, default: str) -> str:
+    """Procedure argument > $PAINTBRIDGE_URL > settings file > protocol default."""
+    return (arg or "").strip() or os.environ.get("PAINTBRIDGE_URL", "").strip() or settings.get("url") or default
+
+
+def model_name(entry) -> str:
+    """A models.list entry may be a name or a map."""
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        return str(entry.get("name") or entry.get("id") or "")
+    return ""
+
+
+def pick_model(arg: str, settings: dict, models: list) -> str:
+    if arg:
+        return arg
+    if settings.get("model"):
+        return settings["model"]
+    for m in models:
+        if isinstance(m, dict) and m.get("default"):
+            return model_name(m)
+    return model_name(models[0]) if models else ""
+
+
+def generate_params(mode: str, model: str, *, prompt: str = "", negative_prompt: str = "", width: int,
+                    height: int, steps: int = 0, guidance: float = 0.0, seed: int = -1,
+                    strength: float | None = None, batch: int = 1, extra: dict | None = None) -> dict:
+    """The `generate` request args (without image/mask, which the session uploads and fills in).
+    Zero/negative steps, guidance and seed mean "server default" and are left out."""
+    params = {"mode": mode, "model": model, "prompt": prompt, "negative_prompt": negative_prompt,
+              "width": int(width), "height": int(height), "batch": max(1, int(batch))}
+    if steps > 0:
+        params["steps"] = int(steps)
+    if guidance > 0:
+        params["guidance"] = float(guidance)
+    if seed >= 0:
+        params["seed"] = int(seed)
+    if strength is not None:
+        params["strength"] = float(strength)
+    params.update(extra or {})
+    return params
+
+
+def timeout_seconds() -> float:
+    try:
+        return float(os.environ.get("PAINTBRIDGE_TIMEOUT", DEFAULT_TIMEOUT))
+    except ValueError:
+        return DEFAULT_TIMEOUT
