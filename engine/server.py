@@ -193,6 +193,13 @@ class Server:
                 if owner_uid == uid or conn.is_admin:
                     conn.send(msg, droppable)
 
+    def broadcast(self, name: str, data: dict):
+        """An event for every signed-in connection (engine-wide facts like a model loading)."""
+        msg = codec.event(name, data)
+        for conns in self.connections.values():
+            for conn in conns:
+                conn.send(msg, droppable=True)
+
     def welcome(self, conn: Connection) -> dict:
         lim = self.config.limits
         return {"protocol": PROTOCOL_VERSION, "server": {"name": "paintbridge", "version": __version__},

@@ -1,0 +1,148 @@
+"""Canvas operations (the `generate` op) compiled into node graphs, once, for every plug-in.
+
+txt2img, img2img (refine), inpaint (selection), outpaint (transparent areas) and upscale each become a graph
+of the nodes in engine/nodes. Inpaint and outpaint crop the mask's bounds plus context, scale that region to
+the model's native size, generate, scale back and paste with a feather that only reaches inwards, so every
+pixel where the mask is 0 comes back exactly as sent. Result layers carry document x, y.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import BadRequest
+
+
+class GraphBuilder:
+    def __init__(self):
+        self.nodes: dict[str, dict] = {}
+        self.edges: list[dict] = []
+
+    def add(self, nid: str, type_: str, inputs: dict | None = None, **literals) -> str:
+        self.nodes[nid] = {"type": type_, **literals}
+        for field, (src, out) in (inputs or {}).items():
+            self.edges.append({"from": [src, out], "to": [nid, field]})
+        return nid
+
+    def graph(self) -> dict:
+        return {"nodes": self.nodes, "edges": self.edges}
+
+
+def mask_bounds(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(gray.any(axis=1))
+    cols = np.flatnonzero(gray.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def generation_size(w: int, h: int, native: int, max_pixels: int) -> tuple[int, int]:
+    """Scale (w, h) to about native*native pixels, keeping the aspect ratio, in multiples of 8."""
+    scale = math.sqrt(min(native * native, max_pixels) / (w * h))
+    gw = max(8, int(round(w * scale / 8)) * 8)
+    gh = max(8, int(round(h * scale / 8)) * 8)
+    return gw, gh
+
+
+def context_region(bounds, img_w: int, img_h: int) -> tuple[int, int, int, int]:
+    """The mask bounds grown by context padding (a quarter of their size, at least 16 px), inside the image."""
+    bx, by, bw, bh = bounds
+    pad = max(16, int(round(max(bw, bh) * 0.25)))
+    x0, y0 = max(0, bx - pad), max(0, by - pad)
+    x1, y1 = min(img_w, bx + bw + pad), min(img_h, by + bh + pad)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def layer_name(args, seed: int) -> str:
+    text = " ".join(args.prompt.split())[:48] or args.mode
+    return f"{text} · {seed}"
+
+
+def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | None = None,
+                     mask: np.ndarray | None = None) -> dict:
+    """args: validated GenerateArgs; image/mask: the layers' pixels (needed to place inpaint/outpaint)."""
+    g = GraphBuilder()
+    seeds = [args.seed + i for i in range(args.batch)]
+    mode = args.mode
+
+    if mode == "upscale":
+        g.add("image", "image_input", layer=args.image.model_dump())
+        w, h = int(round(args.image.w * args.scale)), int(round(args.image.h * args.scale))
+        if args.upscaler:
+            g.add("model", "load_upscaler", model=args.upscaler)
+            g.add("up", "upscale", {"model": ("model", "upscaler"), "image": ("image", "image")},
+                  width=w, height=h)
+        else:
+            g.add("up", "resize", {"image": ("image", "image")}, width=w, height=h)
+        g.add("out", "output", {"image": ("up", "image")}, name=f"upscale ×{args.scale:g}")
+        return g.graph()
+
+    g.add("model", "load_model", model=args.model)
+    g.add("cond", "prompt", {"model": ("model", "model")}, text=args.prompt, negative=args.negative_prompt)
+    sampler = {"steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler}
+
+    if mode == "txt2img":
+        for i, seed in enumerate(seeds):
+            g.add(f"noise{i}", "noise", seed=seed, width=args.width, height=args.height)
+            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
+                                             "noise": (f"noise{i}", "noise")}, **sampler)
+            g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})
+            g.add(f"place{i}", "place", {"image": (f"decode{i}", "image")}, x=args.x, y=args.y)
+            g.add(f"out{i}", "output", {"image": (f"place{i}", "image")}, name=layer_name(args, seed), seed=seed)
+        return g.graph()
+
+    g.add("image", "image_input", layer=args.image.model_dump())
+    iw, ih = args.image.w, args.image.h
+
+    if mode == "img2img":
+        if args.strength == 0:   # nothing to change: the input comes back bit for bit
+            g.add("out0", "output", {"image": ("image", "image")}, name=layer_name(args, args.seed), seed=args.seed)
+            return g.graph()
+        gw, gh = (args.width, args.height) if args.width else generation_size(iw, ih, native, max_pixels)
+        g.add("scaled", "resize", {"image": ("image", "image")}, width=gw, height=gh)
+        for i, seed in enumerate(seeds):
+            g.add(f"noise{i}", "noise", seed=seed, width=gw, height=gh)
+            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
+                                             "noise": (f"noise{i}", "noise"), "image": ("scaled", "image")},
+                  strength=args.strength, **sampler)
+            g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})
+            g.add(f"back{i}", "resize", {"image": (f"decode{i}", "image")}, width=iw, height=ih)
+            g.add(f"place{i}", "place", {"image": (f"back{i}", "image")}, x=args.image.x, y=args.image.y)
+            g.add(f"out{i}", "output", {"image": (f"place{i}", "image")}, name=layer_name(args, seed), seed=seed)
+        return g.graph()
+
+    # inpaint / outpaint
+    if mode == "inpaint":
+        g.add("mask", "mask_input", layer=args.mask.model_dump())
+        gray = mask
+    else:
+        g.add("mask", "mask_from_alpha", {"image": ("image", "image")})
+        gray = np.where(image[..., 3] == 0, 255, 0).astype(np.uint8)
+    bounds = mask_bounds(gray)
+    if bounds is None:
+        raise BadRequest("the mask is empty: select the area to generate" if mode == "inpaint"
+                         else "nothing to outpaint: the image has no transparent pixels")
+    rx, ry, rw, rh = context_region(bounds, iw, ih)
+    gw, gh = (args.width, args.height) if args.width else generation_size(rw, rh, native, max_pixels)
+    g.add("crop", "crop", {"image": ("image", "image")}, x=rx, y=ry, width=rw, height=rh)
+    g.add("cropm", "crop_mask", {"mask": ("mask", "mask")}, x=rx, y=ry, width=rw, height=rh)
+    g.add("scaled", "resize", {"image": ("crop", "image")}, width=gw, height=gh)
+    g.add("scaledm", "resize_mask", {"mask": ("cropm", "mask")}, width=gw, height=gh)
+    # grow the mask the model sees a little, so the seam is generated too; the paste feather stays inside
+    g.add("grown", "mask_grow", {"mask": ("scaledm", "mask")}, pixels=max(1, min(gw, gh) // 64))
+    strength = args.strength if mode == "inpaint" else 1.0
+    bx, by, bw, bh = bounds
+    for i, seed in enumerate(seeds):
+        g.add(f"noise{i}", "noise", seed=seed, width=gw, height=gh)
+        g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
+                                         "noise": (f"noise{i}", "noise"), "image": ("scaled", "image"),
+                                         "mask": ("grown", "mask")}, strength=strength, **sampler)
+        g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})
+        g.add(f"back{i}", "resize", {"image": (f"decode{i}", "image")}, width=rw, height=rh)
+        g.add(f"paste{i}", "paste", {"base": ("image", "image"), "image": (f"back{i}", "image"),
+                                     "mask": ("cropm", "mask")}, x=rx, y=ry, feather=args.feather)
+        g.add(f"result{i}", "crop", {"image": (f"paste{i}", "image")}, x=bx, y=by, width=bw, height=bh)
+        g.add(f"out{i}", "output", {"image": (f"result{i}", "image")}, name=layer_name(args, seed), seed=seed)
+    return g.graph()

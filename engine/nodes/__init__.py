@@ -1,0 +1,3 @@
+"""The built-in nodes. Importing this package registers them all in engine.graph.NODES."""
+
+from . import diffusion, image, model  # noqa: F401

@@ -1,0 +1,105 @@
+"""Nodes that run the diffusion model: prompt encoding, noise, denoising, VAE encode/decode."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from .. import diffusion
+from ..graph.node import ConditioningValue, Image, Latents, Mask, ModelValue, Node, Noise
+
+Scheduler = Literal["euler", "euler_a", "dpmpp_2m_karras", "ddim"]
+
+
+class PromptEncode(Node):
+    """Encode a prompt and a negative prompt with the model's text encoders."""
+
+    type = "prompt"
+    title = "Prompt"
+    model: ModelValue
+    text: str = Field(default="", max_length=10000)
+    negative: str = Field(default="", max_length=10000)
+
+    class Out(Node.Out):
+        conditioning: ConditioningValue
+
+    def invoke(self, ctx) -> Out:
+        text = ctx.expand_prompt(self.text, self.model)
+        negative = ctx.expand_prompt(self.negative, self.model)
+        cond = diffusion.encode_prompt(self.model.loaded, text, negative)
+        return self.Out(conditioning=ConditioningValue(cond, self.model.name))
+
+
+class NoiseNode(Node):
+    """The starting noise: a seed and a size (multiples of 8)."""
+
+    type = "noise"
+    title = "Noise"
+    seed: int = Field(default=0, ge=0, le=2 ** 63 - 1)
+    width: int = Field(default=512, ge=8, le=16384, multiple_of=8)
+    height: int = Field(default=512, ge=8, le=16384, multiple_of=8)
+
+    class Out(Node.Out):
+        noise: Noise
+
+    def invoke(self, ctx) -> Out:
+        return self.Out(noise=Noise(self.seed, self.width, self.height))
+
+
+class Denoise(Node):
+    """Denoise from noise (txt2img), or from an image with strength < 1 (img2img), only where the mask is
+    set (inpaint). Reports progress with a cheap preview after every step; stops at the next step on cancel."""
+
+    type = "denoise"
+    title = "Denoise"
+    model: ModelValue
+    conditioning: ConditioningValue
+    noise: Noise
+    image: Image | None = None
+    mask: Mask | None = None
+    steps: int = Field(default=20, ge=1, le=1000)
+    guidance: float = Field(default=7.0, ge=0.0, le=50.0)
+    strength: float = Field(default=1.0, ge=0.0, le=1.0)
+    scheduler: Scheduler = "euler"
+
+    class Out(Node.Out):
+        latents: Latents
+
+    def invoke(self, ctx) -> Out:
+        loaded = self.model.loaded
+        w, h = self.noise.width, self.noise.height
+        init = mask = None
+        if self.image is not None:
+            if (self.image.w, self.image.h) != (w, h):
+                raise ctx.error(f"image is {self.image.w}x{self.image.h} but the noise is {w}x{h}")
+            init = np.ascontiguousarray(self.image.rgba[..., :3])
+        if self.mask is not None:
+            if init is None:
+                raise ctx.error("a mask needs an image to inpaint")
+            mask = self.mask.gray
+        latents = diffusion.denoise(
+            loaded, self.conditioning.cond, width=w, height=h, steps=self.steps, guidance=self.guidance,
+            seed=self.noise.seed, scheduler=self.scheduler, strength=self.strength if init is not None else 1.0,
+            init_image=init, mask=mask,
+            on_step=lambda step, total, lat: ctx.progress(step, total, loaded, lat),
+            is_canceled=ctx.is_canceled)
+        return self.Out(latents=Latents(latents, loaded.family))
+
+
+class VaeDecode(Node):
+    """Latents to an opaque RGBA image."""
+
+    type = "vae_decode"
+    title = "VAE decode"
+    model: ModelValue
+    latents: Latents
+
+    class Out(Node.Out):
+        image: Image
+
+    def invoke(self, ctx) -> Out:
+        rgb = diffusion.decode(self.model.loaded, self.latents.tensor)
+        alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+        return self.Out(image=Image(np.concatenate([rgb, alpha], axis=2)))

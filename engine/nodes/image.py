@@ -1,0 +1,271 @@
+"""Image and mask nodes: inputs from the wire, crop, resize, feathered paste, mask grow/blur, outputs."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageFilter
+from pydantic import Field
+
+from ..graph.node import Image, Mask, Node
+
+Coord = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
+Size = Field(ge=1, le=65536)
+
+
+class ImageInput(Node):
+    """An RGBA layer sent by the client: {sha256, w, h, format: rgba8, x, y} (the blob must be yours)."""
+
+    type = "image_input"
+    title = "Image"
+    layer: dict
+
+    class Out(Node.Out):
+        image: Image
+
+    def invoke(self, ctx) -> Out:
+        return self.Out(image=ctx.load_image(self.layer))
+
+
+class MaskInput(Node):
+    """A gray8 mask layer sent by the client (255 = generate here)."""
+
+    type = "mask_input"
+    title = "Mask"
+    layer: dict
+
+    class Out(Node.Out):
+        mask: Mask
+
+    def invoke(self, ctx) -> Out:
+        return self.Out(mask=ctx.load_mask(self.layer))
+
+
+class Crop(Node):
+    """Cut a rectangle (in the image's own pixel coordinates); the result keeps its document position."""
+
+    type = "crop"
+    title = "Crop"
+    image: Image
+    x: int = Field(default=0, ge=0)
+    y: int = Field(default=0, ge=0)
+    width: int = Size
+    height: int = Size
+
+    class Out(Node.Out):
+        image: Image
+
+    def invoke(self, ctx) -> Out:
+        im = self.image
+        if self.x + self.width > im.w or self.y + self.height > im.h:
+            raise ctx.error(f"crop {self.width}x{self.height}+{self.x}+{self.y} is outside the {im.w}x{im.h} image")
+        rgba = im.rgba[self.y:self.y + self.height, self.x:self.x + self.width].copy()
+        return self.Out(image=Image(rgba, im.x + self.x, im.y + self.y))
+
+
+class CropMask(Node):
+    """Cut a rectangle out of a mask."""
+
+    type = "crop_mask"
+    title = "Crop mask"
+    mask: Mask
+    x: int = Field(default=0, ge=0)
+    y: int = Field(default=0, ge=0)
+    width: int = Size
+    height: int = Size
+
+    class Out(Node.Out):
+        mask: Mask
+
+    def invoke(self, ctx) -> Out:
+        m = self.mask
+        h, w = m.gray.shape
+        if self.x + self.width > w or self.y + self.height > h:
+            raise ctx.error(f"crop {self.width}x{self.height}+{self.x}+{self.y} is outside the {w}x{h} mask")
+        gray = m.gray[self.y:self.y + self.height, self.x:self.x + self.width].copy()
+        return self.Out(mask=Mask(gray, m.x + self.x, m.y + self.y))
+
+
+def resize_rgba(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
+    if rgba.shape[1] == width and rgba.shape[0] == height:
+        return rgba
+    # Pillow resizes RGBA premultiplied, so transparent pixels' colours do not bleed into the result.
+    return np.asarray(PILImage.fromarray(rgba, "RGBA").resize((width, height), PILImage.LANCZOS))
+
+
+def resize_gray(gray: np.ndarray, width: int, height: int) -> np.ndarray:
+    if gray.shape[1] == width and gray.shape[0] == height:
+        return gray
+    return np.asarray(PILImage.fromarray(gray, "L").resize((width, height), PILImage.BILINEAR))
+
+
+class Resize(Node):
+    """Scale an image (Lanczos)."""
+
+    type = "resize"
+    title = "Resize"
+    image: Image
+    width: int = Size
+    height: int = Size
+
+    class Out(Node.Out):
+        image: Image
+
+    def invoke(self, ctx) -> Out:
+        im = self.image
+        return self.Out(image=Image(resize_rgba(im.rgba, self.width, self.height), im.x, im.y))
+
+
+class ResizeMask(Node):
+    """Scale a mask (bilinear)."""
+
+    type = "resize_mask"
+    title = "Resize mask"
+    mask: Mask
+    width: int = Size
+    height: int = Size
+
+    class Out(Node.Out):
+        mask: Mask
+
+    def invoke(self, ctx) -> Out:
+        m = self.mask
+        return self.Out(mask=Mask(resize_gray(m.gray, self.width, self.height), m.x, m.y))
+
+
+class MaskGrow(Node):
+    """Grow (or with a negative amount, shrink) a mask by a number of pixels."""
+
+    type = "mask_grow"
+    title = "Grow mask"
+    mask: Mask
+    pixels: int = Field(default=8, ge=-256, le=256)
+
+    class Out(Node.Out):
+        mask: Mask
+
+    def invoke(self, ctx) -> Out:
+        m = self.mask
+        if self.pixels == 0:
+            return self.Out(mask=m)
+        size = 2 * abs(self.pixels) + 1
+        filt = ImageFilter.MaxFilter(size) if self.pixels > 0 else ImageFilter.MinFilter(size)
+        gray = np.asarray(PILImage.fromarray(m.gray, "L").filter(filt))
+        return self.Out(mask=Mask(gray, m.x, m.y))
+
+
+class MaskBlur(Node):
+    """Gaussian-blur a mask."""
+
+    type = "mask_blur"
+    title = "Blur mask"
+    mask: Mask
+    radius: float = Field(default=4.0, ge=0.0, le=256.0)
+
+    class Out(Node.Out):
+        mask: Mask
+
+    def invoke(self, ctx) -> Out:
+        m = self.mask
+        if self.radius == 0:
+            return self.Out(mask=m)
+        gray = np.asarray(PILImage.fromarray(m.gray, "L").filter(ImageFilter.GaussianBlur(self.radius)))
+        return self.Out(mask=Mask(gray, m.x, m.y))
+
+
+class MaskFromAlpha(Node):
+    """A mask of the image's fully transparent pixels (what outpainting fills)."""
+
+    type = "mask_from_alpha"
+    title = "Mask from transparency"
+    image: Image
+
+    class Out(Node.Out):
+        mask: Mask
+
+    def invoke(self, ctx) -> Out:
+        im = self.image
+        return self.Out(mask=Mask(np.where(im.rgba[..., 3] == 0, 255, 0).astype(np.uint8), im.x, im.y))
+
+
+def feathered_paste(base: np.ndarray, patch: np.ndarray, mask: np.ndarray, x: int, y: int,
+                    feather: float) -> np.ndarray:
+    """Blend patch onto base at (x, y) by mask, feathered inwards only: where mask is 0 the base pixels are
+    returned bit for bit."""
+    out = base.copy()
+    h, w = patch.shape[:2]
+    weight = mask.astype(np.float32) / 255.0
+    if feather > 0:
+        blurred = np.asarray(PILImage.fromarray(mask, "L").filter(ImageFilter.GaussianBlur(feather)))
+        weight = np.minimum(weight, blurred.astype(np.float32) / 255.0)
+    weight[mask == 0] = 0.0
+    region = out[y:y + h, x:x + w].astype(np.float32)
+    wgt = weight[..., None]
+    region = region * (1.0 - wgt) + patch.astype(np.float32) * wgt
+    blended = np.clip(np.rint(region), 0, 255).astype(np.uint8)
+    keep = (mask == 0)[..., None]
+    out[y:y + h, x:x + w] = np.where(keep, out[y:y + h, x:x + w], blended)
+    return out
+
+
+class Paste(Node):
+    """Paste an image onto a base at (x, y) through a mask the patch's size, feathered inwards, so pixels
+    outside the mask stay exactly as they were."""
+
+    type = "paste"
+    title = "Paste with mask"
+    base: Image
+    image: Image
+    mask: Mask | None = None
+    x: int = Field(default=0, ge=0)
+    y: int = Field(default=0, ge=0)
+    feather: float = Field(default=4.0, ge=0.0, le=256.0)
+
+    class Out(Node.Out):
+        image: Image
+
+    def invoke(self, ctx) -> Out:
+        base, patch = self.base, self.image
+        if self.x + patch.w > base.w or self.y + patch.h > base.h:
+            raise ctx.error(f"a {patch.w}x{patch.h} image at {self.x},{self.y} does not fit the {base.w}x{base.h} base")
+        gray = self.mask.gray if self.mask is not None else np.full((patch.h, patch.w), 255, np.uint8)
+        if gray.shape != (patch.h, patch.w):
+            raise ctx.error(f"mask is {gray.shape[1]}x{gray.shape[0]}, image is {patch.w}x{patch.h}")
+        rgba = feathered_paste(base.rgba, patch.rgba, gray, self.x, self.y, self.feather)
+        return self.Out(image=Image(rgba, base.x, base.y))
+
+
+class Output(Node):
+    """Return an image to the client as a result layer (named; positioned at the image's document x, y)."""
+
+    type = "output"
+    title = "Output"
+    is_output: ClassVar[bool] = True
+    image: Image
+    name: str = Field(default="Paintbridge", max_length=256)
+    seed: int | None = None
+
+    class Out(Node.Out):
+        pass
+
+    def invoke(self, ctx) -> Out:
+        ctx.add_result(self.image, self.name, self.seed)
+        return self.Out()
+
+
+class Place(Node):
+    """Set where an image sits in the document (x, y of its top-left corner)."""
+
+    type = "place"
+    title = "Place"
+    image: Image
+    x: int = Coord
+    y: int = Coord
+
+    class Out(Node.Out):
+        image: Image
+
+    def invoke(self, ctx) -> Out:
+        return self.Out(image=Image(self.image.rgba, self.x, self.y))

@@ -1,0 +1,21 @@
+"""Model loading nodes."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ..graph.node import ModelValue, Node
+
+
+class LoadModel(Node):
+    """Load a main model by name (from the configured model folders); stays cached between jobs."""
+
+    type = "load_model"
+    title = "Load model"
+    model: str = Field(min_length=1, max_length=256)
+
+    class Out(Node.Out):
+        model: ModelValue
+
+    def invoke(self, ctx) -> Out:
+        return self.Out(model=ctx.load_model(self.model))
