@@ -1,4 +1,8 @@
-"""Nodes that run the diffusion model: prompt encoding, noise, denoising, VAE encode/decode."""
+"""Nodes that run the diffusion model: prompt encoding, noise, denoising, VAE encode/decode.
+
+engine.diffusion (torch, diffusers) is imported inside invoke(): the server starts and validates graphs without
+paying for those imports until a job runs.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .. import diffusion
 from ..graph.node import ConditioningValue, Image, Latents, Mask, ModelValue, Node, Noise
 
 Scheduler = Literal["euler", "euler_a", "dpmpp_2m_karras", "ddim"]
@@ -26,6 +29,8 @@ class PromptEncode(Node):
         conditioning: ConditioningValue
 
     def invoke(self, ctx) -> Out:
+        from .. import diffusion
+
         text = ctx.expand_prompt(self.text, self.model)
         negative = ctx.expand_prompt(self.negative, self.model)
         cond = diffusion.encode_prompt(self.model.loaded, text, negative)
@@ -68,6 +73,8 @@ class Denoise(Node):
         latents: Latents
 
     def invoke(self, ctx) -> Out:
+        from .. import diffusion
+
         loaded = self.model.loaded
         w, h = self.noise.width, self.noise.height
         init = mask = None
@@ -100,6 +107,8 @@ class VaeDecode(Node):
         image: Image
 
     def invoke(self, ctx) -> Out:
+        from .. import diffusion
+
         rgb = diffusion.decode(self.model.loaded, self.latents.tensor)
         alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
         return self.Out(image=Image(np.concatenate([rgb, alpha], axis=2)))

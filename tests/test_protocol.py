@@ -1,0 +1,115 @@
+"""The protocol package: conformance vectors, codec edge cases, pixel helpers, token store, pure imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from protocol import codec, pixels
+from protocol.errors import ProtocolError
+from protocol.tokens import TokenStore
+
+VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "vectors"
+
+
+def from_json(o):
+    if isinstance(o, dict):
+        if set(o) == {"$bin"}:
+            return bytes.fromhex(o["$bin"])
+        return {k: from_json(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [from_json(v) for v in o]
+    return o
+
+
+FRAMES = json.loads((VECTORS / "frames.json").read_text())["frames"]
+EXCHANGES = json.loads((VECTORS / "exchanges.json").read_text())["exchanges"]
+
+
+@pytest.mark.parametrize("vec", FRAMES, ids=[v["name"] for v in FRAMES])
+def test_frame_vectors(vec):
+    data = bytes.fromhex(vec["hex"])
+    assert codec.decode(data) == from_json(vec["meaning"])
+    assert codec.encode(from_json(vec["meaning"])) == data
+
+
+@pytest.mark.parametrize("vec", EXCHANGES, ids=[v["name"] for v in EXCHANGES])
+def test_exchange_vectors_against_engine(vec, spine_server):
+    with ws_connect(spine_server.url, compression=None, legacy=True) as ws:
+        ws.send(codec.encode(codec.request(0, "hello", {"protocol": 1, "token": spine_server.token})))
+        assert codec.decode(ws.recv(5))["ok"]
+        ws.send(vec["text"] if "text" in vec else bytes.fromhex(vec["hex"]))
+        reply = codec.decode(ws.recv(10))
+        assert reply["ok"] is False
+        assert reply["re"] == vec["reply"]["re"]
+        assert reply["error"]["code"] == vec["reply"]["code"]
+        assert isinstance(reply["error"]["message"], str) and reply["error"]["message"]
+        ws.send(codec.encode(codec.request(99, "ping")))
+        assert codec.decode(ws.recv(5))["ok"]
+
+
+def test_decode_rejects_non_maps_and_garbage():
+    for bad in (b"", b"\xc1", b"\x93\x01\x02\x03", b"\x81\xa1a", b"\x01\x02"):
+        with pytest.raises(ProtocolError) as e:
+            codec.decode(bad)
+        assert e.value.code == "bad_request"
+
+
+def test_kind():
+    assert codec.kind({"id": 1, "op": "x"}) == "request"
+    assert codec.kind({"re": 1, "ok": True}) == "reply"
+    assert codec.kind({"event": "e", "data": {}}) == "event"
+
+
+def test_protocol_imports_without_heavy_packages():
+    code = ("import sys; import protocol, protocol.client, protocol.session, protocol.pixels, protocol.tokens; "
+            "bad = [m for m in ('torch', 'aiohttp', 'pydantic_core', 'numpy', 'engine') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_protocol_runs_on_pure_python_msgpack():
+    env = dict(os.environ, MSGPACK_PUREPYTHON="1")
+    code = ("import msgpack, msgpack.fallback; from protocol import codec; "
+            "assert msgpack.Packer is msgpack.fallback.Packer; "
+            "assert codec.decode(codec.encode({'a': b'x'})) == {'a': b'x'}")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_pixel_helpers():
+    w, h = 3, 2
+    rgba = bytes(range(w * h * 4))
+    bgra = pixels.rgba_to_bgra(rgba)
+    assert bgra[:4] == bytes([2, 1, 0, 3]) and pixels.bgra_to_rgba(bgra) == rgba
+    flipped = pixels.flip_rows(rgba, w, h, 4)
+    assert flipped[:12] == rgba[12:] and pixels.flip_rows(flipped, w, h, 4) == rgba
+    assert pixels.crop(rgba, w, h, 4, 1, 1, 2, 1) == rgba[16:24]
+    mask = bytes([0, 0, 0, 0,
+                  0, 0, 9, 0,
+                  0, 5, 0, 0])
+    assert pixels.mask_bounds(mask, 4, 3) == (1, 1, 2, 2)
+    assert pixels.mask_bounds(bytes(12), 4, 3) is None
+    trans = bytes([1, 2, 3, 0, 1, 2, 3, 255, 1, 2, 3, 7])
+    assert pixels.mask_from_transparency(trans) == bytes([255, 0, 0])
+    px = pixels.Pixels(rgba, w, h, x=5, y=6)
+    assert px.layer()["x"] == 5 and px.layer()["sha256"] == pixels.sha256_hex(rgba)
+    with pytest.raises(ValueError):
+        pixels.Pixels(b"123", 1, 1)
+
+
+def test_token_store_file_fallback_is_private(tmp_path):
+    store = TokenStore(tmp_path, use_keyring=False)
+    assert store.get("ws://x") is None
+    store.set("ws://x", "tok1")
+    store.set("ws://y", "tok2")
+    assert store.get("ws://x") == "tok1" and store.get("ws://y") == "tok2"
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    store.delete("ws://x")
+    assert store.get("ws://x") is None and store.get("ws://y") == "tok2"
