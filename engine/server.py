@@ -23,7 +23,7 @@ from protocol.errors import ProtocolError
 
 from . import __version__, auth, ops
 from .config import Config
-from .errors import EngineError, Forbidden, TokenExpired, TooLarge, Unauthenticated
+from .errors import Busy, EngineError, Forbidden, TokenExpired, Unauthenticated
 from .store.blobs import BlobStore
 from .store.db import Database
 
@@ -59,6 +59,10 @@ class Connection:
         return bool(self.user and self.user["admin"])
 
     def sign_in(self, user: dict, claims: auth.Claims, token: str, client_info: dict):
+        limit = self.server.config.limits.max_connections_per_user
+        others = self.server.connections.get(user["id"], set()) - {self}
+        if len(others) >= limit:
+            raise Busy(f"user {user['name']} already has {limit} connections open")
         if self.user is not None and self.user["id"] != user["id"]:
             self.server.detach(self)
         self.user, self.claims, self.token, self.client_info = user, claims, token, client_info
@@ -274,10 +278,11 @@ class Server:
             try:
                 claims = self.tokens.verify(bearer[7:].strip())
                 user = await self.db.run(auth.check_user, claims)
+                conn.sign_in(user, claims, bearer[7:].strip(), {})
             except EngineError as exc:
-                return web.json_response({"error": {"code": exc.code, "message": exc.message}}, status=401)
+                status = 429 if exc.code == "busy" else 401
+                return web.json_response({"error": {"code": exc.code, "message": exc.message}}, status=status)
             await ws.prepare(request)
-            conn.sign_in(user, claims, bearer[7:].strip(), {})
         else:
             await ws.prepare(request)
         await conn.serve()
@@ -298,10 +303,18 @@ class Server:
         self._shutdown_hooks.append(fn)
 
     async def _on_startup(self, app):
+        self._sweeper = asyncio.create_task(self._sweep())
         for fn in self._startup_hooks:
             await fn(self)
 
+    async def _sweep(self):
+        """Drop idle chunked uploads (and their temp files) even when nobody starts a new one."""
+        while True:
+            await asyncio.sleep(min(60.0, self.config.limits.upload_idle_s / 4))
+            await self.run_blocking(self.expire_uploads)
+
     async def _on_shutdown(self, app):
+        self._sweeper.cancel()
         for conns in list(self.connections.values()):
             for conn in list(conns):
                 await conn.ws.close(code=1001, message=b"server shutting down")

@@ -126,7 +126,8 @@ def demo_models(tmp_path_factory) -> Path:
     from engine.models.demo import make_demo
 
     root = tmp_path_factory.mktemp("models")
-    make_demo(root / "tiny-sd15", "sd15")
+    for arch in ("sd15", "sdxl", "flux"):
+        make_demo(root / "build", arch).rename(root / f"tiny-{arch}")
     return root
 
 

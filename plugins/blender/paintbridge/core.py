@@ -234,6 +234,13 @@ def place_result(tag: dict, layer) -> str:
     px = layer.pixels
     target = find_image(tag.get("uid"), tag.get("name")) if tag.get("target") == "replace" else None
     if target is not None:
+        # Record the state before the change as its own undo step: the uid, and the old pixels in a packed
+        # file (or the image file on disk), which the undo handler reloads.
+        uid = ensure_uid(target)
+        if target.packed_file is None and (target.source != "FILE" or target.is_dirty):
+            target.pack()
+        _applied_revs[uid] = int(target.get(REV, 0))
+        _undo_push("Before Paintbridge result")
         write_pixels(target, px)
         target.pack()
         target[REV] = int(target.get(REV, 0)) + 1
@@ -373,11 +380,12 @@ def _after_undo(*_args):
     """Memfile undo restores the packed file and REV but not the image buffer: reload changed images."""
     for img in bpy.data.images:
         uid = img.get(UID)
-        if uid is None or REV not in img:
+        if uid is None or uid not in _applied_revs:
             continue
-        if _applied_revs.get(uid) != img[REV] and img.packed_file is not None:
+        rev = int(img.get(REV, 0))
+        if _applied_revs[uid] != rev and (img.packed_file is not None or img.source == "FILE"):
             img.reload()
-            _applied_revs[uid] = img[REV]
+            _applied_revs[uid] = rev
 
 
 def register():

@@ -436,13 +436,13 @@ def _runner(config, interactive, need_models=True):
     return runner
 
 
-def _params(runner, config, mode, width, height, **kw):
+def _params(runner, config, mode, **kw):
     model = sup.pick_model(config.get_property("model"), runner.settings, runner.session.models)
-    if not model:
+    if not model and mode != "upscale":
         raise Failure("Paintbridge: the engine offers no model; add one on the engine first")
     return sup.generate_params(
         mode, model, prompt=config.get_property("prompt"), negative_prompt=config.get_property("negative-prompt"),
-        width=width, height=height, steps=config.get_property("steps"), guidance=config.get_property("guidance"),
+        steps=config.get_property("steps"), guidance=config.get_property("guidance"),
         seed=config.get_property("seed"), **kw)
 
 
@@ -452,16 +452,14 @@ def _describe(layer):
             "w": layer.get_width(), "h": layer.get_height()}
 
 
-def _place(image, results, name, origin=(0, 0), clip=None, selection_mask=False):
-    """New layers for each result, inside one undo group. Result x/y are document coordinates (the sender's);
-    origin is added for results of requests that had no image (txt2img). clip crops each result."""
+def _place(image, results, name, clip=None, selection_mask=False):
+    """New layers for each result, inside one undo group. Result x/y are document coordinates (the sender's).
+    clip crops each result (to the selection: nothing outside it changes)."""
     placed = []
     image.undo_group_start()
     try:
         for i, res in enumerate(results):
             px = res.pixels
-            px.x += origin[0]
-            px.y += origin[1]
             if clip is not None:
                 px = _crop(px, clip)
                 if px is None:
@@ -493,9 +491,11 @@ def run_generate(image, config, interactive):
     runner = _runner(config, interactive)
     try:
         region = selection_rect(image) or image_rect(image)
-        params = _params(runner, config, "txt2img", region.w, region.h, batch=config.get_property("batch"))
+        # generated at the region's size rounded up to a multiple of 8, placed at its corner, clipped to it
+        params = _params(runner, config, "txt2img", width=region.w, height=region.h,
+                         batch=config.get_property("batch"), extra={"x": region.x, "y": region.y})
         results = runner.generate(params, progress_text="Paintbridge: generating")
-        return {"job": runner.job, "layers": _place(image, results, "Paintbridge", origin=(region.x, region.y))}
+        return {"job": runner.job, "layers": _place(image, results, "Paintbridge", clip=region)}
     finally:
         runner.close()
 
@@ -507,7 +507,7 @@ def run_refine(image, config, interactive):
         sel = selection_rect(image)
         region = sel or image_rect(image)
         src = read_visible(image, region, Pixels)
-        params = _params(runner, config, "img2img", region.w, region.h, strength=config.get_property("strength"))
+        params = _params(runner, config, "img2img", strength=config.get_property("strength"))
         results = runner.generate(params, image=src, progress_text="Paintbridge: refining")
         return {"job": runner.job, "layers": _place(image, results, "Paintbridge refine", clip=region,
                                                     selection_mask=sel is not None)}
@@ -525,7 +525,7 @@ def run_inpaint(image, config, interactive):
         region = sup.context_region(sel, image_rect(image))
         src = read_visible(image, region, Pixels)
         mask = read_selection(image, region, Pixels)
-        params = _params(runner, config, "inpaint", region.w, region.h, strength=config.get_property("strength"))
+        params = _params(runner, config, "inpaint", strength=config.get_property("strength"))
         results = runner.generate(params, image=src, mask=mask, progress_text="Paintbridge: inpainting")
         return {"job": runner.job, "region": region.as_tuple(), "selection": sel.as_tuple(),
                 "layers": _place(image, results, "Paintbridge inpaint", clip=sel, selection_mask=True)}
@@ -550,8 +550,8 @@ def run_outpaint(image, config, interactive):
         mask = Pixels(runner.pixels.mask_from_transparency(src.data), whole.w, whole.h, "gray8")
         if runner.pixels.mask_bounds(mask.data, whole.w, whole.h) is None:
             raise Failure("Paintbridge: nothing to outpaint: extend the canvas (or leave a transparent area)")
-        params = _params(runner, config, "outpaint", whole.w, whole.h)
-        results = runner.generate(params, image=src, mask=mask, progress_text="Paintbridge: outpainting")
+        params = _params(runner, config, "outpaint")   # the engine takes the mask from the alpha itself
+        results = runner.generate(params, image=src, progress_text="Paintbridge: outpainting")
         return {"job": runner.job, "layers": _place(image, results, "Paintbridge outpaint", clip=whole)}
     finally:
         runner.close()
@@ -563,7 +563,7 @@ def run_upscale(image, config, interactive):
         scale = config.get_property("scale")
         whole = image_rect(image)
         src = read_visible(image, whole, runner.pixels.Pixels)
-        params = _params(runner, config, "upscale", whole.w * scale, whole.h * scale, extra={"scale": scale})
+        params = _params(runner, config, "upscale", extra={"scale": scale})
         results = runner.generate(params, image=src, progress_text="Paintbridge: upscaling")
         if not results:
             raise Failure("Paintbridge: the engine returned no layer")

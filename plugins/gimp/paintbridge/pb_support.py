@@ -107,13 +107,24 @@ def pick_model(arg: str, settings: dict, models: list) -> str:
     return model_name(models[0]) if models else ""
 
 
-def generate_params(mode: str, model: str, *, prompt: str = "", negative_prompt: str = "", width: int,
-                    height: int, steps: int = 0, guidance: float = 0.0, seed: int = -1,
-                    strength: float | None = None, batch: int = 1, extra: dict | None = None) -> dict:
+def round8(v: int) -> int:
+    """Generation sizes are multiples of 8 (the engine refuses others)."""
+    return max(8, (int(v) + 7) // 8 * 8)
+
+
+def generate_params(mode: str, model: str, *, prompt: str = "", negative_prompt: str = "",
+                    width: int | None = None, height: int | None = None, steps: int = 0, guidance: float = 0.0,
+                    seed: int = -1, strength: float | None = None, batch: int = 1,
+                    extra: dict | None = None) -> dict:
     """The `generate` request args (without image/mask, which the session uploads and fills in).
-    Zero/negative steps, guidance and seed mean "server default" and are left out."""
-    params = {"mode": mode, "model": model, "prompt": prompt, "negative_prompt": negative_prompt,
-              "width": int(width), "height": int(height), "batch": max(1, int(batch))}
+    width/height are the *generation* size (multiples of 8); leave them out for modes with an image and the
+    engine picks the model's native size. Zero/negative steps, guidance and seed mean "server default" and are
+    left out; so is an empty model (upscale needs none)."""
+    params = {"mode": mode, "prompt": prompt, "negative_prompt": negative_prompt, "batch": max(1, int(batch))}
+    if model:
+        params["model"] = model
+    if width is not None and height is not None:
+        params["width"], params["height"] = round8(width), round8(height)
     if steps > 0:
         params["steps"] = int(steps)
     if guidance > 0:

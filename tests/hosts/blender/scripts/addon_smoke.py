@@ -1,0 +1,75 @@
+"""The add-on without an engine: registration, pixel conversion, placing results, undo, deleted images."""
+
+import os
+
+import bpy
+from _util import addon, pattern
+
+pkg, core = addon(ADDON_MODULE)
+from protocol.pixels import Pixels  # noqa: E402  (vendored: importable once the add-on is enabled)
+from protocol.session import ResultLayer  # noqa: E402
+
+R = RESULT
+R["drain_without_session"] = pkg.drain()
+assert hasattr(bpy.types, "PAINTBRIDGE_PT_panel") and bpy.types.PAINTBRIDGE_PT_panel.bl_category == "Paintbridge"
+assert core.prefs() is not None and core.server_url() == "ws://127.0.0.1:9180/v1/ws"
+R["numpy"] = core.np is not None
+W, H = 7, 5
+pat = pattern(W, H)
+
+# byte image: wire -> Blender -> wire is exact and the right way up
+img = bpy.data.images.new("src", W, H, alpha=True)
+core.write_pixels(img, Pixels(pat, W, H))
+import numpy as np  # noqa: E402
+a = np.empty(W * H * 4, np.float32)
+img.pixels.foreach_get(a)
+assert round(a[-4] * 255) == pat[(W - 1) * 4], "Blender's last pixel is the wire's top-right"  # top row last
+assert np.array_equal(np.round(a.reshape(H, W, 4)[::-1] * 255).astype(np.uint8).tobytes(), pat)
+assert core.image_to_pixels(img).data == pat
+
+# float image: written as linear premultiplied, read back to the same bytes
+fimg = bpy.data.images.new("srcf", W, H, alpha=True, float_buffer=True)
+core.write_pixels(fimg, Pixels(pat, W, H))
+back = core.image_to_pixels(fimg).data
+diff = max(abs(x - y) for x, y in zip(back, pat))
+R["float_roundtrip_maxdiff"] = diff
+assert diff <= 1, diff
+
+# a new result: packed, fake user, right pixels
+tag = {"mode": "GENERATE", "target": "new", "uid": None, "name": None}
+name = core.place_result(tag, ResultLayer("r", Pixels(pat, W, H)))
+res = bpy.data.images[name]
+assert res.packed_file is not None and not res.is_dirty and res.use_fake_user
+assert core.image_to_pixels(res).data == pat
+
+# replace in place with an undo step; undo brings the old pixels back (undo_post handler reloads)
+uid = core.ensure_uid(img)
+img.pack()
+bpy.ops.ed.undo_push(message="before")
+inv = bytes(255 - v if i % 4 != 3 else v for i, v in enumerate(pat))
+name2 = core.place_result({"mode": "REFINE", "target": "replace", "uid": uid, "name": "src"},
+                          ResultLayer("r", Pixels(inv, W, H)))
+assert name2 == "src" and core.image_to_pixels(bpy.data.images["src"]).data == inv
+win = bpy.context.window_manager.windows[0]
+with bpy.context.temp_override(window=win):
+    bpy.ops.ed.undo()
+R["after_undo_equals_original"] = core.image_to_pixels(bpy.data.images["src"]).data == pat
+with bpy.context.temp_override(window=win):
+    bpy.ops.ed.redo()
+R["after_redo_equals_result"] = core.image_to_pixels(bpy.data.images["src"]).data == inv
+assert R["after_undo_equals_original"] and R["after_redo_equals_result"]
+
+# the source image was deleted while its job ran: the result becomes a new image, no error
+gone = bpy.data.images.new("gone", W, H, alpha=True)
+guid = core.ensure_uid(gone)
+bpy.data.images.remove(gone)
+name3 = core.place_result({"mode": "REFINE", "target": "replace", "uid": guid, "name": "gone"},
+                          ResultLayer("r", Pixels(pat, W, H)))
+assert name3 in bpy.data.images and core.image_to_pixels(bpy.data.images[name3]).data == pat
+R["deleted_source_result"] = name3
+
+# results survive save + reload (checked by the next run)
+path = os.path.join(WORK_DIR, "smoke.blend")
+bpy.ops.wm.save_as_mainfile(filepath=path)
+R["blend"] = path
+R["result_name"] = name

@@ -1,0 +1,79 @@
+"""Against a real engine: Blender -> engine -> Blender pixel round trip, generate, inpaint.
+
+PARAMS: url, token, model.
+"""
+
+import bpy
+from _util import addon, pattern, pump
+
+pkg, core = addon(ADDON_MODULE)
+from protocol.pixels import Pixels  # noqa: E402
+
+R = RESULT
+url, token, model = PARAMS["url"], PARAMS["token"], PARAMS["model"]
+core.prefs().server = url
+s = core.get_session()
+s.tokens.set(url, token)              # as if signed in earlier: the token comes from the store
+R["token_backend"] = s.tokens.backend
+bpy.ops.paintbridge.connect()
+pump(core, lambda: core.STATE["state"] == "connected", 30, "connected")
+pump(core, lambda: bool(core.STATE["models"]), 30, "models")
+R["models"] = core.STATE["models"]
+settings = bpy.context.scene.paintbridge
+assert settings.model in core.STATE["models"], (settings.model, core.STATE["models"])
+settings.model = model
+
+# 1. round trip through the engine's blob store, via the add-on's own image <-> wire conversion
+W, H = 13, 9
+src = bpy.data.images.new("pattern", W, H, alpha=True)
+core.write_pixels(src, Pixels(pattern(W, H), W, H))
+px = core.image_to_pixels(src)
+sha = s.client.upload(px.data)
+data = s.client.download(sha)
+back = bpy.data.images.new("back", W, H, alpha=True)
+core.write_pixels(back, Pixels(data, W, H))
+import numpy as np  # noqa: E402
+a = np.empty(W * H * 4, np.float32)
+b = np.empty(W * H * 4, np.float32)
+src.pixels.foreach_get(a)
+back.pixels.foreach_get(b)
+assert np.array_equal(a, b), "round trip changed pixels"
+assert core.image_to_pixels(back).data == pattern(W, H)
+R["roundtrip"] = "exact"
+
+# 2. generate a new image of the requested size, through the operator and drain()
+settings.mode, settings.prompt, settings.steps, settings.seed = "GENERATE", "a red cube", 2, 7
+settings.width, settings.height = 64, 48
+n0 = len(core.STATE["results"])
+assert "FINISHED" in bpy.ops.paintbridge.generate()
+pump(core, lambda: len(core.STATE["results"]) > n0 or core.STATE["last_error"], 300, "generate result")
+assert not core.STATE["last_error"], core.STATE["last_error"]
+gen = bpy.data.images[core.STATE["results"][-1]]
+R["generate"] = {"name": gen.name, "size": list(gen.size), "packed": gen.packed_file is not None}
+assert tuple(gen.size) == (64, 48) and gen.packed_file is not None
+
+# 3. inpaint from image alpha: the opaque (unmasked) pixels come back unchanged
+W, H = 64, 64
+base = bytearray(pattern(W, H))
+for y in range(16, 40):
+    for x in range(20, 44):
+        base[(y * W + x) * 4 + 3] = 0          # transparent = generate here
+for i in range(3, len(base), 4):
+    if base[i] != 0:
+        base[i] = 255                          # everything else opaque
+base = bytes(base)
+ip = bpy.data.images.new("inpaint-src", W, H, alpha=True)
+core.write_pixels(ip, Pixels(base, W, H))
+settings.mode, settings.mask_source, settings.strength, settings.replace_active = "INPAINT", "ALPHA", 1.0, False
+n0 = len(core.STATE["results"])
+assert "FINISHED" in bpy.ops.paintbridge.generate(image="inpaint-src")
+pump(core, lambda: len(core.STATE["results"]) > n0 or core.STATE["last_error"], 300, "inpaint result")
+assert not core.STATE["last_error"], core.STATE["last_error"]
+out = core.image_to_pixels(bpy.data.images[core.STATE["results"][-1]]).data
+assert len(out) == len(base)
+changed_outside = sum(1 for i in range(0, len(base), 4) if base[i + 3] == 255 and out[i:i + 4] != base[i:i + 4])
+changed_inside = sum(1 for i in range(0, len(base), 4) if base[i + 3] == 0 and out[i:i + 3] != base[i:i + 3])
+R["inpaint"] = {"changed_outside_mask": changed_outside, "changed_inside_mask": changed_inside}
+assert changed_outside == 0, changed_outside
+assert changed_inside > 0
+s.close()
