@@ -216,13 +216,13 @@ class Server:
         conn.claims, conn.token = self.tokens.verify(token), token
         return {"token": token, "expires_at": exp}
 
-    def expire_uploads(self):
+    async def expire_uploads(self):
+        """Drop chunked uploads idle for longer than the limit (dict changes on the loop, file I/O off it)."""
         idle = self.config.limits.upload_idle_s
         now = time.monotonic()
-        for key, up in list(self.uploads.items()):
-            if now - up.touched > idle:
-                del self.uploads[key]
-                up.abort()
+        expired = [self.uploads.pop(k) for k, up in list(self.uploads.items()) if now - up.touched > idle]
+        for up in expired:
+            await self.run_blocking(up.abort)
 
     # ---- dispatch ---------------------------------------------------------------------------------------
     async def dispatch(self, conn: Connection, rid: int, name: str, args: dict) -> dict:
@@ -311,7 +311,7 @@ class Server:
         """Drop idle chunked uploads (and their temp files) even when nobody starts a new one."""
         while True:
             await asyncio.sleep(min(60.0, self.config.limits.upload_idle_s / 4))
-            await self.run_blocking(self.expire_uploads)
+            await self.expire_uploads()
 
     async def _on_shutdown(self, app):
         self._sweeper.cancel()

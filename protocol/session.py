@@ -26,7 +26,8 @@ from .tokens import TokenStore
 @dataclass
 class Update:
     """One thing the host should show. kind is one of:
-    state {state, message} · models {models} · job {request, job, tag} · queued/started {job, tag} ·
+    state {state, message} · signed_in {user, expires_at} · models {models} · job {request, job, tag} ·
+    queued/started {job, tag} ·
     progress {job, tag, step, total, preview: Pixels|None} · result {job, tag, layers: [ResultLayer]} ·
     failed {job, tag, code, message} · canceled {job, tag} · error {message, request?, tag?} · event {name, data}
     """

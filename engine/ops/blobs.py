@@ -6,6 +6,7 @@ all. Another user's blob looks exactly like a missing one, so existence is not l
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from pydantic import Field, model_validator
@@ -80,23 +81,27 @@ async def blob_put(ctx, args: PutArgs):
     if up is None:
         if args.offset != 0:
             raise BadRequest(f"unknown upload {args.upload!r}: start it at offset 0", details={"expected": 0})
-        server.expire_uploads()
+        await server.expire_uploads()
         if sum(1 for k in server.uploads if k[0] == uid) >= limits.max_pending_uploads:
             raise Busy(f"at most {limits.max_pending_uploads} chunked uploads at once; finish or abandon one")
         up = await server.run_blocking(server.blobs.begin)
+        up.lock = asyncio.Lock()   # two connections of one user may feed the same upload id
         server.uploads[key] = up
-    if args.offset != up.size:
-        raise BadRequest(f"chunk offset {args.offset} does not continue upload {args.upload!r} at {up.size}",
-                         details={"expected": up.size})
-    if up.size + len(args.data) > limits.max_blob_size:
+    async with up.lock:
+        if server.uploads.get(key) is not up:
+            raise BadRequest(f"upload {args.upload!r} was finished or dropped meanwhile", details={"expected": 0})
+        if args.offset != up.size:
+            raise BadRequest(f"chunk offset {args.offset} does not continue upload {args.upload!r} at {up.size}",
+                             details={"expected": up.size})
+        if up.size + len(args.data) > limits.max_blob_size:
+            server.uploads.pop(key, None)
+            await server.run_blocking(up.abort)
+            raise TooLarge(f"blob larger than the {limits.max_blob_size} byte limit; upload dropped")
+        await server.run_blocking(up.append, args.data)
+        if not args.final:
+            return {"upload": args.upload, "received": up.size}
         server.uploads.pop(key, None)
-        await server.run_blocking(up.abort)
-        raise TooLarge(f"blob larger than the {limits.max_blob_size} byte limit; upload dropped")
-    await server.run_blocking(up.append, args.data)
-    if not args.final:
-        return {"upload": args.upload, "received": up.size}
-    server.uploads.pop(key, None)
-    sha, size = await server.run_blocking(up.finish)
+        sha, size = await server.run_blocking(up.finish)
     await server.db.run(record, sha, size, uid)
     return {"sha256": sha, "size": size}
 
