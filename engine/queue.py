@@ -127,6 +127,9 @@ class JobQueue:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-job")
         self.last_served: dict[int, float] = {}
         self._task: asyncio.Task | None = None
+        # Called on the job thread as fn(row, ctx, layers) after a job's results are written and before it is
+        # marked completed (the gallery records images here). An exception fails the job.
+        self.on_complete: list = []
 
     # -- lifecycle
     async def start(self):
@@ -237,6 +240,8 @@ class JobQueue:
         try:
             graph = graphs.validate(json.loads(row["graph"]))
             graphs.execute(graph, ctx)
+            for fn in self.on_complete:
+                fn(row, ctx, ctx.results)
             return "completed", {"layers": ctx.results}, None
         except Canceled:
             return "canceled", None, None
