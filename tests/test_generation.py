@@ -213,7 +213,7 @@ def test_cancel_running_and_queued(client):
 def test_restart_runs_queued_and_reports_interrupted(spawn_engine, demo_models):
     eng = spawn_engine("--models", str(demo_models))
     c = eng.client()
-    running = c.call("generate", {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 500, "seed": 1})["job"]
+    running = c.call("generate", {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 200, "seed": 1})["job"]
     queued = c.call("generate", {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 2, "seed": 2})["job"]
     done_before = None
     c.next_event(120, name="job.progress", match=lambda e: e.data["job"] == running)

@@ -73,14 +73,14 @@ def t5_demo_tokenizer():
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
-def _clip_config(with_projection: bool = False):
+def _clip_config(hidden_size: int = 32):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
         bos_token_id=512,
         eos_token_id=513,
         pad_token_id=513,
-        hidden_size=32,
+        hidden_size=hidden_size,
         intermediate_size=37,
         layer_norm_eps=1e-05,
         num_attention_heads=4,
@@ -163,14 +163,15 @@ def build_pipeline(arch: str):
                 addition_embed_type="text_time",
                 addition_time_embed_dim=8,
                 transformer_layers_per_block=(1, 2),
-                projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + pooled text 32
-                cross_attention_dim=64,  # te1 hidden 32 + te2 hidden 32
+                projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + pooled text (projection_dim) 32
+                cross_attention_dim=80,  # te1 hidden 32 + te2 hidden 48
             )
             vae = _sd_vae(scaling_factor=0.13025, force_upcast=False)
             return StableDiffusionXLPipeline(
                 vae=vae,
                 text_encoder=CLIPTextModel(_clip_config()),
-                text_encoder_2=CLIPTextModelWithProjection(_clip_config()),
+                # te2 wider than te1, as in real SDXL; single-file loading tells the two apart by width.
+                text_encoder_2=CLIPTextModelWithProjection(_clip_config(hidden_size=48)),
                 tokenizer=clip_demo_tokenizer(),
                 tokenizer_2=clip_demo_tokenizer(),
                 unet=unet,
@@ -220,6 +221,163 @@ def build_pipeline(arch: str):
         )
 
 
+
+# ---- diffusers -> original (CompVis / SGM) key layout, for single-file demo checkpoints ----------------------
+# The inverse of diffusers' single_file_utils conversions (after its convert_diffusers_to_original_* scripts),
+# generalised to any number of UNet/VAE levels so that toy sizes work.
+
+_UNET_TOP = {
+    "time_embedding.linear_1.": "time_embed.0.",
+    "time_embedding.linear_2.": "time_embed.2.",
+    "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.",
+    "conv_in.": "input_blocks.0.0.",
+    "conv_norm_out.": "out.0.",
+    "conv_out.": "out.2.",
+}
+_UNET_RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+                ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+
+
+def _unet_to_original(sd: dict, config) -> dict:
+    n, lpb = len(config.block_out_channels), config.layers_per_block
+    up_has_attn = ["CrossAttn" in t for t in config.up_block_types]
+    prefixes = dict(_UNET_TOP)
+    for i in range(n):
+        for j in range(lpb):
+            prefixes[f"down_blocks.{i}.resnets.{j}."] = f"input_blocks.{(lpb + 1) * i + j + 1}.0."
+            prefixes[f"down_blocks.{i}.attentions.{j}."] = f"input_blocks.{(lpb + 1) * i + j + 1}.1."
+        for j in range(lpb + 1):
+            prefixes[f"up_blocks.{i}.resnets.{j}."] = f"output_blocks.{(lpb + 1) * i + j}.0."
+            prefixes[f"up_blocks.{i}.attentions.{j}."] = f"output_blocks.{(lpb + 1) * i + j}.1."
+        if i < n - 1:
+            prefixes[f"down_blocks.{i}.downsamplers.0.conv."] = f"input_blocks.{(lpb + 1) * (i + 1)}.0.op."
+            prefixes[f"up_blocks.{i}.upsamplers.0."] = f"output_blocks.{(lpb + 1) * i + lpb}.{2 if up_has_attn[i] else 1}."
+    prefixes["mid_block.attentions.0."] = "middle_block.1."
+    for j in range(2):
+        prefixes[f"mid_block.resnets.{j}."] = f"middle_block.{2 * j}."
+    out = {}
+    for k, v in sd.items():
+        for hf, orig in prefixes.items():
+            if k.startswith(hf):
+                rest = k[len(hf):]
+                if ".resnets." in hf:
+                    for a, b in _UNET_RESNET:
+                        rest = rest.replace(a, b)
+                out["model.diffusion_model." + orig + rest] = v
+                break
+        else:
+            raise KeyError(f"no original-layout name for UNet key {k}")
+    return out
+
+
+def _vae_to_original(sd: dict, config, prefix: str) -> dict:
+    n = len(config.block_out_channels)
+    prefixes = {"quant_conv.": "quant_conv.", "post_quant_conv.": "post_quant_conv."}
+    for side in ("encoder", "decoder"):
+        prefixes[f"{side}.conv_in."] = f"{side}.conv_in."
+        prefixes[f"{side}.conv_out."] = f"{side}.conv_out."
+        prefixes[f"{side}.conv_norm_out."] = f"{side}.norm_out."
+        prefixes[f"{side}.mid_block.attentions.0."] = f"{side}.mid.attn_1."
+        for j in range(2):
+            prefixes[f"{side}.mid_block.resnets.{j}."] = f"{side}.mid.block_{j + 1}."
+    for i in range(n):
+        for j in range(config.layers_per_block + 1):
+            prefixes[f"encoder.down_blocks.{i}.resnets.{j}."] = f"encoder.down.{i}.block.{j}."
+            prefixes[f"decoder.up_blocks.{i}.resnets.{j}."] = f"decoder.up.{n - 1 - i}.block.{j}."
+        prefixes[f"encoder.down_blocks.{i}.downsamplers.0."] = f"encoder.down.{i}.downsample."
+        prefixes[f"decoder.up_blocks.{i}.upsamplers.0."] = f"decoder.up.{n - 1 - i}.upsample."
+    attn = [("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out.")]
+    out = {}
+    for k, v in sd.items():
+        for hf, orig in prefixes.items():
+            if k.startswith(hf):
+                rest = k[len(hf):].replace("conv_shortcut", "nin_shortcut")
+                if "attentions" in hf:
+                    for a, b in attn:
+                        rest = rest.replace(a, b)
+                    if rest.endswith("weight") and v.ndim == 2:
+                        v = v[:, :, None, None]  # original attention projections are 1x1 convs
+                out[prefix + orig + rest] = v
+                break
+        else:
+            raise KeyError(f"no original-layout name for VAE key {k}")
+    return out
+
+
+def _clip_to_original(sd: dict, prefix: str) -> dict:
+    # HF CLIP keys under the original prefix; transformers >= 5.6 drops the `text_model.` level, put it back.
+    return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in sd.items()}
+
+
+def _open_clip_to_original(sd: dict, prefix: str) -> dict:
+    out, qkv = {}, {}
+    for k, v in sd.items():
+        if k == "text_projection.weight":
+            out[prefix + "text_projection"] = v.T
+            continue
+        k = k.removeprefix("text_model.")
+        if k == "embeddings.token_embedding.weight":
+            out[prefix + "token_embedding.weight"] = v
+        elif k == "embeddings.position_embedding.weight":
+            out[prefix + "positional_embedding"] = v
+        elif k.startswith("final_layer_norm."):
+            out[prefix + "ln_final." + k.split(".")[-1]] = v
+        elif k.startswith("encoder.layers."):
+            _, _, i, rest = k.split(".", 3)
+            base = f"{prefix}transformer.resblocks.{i}."
+            if rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
+                qkv.setdefault((base, rest.split(".")[-1]), {})[rest.split(".")[1]] = v
+                continue
+            rest = (rest.replace("self_attn.", "attn.").replace("layer_norm1", "ln_1").replace("layer_norm2", "ln_2")
+                    .replace("mlp.fc1", "mlp.c_fc").replace("mlp.fc2", "mlp.c_proj"))
+            out[base + rest] = v
+        elif k != "embeddings.position_ids":
+            raise KeyError(f"no OpenCLIP name for text encoder key {k}")
+    for (base, kind), parts in qkv.items():
+        out[f"{base}attn.in_proj_{kind}"] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]])
+    return out
+
+
+def _configs_for_metadata(pipe) -> str:
+    """Every config/tokenizer file of the pipeline (no weights), as JSON {relative path: text}."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe.save_config(tmp)
+        for name in pipe.components:
+            comp = getattr(pipe, name)
+            if comp is None:
+                continue
+            sub = Path(tmp) / name
+            if hasattr(comp, "save_pretrained") and not isinstance(comp, torch.nn.Module):
+                comp.save_pretrained(sub)  # tokenizers, schedulers
+            elif hasattr(comp, "config") and hasattr(comp.config, "to_json_file"):
+                sub.mkdir(parents=True, exist_ok=True)
+                comp.config.to_json_file(sub / "config.json")  # transformers models
+            else:
+                comp.save_config(sub)  # diffusers models
+        files = {}
+        for f in sorted(Path(tmp).rglob("*")):
+            if f.is_file() and f.suffix in (".json", ".txt", ".model"):
+                files[str(f.relative_to(tmp))] = f.read_text()
+        return json.dumps(files)
+
+
+def pipeline_to_original(pipe, arch: str) -> tuple[dict, dict]:
+    """(state dict in the original single-file layout, safetensors metadata) for an sd15/sdxl demo pipeline."""
+    sd = _unet_to_original(pipe.unet.state_dict(), pipe.unet.config)
+    sd.update(_vae_to_original(pipe.vae.state_dict(), pipe.vae.config, "first_stage_model."))
+    if arch == "sd15":
+        sd.update(_clip_to_original(pipe.text_encoder.state_dict(), "cond_stage_model.transformer."))
+    elif arch == "sdxl":
+        sd.update(_clip_to_original(pipe.text_encoder.state_dict(), "conditioner.embedders.0.transformer."))
+        sd.update(_open_clip_to_original(pipe.text_encoder_2.state_dict(), "conditioner.embedders.1.model."))
+    else:
+        raise ValueError(f"single-file demo is not available for {arch!r} (use fmt='diffusers')")
+    return sd, {"paintbridge_demo": arch, "paintbridge_configs": _configs_for_metadata(pipe)}
+
+
 def make_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
     """Write a tiny demo model under `dest` and return the path to load (a folder, or one .safetensors file).
 
@@ -239,9 +397,7 @@ def make_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
         return out
     from safetensors.torch import save_file
 
-    from engine.models import convert
-
     out = dest / f"demo-{arch}.safetensors"
-    sd = convert.pipeline_to_original(pipe, arch)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(out), metadata={"paintbridge_demo": arch})
+    sd, meta = pipeline_to_original(pipe, arch)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(out), metadata=meta)
     return out

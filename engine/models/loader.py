@@ -217,13 +217,13 @@ def load_model(path: Path, name: str | None = None, device=None, dtype=None) -> 
     extra = {"safety_checker": None, "requires_safety_checker": False} if family in ("sd1", "sd2") else {}
     try:
         if path.is_dir():
-            pipe = cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, **extra)
+            pipe = cls.from_pretrained(path, dtype=dtype, local_files_only=True, **extra)
         else:
             keys, meta = read_safetensors_header(path)
             with tempfile.TemporaryDirectory(prefix="pb-config-") as cfg:
                 _write_config_dir(Path(cfg), family, meta, keys, path.name)
                 pipe = cls.from_single_file(
-                    str(path), config=cfg, local_files_only=True, torch_dtype=dtype, **extra
+                    str(path), config=cfg, local_files_only=True, dtype=dtype, **extra
                 )
     except ModelError:
         raise

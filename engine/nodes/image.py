@@ -200,6 +200,8 @@ def feathered_paste(base: np.ndarray, patch: np.ndarray, mask: np.ndarray, x: in
     if feather > 0:
         blurred = np.asarray(PILImage.fromarray(mask, "L").filter(ImageFilter.GaussianBlur(feather)))
         weight = np.minimum(weight, blurred.astype(np.float32) / 255.0)
+    # Nothing to blend with where the base is fully transparent (outpainting): take the new pixels whole.
+    weight[base[y:y + h, x:x + w, 3] == 0] = 1.0
     weight[mask == 0] = 0.0
     region = out[y:y + h, x:x + w].astype(np.float32)
     wgt = weight[..., None]

@@ -291,6 +291,39 @@ OUT["first_diff"] = next((i for i in range(min(len(got), len(expected))) if got[
     assert out["exact"], f"first differing byte: {out['first_diff']}"
 
 
+@pytest.mark.host
+@needs_gimp
+def test_plugin_generate_outpaint_upscale_settings(gimp, gimp_plugin, engine_server):
+    """The other procedures, end to end: layers land where they belong, in the right sizes."""
+    out = run_script(gimp, r"""
+W, H = 48, 32
+img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+base = Gimp.Layer.new(img, "base", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(base, None, 0)
+put(base, opaque(pattern(W, H, 1)))
+conn = dict(model=os.environ["PB_MODEL"], server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"], steps=1)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 4, 20, 16)     # 20 is not a multiple of 8: clipped back
+OUT["generate"] = run("paintbridge-generate", img, [base], prompt="x", seed=3, **conn)
+Gimp.Selection.none(img)
+OUT["outpaint"] = run("paintbridge-outpaint", img, [base], extend_right=16, extend_bottom=8, **conn)
+OUT["size_after_outpaint"] = [img.get_width(), img.get_height()]
+OUT["upscale"] = run("paintbridge-upscale", img, [base], scale=2, server_url=os.environ["PB_URL"],
+                     token=os.environ["PB_TOKEN"])
+up = Gimp.Image.get_by_id(OUT["upscale"]["result"]["image"]) if OUT["upscale"]["status"] == "success" else None
+OUT["upscaled_size"] = [up.get_width(), up.get_height()] if up else None
+OUT["settings"] = run("paintbridge-settings", img, [], server_url=os.environ["PB_URL"], model="")
+""", plugin=gimp_plugin, env=_engine_env(engine_server))
+    for key in ("generate", "outpaint", "upscale", "settings"):
+        assert out[key]["status"] == "success", (key, out[key])
+    (gen,) = out["generate"]["result"]["layers"]
+    assert (gen["x"], gen["y"], gen["w"], gen["h"]) == (8, 4, 20, 16)
+    assert out["size_after_outpaint"] == [64, 40]
+    for layer in out["outpaint"]["result"]["layers"]:
+        assert layer["x"] >= 0 and layer["y"] >= 0 and layer["x"] + layer["w"] <= 64 and layer["y"] + layer["h"] <= 40
+    assert out["upscaled_size"] == [128, 80]
+    assert out["settings"]["result"]["url"]
+
+
 # ---- plain unit tests of the GIMP-independent helpers --------------------------------------------------------------
 
 def test_support_context_region_is_clipped():

@@ -312,11 +312,11 @@ def add_common_args(p, default_strength=None):
     p.add_string_argument("prompt", "_Prompt", "What to paint", "", RW)
     p.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
     p.add_string_argument("model", "_Model", "Model name (empty: the engine's default)", "", RW)
-    p.add_int_argument("steps", "_Steps", "Sampling steps (0: model default)", 0, 500, 0, RW)
+    p.add_int_argument("steps", "Steps", "Sampling steps (0: model default)", 0, 500, 0, RW)
     p.add_double_argument("guidance", "_Guidance", "Guidance scale (0: model default)", 0.0, 50.0, 0.0, RW)
     p.add_int_argument("seed", "S_eed", "Seed (-1: random)", -1, 2**31 - 1, -1, RW)
     if default_strength is not None:
-        p.add_double_argument("strength", "St_rength", "How much to change (0..1)", 0.0, 1.0, default_strength, RW)
+        p.add_double_argument("strength", "Streng_th", "How much to change (0..1)", 0.0, 1.0, default_strength, RW)
     add_connection_args(p)
 
 
@@ -362,16 +362,16 @@ class Paintbridge(Gimp.PlugIn):
                                    0, 4096, 0, RW)
         elif name == PROC_UPSCALE:
             add_common_args(p)
-            p.add_int_argument("scale", "S_cale", "Upscale factor", 2, 4, 2, RW)
+            p.add_int_argument("scale", "Sc_ale", "Upscale factor", 2, 4, 2, RW)
         elif name == PROC_SIGN_IN:
             p.add_string_argument("server-url", "Server _URL", "ws://host:port/v1/ws", "", RW)
-            p.add_string_argument("username", "_User name", "", "", RW)
+            p.add_string_argument("username", "User _name", "", "", RW)
             p.add_string_argument("password", "_Password", "", "", RW)
-            p.add_boolean_argument("remember-me", "_Remember me", "Keep me signed in", True, RW)
+            p.add_boolean_argument("remember-me", "Re_member me", "Keep me signed in", True, RW)
         elif name == PROC_SETTINGS:
             p.add_string_argument("server-url", "Server _URL", "ws://host:port/v1/ws", "", RW)
             p.add_string_argument("model", "Default _model", "Empty: the engine's default", "", RW)
-            p.add_boolean_argument("sign-out", "Sign _out", "Forget the stored sign-in for this server", False, RW)
+            p.add_boolean_argument("sign-out", "Si_gn out", "Forget the stored sign-in for this server", False, RW)
         p.add_string_return_value("result", "Result", "JSON: job, layers placed, new image", "", RW)
         return p
 
@@ -394,8 +394,11 @@ class Paintbridge(Gimp.PlugIn):
             return self._fail(procedure, Gimp.PDBStatusType.EXECUTION_ERROR,
                               f"Paintbridge: {type(exc).__name__}: {exc}", interactive)
         finally:
-            if name == PROC_SIGN_IN:
-                config.set_property("password", "")   # GIMP stores last-used values: never the password
+            # GIMP writes every argument's last value to plug-in-settings/*.last (not a private file): never
+            # let a password or a token end up there.
+            for secret in ("password", "token"):
+                if config.find_property(secret) is not None:
+                    config.set_property(secret, "")
         Gimp.displays_flush()
         rv = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
         rv.insert(1, GObject.Value(GObject.TYPE_STRING, json.dumps(result)))
@@ -426,8 +429,18 @@ class Paintbridge(Gimp.PlugIn):
         return ok
 
 
+def _text(config, name):
+    """A string argument: GIMP hands an empty string argument back as None."""
+    return config.get_property(name) or ""
+
+
 def _runner(config, interactive, need_models=True):
-    runner = Runner(config.get_property("server-url"), config.get_property("token"), interactive)
+    # server-url/token arguments are for scripts; interactive runs use Settings and the stored sign-in (GIMP
+    # would otherwise refill them from the last run's values).
+    if interactive:
+        runner = Runner("", "", interactive)
+    else:
+        runner = Runner(_text(config, "server-url"), _text(config, "token"), interactive)
     try:
         runner.connect(need_models=need_models)
     except BaseException:
@@ -437,11 +450,11 @@ def _runner(config, interactive, need_models=True):
 
 
 def _params(runner, config, mode, **kw):
-    model = sup.pick_model(config.get_property("model"), runner.settings, runner.session.models)
+    model = sup.pick_model(_text(config, "model"), runner.settings, runner.session.models)
     if not model and mode != "upscale":
         raise Failure("Paintbridge: the engine offers no model; add one on the engine first")
     return sup.generate_params(
-        mode, model, prompt=config.get_property("prompt"), negative_prompt=config.get_property("negative-prompt"),
+        mode, model, prompt=_text(config, "prompt"), negative_prompt=_text(config, "negative-prompt"),
         steps=config.get_property("steps"), guidance=config.get_property("guidance"),
         seed=config.get_property("seed"), **kw)
 
@@ -464,9 +477,7 @@ def _place(image, results, name, clip=None, selection_mask=False):
                 px = _crop(px, clip)
                 if px is None:
                     continue
-            label = name if len(results) == 1 else f"{name} {i + 1}"
-            if res.seed is not None:
-                label += f" (seed {res.seed})"
+            label = f"{name}: {res.name}" if res.name else name   # the engine's name carries prompt and seed
             layer = new_layer(image, label, px)
             if selection_mask:
                 add_selection_mask(layer)
@@ -584,13 +595,13 @@ def run_upscale(image, config, interactive):
 def run_sign_in(image, config, interactive):
     protocol, _, Session = load_protocol()
     settings = sup.load_settings(config_dir())
-    url = sup.resolve_url(config.get_property("server-url"), settings, protocol.default_url())
-    username = config.get_property("username")
+    url = sup.resolve_url(_text(config, "server-url"), settings, protocol.default_url())
+    username = _text(config, "username")
     if not username:
         raise Failure("Paintbridge: enter a user name")
     runner = Runner(url, None, interactive)
     try:
-        runner.session.login(username, config.get_property("password"), config.get_property("remember-me"), url=url)
+        runner.session.login(username, _text(config, "password"), config.get_property("remember-me"), url=url)
         user = {}
 
         def handle(up):
@@ -616,9 +627,9 @@ def run_sign_in(image, config, interactive):
 def run_settings(image, config, interactive):
     protocol, _, Session = load_protocol()
     settings = sup.load_settings(config_dir())
-    url = sup.resolve_url(config.get_property("server-url"), settings, protocol.default_url())
+    url = sup.resolve_url(_text(config, "server-url"), settings, protocol.default_url())
     settings["url"] = url
-    settings["model"] = config.get_property("model") or ""
+    settings["model"] = _text(config, "model") or ""
     sup.save_settings(config_dir(), settings)
     if config.get_property("sign-out"):
         from protocol.tokens import TokenStore

@@ -1,0 +1,434 @@
+"""The benchmarks B1–B6. Each takes the run context and returns a Result (tables, target checks, notes).
+
+Nothing here asserts on speed: a missed target is reported as MISS in RESULTS.md, never raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .common import Daemon, median, mutate, painting, proc_status, reset_peak_rss, spread
+
+MS = 1e3
+
+
+@dataclass
+class Check:
+    id: str
+    what: str
+    measured: float
+    target: float
+    unit: str
+    higher_is_better: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.measured >= self.target if self.higher_is_better else self.measured <= self.target
+
+    @property
+    def ratio(self) -> float:
+        """measured / target, oriented so that <= 1 means PASS."""
+        if self.higher_is_better:
+            return self.target / self.measured if self.measured else float("inf")
+        return self.measured / self.target if self.target else float("inf")
+
+
+@dataclass
+class Result:
+    id: str
+    title: str
+    setup: str = ""
+    tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+    raw: dict = field(default_factory=dict)
+
+
+def ms(x: float) -> str:
+    return f"{x * MS:.1f}"
+
+
+# ---- B1 + B2: layer transport ----------------------------------------------------------------------------------
+def b1_b2_transport(ctx) -> list[Result]:
+    from protocol import CHUNK_SIZE
+
+    from .baselines import HttpBaselines, WsFloor
+
+    w, h = ctx.layer_size
+    reps = ctx.reps
+    rgba = painting(w, h, seed=1)
+    raw = rgba.tobytes()
+    nbytes = len(raw)
+    level = 4   # ComfyUI's SaveImage level; PIL's default (6) is slower still
+    base = bytearray(raw)
+
+    c = ctx.daemon.client()
+    http = HttpBaselines(ctx.baselines_url)
+    floor = WsFloor(ctx.baselines_url, CHUNK_SIZE)
+    r1 = Result("B1", "Layer transport (round trip: client → engine → client)",
+                setup=f"{w}×{h} RGBA ({nbytes / 2**20:.1f} MiB raw), {reps} timed runs after 1 warm-up, medians; "
+                      f"PNG at compress_level={level}; every daemon/floor run sends new bytes (a few pixels changed)")
+    r2 = Result("B2", "Unchanged layer: blob.has instead of sending it")
+    try:
+        d_up, d_down, d_tot = [], [], []
+        f_tot, comfy, a1111 = [], [], []
+        last_sha = None
+        for i in range(reps + 1):     # i == 0 is the warm-up; the four paths interleave to share any drift
+            payload = bytes(mutate(base, 1000 + i))
+            t0 = time.perf_counter()
+            sha = c.upload(payload)
+            t1 = time.perf_counter()
+            back = c.download(sha)
+            t2 = time.perf_counter()
+            assert len(back) == nbytes
+            last_sha, last_payload = sha, payload
+            payload2 = bytes(mutate(base, 5000 + i))
+            t3 = time.perf_counter()
+            back2 = floor.roundtrip(payload2, f"k{i}")
+            t4 = time.perf_counter()
+            assert len(back2) == nbytes
+            cm = http.comfy_roundtrip(rgba, level, f"layer{i}.png")
+            a1 = http.a1111_roundtrip(rgba, level)
+            if i == 0:
+                continue
+            d_up.append(t1 - t0)
+            d_down.append(t2 - t1)
+            d_tot.append(t2 - t0)
+            f_tot.append(t4 - t3)
+            comfy.append(cm)
+            a1111.append(a1)
+        png_size = comfy[0]["png_bytes"]
+        dm, fm = median(d_tot), median(f_tot)
+        cmm = median([x["total"] for x in comfy])
+        a1m = median([x["total"] for x in a1111])
+        rows = [
+            ["Paintbridge daemon (blob.has + chunked blob.put, blob.get; protocol.client)", ms(dm), spread(d_tot),
+             f"up {ms(median(d_up))} / down {ms(median(d_down))}", f"{nbytes / 2**20:.1f} MiB", f"{2 * nbytes / dm / 2**20:.0f}"],
+            ["(c) raw msgpack over bare WebSocket, in-memory echo (floor)", ms(fm), spread(f_tot), "",
+             f"{nbytes / 2**20:.1f} MiB", f"{2 * nbytes / fm / 2**20:.0f}"],
+            ["(a) PNG + multipart POST / GET (ComfyUI style)", ms(cmm), spread([x["total"] for x in comfy]),
+             "encode {} / transfer {} / decode {}".format(*(ms(median([x[k] for x in comfy]))
+                                                          for k in ("encode", "transfer", "decode"))),
+             f"{png_size / 2**20:.1f} MiB PNG", ""],
+            ["(b) base64 PNG inside JSON both ways (A1111 style)", ms(a1m), spread([x["total"] for x in a1111]),
+             "encode+b64 {} / transfer {} / decode {}".format(*(ms(median([x[k] for x in a1111]))
+                                                               for k in ("encode", "transfer", "decode"))),
+             f"{png_size * 4 / 3 / 2**20:.1f} MiB b64", ""],
+        ]
+        r1.tables.append((["path", "median ms", "min–max ms", "phases (median ms)", "payload", "MiB/s (2× raw)"], rows))
+        r1.checks.append(Check("B1", "daemon round trip vs raw WebSocket floor (c)", dm / fm, 1.5, "×"))
+        r1.checks.append(Check("B1", "PNG multipart (a) / daemon round trip: daemon at least 15× faster", cmm / dm,
+                               15.0, "×", higher_is_better=True))
+        r1.notes.append(f"(b) base64 JSON / daemon: {a1m / dm:.1f}×. PNG compresses this layer to "
+                        f"{png_size / nbytes * 100:.0f} % of raw. The daemon's time includes the client's SHA-256 "
+                        "of the layer (see B2) and the engine's hashing, fsync and SQLite bookkeeping; the floor "
+                        "does none of that.")
+        r1.raw = {"daemon_s": d_tot, "daemon_up_s": d_up, "daemon_down_s": d_down, "floor_s": f_tot,
+                  "comfy": comfy, "a1111": a1111, "bytes": nbytes, "png_bytes": png_size}
+
+        # ---- B2 ----
+        has = []
+        for _ in range(ctx.has_reps + 5):
+            t0 = time.perf_counter()
+            missing = c.call("blob.has", {"hashes": [last_sha]})["missing"]
+            has.append(time.perf_counter() - t0)
+            assert not missing
+        has = has[5:]
+        hashing = []
+        for _ in range(max(3, reps)):
+            t0 = time.perf_counter()
+            hashlib.sha256(last_payload).hexdigest()
+            hashing.append(time.perf_counter() - t0)
+        upload_full = []      # what the client does when it re-checks: hash + blob.has (c.upload of held bytes)
+        for _ in range(max(3, reps)):
+            t0 = time.perf_counter()
+            c.upload(last_payload)
+            upload_full.append(time.perf_counter() - t0)
+        send = median(d_up)
+        hm, hh, uf = median(has), median(hashing), median(upload_full)
+        r2.setup = (f"same {w}×{h} layer, held by the engine; blob.has median of {len(has)}, hashing median of "
+                    f"{len(hashing)}; 'send' = B1's median upload of new bytes")
+        r2.tables.append((["what", "median ms", "min–max ms", "vs sending it"], [
+            ["blob.has (engine holds the layer)", f"{hm * MS:.2f}", spread(has), f"{hm / send * 100:.2f} %"],
+            ["client SHA-256 of the layer (hashlib)", f"{hh * MS:.1f}", spread(hashing), f"{hh / send * 100:.1f} %"],
+            ["client.upload() of held bytes (hash + blob.has)", f"{uf * MS:.1f}", spread(upload_full),
+             f"{uf / send * 100:.1f} %"],
+            ["sending it (chunked blob.put, new bytes)", ms(send), spread(d_up), "100 %"],
+        ]))
+        r2.checks.append(Check("B2", "blob.has / sending the layer", hm / send * 100, 1.0, "%"))
+        r2.notes.append(f"Honest total for a client that has to hash first: hash + blob.has = "
+                        f"{(hh + hm) / send * 100:.1f} % of sending. Plug-ins can cache the hash of an unchanged layer "
+                        "(or hash while the user paints) to get the blob.has figure.")
+        r2.raw = {"has_s": has, "hash_s": hashing, "upload_held_s": upload_full, "send_s": send}
+    finally:
+        c.close()
+        http.close()
+        floor.close()
+    return [r1, r2]
+
+
+# ---- B3 + B6: engine overhead over bare diffusers, previews ------------------------------------------------------
+def _job_timeline(c, job: str, timeout: float = 600.0) -> tuple[dict, dict]:
+    """Read this client's events until job.result for `job`; arrival times of each kind (first/last)."""
+    from protocol.errors import ProtocolError
+
+    seen: dict[str, list[float]] = {}
+    end = time.monotonic() + timeout
+    while True:
+        ev = c.next_event(timeout=max(0.0, end - time.monotonic()))
+        now = time.perf_counter()
+        if ev.data.get("job") != job:
+            continue
+        seen.setdefault(ev.name, []).append(now)
+        if ev.name == "job.result":
+            return seen, ev.data
+        if ev.name in ("job.failed", "job.canceled"):
+            raise ProtocolError("internal", f"{ev.name}: {ev.data.get('error')}")
+
+
+def b3_b6_engine(ctx) -> list[Result]:
+    import torch
+
+    from engine import diffusion
+    from engine.models.loader import load_model
+
+    steps = ctx.steps
+    r3 = Result("B3", "Engine overhead: a txt2img job through the daemon vs the same diffusers pipeline in-process")
+    r6 = Result("B6", "Live previews: cost per step")
+    r3.setup = (f"tiny random-weight SD1.5 demo model, {steps} steps, guidance 7, euler, {ctx.reps} timed runs per size "
+                f"after 1 warm-up, daemon and direct runs interleaved; daemon: from the `generate` call to the "
+                f"job.result event + blob.get of the result (connection excluded); direct: "
+                f"`pipe(prompt, num_inference_steps={steps}, width, height, output_type='np')` in this process")
+    model = load_model(ctx.model_path, name="tiny-sd15")
+    model.pipe.set_progress_bar_config(disable=True)
+    c = ctx.daemon.client()
+    rows, per_size = [], {}
+    try:
+        for size in ctx.gen_sizes:
+            d, direct, phases = [], [], []
+            for i in range(ctx.reps + 1):
+                seed = 100 + i
+                t0 = time.perf_counter()
+                job = c.call("generate", {"mode": "txt2img", "model": "tiny-sd15", "prompt": "a red fox",
+                                          "width": size, "height": size, "steps": steps, "guidance": 7.0,
+                                          "seed": seed})["job"]
+                t_sub = time.perf_counter()
+                seen, data = _job_timeline(c, job)
+                t_res = time.perf_counter()
+                px = c.download(data["layers"][0]["sha256"])
+                t1 = time.perf_counter()
+                assert len(px) == size * size * 4
+                g = torch.Generator("cpu").manual_seed(seed)
+                t2 = time.perf_counter()
+                out = model.pipe(prompt="a red fox", num_inference_steps=steps, width=size, height=size,
+                                 guidance_scale=7.0, generator=g, output_type="np")
+                t3 = time.perf_counter()
+                assert out.images[0].shape[:2] == (size, size)
+                if i == 0:
+                    continue
+                d.append(t1 - t0)
+                direct.append(t3 - t2)
+                prog = seen.get("job.progress", [])
+                phases.append({
+                    "submit": t_sub - t0,
+                    "to_started": seen.get("job.started", [t_sub])[0] - t0,
+                    "started_to_first_step": (prog[0] - seen["job.started"][0]) if prog and "job.started" in seen else float("nan"),
+                    "steps": (prog[-1] - prog[0]) if len(prog) > 1 else float("nan"),
+                    "last_step_to_result": (t_res - prog[-1]) if prog else float("nan"),
+                    "download": t1 - t_res,
+                    "previews": len(prog),
+                })
+            dm, xm = median(d), median(direct)
+            budget = xm * 1.05 + 0.030
+            per_size[size] = {"daemon_s": d, "direct_s": direct, "phases": phases}
+            rows.append([f"{size}×{size}", ms(dm), spread(d), ms(xm), spread(direct), f"{(dm - xm) * MS:+.1f}",
+                         f"{(dm / xm - 1) * 100:+.1f} %", ms(budget)])
+            r3.checks.append(Check("B3", f"{size}×{size}, {steps} steps: daemon time vs direct×1.05 + 30 ms",
+                                   dm, budget, "s"))
+            ph = {k: median([p[k] for p in phases]) for k in phases[0]}
+            r3.notes.append(
+                f"{size}×{size} daemon timeline (medians, ms): generate reply {ph['submit'] * MS:.1f}, job.started at "
+                f"{ph['to_started'] * MS:.1f}, started→first step {ph['started_to_first_step'] * MS:.1f}, "
+                f"first→last step {ph['steps'] * MS:.1f} ({int(ph['previews'])} progress events), "
+                f"last step→job.result {ph['last_step_to_result'] * MS:.1f}, blob.get {ph['download'] * MS:.1f}.")
+        r3.tables.insert(0, (["size", "daemon median ms", "min–max", "direct median ms", "min–max",
+                              "overhead ms", "overhead %", "budget ms (5 % + 30 ms)"], rows))
+        r3.raw = per_size
+
+        # ---- B6: previews on 64×64 latents (512 px images) ----
+        from protocol import codec
+
+        lat = torch.randn(1, 4, 64, 64, generator=torch.Generator("cpu").manual_seed(0))
+        for _ in range(5):
+            diffusion.preview(model, lat)
+        pv, full = [], []
+        for _ in range(ctx.preview_reps):
+            t0 = time.perf_counter()
+            rgb = diffusion.preview(model, lat)
+            t1 = time.perf_counter()
+            hh, ww = rgb.shape[:2]
+            rgba = np.concatenate([rgb, np.full((hh, ww, 1), 255, np.uint8)], axis=2)
+            frame = codec.encode(codec.event("job.progress", {"job": "0" * 16, "step": 1, "total": 20, "node": "d",
+                                                               "preview": {"w": ww, "h": hh, "format": "rgba8", "x": 0,
+                                                                           "y": 0, "data": rgba.tobytes()}}))
+            t2 = time.perf_counter()
+            pv.append(t1 - t0)
+            full.append(t2 - t0)
+        r6.setup = (f"engine.diffusion.preview(model, latents) on (1, 4, 64, 64) float32 latents (a 512×512 image), "
+                    f"median of {len(pv)}; 'with event' adds the RGBA expansion and msgpack encoding done per step "
+                    f"(JobContext.progress)")
+        r6.tables.append((["what", "median ms", "min–max ms", "output"], [
+            ["preview()", f"{median(pv) * MS:.3f}", spread(pv), f"{ww}×{hh} RGB"],
+            ["preview() + RGBA + msgpack event", f"{median(full) * MS:.3f}", spread(full), f"{len(frame)} B frame"],
+        ]))
+        r6.checks.append(Check("B6", "preview per step at 64×64 latents (with event encoding)", median(full) * MS,
+                               2.0, "ms"))
+        r6.raw = {"preview_s": pv, "with_event_s": full}
+    finally:
+        c.close()
+    return [r3, r6]
+
+
+# ---- B4: queue throughput -------------------------------------------------------------------------------------
+def b4_queue(ctx) -> list[Result]:
+    from protocol.client import Client
+
+    nclients, njobs = ctx.clients, ctx.jobs_per_client
+    r4 = Result("B4", "Queue throughput: minimal jobs end to end with events")
+    r4.setup = (f"{nclients} clients (one user each, own connection) × {njobs} `graph.submit` jobs "
+                f"(image_input 8×8 → output), submitted pipelined, each client waits for its job.result events; "
+                f"{ctx.queue_rounds} rounds after 1 warm-up round, median")
+    admin = ctx.daemon.client()
+    layer_px = painting(8, 8, seed=3).tobytes()
+    clients: list[Client] = []
+    try:
+        stamp = int(time.time() * 1000) % 10**9
+        for k in range(nclients):
+            name = f"bench{stamp}u{k}"
+            admin.call("users.create", {"name": name, "password": "bench-password-123", "admin": False})
+            cl = Client(ctx.daemon.url, None, app="bench", reconnect=False).connect()
+            cl.login(name, "bench-password-123")
+            clients.append(cl)
+        sha = None
+        for cl in clients:
+            sha = cl.upload(layer_px)
+        graph = {"nodes": {"i": {"type": "image_input", "layer": {"sha256": sha, "w": 8, "h": 8, "format": "rgba8",
+                                                                   "x": 0, "y": 0}},
+                           "o": {"type": "output", "name": "bench"}},
+                 "edges": [{"from": ["i", "image"], "to": ["o", "image"]}]}
+
+        def one_round(n_each: int) -> dict:
+            barrier = threading.Barrier(len(clients) + 1)
+            stats: list[dict] = [{} for _ in clients]
+
+            def worker(k: int, cl: Client):
+                barrier.wait()
+                t0 = time.perf_counter()
+                futs = [(time.perf_counter(), cl.request("graph.submit", {"graph": graph})) for _ in range(n_each)]
+                sent = {}
+                for ts, f in futs:
+                    sent[f.result(120)["job"]] = ts
+                t_acc = time.perf_counter()
+                lat = []
+                while sent:
+                    ev = cl.next_event(timeout=120)
+                    j = ev.data.get("job")
+                    if ev.name == "job.result" and j in sent:
+                        lat.append(time.perf_counter() - sent.pop(j))
+                    elif ev.name in ("job.failed", "job.canceled") and j in sent:
+                        raise RuntimeError(f"{ev.name}: {ev.data}")
+                stats[k] = {"start": t0, "accepted": t_acc, "end": time.perf_counter(), "lat": lat}
+
+            threads = [threading.Thread(target=worker, args=(k, cl)) for k, cl in enumerate(clients)]
+            for t in threads:
+                t.start()
+            barrier.wait()
+            for t in threads:
+                t.join(300)
+            if any(not s for s in stats):
+                raise RuntimeError("a client did not finish its jobs")
+            t0 = min(s["start"] for s in stats)
+            t_end = max(s["end"] for s in stats)
+            t_acc = max(s["accepted"] for s in stats)
+            lat = [x for s in stats for x in s["lat"]]
+            total = n_each * len(clients)
+            return {"jobs": total, "elapsed": t_end - t0, "jobs_per_s": total / (t_end - t0),
+                    "submit_per_s": total / (t_acc - t0), "lat_median": median(lat), "lat_max": max(lat)}
+
+        one_round(max(1, njobs // 2))      # warm-up (first job imports torch in the job thread, etc.)
+        rounds = [one_round(njobs) for _ in range(ctx.queue_rounds)]
+        best = sorted(rounds, key=lambda r: r["jobs_per_s"])[len(rounds) // 2]
+        r4.tables.append((["round", "jobs", "elapsed s", "jobs/s end to end", "submits accepted/s",
+                           "latency median ms", "latency max ms"],
+                          [[str(i + 1), str(r["jobs"]), f"{r['elapsed']:.3f}", f"{r['jobs_per_s']:.1f}",
+                            f"{r['submit_per_s']:.1f}", ms(r["lat_median"]), ms(r["lat_max"])]
+                           for i, r in enumerate(rounds)]))
+        r4.checks.append(Check("B4", f"{nclients}×{njobs} minimal jobs, jobs/s (median round)", best["jobs_per_s"],
+                               200.0, "jobs/s", higher_is_better=True))
+        r4.raw = {"rounds": rounds}
+    finally:
+        for cl in clients:
+            cl.close()
+        admin.close()
+    return [r4]
+
+
+# ---- B5: memory while receiving a big layer ---------------------------------------------------------------------
+def b5_memory(ctx) -> list[Result]:
+    side = ctx.big_side
+    r5 = Result("B5", "Daemon memory while receiving one big layer (chunked upload)")
+    tile = painting(1024, 1024, seed=5)
+    reps = side // 1024 if side >= 1024 else 1
+    img = np.tile(tile, (reps, reps, 1))[:side, :side] if side >= 1024 else painting(side, side, seed=5)
+    data = bytes(mutate(bytearray(img.tobytes()), 7))
+    size = len(data)
+    del img
+    with Daemon(ctx.tmp / "engine-b5", []) as dmn:
+        c = dmn.client()
+        try:
+            c.upload(bytes(mutate(bytearray(8 * 1024 * 1024), 1)))   # warm the chunked path
+            time.sleep(0.5)
+            idle = proc_status(dmn.pid)["VmRSS"]
+            can_reset = reset_peak_rss(dmn.pid)
+            peak_poll = [idle]
+            stop = threading.Event()
+
+            def poll():
+                while not stop.is_set():
+                    try:
+                        peak_poll.append(proc_status(dmn.pid)["VmRSS"])
+                    except OSError:
+                        return
+                    time.sleep(0.002)
+
+            th = threading.Thread(target=poll, daemon=True)
+            th.start()
+            t0 = time.perf_counter()
+            c.upload(data)
+            dt = time.perf_counter() - t0
+            stop.set()
+            th.join()
+            st = proc_status(dmn.pid)
+            hwm = st["VmHWM"] if can_reset else max(peak_poll)
+            peak = max(hwm, max(peak_poll))
+            after = st["VmRSS"]
+        finally:
+            c.close()
+    r5.setup = (f"fresh daemon (no models), one {side}×{side} RGBA layer = {size / 2**20:.0f} MiB sent with "
+                f"client.upload (4 MiB chunks, pipelined); idle = VmRSS after a warm-up upload; peak = VmHWM "
+                f"{'after resetting it (clear_refs 5)' if can_reset else '(reset not possible: polled VmRSS)'} "
+                f"and VmRSS polled every 2 ms")
+    r5.tables.append((["idle RSS MiB", "peak RSS MiB", "peak − idle MiB", "RSS after MiB", "layer MiB",
+                       "(peak − idle) / layer", "upload s", "MiB/s"],
+                      [[f"{idle / 2**20:.0f}", f"{peak / 2**20:.0f}", f"{(peak - idle) / 2**20:.0f}",
+                        f"{after / 2**20:.0f}", f"{size / 2**20:.0f}", f"{(peak - idle) / size:.2f}×",
+                        f"{dt:.2f}", f"{size / dt / 2**20:.0f}"]]))
+    r5.checks.append(Check("B5", "daemon peak RSS above idle / layer size", (peak - idle) / size, 2.0, "×"))
+    r5.raw = {"idle": idle, "peak": peak, "after": after, "size": size, "upload_s": dt}
+    return [r5]

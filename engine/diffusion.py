@@ -1,0 +1,218 @@
+"""Run diffusion on a LoadedModel: encode prompts, denoise (txt2img / img2img / inpaint), decode, preview.
+
+Thin layer over the real diffusers pipelines. img2img/inpaint variants are made with `Pipeline.from_pipe(base)`
+so they share the loaded components. Every call gets a fresh scheduler (schedulers keep per-run state) and a
+CPU torch.Generator, so the same seed and arguments give bit-identical latents on a given device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.errors import BadRequest, Canceled
+from engine.models.loader import LoadedModel
+from engine.models.preview import latent_preview, unpack_flux
+
+SCHEDULERS = ("euler", "euler_a", "dpmpp_2m_karras", "ddim")
+FLUX_MAX_SEQUENCE_LENGTH = 512
+
+
+@dataclass
+class Conditioning:
+    """Opaque, family-specific prompt tensors (already on the model's device)."""
+
+    family: str
+    prompt: str
+    negative: str
+    tensors: dict = field(default_factory=dict, repr=False)
+
+
+def encode_prompt(model: LoadedModel, prompt: str, negative: str = "") -> Conditioning:
+    pipe = model.pipe
+    t: dict = {}
+    with torch.inference_mode():
+        if model.family in ("sd1", "sd2"):
+            # Always encode the negative too, so any guidance > 1 can use it.
+            pe, npe = pipe.encode_prompt(prompt, model.device, 1, True, negative_prompt=negative)
+            t = {"prompt_embeds": pe, "negative_prompt_embeds": npe}
+        elif model.family == "sdxl":
+            pe, npe, ppe, nppe = pipe.encode_prompt(
+                prompt=prompt, device=model.device, num_images_per_prompt=1,
+                do_classifier_free_guidance=True, negative_prompt=negative or None,
+            )
+            t = {"prompt_embeds": pe, "negative_prompt_embeds": npe,
+                 "pooled_prompt_embeds": ppe, "negative_pooled_prompt_embeds": nppe}
+        elif model.family == "flux":
+            # FLUX-dev uses distilled guidance, not CFG: the negative prompt is recorded but not encoded.
+            pe, ppe, _ = pipe.encode_prompt(
+                prompt=prompt, prompt_2=None, device=model.device, num_images_per_prompt=1,
+                max_sequence_length=FLUX_MAX_SEQUENCE_LENGTH,
+            )
+            t = {"prompt_embeds": pe, "pooled_prompt_embeds": ppe}
+        else:
+            raise BadRequest(f"unsupported model family {model.family!r}")
+    return Conditioning(family=model.family, prompt=prompt, negative=negative, tensors=t)
+
+
+def _make_scheduler(model: LoadedModel, name: str):
+    import diffusers
+
+    cfg = model.pipe.scheduler.config
+    if model.family == "flux":
+        return diffusers.FlowMatchEulerDiscreteScheduler.from_config(cfg)  # the only one that applies
+    if name == "euler":
+        return diffusers.EulerDiscreteScheduler.from_config(cfg)
+    if name == "euler_a":
+        return diffusers.EulerAncestralDiscreteScheduler.from_config(cfg)
+    if name == "dpmpp_2m_karras":
+        return diffusers.DPMSolverMultistepScheduler.from_config(
+            cfg, use_karras_sigmas=True, algorithm_type="dpmsolver++", solver_order=2
+        )
+    if name == "ddim":
+        # SD configs predate DDIM's clip_sample default; latents must not be clipped to [-1, 1].
+        return diffusers.DDIMScheduler.from_config(
+            cfg, clip_sample=cfg.get("clip_sample", False), set_alpha_to_one=cfg.get("set_alpha_to_one", False)
+        )
+    raise BadRequest(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+def _variant(model: LoadedModel, mode: str):
+    """The pipeline for `mode`, sharing the base pipeline's components (built once, then cached)."""
+    if mode == "txt2img":
+        return model.pipe
+    if mode not in model.variants:
+        import diffusers
+
+        cls = {
+            ("img2img", "sd1"): diffusers.StableDiffusionImg2ImgPipeline,
+            ("img2img", "sd2"): diffusers.StableDiffusionImg2ImgPipeline,
+            ("img2img", "sdxl"): diffusers.StableDiffusionXLImg2ImgPipeline,
+            ("img2img", "flux"): diffusers.FluxImg2ImgPipeline,
+            ("inpaint", "sd1"): diffusers.StableDiffusionInpaintPipeline,
+            ("inpaint", "sd2"): diffusers.StableDiffusionInpaintPipeline,
+            ("inpaint", "sdxl"): diffusers.StableDiffusionXLInpaintPipeline,
+            ("inpaint", "flux"): diffusers.FluxInpaintPipeline,
+        }[(mode, model.family)]
+        p = cls.from_pipe(model.pipe)
+        p.set_progress_bar_config(disable=True)
+        model.variants[mode] = p
+    return model.variants[mode]
+
+
+def _check_args(model, cond, width, height, steps, strength, init_image, mask, scheduler):
+    if cond.family != model.family:
+        raise BadRequest(f"conditioning was encoded for {cond.family}, model is {model.family}")
+    if scheduler not in SCHEDULERS:
+        raise BadRequest(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    mult = model.pipe.vae_scale_factor * (2 if model.family == "flux" else 1)
+    mult = max(mult, 8)
+    if width < mult or height < mult or width % mult or height % mult:
+        raise BadRequest(f"width and height must be positive multiples of {mult}, got {width}x{height}")
+    if not 1 <= steps <= 1000:
+        raise BadRequest(f"steps must be between 1 and 1000, got {steps}")
+    if not 0.0 < strength <= 1.0:
+        raise BadRequest(f"strength must be in (0, 1], got {strength}")
+    if init_image is not None:
+        if init_image.dtype != np.uint8 or init_image.shape != (height, width, 3):
+            raise BadRequest(f"init_image must be a {height}x{width}x3 uint8 array, got {init_image.dtype} {init_image.shape}")
+    if mask is not None:
+        if init_image is None:
+            raise BadRequest("a mask needs an init_image")
+        if mask.dtype != np.uint8 or mask.shape != (height, width):
+            raise BadRequest(f"mask must be a {height}x{width} uint8 array, got {mask.dtype} {mask.shape}")
+    if init_image is not None and mask is None and strength * steps < 1:
+        raise BadRequest(f"strength {strength} with {steps} steps leaves no step to run")
+
+
+def denoise(
+    model: LoadedModel,
+    cond: Conditioning,
+    *,
+    width: int,
+    height: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    scheduler: str = "euler",
+    strength: float = 1.0,
+    init_image: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+    is_canceled: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """Final latents, (1, C, height/f, width/f) in the model's scaled latent space (FLUX: unpacked)."""
+    _check_args(model, cond, width, height, steps, strength, init_image, mask, scheduler)
+    if is_canceled is not None and is_canceled():
+        raise Canceled("canceled before the first step")
+    mode = "txt2img" if init_image is None else ("img2img" if mask is None else "inpaint")
+    pipe = _variant(model, mode)
+    # Fresh scheduler per call; assigning it on a from_pipe variant does not touch the base pipeline.
+    pipe.scheduler = _make_scheduler(model, scheduler)
+    is_flux = model.family == "flux"
+
+    def callback(p, i, t, kwargs):
+        latents = kwargs["latents"]
+        total = int(getattr(p, "_num_timesteps", steps) or steps)
+        if on_step is not None:
+            on_step(i + 1, total, unpack_flux(latents, height // p.vae_scale_factor, width // p.vae_scale_factor)
+                    if is_flux else latents)
+        # Raising here unwinds the pipeline call; all per-run state (scheduler, generator) is discarded.
+        if is_canceled is not None and is_canceled():
+            raise Canceled(f"canceled after step {i + 1} of {total}")
+        return {}
+
+    kwargs = dict(cond.tensors)
+    kwargs.update(
+        height=height, width=width, num_inference_steps=steps, guidance_scale=guidance,
+        generator=torch.Generator("cpu").manual_seed(int(seed)), output_type="latent",
+        callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"],
+    )
+    if is_flux:
+        kwargs["max_sequence_length"] = FLUX_MAX_SEQUENCE_LENGTH
+    elif guidance <= 1.0:
+        kwargs.pop("negative_prompt_embeds", None)
+        kwargs.pop("negative_pooled_prompt_embeds", None)
+    if mode != "txt2img":
+        kwargs["image"] = Image.fromarray(init_image, "RGB")
+        kwargs["strength"] = strength
+    if mode == "inpaint":
+        kwargs["mask_image"] = Image.fromarray(mask, "L")
+    with torch.inference_mode():
+        out = pipe(**kwargs)
+    latents = out.images
+    if is_flux:
+        latents = unpack_flux(latents, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    return latents
+
+
+def decode(model: LoadedModel, latents: torch.Tensor) -> np.ndarray:
+    """HxWx3 uint8 RGB of the first batch item."""
+    vae = model.pipe.vae
+    if latents.ndim == 3:
+        latents = unpack_flux(latents)
+    with torch.inference_mode():
+        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        dtype = torch.float32 if upcast else vae.dtype
+        if upcast:
+            vae.to(torch.float32)  # SDXL's VAE overflows in fp16
+        try:
+            z = latents.to(model.device, dtype) / vae.config.scaling_factor
+            shift = getattr(vae.config, "shift_factor", None)
+            if shift:
+                z = z + shift
+            img = vae.decode(z, return_dict=False)[0]
+        finally:
+            if upcast:
+                vae.to(model.dtype)
+    img = (img[0].float().clamp(-1, 1) + 1) * 127.5
+    return img.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def preview(model: LoadedModel, latents: torch.Tensor) -> np.ndarray:
+    """Small HxWx3 uint8 RGB (<= 256 px a side) from a per-family linear latent->RGB map; no VAE."""
+    return latent_preview(model.family, latents)
