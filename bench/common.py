@@ -60,12 +60,13 @@ class Daemon:
     log: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 120.0) -> "Daemon":
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("PYTHONPATH", str(ROOT))
+        # PAINTBRIDGE_BENCH_ENGINE_ROOT: run the daemon from another checkout (A/B-testing an engine fix).
+        root = Path(os.environ.get("PAINTBRIDGE_BENCH_ENGINE_ROOT") or ROOT)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "serve", "--port", "0", "--data-dir", str(self.data_dir),
              "--quiet", *self.args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             line = self.proc.stdout.readline()
@@ -77,7 +78,7 @@ class Daemon:
                 self.url = m.group(1)
                 threading.Thread(target=self._drain, daemon=True).start()
                 res = subprocess.run([sys.executable, "-m", "engine.cli", "token", "--data-dir", str(self.data_dir)],
-                                     cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+                                     cwd=root, capture_output=True, text=True, timeout=120, env=env)
                 if res.returncode != 0:
                     raise RuntimeError(f"paintbridge token failed: {res.stderr}")
                 self.token = res.stdout.split()[-1]
