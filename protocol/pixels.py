@@ -104,3 +104,23 @@ def mask_bounds(mask: bytes, w: int, h: int) -> tuple[int, int, int, int] | None
 
 def solid(w: int, h: int, rgba: tuple[int, int, int, int]) -> bytes:
     return bytes(rgba) * (w * h)
+
+
+def paste(base: Pixels, patch: Pixels) -> Pixels:
+    """A copy of base with patch written over it at the patch's document position (both rgba8 or both gray8).
+
+    For hosts without positioned layers (Blender images): an inpaint result covers only the mask's bounds."""
+    if base.format != patch.format:
+        raise ValueError(f"cannot paste {patch.format} onto {base.format}")
+    bpp = BPP[base.format]
+    dx, dy = patch.x - base.x, patch.y - base.y
+    x0, y0 = max(0, dx), max(0, dy)
+    x1, y1 = min(base.w, dx + patch.w), min(base.h, dy + patch.h)
+    out = bytearray(base.data)
+    if x1 > x0 and y1 > y0:
+        bstride, pstride = base.w * bpp, patch.w * bpp
+        for row in range(y0, y1):
+            src = (row - dy) * pstride + (x0 - dx) * bpp
+            dst = row * bstride + x0 * bpp
+            out[dst:dst + (x1 - x0) * bpp] = patch.data[src:src + (x1 - x0) * bpp]
+    return Pixels(bytes(out), base.w, base.h, base.format, base.x, base.y)

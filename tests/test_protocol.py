@@ -113,3 +113,13 @@ def test_token_store_file_fallback_is_private(tmp_path):
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     store.delete("ws://x")
     assert store.get("ws://x") is None and store.get("ws://y") == "tok2"
+
+
+def test_paste_places_patch_at_document_position():
+    base = pixels.Pixels(bytes(4 * 4), 4, 4, "gray8", x=10, y=20)
+    patch = pixels.Pixels(bytes([1, 2, 3, 4]), 2, 2, "gray8", x=11, y=22)
+    out = pixels.paste(base, patch)
+    assert out.data == bytes([0, 0, 0, 0,  0, 0, 0, 0,  0, 1, 2, 0,  0, 3, 4, 0])
+    assert (out.x, out.y) == (10, 20)
+    clipped = pixels.paste(base, pixels.Pixels(bytes([9] * 4), 2, 2, "gray8", x=13, y=23))
+    assert clipped.data[-1] == 9 and clipped.data.count(9) == 1

@@ -14,7 +14,7 @@ import uuid
 import bpy
 
 from protocol import default_url
-from protocol.pixels import Pixels, flip_rows, mask_from_transparency
+from protocol.pixels import Pixels, flip_rows, mask_from_transparency, paste
 from protocol.session import Session
 
 try:  # official Blender builds bundle numpy; Debian's blender package does not depend on it
@@ -199,7 +199,6 @@ def build_request(settings, image=None) -> tuple[dict, Pixels | None, Pixels | N
             raise ValueError("the mask is empty: make the area to inpaint transparent, or choose a mask image")
     elif mode == "upscale":
         params["scale"] = int(settings.upscale_factor)
-        params["width"], params["height"] = src.w * params["scale"], src.h * params["scale"]
     return params, src, mask
 
 
@@ -209,7 +208,9 @@ def submit(settings, image=None) -> str:
     replace = settings.replace_active and settings.mode != "GENERATE" and image is not None
     tag = {"mode": settings.mode, "target": "replace" if replace else "new",
            "uid": ensure_uid(image) if image is not None else None,
-           "name": image.name if image is not None else None, "prompt": settings.prompt}
+           "name": image.name if image is not None else None, "prompt": settings.prompt,
+           # inpaint results cover only the mask's bounds: they are pasted onto the source pixels
+           "base": src if settings.mode == "INPAINT" else None}
     rid = get_session().generate(params, src, mask, tag=tag)
     STATE["jobs"][rid] = {"request": rid, "job": None, "status": "sending", "step": 0, "total": 0, "tag": tag}
     return rid
@@ -232,6 +233,9 @@ def _job_by_id(job):
 def place_result(tag: dict, layer) -> str:
     """Make a result an image datablock (new, or replacing the source in place with an undo step)."""
     px = layer.pixels
+    base_px = tag.get("base")
+    if base_px is not None and (px.w, px.h) != (base_px.w, base_px.h):
+        px = paste(base_px, px)
     target = find_image(tag.get("uid"), tag.get("name")) if tag.get("target") == "replace" else None
     if target is not None:
         # Record the state before the change as its own undo step: the uid, and the old pixels in a packed
