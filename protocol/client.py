@@ -43,7 +43,7 @@ class Client:
     def __init__(self, url: str, token: str | None = None, *, app: str = "python", app_version: str = "",
                  request_timeout: float = 60.0, reconnect: bool = True,
                  on_event: Callable[[Event], None] | None = None, frame_limit: int = 64 * 1024 * 1024,
-                 headers: dict | None = None):
+                 headers: dict | None = None, ssl_context=None):
         self.url = url
         self.token = token
         self.app = app
@@ -52,6 +52,7 @@ class Client:
         self.reconnect = reconnect
         self.frame_limit = frame_limit
         self.headers = headers
+        self.ssl_context = ssl_context   # for wss:// with a private CA or self-signed certificate
         self.events: "queue.Queue[Event]" = queue.Queue()
         # on_event runs on the reader thread; it must be quick and must not call blocking client methods.
         self.on_event = on_event
@@ -133,7 +134,8 @@ class Client:
             try:
                 with ws_connect(self.url, compression=None, max_size=self.frame_limit, open_timeout=10,
                                 close_timeout=2, ping_interval=20, ping_timeout=20,
-                                additional_headers=self.headers) as ws:
+                                additional_headers=self.headers,
+                                **({"ssl": self.ssl_context} if self.ssl_context is not None else {})) as ws:
                     opened = True
                     self._ws = ws
                     reader = threading.Thread(target=self._read, args=(ws,), name="paintbridge-reader", daemon=True)

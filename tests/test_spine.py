@@ -298,3 +298,36 @@ def test_client_reconnects_with_backoff(spawn_engine):
     assert c.wait_connected(40)
     assert c.call("ping")
     c.close()
+
+
+def test_tls_and_loud_warning_for_clear_text_on_the_network(spawn_engine, tmp_path):
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    eng = spawn_engine("--host", "localhost", "--tls-cert", str(tmp_path / "cert.pem"),
+                       "--tls-key", str(tmp_path / "key.pem"))
+    assert eng.url.startswith("wss://")
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    c = Client(eng.url, eng.token, reconnect=False, ssl_context=ctx).connect()
+    assert c.state == "connected" and c.call("ping")
+    c.close()
+    assert not any("WITHOUT TLS" in line for line in eng.log)
+
+    open_eng = spawn_engine("--host", "0.0.0.0")
+    assert any("WITHOUT TLS" in line for line in open_eng.log)
