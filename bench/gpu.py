@@ -30,6 +30,10 @@ SD_SCHED = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, be
                 steps_offset=1, timestep_spacing="leading", prediction_type="epsilon")
 
 
+def SYNC():
+    torch.cuda.synchronize()
+
+
 def _vae(**extra):
     from diffusers import AutoencoderKL
 
@@ -38,7 +42,7 @@ def _vae(**extra):
                          up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512, **extra)
 
 
-def build(arch: str):
+def build(arch: str, device: str = "cuda"):
     """A full-size pipeline with random weights, created directly on the GPU in fp16."""
     from diffusers import (EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
                            UNet2DConditionModel)
@@ -47,8 +51,9 @@ def build(arch: str):
     from engine.models.demo import clip_demo_tokenizer
 
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        if arch == "sd15":
+    sched = EulerDiscreteScheduler(**SD_SCHED)   # schedulers and tokenizers stay off the device context
+    if arch == "sd15":
+        with torch.device(device):
             unet = UNet2DConditionModel(
                 sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
                 block_out_channels=(320, 640, 1280, 1280),
@@ -56,11 +61,12 @@ def build(arch: str):
                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
                 cross_attention_dim=768, attention_head_dim=8)
             te = CLIPTextModel(CLIPTextConfig(**CLIP_L, **TOK_IDS))
-            pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=te, tokenizer=clip_demo_tokenizer(), unet=unet,
-                                           scheduler=EulerDiscreteScheduler(**SD_SCHED), safety_checker=None,
-                                           feature_extractor=None, image_encoder=None,
-                                           requires_safety_checker=False)
-        elif arch == "sdxl":
+            vae = _vae()
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=clip_demo_tokenizer(), unet=unet,
+                                       scheduler=sched, safety_checker=None, feature_extractor=None,
+                                       image_encoder=None, requires_safety_checker=False)
+    elif arch == "sdxl":
+        with torch.device(device):
             unet = UNet2DConditionModel(
                 sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
                 block_out_channels=(320, 640, 1280),
@@ -69,14 +75,14 @@ def build(arch: str):
                 transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
                 cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
                 addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
-            pipe = StableDiffusionXLPipeline(
-                vae=_vae(scaling_factor=0.13025, force_upcast=True),
-                text_encoder=CLIPTextModel(CLIPTextConfig(**CLIP_L, **TOK_IDS)),
-                text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIGG, **TOK_IDS)),
-                tokenizer=clip_demo_tokenizer(), tokenizer_2=clip_demo_tokenizer(), unet=unet,
-                scheduler=EulerDiscreteScheduler(**SD_SCHED), force_zeros_for_empty_prompt=True)
-        else:
-            raise ValueError(arch)
+            vae = _vae(scaling_factor=0.13025, force_upcast=True)
+            te = CLIPTextModel(CLIPTextConfig(**CLIP_L, **TOK_IDS))
+            te2 = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIGG, **TOK_IDS))
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2,
+                                         tokenizer=clip_demo_tokenizer(), tokenizer_2=clip_demo_tokenizer(),
+                                         unet=unet, scheduler=sched, force_zeros_for_empty_prompt=True)
+    else:
+        raise ValueError(arch)
     pipe.to(torch.float16)
     n = sum(p.numel() for p in pipe.unet.parameters())
     return pipe, n
@@ -92,22 +98,23 @@ def bare(path: Path, name: str, size: int, steps: int, reps: int) -> dict:
         stamps = []
 
         def cb(p, step, t, kw):
-            torch.cuda.synchronize()
+            SYNC()
             stamps.append(time.perf_counter())
             return {}
 
-        torch.cuda.synchronize()
+        SYNC()
         t0 = time.perf_counter()
         model.pipe(prompt="a red fox in the snow", num_inference_steps=steps if i else 3, width=size,
                    height=size, guidance_scale=7.0, generator=torch.Generator("cpu").manual_seed(i),
                    output_type="np", callback_on_step_end=cb)
-        torch.cuda.synchronize()
+        SYNC()
         t1 = time.perf_counter()
         if i:
             out["total_s"].append(t1 - t0)
             out["its"].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
     del model
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return out
 
 
@@ -142,14 +149,19 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="sd15,sdxl")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--dry-run", action="store_true",
+                    help="check the harness on CPU with the tiny demo models at 64 px (no GPU needed)")
     args = ap.parse_args(argv)
+    global SYNC
+    if args.dry_run:
+        SYNC = lambda: None  # noqa: E731
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(124))   # `timeout` → run the finally blocks, stop the daemon
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.dry_run:
         print("gpu bench: CUDA is not available", file=sys.stderr)
         return 2
     torch.backends.cuda.matmul.allow_tf32 = True
-    gpu = torch.cuda.get_device_name(0)
-    sizes = {"sd15": 512, "sdxl": 1024}
+    gpu = torch.cuda.get_device_name(0) if not args.dry_run else "CPU dry run (tiny demo models)"
+    sizes = {"sd15": 64, "sdxl": 64} if args.dry_run else {"sd15": 512, "sdxl": 1024}
     results = []
     tmp = Path(tempfile.mkdtemp(prefix="pb-gpu-"))
     models = tmp / "models"
@@ -157,10 +169,15 @@ def main(argv=None) -> int:
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     for arch in archs:
         t0 = time.perf_counter()
-        pipe, n = build(arch)
-        pipe.save_pretrained(models / f"full-{arch}", safe_serialization=True)
-        del pipe
-        torch.cuda.empty_cache()
+        if args.dry_run:
+            from engine.models.demo import make_demo
+            make_demo(models / "build", arch).rename(models / f"full-{arch}")
+            n = 0
+        else:
+            pipe, n = build(arch)
+            pipe.save_pretrained(models / f"full-{arch}", safe_serialization=True)
+            del pipe
+            torch.cuda.empty_cache()
         print(f"gpu bench: built full-{arch} ({n / 1e6:.0f} M UNet params) in {time.perf_counter() - t0:.1f}s",
               flush=True)
     daemon = Daemon(tmp / "engine", ["--models", str(models)]).start()
@@ -190,7 +207,7 @@ def main(argv=None) -> int:
     lines.append(f"(total {time.time() - t_start:.0f}s; daemon s/img = generate call → job.result + blob.get; "
                  "bare = pipe(..., output_type='np'))")
     print("\n".join(lines), flush=True)
-    dest = Path(os.environ.get("OUT") or ROOT / "bench")
+    dest = Path(os.environ.get("OUT") or (tmp if args.dry_run else ROOT / "bench"))
     (dest / "gpu-results.json").write_text(json.dumps({"gpu": gpu, "versions": v, "results": results}, indent=1))
     (dest / "gpu-results.txt").write_text("\n".join(lines) + "\n")
     return 0

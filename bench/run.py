@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 if only and key not in only and not ({"B2", "B6"} & only and key in ("B1", "B3")):
                     continue
                 t0 = time.perf_counter()
+                load0 = os.getloadavg()[0]
                 print(f"bench: {key} ...", flush=True)
                 spy = start_profiler(args.profile, key, ctx.daemon.pid) if args.profile else None
                 try:
@@ -142,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                 if spy is not None:
                     stop_profiler(spy)
                 print(f"bench: {key} took {time.perf_counter() - t0:.1f}s", flush=True)
+                for r in got:
+                    r.notes.append(f"Machine load (1-min load average on {os.cpu_count()} cores) before / after: "
+                                   f"{load0:.2f} / {os.getloadavg()[0]:.2f}; anything above ~0.5 means other "
+                                   "processes competed for the CPU during this benchmark.")
                 results.extend(got)
         finally:
             ctx.daemon.stop()

@@ -205,3 +205,29 @@ class LoginLimiter:
         if len(self._fails) > 10000:   # bound memory against address spraying
             for key in [k for k, q in self._fails.items() if not q or now - q[-1] > self.window_s]:
                 del self._fails[key]
+
+
+def mint_token(config, user_name: str | None = None, ttl_s: int | None = None,
+               remember: bool = False) -> tuple[str, float, str]:
+    """(token, expires_at, user name) signed with the data dir's secret, for a named user or the first enabled
+    admin. For the CLI on the engine's own machine: whoever can read the data dir can sign tokens anyway."""
+    from .errors import EngineError
+    from .store.db import Database
+
+    db = Database(config.db_path)
+    try:
+        db.sync(ensure_admin)
+        if user_name:
+            user = db.sync(get_user, None, user_name)
+        else:
+            admins = [u for u in db.sync(list_users) if u["admin"] and not u["disabled"]]
+            if not admins:
+                raise EngineError("no enabled admin user")
+            user = db.sync(get_user, admins[0]["id"])
+        if user["disabled"]:
+            raise EngineError(f"user {user['name']} is disabled")
+    finally:
+        db.close()
+    tokens = Tokens(load_secret(config.data_dir), config.token_ttl_s, config.remember_ttl_s)
+    token, exp = tokens.issue(user["id"], user["epoch"], remember, ttl_s)
+    return token, exp, user["name"]

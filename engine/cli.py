@@ -91,26 +91,15 @@ def _open_db(args):
 
 
 def cmd_token(args) -> int:
-    from . import auth
+    from .auth import mint_token
     from .errors import EngineError
 
-    cfg, db = _open_db(args)
     try:
-        if args.user:
-            user = db.sync(auth.get_user, None, args.user)
-        else:
-            admins = [u for u in db.sync(auth.list_users) if u["admin"] and not u["disabled"]]
-            if not admins:
-                raise EngineError("no enabled admin user")
-            user = db.sync(auth.get_user, admins[0]["id"])
-        tokens = auth.Tokens(auth.load_secret(cfg.data_dir), cfg.token_ttl_s, cfg.remember_ttl_s)
-        token, exp = tokens.issue(user["id"], user["epoch"], args.remember, args.ttl)
+        token, exp, name = mint_token(load_config(args.data_dir), args.user, args.ttl, args.remember)
     except EngineError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    finally:
-        db.close()
-    print(f"# token for {user['name']}, valid until {_fmt_time(exp)}", file=sys.stderr)
+    print(f"# token for {name}, valid until {_fmt_time(exp)}", file=sys.stderr)
     print(token)
     return 0
 

@@ -13,22 +13,14 @@ def _token(args) -> str:
         return args.token
     if os.environ.get("PAINTBRIDGE_TOKEN"):
         return os.environ["PAINTBRIDGE_TOKEN"]
-    from . import auth
+    from .auth import mint_token
     from .config import load_config
-    from .store.db import Database
 
     cfg = load_config(args.data_dir)
     if not (cfg.data_dir / "secret.key").exists():
         raise SystemExit(f"error: no token: pass --token, set PAINTBRIDGE_TOKEN, or run where the engine's data "
                          f"dir is ({cfg.data_dir})")
-    db = Database(cfg.db_path)
-    try:
-        admins = [u for u in db.sync(auth.list_users) if u["admin"] and not u["disabled"]]
-        user = db.sync(auth.get_user, admins[0]["id"])
-    finally:
-        db.close()
-    tokens = auth.Tokens(auth.load_secret(cfg.data_dir), cfg.token_ttl_s, cfg.remember_ttl_s)
-    return tokens.issue(user["id"], user["epoch"], False, 3600)[0]
+    return mint_token(cfg, ttl_s=3600)[0]
 
 
 def cmd_generate(args) -> int:

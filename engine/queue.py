@@ -153,6 +153,8 @@ class JobQueue:
 
     # -- requests
     async def submit(self, uid: int, kind: str, request: dict, graph_raw: dict, priority: int, app: str) -> str:
+        if kind == "graph":   # generate checked its own arguments against the same budgets
+            check_graph_budget(graph_raw, self.server.config.limits)
         limit = self.server.config.limits.max_queued_per_user
 
         def insert(db):
@@ -262,6 +264,26 @@ class JobQueue:
                     torch.cuda.empty_cache()
             except Exception:
                 pass
+
+
+def check_graph_budget(graph_raw: dict, limits) -> None:
+    """The same budgets as `generate` (pixels, steps, batch) for any graph, whoever built it: a hand-written
+    graph must not be a way around the limits (e.g. a 16384x16384 noise or a 65536x65536 resize)."""
+    denoise = 0
+    for nid, spec in (graph_raw.get("nodes") or {}).items():
+        if not isinstance(spec, dict):
+            continue
+        w, h, steps = spec.get("width"), spec.get("height"), spec.get("steps")
+        if isinstance(w, int) and isinstance(h, int) and w * h > limits.max_pixels:
+            raise BadRequest(f"node {nid!r}: {w}x{h} is {w * h / 1e6:.1f} MP, over the "
+                             f"{limits.max_pixels / 1e6:.1f} MP budget", details={"node": nid, "field": "width"})
+        if isinstance(steps, int) and steps > limits.max_steps:
+            raise BadRequest(f"node {nid!r}: steps {steps} is more than the limit of {limits.max_steps}",
+                             details={"node": nid, "field": "steps"})
+        denoise += spec.get("type") == "denoise"
+    if denoise > limits.max_batch:
+        raise BadRequest(f"the graph has {denoise} denoise nodes; at most {limits.max_batch} (max_batch) per job",
+                         details={"field": "nodes"})
 
 
 def _is_oom(exc: Exception) -> bool:

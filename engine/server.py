@@ -96,6 +96,8 @@ class Connection:
                 elif msg.type == WSMsgType.ERROR:
                     break
                 if self.bad_frames >= limits.bad_frames_before_close:
+                    self.outbox.put_nowait(None)
+                    await writer   # the replies already queued go out before the close
                     await self.ws.close(code=1008, message=b"too many malformed frames")
                     break
         finally:

@@ -59,10 +59,15 @@ class Crop(Node):
 
     def invoke(self, ctx) -> Out:
         im = self.image
-        if self.x + self.width > im.w or self.y + self.height > im.h:
-            raise ctx.error(f"crop {self.width}x{self.height}+{self.x}+{self.y} is outside the {im.w}x{im.h} image")
-        rgba = im.rgba[self.y:self.y + self.height, self.x:self.x + self.width].copy()
+        rgba = _crop(ctx, im.rgba, self.x, self.y, self.width, self.height)
         return self.Out(image=Image(rgba, im.x + self.x, im.y + self.y))
+
+
+def _crop(ctx, arr: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
+    h, w = arr.shape[:2]
+    if x + width > w or y + height > h:
+        raise ctx.error(f"crop {width}x{height}+{x}+{y} is outside the {w}x{h} input")
+    return arr[y:y + height, x:x + width].copy()
 
 
 class CropMask(Node):
@@ -81,10 +86,7 @@ class CropMask(Node):
 
     def invoke(self, ctx) -> Out:
         m = self.mask
-        h, w = m.gray.shape
-        if self.x + self.width > w or self.y + self.height > h:
-            raise ctx.error(f"crop {self.width}x{self.height}+{self.x}+{self.y} is outside the {w}x{h} mask")
-        gray = m.gray[self.y:self.y + self.height, self.x:self.x + self.width].copy()
+        gray = _crop(ctx, m.gray, self.x, self.y, self.width, self.height)
         return self.Out(mask=Mask(gray, m.x + self.x, m.y + self.y))
 
 

@@ -192,8 +192,7 @@ async def graph_submit(ctx, args: SubmitArgs):
         lits = graph.literals[nid]
         if cls.type in ("image_input", "mask_input"):
             try:
-                from .jobs import Layer as _L
-                lay = _L.model_validate(lits["layer"]).model_dump()
+                lay = Layer.model_validate(lits["layer"]).model_dump()
             except Exception as exc:
                 raise BadRequest(f"node {nid!r}: layer: not a valid layer ({exc.__class__.__name__})",
                                  details={"node": nid, "field": "layer"}) from None

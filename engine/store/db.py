@@ -7,6 +7,7 @@ timeout let both write safely.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +36,9 @@ SCHEMA = [
 
 
 def connect(path: Path) -> sqlite_utils.Database:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    if not path.exists():   # users, password hashes, jobs: readable by this account only (-wal/-shm follow)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: durable across process crashes
@@ -44,6 +47,17 @@ def connect(path: Path) -> sqlite_utils.Database:
     for stmt in SCHEMA:
         conn.execute(stmt)
     return db
+
+
+def private_dir(path: Path) -> None:
+    """Create the data folder readable by this account only: it holds blobs (people's images), the database
+    and secret.key, and other local users must not read them (see SECURITY.md)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError:
+        pass
 
 
 class Database:
