@@ -10,9 +10,11 @@ import hashlib
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-hash")
 
 
 def is_sha256(value: object) -> bool:
@@ -84,8 +86,10 @@ class Upload:
         self.file = open(self.tmp, "wb")
 
     def append(self, data: bytes):
+        # hashlib and file writes both release the GIL on big buffers: hash while writing.
+        hashed = _HASHER.submit(self.hasher.update, data)
         self.file.write(data)
-        self.hasher.update(data)
+        hashed.result()
         self.size += len(data)
         self.touched = time.monotonic()
 

@@ -32,6 +32,24 @@ SCHEMA = [
         error TEXT, app TEXT, created REAL NOT NULL, started REAL, finished REAL)""",
     """CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, priority, seq)""",
     """CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, seq)""",
+    # gallery (engine/gallery.py): one row per result image; meta = the full metadata JSON also in the PNG
+    """CREATE TABLE IF NOT EXISTS images (
+        id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id INTEGER NOT NULL, job_id TEXT, created REAL NOT NULL,
+        app TEXT NOT NULL DEFAULT '', document TEXT NOT NULL DEFAULT '', board_id TEXT, starred INTEGER NOT NULL
+        DEFAULT 0, mode TEXT, prompt TEXT NOT NULL DEFAULT '', negative_prompt TEXT NOT NULL DEFAULT '', seed INTEGER,
+        steps INTEGER, guidance REAL, model TEXT, model_hash TEXT, name TEXT, sha256 TEXT NOT NULL, w INTEGER NOT NULL,
+        h INTEGER NOT NULL, x INTEGER NOT NULL DEFAULT 0, y INTEGER NOT NULL DEFAULT 0, path TEXT NOT NULL,
+        thumb_sha256 TEXT, thumb_w INTEGER, thumb_h INTEGER, parent TEXT, params TEXT, meta TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS images_user ON images (user_id, seq)""",
+    """CREATE INDEX IF NOT EXISTS images_sha ON images (sha256)""",
+    """CREATE TABLE IF NOT EXISTS boards (
+        id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, name TEXT NOT NULL, created REAL NOT NULL,
+        UNIQUE (user_id, name))""",
+    # saved workflows (engine/workflows.py): graph with node versions + the exposed parameter schema
+    """CREATE TABLE IF NOT EXISTS workflows (
+        id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
+        graph TEXT NOT NULL, params TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+        UNIQUE (user_id, name))""",
 ]
 
 
