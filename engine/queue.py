@@ -157,6 +157,11 @@ class JobQueue:
         if kind == "graph":   # generate checked its own arguments against the same budgets
             check_graph_budget(graph_raw, self.server.config.limits)
         limit = self.server.config.limits.max_queued_per_user
+        try:   # msgpack bin/ext values (e.g. in a graph's meta) have no JSON form: refuse, do not crash
+            request_json, graph_json = json.dumps(request), json.dumps(graph_raw)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise BadRequest(f"the request holds a value that is not plain data (str, number, bool, nil, "
+                             f"list, map): {type(exc).__name__}") from None
 
         def insert(db):
             queued = db.execute("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
@@ -166,7 +171,7 @@ class JobQueue:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             job = secrets.token_hex(8)
             db["jobs"].insert({"id": job, "seq": seq, "user_id": uid, "status": "queued", "priority": priority,
-                               "kind": kind, "request": json.dumps(request), "graph": json.dumps(graph_raw),
+                               "kind": kind, "request": request_json, "graph": graph_json,
                                "result": None, "error": None, "app": app, "created": time.time(),
                                "started": None, "finished": None})
             position = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]

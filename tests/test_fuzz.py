@@ -274,6 +274,105 @@ def test_random_args_for_every_op_as_admin(fuzz_engine, admin_ws, batch):
 
 @settings(max_examples=200, **SETTINGS)
 @given(st.sampled_from(OP_NAMES), arg_maps)
+# ---- near-valid requests: a valid template per op, one to three fields changed, dropped or added ----------------
+@pytest.fixture(scope="module")
+def templates(fuzz_engine):
+    c = fuzz_engine.client(token=fuzz_engine.user_token)
+    rgba64 = bytes(range(256)) * 64
+    lay64 = {"sha256": c.upload(rgba64), "w": 64, "h": 64, "format": "rgba8", "x": 0, "y": 0}
+    mask64 = {"sha256": c.upload(b"\x00" * 2048 + b"\xff" * 2048), "w": 64, "h": 64, "format": "gray8"}
+    lay2 = {"sha256": c.upload(bytes(range(16))), "w": 2, "h": 2, "format": "rgba8"}
+    copy_graph = {"nodes": {"i": {"type": "image_input", "layer": lay2}, "o": {"type": "output", "name": "x"}},
+                  "edges": [{"from": ["i", "image"], "to": ["o", "image"]}], "meta": {"by": "fuzz"}}
+    txt_graph = {"nodes": {"m": {"type": "load_model", "model": "tiny-sd15"}, "p": {"type": "prompt", "text": "a"},
+                           "n": {"type": "noise", "seed": 1, "width": 64, "height": 64},
+                           "d": {"type": "denoise", "steps": 1}, "v": {"type": "vae_decode"},
+                           "o": {"type": "output", "name": "fox"}},
+                 "edges": [{"from": ["m", "model"], "to": ["p", "model"]}, {"from": ["m", "model"], "to": ["d", "model"]},
+                           {"from": ["p", "conditioning"], "to": ["d", "conditioning"]},
+                           {"from": ["n", "noise"], "to": ["d", "noise"]}, {"from": ["m", "model"], "to": ["v", "model"]},
+                           {"from": ["d", "latents"], "to": ["v", "latents"]}, {"from": ["v", "image"], "to": ["o", "image"]}]}
+    job = c.call("graph.submit", {"graph": copy_graph})["job"]
+    c.close()
+    t = [
+        ("generate", {"model": "tiny-sd15", "prompt": "p", "width": 64, "height": 64, "steps": 1, "seed": 1,
+                      "batch": 1, "guidance": 2.0, "scheduler": "euler", "loras": [], "source": {"app": "a"}}),
+        ("generate", {"mode": "img2img", "model": "tiny-sd15", "image": lay64, "strength": 0.5, "steps": 1}),
+        ("generate", {"mode": "inpaint", "model": "tiny-sd15", "image": lay64, "mask": mask64, "steps": 1,
+                      "feather": 2.0}),
+        ("generate", {"mode": "outpaint", "model": "tiny-sd15", "image": lay64, "steps": 1}),
+        ("generate", {"mode": "upscale", "image": lay2, "scale": 2.0}),
+        ("graph.submit", {"graph": copy_graph, "priority": 0}),
+        ("graph.submit", {"graph": txt_graph}),
+        ("blob.has", {"hashes": [lay2["sha256"], SHA_EMPTY]}),
+        ("blob.put", {"data": b"abc"}),
+        ("blob.put", {"upload": "m1", "offset": 0, "data": b"x", "final": False}),
+        ("blob.get", {"sha256": lay2["sha256"], "offset": 0, "length": 4}),
+        ("job.get", {"job": job}), ("job.cancel", {"job": job}),
+        ("job.list", {"status": "completed", "limit": 5, "everyone": False}),
+        ("models.list", {"type": "main", "base": "sd1"}), ("models.unload", {"model": "tiny-sd15"}),
+        ("auth.login", {"username": "nobody", "password": "xxxx", "remember_me": True}),
+        ("users.create", {"name": "fz", "password": "pppp", "admin": False}),
+        ("users.passwd", {"name": "nobody", "password": "pppp"}),
+        ("users.disable", {"name": "nobody", "disabled": True}),
+    ]
+    named = {n for n, _ in t}
+    t += [(n, {}) for n in OP_NAMES if n not in named and n != "hello"]   # ops added later still get fuzzed
+    return t
+
+
+def _paths(obj, prefix=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield prefix + (k,)
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield prefix + (i,)
+            yield from _paths(v, prefix + (i,))
+
+
+def mutate(draw, args):
+    import copy
+    args = copy.deepcopy(args)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = list(_paths(args)) or [()]
+        path = draw(st.sampled_from(paths))
+        parent = args
+        for step in path[:-1]:
+            parent = parent[step]
+        action = draw(st.integers(0, 3))
+        if not path or action == 3:   # add a key to a map
+            if isinstance(parent, dict):
+                parent[draw(st.sampled_from(KEYS) | st.text(max_size=6))] = draw(values)
+        elif action == 2 and isinstance(parent, dict):
+            parent.pop(path[-1], None)
+        else:
+            parent[path[-1]] = draw(values)
+    return args
+
+
+def near_valid(draw, templates, own_token):
+    batch = []
+    for i in range(draw(st.integers(1, 4))):
+        name, args = draw(st.sampled_from(templates + [("hello", {"protocol": 1, "token": own_token,
+                                                                  "client": {"app": "a", "version": "1"}})]))
+        batch.append((100 + i, name, mutate(draw, args)))
+    return keep_signed_in(batch)
+
+
+@settings(max_examples=350, **SETTINGS)
+@given(data=st.data())
+def test_near_valid_args_as_user(fuzz_engine, user_ws, templates, data):
+    send_requests(user_ws, near_valid(data.draw, templates, fuzz_engine.user_token))
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(data=st.data())
+def test_near_valid_args_as_admin(fuzz_engine, admin_ws, templates, data):
+    send_requests(admin_ws, near_valid(data.draw, templates, fuzz_engine.token))
+
+
 def test_every_op_before_sign_in(fuzz_engine, name, args):
     """Unauthenticated connections: every op with auth is refused, whatever the args."""
     ws = getattr(test_every_op_before_sign_in, "_ws", None)

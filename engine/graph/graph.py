@@ -60,6 +60,9 @@ def validate(raw: Any) -> Graph:
         if cls is None:
             raise _err(f"node {nid!r}: unknown node type {spec['type']!r}", node=nid, field_name="type")
         want = spec.get("version")
+        if want is not None and not isinstance(want, str):
+            raise _err(f"node {nid!r}: version must be a string like {cls.version!r}", node=nid,
+                       field_name="version")
         if want is not None and want.split(".")[0] != cls.version.split(".")[0]:
             raise _err(f"node {nid!r}: {spec['type']} version {want} is not supported (this engine has "
                        f"{cls.version}); update the graph", node=nid, field_name="version")

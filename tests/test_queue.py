@@ -1,0 +1,58 @@
+"""Queue order: priority first, round-robin between users, FIFO within a user; events only to the owner."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protocol.client import Client
+
+from .conftest import cli
+
+
+def tiny_graph(sha: str, name: str) -> dict:
+    return {"nodes": {"in": {"type": "image_input", "layer": {"sha256": sha, "w": 2, "h": 2, "format": "rgba8"}},
+                      "out": {"type": "output", "name": name}},
+            "edges": [{"from": ["in", "image"], "to": ["out", "image"]}]}
+
+
+def test_priority_round_robin_and_fifo(spawn_engine, demo_models):
+    eng = spawn_engine("--models", str(demo_models))
+    d = str(eng.data_dir)
+    cli("users", "--data-dir", d, "add", "ana", "--password", "anapw")
+    cli("users", "--data-dir", d, "add", "ben", "--password", "benpw")
+    admin = eng.client()
+    ana = Client(eng.url, reconnect=False).connect()
+    ana.login("ana", "anapw")
+    ben = Client(eng.url, reconnect=False).connect()
+    ben.login("ben", "benpw")
+    px = np.arange(16, dtype=np.uint8).tobytes()
+    sha_a, sha_b = ana.upload(px), ben.upload(px)
+
+    # a long job keeps the worker busy while the others queue up
+    blocker = admin.call("generate", {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 200})["job"]
+    admin.next_event(120, name="job.progress", match=lambda e: e.data["job"] == blocker)
+    jobs = {}
+    for name in ("a1", "a2", "a3"):
+        jobs[name] = ana.call("graph.submit", {"graph": tiny_graph(sha_a, name)})["job"]
+    jobs["b1"] = ben.call("graph.submit", {"graph": tiny_graph(sha_b, "b1")})["job"]
+    jobs["b2"] = ben.call("graph.submit", {"graph": tiny_graph(sha_b, "b2")})["job"]
+    jobs["urgent"] = ben.call("graph.submit", {"graph": tiny_graph(sha_b, "urgent"), "priority": 5})["job"]
+    admin.call("job.cancel", {"job": blocker})
+
+    names = {v: k for k, v in jobs.items()}
+    order = []
+    while len(order) < len(jobs):
+        ev = admin.next_event(60, name="job.started")   # admins see everyone's events
+        if ev.data["job"] in names:
+            order.append(names[ev.data["job"]])
+    assert order[0] == "urgent"
+    # then alternate between users, each in submission order (ben was just served: ana goes first)
+    assert order[1:] == ["a1", "b1", "a2", "b2", "a3"], order
+
+    # every user saw results of their own jobs only
+    ana_jobs = {e.data["job"] for e in ana.drain(1000) if e.name.startswith("job.")}
+    ben_jobs = {e.data["job"] for e in ben.drain(1000) if e.name.startswith("job.")}
+    assert ana_jobs == {jobs[k] for k in ("a1", "a2", "a3")}
+    assert ben_jobs == {jobs[k] for k in ("b1", "b2", "urgent")}
+    for c in (admin, ana, ben):
+        c.close()
