@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions():
     """Subcommands defined next to the code they drive (generate, models, plugin)."""
     out = []
-    for mod in ("engine.cli_generate", "engine.models.cli", "engine.plugin_build"):
+    for mod in ("engine.cli_generate", "engine.models.cli", "engine.plugin_build", "engine.cli_workflows"):
         try:
             module = __import__(mod, fromlist=["register_cli"])
         except ModuleNotFoundError as exc:

@@ -350,6 +350,8 @@ def install(server, cfg) -> "JobQueue":
     cache = ModelCache(registry, on_event=lambda name, data: None)
     queue = JobQueue(server, registry, cache)
     server.services.update(queue=queue, models=registry, cache=cache)
+    from .gallery import on_job_complete
+    queue.on_complete.append(on_job_complete)   # every result image into the gallery (PNG + metadata)
 
     async def start(srv):
         cache.on_event = lambda name, data: queue.loop.call_soon_threadsafe(srv.broadcast, name, data)

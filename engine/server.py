@@ -245,6 +245,11 @@ class Server:
             return codec.reply_error(rid, exc.code, exc.message, exc.details)
         except asyncio.CancelledError:
             raise
+        except OSError as exc:   # a resource failure (disk full, data folder not writable): keep serving
+            log.error("op %s failed: %s", name, exc)
+            return codec.reply_error(rid, "internal", f"{name} failed on the engine's storage: "
+                                     f"{exc.strerror or type(exc).__name__} (is the data folder full or "
+                                     f"read-only?)", {"errno": exc.errno})
         except Exception as exc:  # a bug: keep serving, tell the client something honest
             log.exception("op %s failed", name)
             return codec.reply_error(rid, "internal", f"internal error in {name}: {type(exc).__name__}")

@@ -16,12 +16,14 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from engine import ops
 from engine.graph.node import NODES
 import engine.nodes  # noqa: F401  (registers node types)
 from protocol import codec
+from protocol.client import Client
 from protocol.errors import CODES, ProtocolError
 
 from .conftest import EngineProc, cli
@@ -39,6 +41,8 @@ max_queued_per_user = 3
 max_pending_uploads = 4
 upload_idle_s = 2.0
 bad_frames_before_close = 20
+max_connections_per_user = 4
+login_failures = 3
 """
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None, print_blob=True,
@@ -272,8 +276,6 @@ def test_random_args_for_every_op_as_admin(fuzz_engine, admin_ws, batch):
     send_requests(admin_ws, keep_signed_in(batch))
 
 
-@settings(max_examples=200, **SETTINGS)
-@given(st.sampled_from(OP_NAMES), arg_maps)
 # ---- near-valid requests: a valid template per op, one to three fields changed, dropped or added ----------------
 @pytest.fixture(scope="module")
 def templates(fuzz_engine):
@@ -373,6 +375,8 @@ def test_near_valid_args_as_admin(fuzz_engine, admin_ws, templates, data):
     send_requests(admin_ws, near_valid(data.draw, templates, fuzz_engine.token))
 
 
+@settings(max_examples=200, **SETTINGS)
+@given(st.sampled_from(OP_NAMES), arg_maps)
 def test_every_op_before_sign_in(fuzz_engine, name, args):
     """Unauthenticated connections: every op with auth is refused, whatever the args."""
     ws = getattr(test_every_op_before_sign_in, "_ws", None)
@@ -414,11 +418,11 @@ def test_oversized_frames(fuzz_engine):
     assert r["re"] == 7 and r["error"]["code"] == "too_large" and r["error"]["details"]["limit"] == 262144
     ws.send(codec.encode(codec.request(8, "ping")))
     assert collect(ws, 1)[0]["ok"]
-    ws.send(b"\x00" * (5 * 262144))   # over 4x the limit: the engine cuts the connection (1009)
-    with pytest.raises(Exception):
+    with pytest.raises(ConnectionClosed):   # over 4x the limit: the engine cuts the connection (1009)
+        ws.send(b"\x00" * (5 * 262144))
         for _ in range(5):
             ws.recv(5)
-    assert ws.close_code == 1009 or ws.protocol.close_rcvd is not None
+    assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1009
     assert healthy(fuzz_engine)
 
 
@@ -454,4 +458,53 @@ def test_pending_uploads_capped_and_expired(fuzz_engine):
     assert e.value.code == "bad_request" and e.value.details == {"expected": 0}
     for i in range(4):   # and the slots are free again
         c.call("blob.put", {"upload": f"q{i}", "offset": 0, "data": b"q", "final": False})
+    c.close()
+
+
+def test_limits_from_config_toml_are_enforced(fuzz_engine):
+    """Every limit in config.toml [limits] is enforced with a typed error (small limits: see FUZZ_CONFIG)."""
+    d = str(fuzz_engine.data_dir)
+    cli("users", "--data-dir", d, "add", "limited", "--password", "limitedpw")
+    token = cli("token", "--data-dir", d, "--user", "limited").split()[-1]
+    c = fuzz_engine.client(token=token)
+    hello = c.call("auth.whoami")
+    assert hello["limits"] == {"frame_limit": 262144, "max_blob_size": hello["limits"]["max_blob_size"],
+                               "max_pixels": 4096, "max_steps": 2, "max_batch": 1}
+    base = {"model": "tiny-sd15", "prompt": "x", "width": 64, "height": 64, "steps": 1, "seed": 1}
+    for change, field in (({"width": 128}, "width"), ({"steps": 3}, "steps"), ({"batch": 2}, "batch")):
+        with pytest.raises(ProtocolError) as e:
+            c.call("generate", {**base, **change})
+        assert e.value.code == "bad_request" and e.value.details == {"field": field}, e.value
+    # queued jobs per user: 3; submitted together, the 4th and 5th are refused with busy
+    futs = [c.request("generate", {**base, "seed": i}) for i in range(5)]
+    codes = []
+    for f in futs:
+        try:
+            f.result(60)
+            codes.append("ok")
+        except ProtocolError as exc:
+            codes.append(exc.code)
+    assert codes.count("busy") >= 2 and set(codes) <= {"ok", "busy"}, codes
+    # connections per user: 4
+    extra = [fuzz_engine.client(token=token) for _ in range(3)]
+    over = Client(fuzz_engine.url, token, reconnect=False).connect()
+    assert over.state == "signed_out"   # hello refused: busy
+    with pytest.raises(ProtocolError) as e:
+        over.call("hello", {"protocol": 1, "token": token})
+    assert e.value.code == "busy"
+    over.close()
+    for x in extra:
+        x.close()
+    # failed sign-ins: 3 per user and per address per window, then rate_limited (with retry_after_s)
+    anon = Client(fuzz_engine.url, reconnect=False).connect()
+    codes = []
+    for _ in range(4):
+        try:
+            anon.login("limited", "wrong")
+        except ProtocolError as exc:
+            codes.append(exc.code)
+            details = exc.details
+    assert codes[-1] == "rate_limited" and details["retry_after_s"] > 0, codes
+    assert codes.count("unauthenticated") <= 3
+    anon.close()
     c.close()

@@ -97,11 +97,16 @@ async def blob_put(ctx, args: PutArgs):
             server.uploads.pop(key, None)
             await server.run_blocking(up.abort)
             raise TooLarge(f"blob larger than the {limits.max_blob_size} byte limit; upload dropped")
-        await server.run_blocking(up.append, args.data)
-        if not args.final:
-            return {"upload": args.upload, "received": up.size}
-        server.uploads.pop(key, None)
-        sha, size = await server.run_blocking(up.finish)
+        try:
+            await server.run_blocking(up.append, args.data)
+            if not args.final:
+                return {"upload": args.upload, "received": up.size}
+            server.uploads.pop(key, None)
+            sha, size = await server.run_blocking(up.finish)
+        except OSError:   # disk full or unwritable: a half-written chunk cannot be resumed; drop the upload
+            server.uploads.pop(key, None)
+            await server.run_blocking(up.abort)
+            raise
     await server.db.run(record, sha, size, uid)
     return {"sha256": sha, "size": size}
 

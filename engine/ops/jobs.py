@@ -64,9 +64,12 @@ class GenerateArgs(Args):
     loras: list[LoraRef] = Field(default_factory=list, max_length=16)
     priority: int = Field(default=0, ge=-100, le=100)
     source: SourceInfo | None = None
+    recall: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,32}$")   # a gallery image id
 
     @model_validator(mode="after")
     def consistent(self):
+        if self.recall is not None:   # checked once merged with the recalled image's params (engine.gallery)
+            return self
         if (self.width is None) != (self.height is None):
             raise ValueError("give both width and height, or neither")
         for name in ("width", "height"):
@@ -151,6 +154,9 @@ async def generate(ctx, args: GenerateArgs):
 
     queue = _queue(ctx)
     server = ctx.server
+    if args.recall is not None:
+        from ..gallery import resolve_recall
+        args = await resolve_recall(ctx, args)
     check_budget(server, args)
     native = 512
     if args.mode != "upscale":

@@ -48,11 +48,15 @@ class BlobStore:
         final = self.path(sha)
         if not final.exists():
             tmp = self.tmp / f"{sha}.{os.getpid()}.{time.monotonic_ns()}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            self._publish(tmp, final)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._publish(tmp, final)
+            except BaseException:   # disk full, I/O error: leave no partial temp file behind
+                tmp.unlink(missing_ok=True)
+                raise
         return sha, len(data)
 
     def read(self, sha: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -108,5 +112,7 @@ class Upload:
     def abort(self):
         try:
             self.file.close()
+        except OSError:   # flushing the last buffered bytes can fail (disk full): the file goes anyway
+            pass
         finally:
             self.tmp.unlink(missing_ok=True)

@@ -32,6 +32,12 @@ SCHEMA = [
         error TEXT, app TEXT, created REAL NOT NULL, started REAL, finished REAL)""",
     """CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, priority, seq)""",
     """CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, seq)""",
+    # model manager (engine/models/registry.py): one row per registered model file or folder
+    """CREATE TABLE IF NOT EXISTS models (
+        name TEXT PRIMARY KEY, path TEXT NOT NULL, type TEXT NOT NULL, base TEXT, variant TEXT, prediction TEXT,
+        format TEXT NOT NULL, size INTEGER NOT NULL, mtime REAL NOT NULL, sha256 TEXT, source TEXT NOT NULL,
+        hidden INTEGER NOT NULL DEFAULT 0, added REAL NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS models_path ON models (path)""",
     # gallery (engine/gallery.py): one row per result image; meta = the full metadata JSON also in the PNG
     """CREATE TABLE IF NOT EXISTS images (
         id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id INTEGER NOT NULL, job_id TEXT, created REAL NOT NULL,

@@ -1,0 +1,230 @@
+"""The gallery: images.list|get|delete|star|move|import and boards.create|list|rename|delete.
+
+Images are recorded by engine.gallery when a job completes. Another user's image or board is `not_found`;
+admins reach everyone's (images.list / boards.list need everyone=true for that). An image is listed for its
+owner from any app: the app it was made from is only a filter.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import Field, model_validator
+
+from .. import gallery
+from ..errors import BadRequest, NotFound, TooLarge
+from . import Args, op
+from .blobs import owned
+
+ID = Field(pattern=r"^[0-9a-f]{8,32}$")
+BoardName = Field(min_length=1, max_length=128)
+
+
+class ListArgs(Args):
+    app: str | None = Field(default=None, max_length=64)
+    document: str | None = Field(default=None, max_length=1024)
+    board: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,32}$")
+    unsorted: bool = False
+    starred: bool | None = None
+    q: str | None = Field(default=None, max_length=1000)
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$")
+    everyone: bool = False
+    thumbnails: bool = False
+
+    @model_validator(mode="after")
+    def one_board_filter(self):
+        if self.board and self.unsorted:
+            raise ValueError("give board or unsorted, not both")
+        return self
+
+
+def _read_thumbs(server, items: list[dict]) -> None:
+    for it in items:
+        th = it.get("thumbnail")
+        if th:
+            try:
+                th["data"] = server.blobs.read(th["sha256"])
+            except FileNotFoundError:
+                it["thumbnail"] = None
+
+
+@op("images.list", ListArgs)
+async def images_list(ctx, args: ListArgs):
+    """Your gallery, newest first, filtered by app, document, board, starred and words of the prompt; page
+    with limit + offset, or pass next_cursor back as cursor."""
+    rows, total = await ctx.server.db.run(
+        lambda db: gallery.list_images(db, ctx.conn.uid, ctx.conn.is_admin, everyone=args.everyone, app=args.app,
+                                       document=args.document, board=args.board, unsorted=args.unsorted,
+                                       starred=args.starred, q=args.q, limit=args.limit, offset=args.offset,
+                                       cursor=int(args.cursor) if args.cursor else None))
+    items = [gallery.summary(r) for r in rows]
+    if args.thumbnails:
+        await ctx.server.run_blocking(_read_thumbs, ctx.server, items)
+    next_cursor = str(rows[-1]["seq"]) if len(rows) == args.limit else None
+    return {"images": items, "total": total, "next_cursor": next_cursor}
+
+
+class ImageArgs(Args):
+    image: str = ID
+
+
+class GetArgs(ImageArgs):
+    png: bool = False
+
+
+@op("images.get", GetArgs)
+async def images_get(ctx, args: GetArgs):
+    """One image: its summary, `params` (generate's arguments; null for graph jobs), the full `graph`, the
+    metadata, the pixel layer and the thumbnail (with its WebP bytes); png=true adds the PNG file's bytes."""
+    server = ctx.server
+    row = await server.db.run(gallery.get_row, args.image, ctx.conn.uid, ctx.conn.is_admin)
+    out = gallery.summary(row)
+    meta = json.loads(row["meta"])
+    out.update(params=json.loads(row["params"]) if row["params"] else None, graph=meta.get("graph"), meta=meta)
+
+    def read():
+        _read_thumbs(server, [out])
+        if args.png:
+            path = server.config.data_dir / row["path"]
+            if path.stat().st_size > server.config.limits.frame_limit - 65536:
+                raise TooLarge("the PNG is larger than a frame: fetch the pixel layer with blob.get instead",
+                               details={"limit": server.config.limits.frame_limit})
+            out["png"] = path.read_bytes()
+
+    try:
+        await server.run_blocking(read)
+    except FileNotFoundError:
+        raise NotFound(f"the PNG file of image {args.image} is missing on the engine") from None
+    return out
+
+
+@op("images.delete", ImageArgs, mutating=True)
+async def images_delete(ctx, args: ImageArgs):
+    """Remove an image from the gallery and delete its PNG file (the pixel blob stays readable)."""
+    server = ctx.server
+    row = await server.db.run(gallery.delete_image, args.image, ctx.conn.uid, ctx.conn.is_admin)
+    await server.run_blocking(lambda: (server.config.data_dir / row["path"]).unlink(missing_ok=True))
+    return {}
+
+
+class StarArgs(ImageArgs):
+    starred: bool = True
+
+
+@op("images.star", StarArgs, mutating=True)
+async def images_star(ctx, args: StarArgs):
+    """Star (or unstar with starred=false) an image."""
+    await ctx.server.db.run(gallery.star, args.image, ctx.conn.uid, ctx.conn.is_admin, args.starred)
+    return {"starred": args.starred}
+
+
+class MoveArgs(Args):
+    images: list[str] = Field(min_length=1, max_length=500)
+    board: str | None = Field(pattern=r"^[0-9a-f]{8,32}$")
+
+    @model_validator(mode="after")
+    def ids(self):
+        import re
+        for i in self.images:
+            if not re.fullmatch(r"[0-9a-f]{8,32}", i):
+                raise ValueError(f"{i!r} is not an image id")
+        return self
+
+
+@op("images.move", MoveArgs, mutating=True)
+async def images_move(ctx, args: MoveArgs):
+    """Put images on a board (board=null: on no board)."""
+    n = await ctx.server.db.run(gallery.move_images, list(dict.fromkeys(args.images)), args.board, ctx.conn.uid,
+                                ctx.conn.is_admin)
+    return {"moved": n}
+
+
+class ImportArgs(Args):
+    data: bytes | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def one_source(self):
+        if (self.data is None) == (self.sha256 is None):
+            raise ValueError("give the PNG as data (bytes) or as sha256 (an uploaded blob), one of them")
+        return self
+
+
+@op("images.import", ImportArgs)
+async def images_import(ctx, args: ImportArgs):
+    """Read a PNG written by Paintbridge (dropped back in): {params (for generate), graph, meta, image (its
+    gallery id when it is one of yours, else null)}."""
+    server = ctx.server
+    data = args.data
+    if data is None:
+        ok = await server.db.run(owned, ctx.conn.uid, [args.sha256], ctx.conn.is_admin)
+        try:
+            if not ok:
+                raise FileNotFoundError
+            data = await server.run_blocking(server.blobs.read, args.sha256)
+        except FileNotFoundError:
+            raise NotFound(f"no blob {args.sha256}") from None
+    meta = await server.run_blocking(gallery.read_png_meta, data)
+    image = meta.get("id")
+    if isinstance(image, str):
+        try:
+            await server.db.run(gallery.get_row, image, ctx.conn.uid, ctx.conn.is_admin)
+        except NotFound:
+            image = None
+    else:
+        image = None
+    params = meta.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest("the PNG's Paintbridge metadata is damaged (params)")
+    return {"params": params, "graph": meta.get("graph"), "meta": meta, "image": image}
+
+
+# ---- boards -----------------------------------------------------------------------------------------------------
+class BoardCreateArgs(Args):
+    name: str = BoardName
+
+
+@op("boards.create", BoardCreateArgs, mutating=True)
+async def boards_create(ctx, args: BoardCreateArgs):
+    """A new board (names are unique per user): {board}."""
+    name = args.name.strip()
+    if not name:
+        raise BadRequest("a board needs a name", details={"field": "name"})
+    return {"board": await ctx.server.db.run(gallery.create_board, ctx.conn.uid, name)}
+
+
+class BoardListArgs(Args):
+    everyone: bool = False
+
+
+@op("boards.list", BoardListArgs)
+async def boards_list(ctx, args: BoardListArgs):
+    """Your boards with their image counts (admins: everyone's with everyone=true)."""
+    return {"boards": await ctx.server.db.run(gallery.list_boards, ctx.conn.uid, ctx.conn.is_admin, args.everyone)}
+
+
+class BoardArgs(Args):
+    board: str = ID
+
+
+class BoardRenameArgs(BoardArgs):
+    name: str = BoardName
+
+
+@op("boards.rename", BoardRenameArgs, mutating=True)
+async def boards_rename(ctx, args: BoardRenameArgs):
+    """Rename a board: {board}."""
+    name = args.name.strip()
+    if not name:
+        raise BadRequest("a board needs a name", details={"field": "name"})
+    return {"board": await ctx.server.db.run(gallery.rename_board, args.board, ctx.conn.uid, ctx.conn.is_admin,
+                                             name)}
+
+
+@op("boards.delete", BoardArgs, mutating=True)
+async def boards_delete(ctx, args: BoardArgs):
+    """Delete a board; its images stay in the gallery on no board: {unsorted: how many}."""
+    n = await ctx.server.db.run(gallery.delete_board, args.board, ctx.conn.uid, ctx.conn.is_admin)
+    return {"unsorted": n}
