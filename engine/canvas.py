@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from protocol.pixels import context_region
+
 from .errors import BadRequest
 
 
@@ -46,15 +48,6 @@ def generation_size(w: int, h: int, native: int, max_pixels: int) -> tuple[int, 
     return gw, gh
 
 
-def context_region(bounds, img_w: int, img_h: int) -> tuple[int, int, int, int]:
-    """The mask bounds grown by context padding (a quarter of their size, at least 16 px), inside the image."""
-    bx, by, bw, bh = bounds
-    pad = max(16, int(round(max(bw, bh) * 0.25)))
-    x0, y0 = max(0, bx - pad), max(0, by - pad)
-    x1, y1 = min(img_w, bx + bw + pad), min(img_h, by + bh + pad)
-    return x0, y0, x1 - x0, y1 - y0
-
-
 def layer_name(args, seed: int) -> str:
     text = " ".join(args.prompt.split())[:48] or args.mode
     return f"{text} · {seed}"
@@ -79,7 +72,15 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
         g.add("out", "output", {"image": ("up", "image")}, name=f"upscale ×{args.scale:g}")
         return g.graph()
 
-    g.add("model", "load_model", model=args.model)
+    if args.loras:   # load_model -> lora -> lora ... ; everything downstream uses the last one, named "model"
+        g.add("base", "load_model", model=args.model)
+        src = "base"
+        for i, ref in enumerate(args.loras):
+            nid = "model" if i == len(args.loras) - 1 else f"lora{i}"
+            g.add(nid, "lora", {"model": (src, "model")}, lora=ref.model, weight=float(ref.weight))
+            src = nid
+    else:
+        g.add("model", "load_model", model=args.model)
     g.add("cond", "prompt", {"model": ("model", "model")}, text=args.prompt, negative=args.negative_prompt)
     sampler = {"steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler}
 

@@ -316,10 +316,6 @@ def _image_by_sha(db, uid: int, shas: list[str]) -> str | None:
 
 
 # ---- queries (database thread) -------------------------------------------------------------------------------------
-SUMMARY = ("id", "job", "created", "app", "document", "board", "starred", "mode", "prompt", "negative_prompt",
-           "seed", "steps", "guidance", "model", "model_hash", "name", "w", "h", "x", "y", "parent", "owner")
-
-
 def summary(row: dict) -> dict:
     return {"id": row["id"], "job": row["job_id"], "created": row["created"], "app": row["app"],
             "document": row["document"], "board": row["board_id"], "starred": bool(row["starred"]),

@@ -66,11 +66,13 @@ class JobContext:
 
     # -- models
     def load_model(self, name: str) -> ModelValue:
-        return ModelValue(self.queue.cache.get(name), name)
+        from .models.patch import ModelRef
+        return ModelRef(self.queue.cache.get(name), name)
 
     def expand_prompt(self, text: str, model: ModelValue) -> str:
-        """Hook for textual-inversion embeddings named in the prompt (models issue)."""
-        return text
+        """`<name>` of a registered textual-inversion embedding -> its tokens, loaded into the model for this job."""
+        from .models.patch import expand_prompt
+        return expand_prompt(self.queue.registry, self.queue.cache, text, model)
 
     # -- pixels in and out
     def _read_layer(self, layer: dict, fmt: str) -> np.ndarray:
@@ -265,6 +267,11 @@ class JobQueue:
             log.exception("job %s failed", row["id"])
             return "failed", None, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"[:500],
                                     "details": None}
+        finally:
+            try:   # LoRAs and embeddings come off the cached models: the next job sees the original weights
+                self.cache.reset_patches()
+            except Exception:
+                log.exception("restoring models after job %s failed", row["id"])
 
 
 def _release_memory():
@@ -346,8 +353,9 @@ def install(server, cfg) -> "JobQueue":
     from .models.cache import ModelCache
     from .models.registry import ModelRegistry
 
-    registry = ModelRegistry(cfg.model_dirs)
-    cache = ModelCache(registry, on_event=lambda name, data: None)
+    registry = ModelRegistry(cfg.model_dirs, db_path=cfg.db_path, install_dir=cfg.data_dir / "models")
+    cache = ModelCache(registry, on_event=lambda name, data: None, ram_budget_mb=cfg.ram_budget_mb,
+                       vram_budget_mb=cfg.vram_budget_mb)
     queue = JobQueue(server, registry, cache)
     server.services.update(queue=queue, models=registry, cache=cache)
     from .gallery import on_job_complete
@@ -356,8 +364,10 @@ def install(server, cfg) -> "JobQueue":
     async def start(srv):
         cache.on_event = lambda name, data: queue.loop.call_soon_threadsafe(srv.broadcast, name, data)
         await queue.start()
+        registry.start_hasher()   # content hashes in the background, never in a request
 
     async def stop(srv):
+        registry.stop()
         await queue.stop()
 
     server.on_startup(start)

@@ -201,7 +201,8 @@ def normalize_params(graph: dict, params: list[Param]) -> list[dict]:
             raise bad(f"{p.node}.{p.field} is fed by an edge; a parameter sets a literal input", "field")
         if p.type in LAYER_NODES:
             if cls.type != LAYER_NODES[p.type] or p.field != "layer":
-                raise bad(f"an {p.type} parameter drives the 'layer' input of a node of type {LAYER_NODES[p.type]}", "type")
+                raise bad(f"an {p.type} parameter drives the 'layer' input of a node of type "
+                          f"{LAYER_NODES[p.type]}", "type")
         else:
             if cls.link_only(p.field):
                 raise bad(f"{p.node}.{p.field} takes a {cls.inputs()[p.field][0]} from an edge, not a value", "field")

@@ -124,3 +124,14 @@ def paste(base: Pixels, patch: Pixels) -> Pixels:
             dst = row * bstride + x0 * bpp
             out[dst:dst + (x1 - x0) * bpp] = patch.data[src:src + (x1 - x0) * bpp]
     return Pixels(bytes(out), base.w, base.h, base.format, base.x, base.y)
+
+
+def context_region(bounds: tuple[int, int, int, int], img_w: int, img_h: int) -> tuple[int, int, int, int]:
+    """The mask bounds grown by context padding (a quarter of their size, at least 16 px), inside the image.
+
+    The engine generates inpaint regions with this context; plug-ins send the same region, nothing more."""
+    bx, by, bw, bh = bounds
+    pad = max(16, int(round(max(bw, bh) * 0.25)))
+    x0, y0 = max(0, bx - pad), max(0, by - pad)
+    x1, y1 = min(img_w, bx + bw + pad), min(img_h, by + bh + pad)
+    return x0, y0, x1 - x0, y1 - y0

@@ -19,7 +19,7 @@ from typing import Any
 from . import default_url
 from .client import CONNECTED, EXPIRED, SIGNED_OUT, Client, Event
 from .errors import TOKEN_EXPIRED, UNAUTHENTICATED, ProtocolError
-from .pixels import Pixels
+from .pixels import Pixels, swap_red_blue
 from .tokens import TokenStore
 
 
@@ -45,7 +45,12 @@ class ResultLayer:
 
 class Session:
     def __init__(self, app: str, app_version: str, config_dir: str, url: str | None = None,
-                 use_keyring: bool = True):
+                 use_keyring: bool = True, pixel_order: str = "rgba"):
+        """pixel_order "bgra" (Krita): rgba8 images given to generate() are BGRA and results/previews come back
+        BGRA; the swap happens on the worker thread, never on the host's UI thread."""
+        if pixel_order not in ("rgba", "bgra"):
+            raise ValueError("pixel_order is 'rgba' or 'bgra'")
+        self.pixel_order = pixel_order
         self.app = app
         self.app_version = app_version
         self.url = url or default_url()
@@ -175,6 +180,7 @@ class Session:
         try:
             for key, px in (("image", image), ("mask", mask)):
                 if px is not None:
+                    px = self._to_wire(px)
                     sha = px.sha256()
                     client.upload(px.data, sha)   # blob.has first: an unchanged layer is not re-sent
                     params[key] = px.layer(sha)
@@ -185,12 +191,18 @@ class Session:
         self._jobs[job] = tag
         self._put("job", request=rid, job=job, tag=tag)
 
+    def _to_wire(self, px: Pixels) -> Pixels:
+        """Host order -> wire order (and back: the swap is its own inverse)."""
+        if self.pixel_order == "bgra" and px.format == "rgba8":
+            return Pixels(swap_red_blue(px.data), px.w, px.h, px.format, px.x, px.y)
+        return px
+
     def _fetch_results(self, job: str, layers: list[dict]):
         out = []
         for layer in layers:
             data = self.client.download(layer["sha256"])
-            px = Pixels(data, layer["w"], layer["h"], layer.get("format", "rgba8"), layer.get("x", 0),
-                        layer.get("y", 0))
+            px = self._to_wire(Pixels(data, layer["w"], layer["h"], layer.get("format", "rgba8"),
+                                      layer.get("x", 0), layer.get("y", 0)))
             out.append(ResultLayer(layer.get("name", "Paintbridge"), px, layer.get("seed")))
         self._put("result", job=job, tag=self._jobs.get(job), layers=out)
 
@@ -212,7 +224,7 @@ class Session:
             preview = None
             if isinstance(prev, dict) and prev.get("data") is not None:
                 try:
-                    preview = Pixels(prev["data"], prev["w"], prev["h"], prev.get("format", "rgba8"))
+                    preview = self._to_wire(Pixels(prev["data"], prev["w"], prev["h"], prev.get("format", "rgba8")))
                 except (KeyError, ValueError):
                     preview = None
             self._put("progress", job=job, tag=tag, step=d.get("step"), total=d.get("total"), preview=preview)

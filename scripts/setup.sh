@@ -20,5 +20,8 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   fi
 fi
 .venv/bin/pip install -q -e '.[dev]'
+# Upscalers (spandrel): --no-deps, because its torchvision requirement would make pip replace our torch build;
+# Paintbridge works without torchvision (see engine/models/upscale.py). Its other needs (einops, ...) are ours.
+.venv/bin/pip install -q --no-deps 'spandrel>=0.4,<0.5'
 .venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'
 echo "ready: .venv/bin/paintbridge serve"

@@ -16,7 +16,7 @@ from protocol.client import Client
 from protocol.errors import ProtocolError
 
 from .conftest import cli
-from .test_generation import fetch, pattern, upload_rgba
+from .test_generation import fetch
 
 BASE = {"model": "tiny-sd15", "prompt": "a red fox in the snow", "negative_prompt": "blurry", "width": 64,
         "height": 64, "steps": 2, "guidance": 6.5}
@@ -177,7 +177,8 @@ def test_graph_jobs_are_recorded_with_their_graph(krita):
              "edges": [{"from": ["m", "model"], "to": ["p", "model"]}, {"from": ["m", "model"], "to": ["d", "model"]},
                        {"from": ["p", "conditioning"], "to": ["d", "conditioning"]},
                        {"from": ["n", "noise"], "to": ["d", "noise"]}, {"from": ["m", "model"], "to": ["v", "model"]},
-                       {"from": ["d", "latents"], "to": ["v", "latents"]}, {"from": ["v", "image"], "to": ["o", "image"]}]}
+                       {"from": ["d", "latents"], "to": ["v", "latents"]},
+                       {"from": ["v", "image"], "to": ["o", "image"]}]}
     _, layers = run(krita, "graph.submit", {"graph": graph})
     info = krita.call("images.get", {"image": layers[0]["image_id"]})
     assert info["params"] is None and info["graph"] == graph and info["mode"] == "graph"
@@ -227,12 +228,11 @@ def test_boards_star_search_paging_delete(engine_server):
     assert c.call("images.list", {"unsorted": True})["total"] == 3
     assert errcode(c.call, "images.move", {"images": [ids[0]], "board": board["id"]}).code == "not_found"
     # delete: the row and the PNG go, the pixel blob stays readable
-    png_path = engine_server.data_dir / c.call("images.get", {"image": ids[0]})["meta"]["id"]
     sha = c.call("images.get", {"image": ids[0]})["layer"]["sha256"]
     files = list((engine_server.data_dir / "images").rglob(f"{ids[0]}.png"))
     assert len(files) == 1
     c.call("images.delete", {"image": ids[0]})
-    assert not files[0].exists() and png_path
+    assert not files[0].exists()
     assert errcode(c.call, "images.get", {"image": ids[0]}).code == "not_found"
     assert c.call("images.list", {})["total"] == 2 and c.download(sha)
     # typed errors for bad arguments
@@ -270,7 +270,7 @@ def test_isolation_between_users_and_admin_sees_all(engine_server):
         c.close()
 
 
-def test_png_survives_restart_and_hook_never_loses_results(spawn_engine, demo_models):
+def test_gallery_survives_a_restart(spawn_engine, demo_models):
     eng = spawn_engine("--models", str(demo_models))
     c = app_client(eng, "krita")
     _, layers = run(c, "generate", {**BASE, "steps": 1, "seed": 2})

@@ -27,7 +27,7 @@ from protocol.errors import ProtocolError
 from .conftest import ROOT, cli
 
 ops.load_all()
-ID_FIELDS = ("job", "sha256", "hashes", "image", "workflow", "id", "name")
+ID_FIELDS = ("job", "sha256", "hashes", "image", "workflow", "board", "id", "name")
 TRAVERSAL = ["../../../../../../etc/passwd", "/etc/passwd", "..\\..\\..\\windows\\win.ini", "a/../../../etc/passwd",
              "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "x\x00../../etc/passwd"]
 
@@ -81,7 +81,17 @@ def world(spine_server):
     assert info["status"] == "completed", info
     result_sha = info["layers"][0]["sha256"]
     # things other helpers' ops may own (gallery images, saved workflows): found through their list ops
-    found = {"image": None, "workflow": None}
+    if "boards.create" in ops.OPS:
+        try:
+            alice.call("boards.create", {"name": "alice-board"})
+        except ProtocolError:
+            pass
+    if "workflows.save" in ops.OPS:
+        try:
+            alice.call("workflows.save", {"name": "alice-wf", "graph": g})
+        except ProtocolError:
+            pass
+    found = {"image": None, "workflow": None, "board": None}
     for kind in found:
         for op_name in (f"{kind}s.list",):
             if op_name in ops.OPS:
@@ -111,14 +121,15 @@ def fake_like(value):
 
 def resources_for(op_name: str, w: dict, real: bool) -> dict:
     prefix = op_name.split(".")[0]
-    kind = {"images": "image", "workflows": "workflow", "job": "job", "blob": "sha256"}.get(prefix)
+    kind = {"images": "image", "workflows": "workflow", "boards": "board", "job": "job",
+            "blob": "sha256"}.get(prefix)
     job = w["job"] if real else "0123456789abcdef"
     sha = w["result_sha"] if real else "e" * 64
     vals = {"job": job, "sha256": sha, "hashes": [sha]}
-    for k in ("image", "workflow"):
+    for k in ("image", "workflow", "board"):
         if w[k] is not None:
             vals[k] = w[k] if real else fake_like(w[k])
-    if kind in ("image", "workflow") and w[kind] is not None:
+    if kind in ("image", "workflow", "board") and w[kind] is not None:
         vals["id"] = vals[kind]
         vals["name"] = vals[kind]
     elif kind == "job":
@@ -167,6 +178,7 @@ def test_other_users_ids_look_missing_for_every_op(world):
             del norm
         checked.append(name)
     assert {"job.get", "job.cancel", "blob.get", "blob.has"} <= set(checked), checked
+    print("isolation checked:", checked, {k: w[k] for k in ("image", "workflow", "board")})
     # nothing of alice's changed (bob's job.cancel did nothing) and admins see it all
     assert w["alice"].call("job.get", {"job": w["job"]})["status"] == "completed"
     assert w["admin"].call("job.get", {"job": w["job"]})["status"] == "completed"

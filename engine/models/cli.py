@@ -1,7 +1,13 @@
-"""`paintbridge models ...`: make-demo (and the model manager commands)."""
+"""`paintbridge models ...`: make-demo, probe, scan, install, list, remove.
+
+The manager commands work on the data folder's database (--data-dir / $PAINTBRIDGE_DATA_DIR, like every other
+command), also while an engine runs on it: a running engine sees the change with its next request.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +31,118 @@ def cmd_make_demo(args) -> int:
     return 0
 
 
+def _fail(exc: BaseException) -> int:
+    msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    print(f"error: {msg}", file=sys.stderr)
+    return 1
+
+
+def _registry(args):
+    from ..config import load_config
+    from .registry import ModelRegistry
+
+    cfg = load_config(getattr(args, "data_dir", None))
+    return ModelRegistry([], db_path=cfg.db_path, install_dir=cfg.data_dir / "models", scan=False)
+
+
+def _hash_now(reg, quiet: bool = False) -> None:
+    from tqdm import tqdm
+
+    pending = [e for e in reg.list() if e.sha256 is None and not e.missing]
+    if not pending:
+        return
+    bar = tqdm(total=len(pending), desc="hashing", unit="model", file=sys.stderr, disable=quiet)
+    reg.hash_pending(progress=lambda name: bar.update(1))
+    bar.close()
+
+
+def cmd_probe(args) -> int:
+    from .probe import probe
+
+    try:
+        info = probe(Path(args.path).expanduser())
+    except Exception as exc:   # ModelError for unknown/unreadable files; anything else still gets one line
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        base = info["base"] or "-"
+        print(f"{info['type']}  base={base}  variant={info['variant']}  prediction={info['prediction_type'] or '?'}"
+              f"  format={info['format']}")
+    return 0
+
+
+def cmd_scan(args) -> int:
+    from tqdm import tqdm
+
+    from .registry import candidates
+
+    try:
+        reg = _registry(args)
+        root = Path(args.dir).expanduser()
+        total = len(candidates(root)) if root.is_dir() else 0
+        bar = tqdm(total=total, desc="scanning", unit="file", file=sys.stderr, disable=args.quiet)
+        rep = reg.scan(root, progress=lambda p: bar.update(1))
+        bar.close()
+        if args.hash:
+            _hash_now(reg, args.quiet)
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(rep.public()))
+        return 0
+    print(f"{len(rep.added)} added, {len(rep.updated)} updated, {len(rep.unchanged)} unchanged, "
+          f"{len(rep.removed)} removed, {len(rep.skipped)} skipped")
+    for path, reason in rep.skipped:
+        print(f"  skipped {path}: {reason}")
+    return 0
+
+
+def cmd_install(args) -> int:
+    try:
+        reg = _registry(args)
+        entry = reg.install(Path(args.path), copy=args.copy, name=args.name)
+        if args.hash:
+            _hash_now(reg, True)
+            entry = reg.get(entry.name)
+    except Exception as exc:
+        return _fail(exc)
+    print(f"installed {entry.name}: {entry.type} {entry.family or ''} ({entry.path})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    try:
+        reg = _registry(args)
+        entries = reg.list(args.type, args.base)
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps([e.public(admin=True) for e in entries]))
+        return 0
+    if not entries:
+        print("no models registered: `paintbridge models scan DIR` or `paintbridge models install PATH`")
+        return 0
+    w = max(len(e.name) for e in entries)
+    for e in entries:
+        flag = "  MISSING" if e.missing else ""
+        sha = (e.sha256 or "hash pending")[:12]
+        print(f"{e.name:<{w}}  {e.type:<10} {e.family or '-':<5} {e.variant:<8} {e.format:<10} "
+              f"{e.size / 1e6:>9.1f} MB  {sha:<12}  {e.path}{flag}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    try:
+        entry = _registry(args).remove(args.name)
+    except Exception as exc:
+        return _fail(exc)
+    where = {"scan": f"hidden; the file stays in place ({entry.path})", "copy": "its copy was deleted",
+             "install": f"the file stays in place ({entry.path})"}[entry.source]
+    print(f"removed {entry.name}: {where}")
+    return 0
+
+
 def register_cli(sub):
     p = sub.add_parser("models", help="model files: demo models, probe, scan, install, list, remove")
     ms = p.add_subparsers(dest="models_cmd", required=True)
@@ -34,3 +152,41 @@ def register_cli(sub):
     d.add_argument("--format", choices=["diffusers", "single-file"], default="diffusers")
     d.add_argument("--name", help="model name (default tiny-ARCH)")
     d.set_defaults(func=cmd_make_demo)
+
+    def data_dir(q):
+        q.add_argument("--data-dir", default=argparse.SUPPRESS,
+                       help="data folder (default: $PAINTBRIDGE_DATA_DIR or the platform's user data dir)")
+
+    pr = ms.add_parser("probe", help="what a model file/folder is (type, base, variant, prediction, format)")
+    pr.add_argument("path")
+    pr.add_argument("--json", action="store_true", help="print the probe result as one JSON object")
+    pr.set_defaults(func=cmd_probe)
+
+    sc = ms.add_parser("scan", help="register every model found in a folder (recursively)")
+    sc.add_argument("dir")
+    sc.add_argument("--hash", action="store_true", help="compute content hashes now (else the engine does it "
+                                                        "in the background)")
+    sc.add_argument("--json", action="store_true")
+    sc.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir(sc)
+    sc.set_defaults(func=cmd_scan)
+
+    ins = ms.add_parser("install", help="register one model file or folder")
+    ins.add_argument("path")
+    ins.add_argument("--copy", action="store_true", help="copy it into DATA_DIR/models/TYPE/ first")
+    ins.add_argument("--name", help="model name (default: the file's stem or the folder's name)")
+    ins.add_argument("--hash", action="store_true", help="compute its content hash now")
+    data_dir(ins)
+    ins.set_defaults(func=cmd_install)
+
+    ls = ms.add_parser("list", help="registered models")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--type", choices=["main", "lora", "embedding", "vae", "controlnet", "upscaler"])
+    ls.add_argument("--base", choices=["sd1", "sd2", "sdxl", "flux"])
+    data_dir(ls)
+    ls.set_defaults(func=cmd_list)
+
+    rm = ms.add_parser("remove", help="unregister a model (deletes it only if it was installed with --copy)")
+    rm.add_argument("name")
+    data_dir(rm)
+    rm.set_defaults(func=cmd_remove)

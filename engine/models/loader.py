@@ -45,6 +45,8 @@ class LoadedModel:
     prediction_type: str  # "epsilon" | "v_prediction" | "flow"
     # img2img / inpaint variants built with from_pipe (components shared), keyed by mode.
     variants: dict = field(default_factory=dict, repr=False)
+    # LoRAs/embeddings put on for the running job (engine/models/patch.py), undone after it.
+    patcher: Any = field(default=None, repr=False)
 
 
 def pick_device() -> tuple[torch.device, torch.dtype]:

@@ -160,8 +160,14 @@ async def generate(ctx, args: GenerateArgs):
     check_budget(server, args)
     native = 512
     if args.mode != "upscale":
-        entry = await server.run_blocking(queue.registry.get, args.model)
+        from ..models.patch import check_addons
+        entry = await server.run_blocking(queue.registry.get, args.model, "main")
         native = native_size(entry)
+        # LoRAs and `<embedding>`s for another base are refused here, before anything is queued
+        await server.run_blocking(check_addons, queue.registry, entry, args.loras,
+                                  [args.prompt, args.negative_prompt])
+    elif args.upscaler:
+        await server.run_blocking(queue.registry.get, args.upscaler, "upscaler")
     if args.seed is None:
         args.seed = random.randrange(2 ** 32)
     layers = [lay.model_dump() for lay in (args.image, args.mask) if lay is not None]
@@ -204,7 +210,9 @@ async def graph_submit(ctx, args: SubmitArgs):
                                  details={"node": nid, "field": "layer"}) from None
             layers.append(lay)
         if cls.type == "load_model":
-            await ctx.server.run_blocking(queue.registry.get, lits["model"])
+            await ctx.server.run_blocking(queue.registry.get, lits["model"], "main")
+    from ..models.patch import check_graph
+    await ctx.server.run_blocking(check_graph, queue.registry, graph)   # upscalers, LoRA/embedding bases
     await check_layers(ctx, layers)
     job = await queue.submit(ctx.conn.uid, "graph", {"graph": args.graph}, args.graph, args.priority,
                              ctx.conn.client_info.get("app", ""))

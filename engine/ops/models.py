@@ -1,4 +1,4 @@
-"""Models: models.list, models.unload."""
+"""Models: models.list, models.unload, and (admin) models.scan, models.install, models.remove."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..errors import BadRequest
 from . import Args, op
 
 
@@ -14,21 +15,31 @@ class ListArgs(Args):
     base: Literal["sd1", "sd2", "sdxl", "flux"] | None = None
 
 
+def _registry(ctx):
+    registry = ctx.server.services.get("models")
+    if registry is None:
+        raise BadRequest("this engine runs without models")
+    return registry
+
+
 @op("models.list", ListArgs)
 async def models_list(ctx, args: ListArgs):
-    """Models the engine can use (filter by type/base), with whether each is loaded."""
+    """Models the engine can use (filter by type/base), whether each is loaded, and the cache's state."""
     registry = ctx.server.services.get("models")
     cache = ctx.server.services.get("cache")
     if registry is None:
         return {"models": []}
-    entries = await ctx.server.run_blocking(registry.list)
+    entries = await ctx.server.run_blocking(registry.list, args.type, args.base)
     loaded = set(cache.loaded()) if cache else set()
-    out = []
-    for e in entries:
-        if (args.type and e.type != args.type) or (args.base and e.family != args.base):
-            continue
-        out.append({**e.public(), "loaded": e.name in loaded})
-    return {"models": out}
+    admin = ctx.conn.is_admin
+    out = [{**e.public(admin), "loaded": e.name in loaded} for e in entries]
+    result = {"models": out}
+    if cache is not None:
+        stats = cache.stats()
+        if not admin:
+            stats.pop("loaded", None)
+        result["cache"] = stats
+    return result
 
 
 class UnloadArgs(Args):
@@ -40,3 +51,55 @@ async def models_unload(ctx, args: UnloadArgs):
     """Free a loaded model (or all); the next job that needs it loads it again (admin)."""
     cache = ctx.server.services.get("cache")
     return {"unloaded": await ctx.server.run_blocking(cache.unload, args.model) if cache else []}
+
+
+class ScanArgs(Args):
+    dir: str | None = Field(default=None, min_length=1, max_length=4096, pattern=r"^[^\x00]*$")
+
+
+@op("models.scan", ScanArgs, admin=True, mutating=True)
+async def models_scan(ctx, args: ScanArgs):
+    """Register every model in a folder on the engine's machine (default: the engine's --models folders)
+    (admin) → {added, updated, unchanged, removed, skipped: [{path, reason}]}."""
+    from pathlib import Path
+
+    registry = _registry(ctx)
+    dirs = [Path(args.dir)] if args.dir else registry.dirs
+    total = {"added": [], "updated": [], "unchanged": 0, "removed": [], "skipped": []}
+    for d in dirs:
+        rep = (await ctx.server.run_blocking(registry.scan, d)).public()
+        for k in ("added", "updated", "removed", "skipped"):
+            total[k] += rep[k]
+        total["unchanged"] += rep["unchanged"]
+    return total
+
+
+class InstallArgs(Args):
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")   # NUL: bad_request, not a crash
+    copy: bool = False
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+@op("models.install", InstallArgs, admin=True, mutating=True)
+async def models_install(ctx, args: InstallArgs):
+    """Register one model file/folder on the engine's machine; copy=true copies it into the data folder (admin)
+    → {model}."""
+    registry = _registry(ctx)
+    entry = await ctx.server.run_blocking(registry.install, args.path, args.copy, args.name)
+    return {"model": entry.public(True)}
+
+
+class RemoveArgs(Args):
+    model: str = Field(min_length=1, max_length=256)
+
+
+@op("models.remove", RemoveArgs, admin=True, mutating=True)
+async def models_remove(ctx, args: RemoveArgs):
+    """Unregister a model (admin): a copy in the data folder is deleted, a file in a --models folder is hidden
+    from later scans, an installed path stays on disk. A loaded copy is unloaded. → {model}."""
+    registry = _registry(ctx)
+    cache = ctx.server.services.get("cache")
+    entry = await ctx.server.run_blocking(registry.remove, args.model)
+    if cache is not None:
+        await ctx.server.run_blocking(cache.unload, entry.name)
+    return {"model": entry.public(True)}

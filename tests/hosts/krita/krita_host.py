@@ -1,0 +1,64 @@
+"""Run real Krita (under Xvfb) with a Paintbridge plug-in zip installed and enabled, and a test script.
+
+The plug-in's extension runs the file named by PAINTBRIDGE_TEST_SCRIPT on Krita's main thread once the window
+exists; the script writes JSON to PAINTBRIDGE_TEST_RESULT and Krita exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+
+def find_krita() -> str | None:
+    if not shutil.which("xvfb-run"):
+        return None
+    return os.environ.get("PAINTBRIDGE_KRITA") or shutil.which("krita")
+
+
+def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: dict | None = None) -> dict:
+    krita = find_krita()
+    if krita is None:
+        raise RuntimeError("krita and xvfb-run are needed")
+    home = Path(tempfile.mkdtemp(prefix="pb-krita-"))
+    cfg, data = home / "config", home / "data"
+    pykrita = data / "krita" / "pykrita"
+    pykrita.mkdir(parents=True)
+    cfg.mkdir()
+    with zipfile.ZipFile(plugin_zip) as zf:      # what "Import Python Plugin from File" does
+        zf.extractall(pykrita)
+    (cfg / "kritarc").write_text("[python]\nenable_paintbridge=true\n\n[General]\nshowSplash=false\n")
+    result = home / "result.json"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(cfg), XDG_DATA_HOME=str(data), HOME=str(home),
+               PAINTBRIDGE_TEST_SCRIPT=str(script), PAINTBRIDGE_TEST_RESULT=str(result),
+               PAINTBRIDGE_TEST_PARAMS=json.dumps(params or {}), PYTHONDONTWRITEBYTECODE="1")
+    for var in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+        env.pop(var, None)
+    start = time.monotonic()
+    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24", krita, "--nosplash"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return {"ok": False, "error": f"Krita did not finish within {timeout}s", "log": out[-4000:]}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)   # Xvfb and anything else left behind
+        except ProcessLookupError:
+            pass
+    if not result.exists():
+        return {"ok": False, "error": "the test script wrote no result (plug-in not loaded?)", "log": out[-4000:]}
+    res = json.loads(result.read_text())
+    res["elapsed_s"] = round(time.monotonic() - start, 1)
+    res["log"] = out[-2000:]
+    shutil.rmtree(home, ignore_errors=True)
+    return res

@@ -1,0 +1,105 @@
+# Runs inside Krita (see krita_host.py): `controller` is the plug-in's Controller.
+import json
+import os
+import time
+
+from krita import Krita
+from PyQt5.QtCore import QEventLoop
+from PyQt5.QtWidgets import QApplication
+
+from paintbridge import canvas
+
+P = json.loads(os.environ["PAINTBRIDGE_TEST_PARAMS"])
+R = {"ok": False}
+app = Krita.instance()
+ctl = controller  # noqa: F821  (given by the extension)
+
+
+def pump(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what} (state={ctl.state})")
+        QApplication.processEvents(QEventLoop.AllEvents, 50)
+        time.sleep(0.01)
+
+
+def pattern(w, h):
+    """BGRA, asymmetric: a gradient plus a red block in the top-left corner."""
+    out = bytearray(w * h * 4)
+    for y in range(h):
+        for x in range(w):
+            i = (y * w + x) * 4
+            b, g, r = (x + 2 * y) % 256, y * 255 // (h - 1), x * 255 // (w - 1)
+            if x < 16 and y < 8:
+                b, g, r = 0, 0, 255
+            out[i:i + 4] = bytes((b, g, r, 255))
+    return bytes(out)
+
+
+try:
+    ctl.connect_server(P["url"], P["token"])
+    pump(lambda: ctl.state == "connected" and ctl.models, 60, "sign-in and models")
+    R["models"] = [m["name"] for m in ctl.models]
+    W = H = 128
+    doc = app.createDocument(W, H, "pb-test", "RGBA", "U8", "", 300.0)
+    app.activeWindow().addView(doc)
+    base = pattern(W, H)
+    doc.activeNode().setPixelData(base, 0, 0, W, H)
+    doc.refreshProjection()
+    assert bytes(doc.pixelData(0, 0, 1, 1)) == bytes((0, 0, 255, 255)), "pattern not set"
+
+    # 1. Krita -> engine -> Krita round trip: Refine at strength 0 returns the pixels as sent
+    f = ctl.form
+    f.model, f.mode, f.source, f.strength, f.steps, f.seed = P["model"], "img2img", "layer", 0.0, 2, 1
+    n0 = len(ctl.results)
+    assert ctl.generate()
+    pump(lambda: len(ctl.results) > n0, 120, "round-trip result")
+    assert ctl.apply(len(ctl.results) - 1)
+    group = [n for n in doc.rootNode().childNodes() if n.name() == "Paintbridge"][0]
+    rt = group.childNodes()[-1]
+    got = bytes(rt.pixelData(0, 0, W, H))
+    R["roundtrip_exact"] = got == base
+    assert got == base, "round trip changed pixels"
+    assert got[:4] == bytes((0, 0, 255, 255)) and got[(H - 1) * W * 4:(H - 1) * W * 4 + 4] != got[:4]
+    rt.remove()
+    doc.refreshProjection()
+
+    # 2. inpaint a selection and apply the result
+    SX, SY, SW, SH = 40, 32, 48, 40
+    canvas.select_rect(doc, SX, SY, SW, SH)
+    f.mode, f.source, f.strength, f.steps, f.seed, f.prompt = "inpaint", "composite", 1.0, 2, 7, "a cat"
+    n0 = len(ctl.results)
+    assert ctl.generate()
+    pump(lambda: len(ctl.results) > n0, 180, "inpaint result")
+    res = ctl.results[-1]
+    R["inpaint_layer"] = [res.layer.pixels.x, res.layer.pixels.y, res.layer.pixels.w, res.layer.pixels.h]
+    assert ctl.apply(len(ctl.results) - 1)
+    doc.setSelection(None) if False else None
+    group = [n for n in doc.rootNode().childNodes() if n.name() == "Paintbridge"]
+    assert len(group) == 1 and group[0].type() == "grouplayer"
+    layer = group[0].childNodes()[-1]
+    b = layer.bounds()
+    R["layer_bounds"] = [b.x(), b.y(), b.width(), b.height()]
+    R["layer_name"] = layer.name()
+    assert R["layer_bounds"] == [SX, SY, SW, SH], R["layer_bounds"]
+    doc.refreshProjection()
+    comp = bytes(doc.pixelData(0, 0, W, H))
+    outside_changed = inside_changed = 0
+    for y in range(H):
+        for x in range(W):
+            i = (y * W + x) * 4
+            inside = SX <= x < SX + SW and SY <= y < SY + SH
+            if comp[i:i + 4] != base[i:i + 4]:
+                if inside:
+                    inside_changed += 1
+                else:
+                    outside_changed += 1
+    R["outside_changed"], R["inside_changed"] = outside_changed, inside_changed
+    assert outside_changed == 0 and inside_changed > 0
+    R["ok"] = True
+except Exception:
+    import traceback
+    R["error"] = traceback.format_exc()
+with open(os.environ["PAINTBRIDGE_TEST_RESULT"], "w") as fh:
+    json.dump(R, fh)

@@ -1,0 +1,34 @@
+"""The Krita plug-in inside real Krita (under Xvfb), against a real engine with a tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.plugin_build import build
+
+from .krita.krita_host import find_krita, run_in_krita
+
+pytestmark = pytest.mark.host
+SCRIPTS = Path(__file__).parent / "krita" / "scripts"
+
+
+@pytest.fixture(scope="module")
+def plugin_zip(tmp_path_factory):
+    if find_krita() is None:
+        if os.environ.get("PAINTBRIDGE_REQUIRE_HOSTS"):
+            pytest.fail("krita and xvfb-run are required (PAINTBRIDGE_REQUIRE_HOSTS is set)")
+        pytest.skip("krita or xvfb-run not installed (apt-get install krita python3-pyqt5 xvfb xauth)")
+    return build("krita", tmp_path_factory.mktemp("krita") / "paintbridge-krita.zip")
+
+
+def test_inpaint_and_pixel_exact_roundtrip_in_krita(plugin_zip, engine_server):
+    res = run_in_krita(plugin_zip, SCRIPTS / "inpaint_roundtrip.py", timeout=400,
+                       params={"url": engine_server.url, "token": engine_server.token,
+                               "model": engine_server.model_name})
+    assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")
+    assert res["roundtrip_exact"] is True
+    assert res["layer_bounds"] == [40, 32, 48, 40]
+    assert res["outside_changed"] == 0 and res["inside_changed"] > 0
