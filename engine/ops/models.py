@@ -76,7 +76,7 @@ async def models_scan(ctx, args: ScanArgs):
 
 class InstallArgs(Args):
     path: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")   # NUL: bad_request, not a crash
-    copy: bool = False
+    copy_file: bool = Field(default=False, alias="copy")
     name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -85,7 +85,7 @@ async def models_install(ctx, args: InstallArgs):
     """Register one model file/folder on the engine's machine; copy=true copies it into the data folder (admin)
     → {model}."""
     registry = _registry(ctx)
-    entry = await ctx.server.run_blocking(registry.install, args.path, args.copy, args.name)
+    entry = await ctx.server.run_blocking(registry.install, args.path, args.copy_file, args.name)
     return {"model": entry.public(True)}
 
 

@@ -34,7 +34,10 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
     cfg.mkdir()
     with zipfile.ZipFile(plugin_zip) as zf:      # what "Import Python Plugin from File" does
         zf.extractall(pykrita)
-    (cfg / "kritarc").write_text("[python]\nenable_paintbridge=true\n\n[General]\nshowSplash=false\n")
+    # -noreset below matters as much as this: Krita opens and closes X connections while starting, and a
+    # resetting Xvfb drops the next one ("could not connect to display", abort) in about half of all starts.
+    (cfg / "kritarc").write_text("[General]\nAutoSaveInterval=0\nsessionOnStartup=0\nsaveSessionOnQuit=false\n"
+                                 "FetchNews=false\n\n[python]\nenable_paintbridge=true\n")
     result = home / "result.json"
     env = dict(os.environ, XDG_CONFIG_HOME=str(cfg), XDG_DATA_HOME=str(data), HOME=str(home),
                PAINTBRIDGE_TEST_SCRIPT=str(script), PAINTBRIDGE_TEST_RESULT=str(result),
@@ -42,7 +45,7 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
     for var in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
         env.pop(var, None)
     start = time.monotonic()
-    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24", krita, "--nosplash"], env=env,
+    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp -noreset", krita, "--nosplash"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
