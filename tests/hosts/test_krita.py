@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from engine.plugin_build import build
 
 from .krita.krita_host import find_krita, run_in_krita
+from .krita.scripts.pattern import pattern_bgra, pattern_rgba
 
 pytestmark = pytest.mark.host
 SCRIPTS = Path(__file__).parent / "krita" / "scripts"
@@ -32,3 +34,8 @@ def test_inpaint_and_pixel_exact_roundtrip_in_krita(plugin_zip, engine_server):
     assert res["roundtrip_exact"] is True
     assert res["layer_bounds"] == [40, 32, 48, 40]
     assert res["outside_changed"] == 0 and res["inside_changed"] > 0
+    # The right way round: what reached the engine is the pattern in RGBA (red block top-left), not BGRA.
+    rgba, bgra = pattern_rgba(128, 128), pattern_bgra(128, 128)
+    with engine_server.client() as c:
+        missing = c.call("blob.has", {"hashes": [sha256(rgba).hexdigest(), sha256(bgra).hexdigest()]})["missing"]
+    assert missing == [sha256(bgra).hexdigest()], "the engine did not get the pattern as RGBA"
