@@ -63,7 +63,7 @@ def fuzz_engine(tmp_path_factory, demo_models):
 
 
 def open_ws(eng, token):
-    ws = ws_connect(eng.url, compression=None, max_size=None, legacy=True)
+    ws = ws_connect(eng.url, compression=None, max_size=None)
     ws.send(codec.encode(codec.request(0, "hello", {"protocol": 1, "token": token,
                                                     "client": {"app": "fuzz", "version": "0"}})))
     assert codec.decode(ws.recv(10))["ok"] is True
@@ -381,8 +381,7 @@ def test_every_op_before_sign_in(fuzz_engine, name, args):
     """Unauthenticated connections: every op with auth is refused, whatever the args."""
     ws = getattr(test_every_op_before_sign_in, "_ws", None)
     if ws is None:
-        ws = test_every_op_before_sign_in._ws = ws_connect(fuzz_engine.url, compression=None, max_size=None,
-                                                           legacy=True)
+        ws = test_every_op_before_sign_in._ws = ws_connect(fuzz_engine.url, compression=None, max_size=None)
     if name in ("hello", "auth.login"):
         args = {k: v for k, v in args.items() if k != "password"}   # never a real sign-in
     ws.send(msgpack.packb({"id": 5, "op": name, "args": args}, use_bin_type=True))

@@ -217,7 +217,7 @@ def test_job_events_reach_only_the_owner(world, spine_server):
 
 
 def _raw_hello(server, token):
-    with ws_connect(server.url, compression=None, legacy=True) as ws:
+    with ws_connect(server.url, compression=None) as ws:
         ws.send(codec.encode(codec.request(1, "hello", {"protocol": 1, "token": token})))
         return codec.decode(ws.recv(10))
 

@@ -42,7 +42,7 @@ def test_frame_vectors(vec):
 
 @pytest.mark.parametrize("vec", EXCHANGES, ids=[v["name"] for v in EXCHANGES])
 def test_exchange_vectors_against_engine(vec, spine_server):
-    with ws_connect(spine_server.url, compression=None, legacy=True) as ws:
+    with ws_connect(spine_server.url, compression=None) as ws:
         ws.send(codec.encode(codec.request(0, "hello", {"protocol": 1, "token": spine_server.token})))
         assert codec.decode(ws.recv(5))["ok"]
         ws.send(vec["text"] if "text" in vec else bytes.fromhex(vec["hex"]))

@@ -20,7 +20,7 @@ from .conftest import cli
 
 
 def raw(server, token=None, headers=None):
-    ws = ws_connect(server.url, compression=None, max_size=None, additional_headers=headers, legacy=True)
+    ws = ws_connect(server.url, compression=None, max_size=None, additional_headers=headers)
     if token:
         ws.send(codec.encode(codec.request(1, "hello", {"protocol": 1, "token": token,
                                                           "client": {"app": "raw", "version": "0"}})))
@@ -97,7 +97,7 @@ def test_browser_origin_refused_unless_allowed(spine_server, spawn_engine):
         ws_connect(spine_server.url, origin="http://evil.example")
     assert exc.value.response.status_code == 403
     other = spawn_engine("--allow-origin", "http://localhost:3000")
-    ws_connect(other.url, origin="http://localhost:3000", legacy=True).close()
+    ws_connect(other.url, origin="http://localhost:3000").close()
     with pytest.raises(InvalidStatus):
         ws_connect(other.url, origin="http://localhost:3001")
 

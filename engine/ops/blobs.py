@@ -117,18 +117,30 @@ class GetArgs(Args):
     length: int | None = Field(default=None, ge=0)
 
 
+async def readable_size(ctx, sha: str) -> int:
+    """The size of a blob the caller may read; NotFound (never 'forbidden') otherwise."""
+    server = ctx.server
+    ok = await server.db.run(owned, ctx.conn.uid, [sha], ctx.conn.is_admin)
+    try:
+        if not ok:
+            raise FileNotFoundError
+        return await server.run_blocking(server.blobs.size, sha)
+    except FileNotFoundError:
+        raise NotFound(f"no blob {sha}") from None
+
+
+async def read_readable(ctx, sha: str) -> bytes:
+    """A whole blob the caller may read (for ops that take a blob by hash)."""
+    await readable_size(ctx, sha)
+    return await ctx.server.run_blocking(ctx.server.blobs.read, sha)
+
+
 @op("blob.get", GetArgs)
 async def blob_get(ctx, args: GetArgs):
     """Read a blob or a range of it: {data, size}. A reply never exceeds the frame limit: read on from
     offset + len(data) until size."""
     server = ctx.server
-    ok = await server.db.run(owned, ctx.conn.uid, [args.sha256], ctx.conn.is_admin)
-    try:
-        if not ok:
-            raise FileNotFoundError
-        size = await server.run_blocking(server.blobs.size, args.sha256)
-    except FileNotFoundError:
-        raise NotFound(f"no blob {args.sha256}") from None
+    size = await readable_size(ctx, args.sha256)
     if args.offset > size:
         raise BadRequest(f"offset {args.offset} is past the end of the blob ({size} bytes)", details={"size": size})
     max_len = server.config.limits.frame_limit - 4096

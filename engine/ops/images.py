@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from .. import gallery
 from ..errors import BadRequest, NotFound, TooLarge
 from . import Args, op
-from .blobs import owned
+from .blobs import read_readable
 
 ID = Field(pattern=r"^[0-9a-f]{8,32}$")
 BoardName = Field(min_length=1, max_length=128)
@@ -159,13 +159,7 @@ async def images_import(ctx, args: ImportArgs):
     server = ctx.server
     data = args.data
     if data is None:
-        ok = await server.db.run(owned, ctx.conn.uid, [args.sha256], ctx.conn.is_admin)
-        try:
-            if not ok:
-                raise FileNotFoundError
-            data = await server.run_blocking(server.blobs.read, args.sha256)
-        except FileNotFoundError:
-            raise NotFound(f"no blob {args.sha256}") from None
+        data = await read_readable(ctx, args.sha256)
     meta = await server.run_blocking(gallery.read_png_meta, data)
     image = meta.get("id")
     if isinstance(image, str):

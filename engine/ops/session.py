@@ -6,7 +6,7 @@ import time
 
 from pydantic import Field
 
-from .. import auth, __version__
+from .. import auth
 from ..errors import BadRequest, Forbidden, Unauthenticated, UnsupportedVersion
 from . import Args, op
 

@@ -26,6 +26,19 @@ def plugin_zip(tmp_path_factory):
     return build("krita", tmp_path_factory.mktemp("krita") / "paintbridge-krita.zip")
 
 
+def test_krita_pixel_facts(plugin_zip):
+    """What the plug-in relies on (BGRA, selection masks, positioned layers in a group, the docker), no engine."""
+    res = run_in_krita(plugin_zip, SCRIPTS / "pixel_facts.py", timeout=180)
+    assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")
+    assert res["roundtrip"] and res["is_bgra"]
+    assert res["selection_bounds"] == [8, 6, 20, 10] and res["selection_values"] == [0, 255]
+    assert res["selection_inside"] == 255 and res["selection_outside"] == 0
+    assert res["layer_bounds"] == [30, 20, 5, 4] and res["layer_parent"] == "Paintbridge"
+    assert res["composite_at_offset"] == [0, 255, 0, 255]
+    assert res["moved_bounds"] == [50, 40, 2, 2]
+    assert res["paintbridge_docker"] and res["paintbridge_docker_visible"]
+
+
 def test_inpaint_and_pixel_exact_roundtrip_in_krita(plugin_zip, engine_server):
     res = run_in_krita(plugin_zip, SCRIPTS / "inpaint_roundtrip.py", timeout=400,
                        params={"url": engine_server.url, "token": engine_server.token,

@@ -8,7 +8,6 @@ again by their "paintbridge_uid" ID property, because undo and deletion invalida
 from __future__ import annotations
 
 import array
-import time
 import uuid
 
 import bpy

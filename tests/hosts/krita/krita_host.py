@@ -39,14 +39,19 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
     (cfg / "kritarc").write_text("[General]\nAutoSaveInterval=0\nsessionOnStartup=0\nsaveSessionOnQuit=false\n"
                                  "FetchNews=false\n\n[python]\nenable_paintbridge=true\n")
     result = home / "result.json"
+    runtime = home / "runtime"
+    runtime.mkdir(mode=0o700)
     env = dict(os.environ, XDG_CONFIG_HOME=str(cfg), XDG_DATA_HOME=str(data), HOME=str(home),
+               XDG_CACHE_HOME=str(home / "cache"), XDG_RUNTIME_DIR=str(runtime),
                PAINTBRIDGE_TEST_SCRIPT=str(script), PAINTBRIDGE_TEST_RESULT=str(result),
                PAINTBRIDGE_TEST_PARAMS=json.dumps(params or {}), PYTHONDONTWRITEBYTECODE="1")
     for var in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
         env.pop(var, None)
     start = time.monotonic()
+    env["PAINTBRIDGE_TEST_T0"] = repr(time.time())   # scripts report how long Krita took to bring its window up
     proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp -noreset", krita, "--nosplash"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

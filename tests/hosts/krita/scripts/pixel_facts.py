@@ -21,7 +21,7 @@ try:
     R["roundtrip"] = bytes(node.pixelData(0, 0, 1, 1)) == px
     c = doc.projection(0, 0, W, H).pixelColor(3, 3)  # QImage: unambiguous RGB
     R["is_bgra"] = (c.red(), c.green(), c.blue()) == (200, 20, 10)
-    R["outside_reads_transparent"] = bytes(node.pixelData(W + 5, 0, 1, 1)) == bytes(4)
+    R["outside_read"] = list(bytes(node.pixelData(W + 5, 0, 1, 1)))   # the device is unbounded: not clipped
 
     sel = Selection()
     sel.select(8, 6, 20, 10, 255)
@@ -54,7 +54,7 @@ try:
     R["moved_bounds"] = [b.x(), b.y(), b.width(), b.height()]
     R["moved_position"] = [moved.position().x(), moved.position().y()]
 
-    docks = app.activeWindow().dockers()
+    docks = app.activeWindow().qwindow().findChildren(QDockWidget)   # Window.dockers() is 5.2+
     R["dockers"] = sorted(d.objectName() for d in docks)
     pb = [d for d in docks if d.windowTitle() == "Paintbridge"]
     R["paintbridge_docker"] = bool(pb)
