@@ -123,3 +123,24 @@ def test_paste_places_patch_at_document_position():
     assert (out.x, out.y) == (10, 20)
     clipped = pixels.paste(base, pixels.Pixels(bytes([9] * 4), 2, 2, "gray8", x=13, y=23))
     assert clipped.data[-1] == 9 and clipped.data.count(9) == 1
+
+
+def test_spec_documents_every_op_and_event():
+    """SPEC.md is what outside clients are written from: every registered op and every event must be in it."""
+    import re
+
+    from engine.ops import OPS, load_all
+
+    load_all()
+    spec = (Path(__file__).resolve().parents[1] / "protocol" / "SPEC.md").read_text()
+    documented = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)`", spec)) | set(re.findall(r"`(hello|ping|generate)`", spec))
+    missing = sorted(set(OPS) - documented)
+    assert not missing, f"ops missing from SPEC.md: {missing}"
+    root = Path(__file__).resolve().parents[1] / "engine"
+    source = "\n".join(p.read_text() for p in root.rglob("*.py"))
+    events = set(re.findall(r"(?:publish(?:_threadsafe)?\([^,()]+, |broadcast\(|codec\.event\()\"([a-z_]+\.[a-z_]+)\"",
+                            source))
+    events |= {"model.loaded", "model.unloaded"}
+    assert {"job.progress", "job.result", "auth.refreshed"} <= events
+    undocumented = sorted(e for e in events if f"`{e}`" not in spec)
+    assert not undocumented, f"events missing from SPEC.md: {undocumented}"
