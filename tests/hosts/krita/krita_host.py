@@ -49,7 +49,8 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
         env.pop(var, None)
     start = time.monotonic()
     env["PAINTBRIDGE_TEST_T0"] = repr(time.time())   # scripts report how long Krita took to bring its window up
-    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp -noreset", krita, "--nosplash"], env=env,
+    xvfb = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp -noreset"]
+    proc = subprocess.Popen([*xvfb, krita, "--nosplash"], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
