@@ -162,7 +162,7 @@ async def generate(ctx, args: GenerateArgs):
     if args.mode != "upscale":
         from ..models.patch import check_addons
         entry = await server.run_blocking(queue.registry.get, args.model, "main")
-        native = native_size(entry)
+        native = await server.run_blocking(native_size, entry)   # reads config files: off the loop
         # LoRAs and `<embedding>`s for another base are refused here, before anything is queued
         await server.run_blocking(check_addons, queue.registry, entry, args.loras,
                                   [args.prompt, args.negative_prompt])
