@@ -15,6 +15,7 @@ from pathlib import Path
 
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-hash")
+_SYNCER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-sync")
 
 
 def is_sha256(value: object) -> bool:
@@ -88,6 +89,7 @@ class Upload:
         self.touched = time.monotonic()
         self.tmp = store.tmp / f"upload.{os.getpid()}.{time.monotonic_ns()}"
         self.file = open(self.tmp, "wb")
+        self.syncing = None   # the background fdatasync in flight, if any
 
     def append(self, data: bytes):
         # hashlib and file writes both release the GIL on big buffers: hash while writing.
@@ -96,10 +98,17 @@ class Upload:
         hashed.result()
         self.size += len(data)
         self.touched = time.monotonic()
+        # Push what we have to disk while the next chunk crosses the network, so the fsync in finish() only
+        # has the last chunk left to write.
+        self.file.flush()
+        if self.syncing is None or self.syncing.done():
+            self.syncing = _SYNCER.submit(os.fdatasync, self.file.fileno())
 
     def finish(self) -> tuple[str, int]:
         sha = self.hasher.hexdigest()
         self.file.flush()
+        if self.syncing is not None:
+            self.syncing.result()
         os.fsync(self.file.fileno())
         self.file.close()
         final = self.store.path(sha)
@@ -111,6 +120,8 @@ class Upload:
 
     def abort(self):
         try:
+            if self.syncing is not None:
+                self.syncing.exception()   # wait: never close the fd under a running fdatasync
             self.file.close()
         except OSError:   # flushing the last buffered bytes can fail (disk full): the file goes anyway
             pass
