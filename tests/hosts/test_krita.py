@@ -40,13 +40,26 @@ def test_krita_pixel_facts(plugin_zip):
 
 
 def test_inpaint_and_pixel_exact_roundtrip_in_krita(plugin_zip, engine_server):
+    import time
+
+    from ..conftest import cli
+
+    d = str(engine_server.data_dir)
+    cli("users", "--data-dir", d, "add", "kira", "--password", "kira-pw")
+    expired = cli("token", "--data-dir", d, "--user", "kira", "--ttl", "1").split()[-1]
+    time.sleep(1.1)
     res = run_in_krita(plugin_zip, SCRIPTS / "inpaint_roundtrip.py", timeout=400,
                        params={"url": engine_server.url, "token": engine_server.token,
-                               "model": engine_server.model_name})
+                               "model": engine_server.model_name, "expired_token": expired,
+                               "username": "kira", "password": "kira-pw"})
     assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")
     assert res["roundtrip_exact"] is True
     assert res["layer_bounds"] == [40, 32, 48, 40]
     assert res["outside_changed"] == 0 and res["inside_changed"] > 0
+    assert res["expired_prompt_kept"] is True
+    assert res["after_signin_result"] == [64, 64]
+    if res["token_backend"].startswith("file"):
+        assert res["token_file_mode"] == "0o600"
     # The right way round: what reached the engine is the pattern in RGBA (red block top-left), not BGRA.
     rgba, bgra = pattern_rgba(128, 128), pattern_bgra(128, 128)
     with engine_server.client() as c:

@@ -90,6 +90,33 @@ try:
                     outside_changed += 1
     R["outside_changed"], R["inside_changed"] = outside_changed, inside_changed
     assert outside_changed == 0 and inside_changed > 0
+
+    # 3. an expired token: the panel says so and keeps the person's prompt and settings
+    f.prompt = "keep this prompt"
+    messages = []
+    ctl.state_changed.connect(lambda state, msg: messages.append((state, msg)))   # what the docker shows
+    ctl.connect_server(P["url"], P["expired_token"])
+    pump(lambda: ctl.state == "expired", 60, "expired state")
+    R["expired_message"] = [m for st, m in messages if st == "expired"][-1]
+    assert "expired" in R["expired_message"] and "Sign in again" in R["expired_message"]
+    R["expired_prompt_kept"] = ctl.form.prompt == "keep this prompt"
+    assert R["expired_prompt_kept"]
+
+    # 4. sign in with username and password (remember me): token stored privately, jobs work again
+    ctl.sign_in(P["url"], P["username"], P["password"], True)
+    pump(lambda: ctl.state == "connected", 60, "password sign-in")
+    store = ctl.session.tokens
+    pump(lambda: store.get(P["url"]) is not None, 10, "token stored")
+    R["token_backend"] = store.backend
+    if store.backend.startswith("file"):
+        R["token_file_mode"] = oct(os.stat(store.path).st_mode & 0o777)
+    f.mode, f.seed, f.steps = "txt2img", 3, 1
+    canvas.select_rect(doc, 0, 0, 64, 64)
+    n0 = len(ctl.results)
+    assert ctl.generate()
+    pump(lambda: len(ctl.results) > n0, 120, "generate after signing in again")
+    R["after_signin_result"] = [ctl.results[-1].layer.pixels.w, ctl.results[-1].layer.pixels.h]
+    ctl.discard(len(ctl.results) - 1)
     R["ok"] = True
 except Exception:
     import traceback
