@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -57,4 +58,7 @@ def render(meta: dict, results: list) -> str:
             lines += [f"- {n}"]
         if r.notes:
             lines.append("")
+    analysis = Path(__file__).with_name("analysis.md")
+    if analysis.exists() and not meta["smoke"]:
+        lines += [analysis.read_text(encoding="utf-8").strip(), ""]
     return "\n".join(lines)
