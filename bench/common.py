@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import os
 import platform
-import re
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-LISTEN_RE = re.compile(r"listening on (wss?://[^\s]+)")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.process import EngineProcess  # noqa: E402
 
 
 # ---- timing ----------------------------------------------------------------------------------------------------
@@ -48,73 +46,16 @@ def timed(fn, repeat: int, warmup: int = 1, setup=None) -> list[float]:
 
 
 # ---- daemon ----------------------------------------------------------------------------------------------------
-@dataclass
-class Daemon:
-    """`paintbridge serve` as a subprocess on a free port (its stdout drained on a thread)."""
+class Daemon(EngineProcess):
+    """`paintbridge serve` as a subprocess (engine/process.py), quiet, from this checkout or from
+    PAINTBRIDGE_BENCH_ENGINE_ROOT (A/B-testing an engine fix against another checkout)."""
 
-    data_dir: Path
-    args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen | None = None
-    url: str = ""
-    token: str = ""
-    log: list[str] = field(default_factory=list)
-
-    def start(self, timeout: float = 120.0) -> "Daemon":
-        # PAINTBRIDGE_BENCH_ENGINE_ROOT: run the daemon from another checkout (A/B-testing an engine fix).
+    def __init__(self, data_dir: Path, args: list[str] | None = None):
         root = Path(os.environ.get("PAINTBRIDGE_BENCH_ENGINE_ROOT") or ROOT)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--port", "0", "--data-dir", str(self.data_dir),
-             "--quiet", *self.args],
-            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.log.append(line)
-            m = LISTEN_RE.search(line)
-            if m:
-                self.url = m.group(1)
-                threading.Thread(target=self._drain, daemon=True).start()
-                res = subprocess.run([sys.executable, "-m", "engine.cli", "token", "--data-dir", str(self.data_dir)],
-                                     cwd=root, capture_output=True, text=True, timeout=120, env=env)
-                if res.returncode != 0:
-                    raise RuntimeError(f"paintbridge token failed: {res.stderr}")
-                self.token = res.stdout.split()[-1]
-                return self
-        self.stop()
-        raise RuntimeError("engine did not start:\n" + "".join(self.log[-50:]))
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.log.append(line)
-            if len(self.log) > 2000:
-                del self.log[:500]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        super().__init__(data_dir, ["--quiet", *(args or [])], root=root, app="bench")
 
     def client(self, token: str | None = None, **kw):
-        from protocol.client import Client
-
-        return Client(self.url, token or self.token, app="bench", reconnect=False, **kw).connect()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        return super().client(token or self.token, reconnect=False, **kw)
 
 
 def proc_status(pid: int) -> dict[str, int]:

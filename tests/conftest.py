@@ -7,13 +7,8 @@ model shared by the whole session; tests that restart or kill the engine spawn t
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,73 +16,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from protocol.client import Client  # noqa: E402
-
-LISTEN_RE = re.compile(r"listening on (wss?://[^\s]+)")
+from engine.process import EngineProcess  # noqa: E402
 
 
-@dataclass
-class EngineProc:
-    data_dir: Path
-    args: list[str]
-    proc: subprocess.Popen | None = None
-    url: str = ""
-    port: int = 0   # 0 until the first start; restarts reuse the port so clients can reconnect
-    token: str = ""
-    model_name: str | None = None
-    log: list[str] = field(default_factory=list)
+class EngineProc(EngineProcess):
+    """An engine process for tests (see engine/process.py)."""
 
-    def start(self, timeout: float = 120.0) -> "EngineProc":
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.log.append(line)
-            m = LISTEN_RE.search(line)
-            if m:
-                self.url = m.group(1)
-                self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
-                # keep draining output so the pipe never fills up and blocks the engine
-                import threading
-                threading.Thread(target=self._drain, daemon=True).start()
-                if not self.token:
-                    self.token = cli("token", "--data-dir", str(self.data_dir)).split()[-1]
-                return self
-        raise RuntimeError("engine did not start:\n" + "".join(self.log))
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.log.append(line)
-            if len(self.log) > 5000:
-                del self.log[:1000]
-
-    def client(self, token: str | None = "default", **kw) -> Client:
-        c = Client(self.url, self.token if token == "default" else token, app="pytest", **kw)
-        c.connect()
-        return c
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def restart(self) -> "EngineProc":
-        self.stop()
-        return self.start()
+    def __init__(self, data_dir: Path, args: list[str]):
+        super().__init__(data_dir, args, app="pytest")
 
 
 def cli(*args: str, input: str | None = None, check: bool = True) -> str:
