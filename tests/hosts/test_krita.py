@@ -58,6 +58,7 @@ def test_inpaint_and_pixel_exact_roundtrip_in_krita(plugin_zip, engine_server):
     assert res["outside_changed"] == 0 and res["inside_changed"] > 0
     assert res["expired_prompt_kept"] is True
     assert res["after_signin_result"] == [64, 64]
+    assert res["replace_exact"] is True and res["discarded"] is True
     if res["token_backend"].startswith("file"):
         assert res["token_file_mode"] == "0o600"
     # The right way round: what reached the engine is the pattern in RGBA (red block top-left), not BGRA.

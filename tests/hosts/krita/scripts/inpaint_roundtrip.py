@@ -116,7 +116,23 @@ try:
     assert ctl.generate()
     pump(lambda: len(ctl.results) > n0, 120, "generate after signing in again")
     R["after_signin_result"] = [ctl.results[-1].layer.pixels.w, ctl.results[-1].layer.pixels.h]
+
+    # 5. Replace writes the result into the active layer; Discard drops a result without touching the document
+    background = [n for n in doc.rootNode().childNodes() if n.type() == "paintlayer"][0]
+    doc.setActiveNode(background)
+    px = ctl.results[-1].layer.pixels
+    layers_before = len(doc.rootNode().childNodes()) + len(group[0].childNodes())
+    assert ctl.apply(len(ctl.results) - 1, replace=True)
+    R["replace_exact"] = bytes(background.pixelData(px.x, px.y, px.w, px.h)) == px.data
+    assert R["replace_exact"]
+    f.seed = 4
+    n0 = len(ctl.results)
+    assert ctl.generate()
+    pump(lambda: len(ctl.results) > n0, 120, "result to discard")
     ctl.discard(len(ctl.results) - 1)
+    R["discarded"] = len(ctl.results) == n0
+    layers_after = len(doc.rootNode().childNodes()) + len(group[0].childNodes())
+    assert R["discarded"] and layers_after == layers_before
     R["ok"] = True
 except Exception:
     import traceback
