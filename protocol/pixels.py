@@ -134,4 +134,9 @@ def context_region(bounds: tuple[int, int, int, int], img_w: int, img_h: int) ->
     pad = max(16, int(round(max(bw, bh) * 0.25)))
     x0, y0 = max(0, bx - pad), max(0, by - pad)
     x1, y1 = min(img_w, bx + bw + pad), min(img_h, by + bh + pad)
-    return x0, y0, x1 - x0, y1 - y0
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)   # empty when the bounds lie outside the image
+
+
+def round8(v: int) -> int:
+    """Generation sizes are multiples of 8 (the engine refuses others): round up."""
+    return max(8, (int(v) + 7) // 8 * 8)

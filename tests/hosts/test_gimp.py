@@ -328,7 +328,9 @@ OUT["settings"] = run("paintbridge-settings", img, [], server_url=os.environ["PB
 
 def test_support_context_region_is_clipped():
     img = sup.Rect(0, 0, 100, 80)
-    assert sup.context_region(sup.Rect(10, 10, 20, 20), img) == sup.Rect(0, 0, 94, 80)
+    # the engine's context: a quarter of the selection, at least 16 px
+    assert sup.context_region(sup.Rect(10, 10, 20, 20), img) == sup.Rect(0, 0, 46, 46)
+    assert sup.context_region(sup.Rect(40, 30, 20, 20), img) == sup.Rect(24, 14, 52, 52)
     assert sup.context_region(sup.Rect(300, 300, 5, 5), img).empty
 
 

@@ -10,11 +10,10 @@ import json
 import os
 from dataclasses import dataclass
 
+from protocol.pixels import context_region as _context
+from protocol.pixels import round8
+
 SETTINGS_FILE = "settings.json"
-# How much canvas around a selection is sent as context for inpaint/refine (fraction of the selection size,
-# at least MIN_CONTEXT pixels), clipped to the image.
-CONTEXT_FRACTION = 0.5
-MIN_CONTEXT = 64
 DEFAULT_TIMEOUT = 900.0
 
 
@@ -42,19 +41,15 @@ class Rect:
         x2, y2 = min(self.x2, other.x2), min(self.y2, other.y2)
         return Rect(x, y, max(0, x2 - x), max(0, y2 - y))
 
-    def pad(self, left: int, top: int, right: int, bottom: int) -> "Rect":
-        return Rect(self.x - left, self.y - top, self.w + left + right, self.h + top + bottom)
-
     def as_tuple(self) -> tuple[int, int, int, int]:
         return self.x, self.y, self.w, self.h
 
 
-def context_region(selection: Rect, image: Rect, fraction: float = CONTEXT_FRACTION,
-                   minimum: int = MIN_CONTEXT) -> Rect:
-    """The part of the image sent with an inpaint/refine request: the selection plus context, clipped."""
-    mx = max(minimum, int(selection.w * fraction))
-    my = max(minimum, int(selection.h * fraction))
-    return selection.pad(mx, my, mx, my).intersect(image)
+def context_region(selection: Rect, image: Rect) -> Rect:
+    """The part of the image sent with an inpaint request: the selection plus the same context the engine
+    generates with (protocol.pixels.context_region), clipped to the image."""
+    x, y, w, h = _context((selection.x - image.x, selection.y - image.y, selection.w, selection.h), image.w, image.h)
+    return Rect(x + image.x, y + image.y, w, h)
 
 
 def local_rect(r: Rect, origin: Rect) -> Rect:
@@ -105,11 +100,6 @@ def pick_model(arg: str, settings: dict, models: list) -> str:
         if isinstance(m, dict) and m.get("default"):
             return model_name(m)
     return model_name(models[0]) if models else ""
-
-
-def round8(v: int) -> int:
-    """Generation sizes are multiples of 8 (the engine refuses others)."""
-    return max(8, (int(v) + 7) // 8 * 8)
 
 
 def generate_params(mode: str, model: str, *, prompt: str = "", negative_prompt: str = "",

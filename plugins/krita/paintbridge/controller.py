@@ -14,6 +14,7 @@ from krita import Krita
 from PyQt5.QtCore import QObject, QStandardPaths, QTimer, pyqtSignal
 
 from protocol import default_url
+from protocol.pixels import round8
 from protocol.session import ResultLayer, Session
 
 from . import canvas
@@ -124,7 +125,7 @@ class Controller(QObject):
                 params["seed"] = f.seed
             image = mask = None
             if f.mode == "txt2img":
-                params.update(width=_round8(w), height=_round8(h), x=x, y=y)
+                params.update(width=round8(w), height=round8(h), x=x, y=y)
             else:
                 image = canvas.read_pixels(doc, x, y, w, h, f.source)
             if f.mode in ("img2img", "inpaint"):
@@ -202,10 +203,6 @@ class Controller(QObject):
             elif up.kind == "error":
                 self.busy_changed.emit(bool(self.active_jobs))
                 self.message.emit(d.get("message", "error"))
-
-
-def _round8(v: int) -> int:
-    return max(8, (v + 7) // 8 * 8)
 
 
 _CONTROLLER: Controller | None = None
