@@ -62,7 +62,7 @@ def demo_models(tmp_path_factory) -> Path:
     from engine.models.demo import make_demo
 
     root = tmp_path_factory.mktemp("models")
-    for arch in ("sd15", "sdxl", "flux"):
+    for arch in ("sd15", "sd2", "sdxl", "flux"):
         make_demo(root / "build", arch).rename(root / f"tiny-{arch}")
     return root
 

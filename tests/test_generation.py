@@ -14,7 +14,7 @@ from protocol.errors import ProtocolError
 
 from .conftest import cli
 
-ARCHS = ["sd15", "sdxl", "flux"]
+ARCHS = ["sd15", "sd2", "sdxl", "flux"]
 
 
 def run_job(client, args, timeout=300):

@@ -148,7 +148,7 @@ def register_cli(sub):
     ms = p.add_subparsers(dest="models_cmd", required=True)
     d = ms.add_parser("make-demo", help="write a tiny random-weight model (produces noise) for trying and tests")
     d.add_argument("dir")
-    d.add_argument("--arch", choices=["sd15", "sdxl", "flux"], default="sd15")
+    d.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "flux"], default="sd15")
     d.add_argument("--format", choices=["diffusers", "single-file"], default="diffusers")
     d.add_argument("--name", help="model name (default tiny-ARCH)")
     d.set_defaults(func=cmd_make_demo)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-ARCHES = ("sd15", "sdxl", "flux")
+ARCHES = ("sd15", "sd2", "sdxl", "flux")
 FORMATS = ("diffusers", "single-file")
 
 # SD-style schedulers: the real SD1.5/SDXL training schedule, so scheduler swapping behaves as with real models.
@@ -144,6 +144,34 @@ def build_pipeline(arch: str):
                 tokenizer=clip_demo_tokenizer(),
                 unet=unet,
                 scheduler=EulerDiscreteScheduler(**_SD_SCHEDULER),
+                safety_checker=None,
+                feature_extractor=None,
+                image_encoder=None,
+                requires_safety_checker=False,
+            )
+        if arch == "sd2":
+            # SD2: OpenCLIP-style text encoder of width 1024 (what marks a model as SD2), linear attention
+            # projections, v-prediction. One encoder layer keeps it at ~25 MB.
+            unet = UNet2DConditionModel(
+                block_out_channels=(32, 64),
+                layers_per_block=2,
+                sample_size=32,
+                in_channels=4,
+                out_channels=4,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                cross_attention_dim=1024,
+                attention_head_dim=(2, 4),
+                use_linear_projection=True,
+            )
+            config = _clip_config(hidden_size=1024)
+            config.num_hidden_layers, config.hidden_act = 1, "gelu"
+            return StableDiffusionPipeline(
+                vae=_sd_vae(),
+                text_encoder=CLIPTextModel(config),
+                tokenizer=clip_demo_tokenizer(),
+                unet=unet,
+                scheduler=EulerDiscreteScheduler(**{**_SD_SCHEDULER, "prediction_type": "v_prediction"}),
                 safety_checker=None,
                 feature_extractor=None,
                 image_encoder=None,
@@ -370,6 +398,8 @@ def pipeline_to_original(pipe, arch: str) -> tuple[dict, dict]:
     sd.update(_vae_to_original(pipe.vae.state_dict(), pipe.vae.config, "first_stage_model."))
     if arch == "sd15":
         sd.update(_clip_to_original(pipe.text_encoder.state_dict(), "cond_stage_model.transformer."))
+    elif arch == "sd2":
+        sd.update(_open_clip_to_original(pipe.text_encoder.state_dict(), "cond_stage_model.model."))
     elif arch == "sdxl":
         sd.update(_clip_to_original(pipe.text_encoder.state_dict(), "conditioner.embedders.0.transformer."))
         sd.update(_open_clip_to_original(pipe.text_encoder_2.state_dict(), "conditioner.embedders.1.model."))
