@@ -56,8 +56,8 @@ def cmd_serve(args) -> int:
         print("WARNING: listening on a non-loopback address WITHOUT TLS: tokens and images cross the network in\n"
               "WARNING: clear text. Use --tls-cert/--tls-key, or bind 127.0.0.1 and tunnel.", file=sys.stderr)
     server = Server(cfg)
-    from .runtime import install_runtime
-    install_runtime(server, cfg)
+    from .queue import install as install_generation
+    install_generation(server, cfg)   # job queue, model registry and cache behind the generation ops
     scheme = "wss" if ssl_ctx else "ws"
 
     async def run():
@@ -200,17 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions():
-    """Subcommands defined next to the code they drive (generate, models, plugin)."""
-    out = []
-    for mod in ("engine.cli_generate", "engine.models.cli", "engine.plugin_build", "engine.cli_workflows"):
-        try:
-            module = __import__(mod, fromlist=["register_cli"])
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-            continue
-        out.append(module.register_cli)
-    return out
+    """Subcommands defined next to the code they drive (generate, models, plugin, workflows)."""
+    from . import cli_generate, cli_workflows, plugin_build
+    from .models import cli as models_cli
+
+    return [cli_generate.register_cli, models_cli.register_cli, plugin_build.register_cli, cli_workflows.register_cli]
 
 
 def main(argv: list[str] | None = None) -> int:

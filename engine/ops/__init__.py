@@ -46,10 +46,4 @@ def op(name: str, args: type[Args] = NoArgs, *, auth: bool = True, admin: bool =
 
 def load_all():
     """Import every handler module so their @op decorators run."""
-    from . import blobs, session  # noqa: F401
-    for optional in ("jobs", "models", "images", "workflows"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{optional}":
-                raise
+    from . import blobs, images, jobs, models, session, workflows  # noqa: F401
