@@ -124,7 +124,10 @@ def build_pipeline(arch: str):
         raise ValueError(f"unknown demo arch {arch!r}; choose one of {ARCHES}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        if arch == "sd15":
+        if arch in ("sd15", "sd2"):
+            # SD2 differs by an OpenCLIP-style text encoder of width 1024 (what marks a model as SD2), linear
+            # attention projections and v-prediction; one encoder layer keeps it at ~25 MB.
+            sd2 = arch == "sd2"
             unet = UNet2DConditionModel(
                 block_out_channels=(32, 64),
                 layers_per_block=2,
@@ -133,45 +136,22 @@ def build_pipeline(arch: str):
                 out_channels=4,
                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                cross_attention_dim=32,
-                attention_head_dim=8,
+                cross_attention_dim=1024 if sd2 else 32,
+                attention_head_dim=(2, 4) if sd2 else 8,
+                use_linear_projection=sd2,
             )
             vae = _sd_vae()
-            text_encoder = CLIPTextModel(_clip_config())
+            config = _clip_config(hidden_size=1024) if sd2 else _clip_config()
+            if sd2:
+                config.num_hidden_layers, config.hidden_act = 1, "gelu"
+            text_encoder = CLIPTextModel(config)
+            prediction = "v_prediction" if sd2 else _SD_SCHEDULER["prediction_type"]
             return StableDiffusionPipeline(
                 vae=vae,
                 text_encoder=text_encoder,
                 tokenizer=clip_demo_tokenizer(),
                 unet=unet,
-                scheduler=EulerDiscreteScheduler(**_SD_SCHEDULER),
-                safety_checker=None,
-                feature_extractor=None,
-                image_encoder=None,
-                requires_safety_checker=False,
-            )
-        if arch == "sd2":
-            # SD2: OpenCLIP-style text encoder of width 1024 (what marks a model as SD2), linear attention
-            # projections, v-prediction. One encoder layer keeps it at ~25 MB.
-            unet = UNet2DConditionModel(
-                block_out_channels=(32, 64),
-                layers_per_block=2,
-                sample_size=32,
-                in_channels=4,
-                out_channels=4,
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                cross_attention_dim=1024,
-                attention_head_dim=(2, 4),
-                use_linear_projection=True,
-            )
-            config = _clip_config(hidden_size=1024)
-            config.num_hidden_layers, config.hidden_act = 1, "gelu"
-            return StableDiffusionPipeline(
-                vae=_sd_vae(),
-                text_encoder=CLIPTextModel(config),
-                tokenizer=clip_demo_tokenizer(),
-                unet=unet,
-                scheduler=EulerDiscreteScheduler(**{**_SD_SCHEDULER, "prediction_type": "v_prediction"}),
+                scheduler=EulerDiscreteScheduler(**{**_SD_SCHEDULER, "prediction_type": prediction}),
                 safety_checker=None,
                 feature_extractor=None,
                 image_encoder=None,

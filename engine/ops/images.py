@@ -20,6 +20,13 @@ ID = Field(pattern=r"^[0-9a-f]{8,32}$")
 BoardName = Field(min_length=1, max_length=128)
 
 
+def board_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise BadRequest("a board needs a name", details={"field": "name"})
+    return name
+
+
 class ListArgs(Args):
     app: str | None = Field(default=None, max_length=64)
     document: str | None = Field(default=None, max_length=1024)
@@ -183,10 +190,7 @@ class BoardCreateArgs(Args):
 @op("boards.create", BoardCreateArgs, mutating=True)
 async def boards_create(ctx, args: BoardCreateArgs):
     """A new board (names are unique per user): {board}."""
-    name = args.name.strip()
-    if not name:
-        raise BadRequest("a board needs a name", details={"field": "name"})
-    return {"board": await ctx.server.db.run(gallery.create_board, ctx.conn.uid, name)}
+    return {"board": await ctx.server.db.run(gallery.create_board, ctx.conn.uid, board_name(args.name))}
 
 
 class BoardListArgs(Args):
@@ -210,11 +214,8 @@ class BoardRenameArgs(BoardArgs):
 @op("boards.rename", BoardRenameArgs, mutating=True)
 async def boards_rename(ctx, args: BoardRenameArgs):
     """Rename a board: {board}."""
-    name = args.name.strip()
-    if not name:
-        raise BadRequest("a board needs a name", details={"field": "name"})
     return {"board": await ctx.server.db.run(gallery.rename_board, args.board, ctx.conn.uid, ctx.conn.is_admin,
-                                             name)}
+                                             board_name(args.name))}
 
 
 @op("boards.delete", BoardArgs, mutating=True)
