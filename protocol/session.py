@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import default_url
+from . import default_url, forms
 from .client import CONNECTED, EXPIRED, SIGNED_OUT, Client, Event
 from .errors import TOKEN_EXPIRED, UNAUTHENTICATED, ProtocolError
 from .pixels import Pixels, swap_red_blue
@@ -29,11 +29,22 @@ class Update:
     state {state, message} · signed_in {user, expires_at} · models {models} · job {request, job, tag} ·
     queued/started {job, tag} ·
     progress {job, tag, step, total, preview: Pixels|None} · result {job, tag, layers: [ResultLayer]} ·
-    failed {job, tag, code, message} · canceled {job, tag} · error {message, request?, tag?} · event {name, data}
+    failed {job, tag, code, message} · canceled {job, tag} · error {message, request?, tag?} · event {name, data} ·
+    workflows {workflows} · images {images, total, next_cursor, tag} (each summary's "thumbnail" is Pixels|None in
+    the host's pixel order) · recalled {image, params, values, summary, tag} (values: forms.recalled) ·
+    reply {op, result, tag}
+    A gallery image fetched with open_image() arrives as a result {job, tag, image, layers}.
     """
 
     kind: str
     data: dict = field(default_factory=dict)
+
+
+def layer_name(summary: dict) -> str:
+    """A layer name for a gallery image: its prompt (shortened) and seed."""
+    prompt = (summary.get("prompt") or "Paintbridge").strip()
+    name = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+    return f"{name} [{summary['seed']}]" if summary.get("seed") is not None else name
 
 
 @dataclass
@@ -83,11 +94,40 @@ class Session:
     def generate(self, params: dict, image: Pixels | None = None, mask: Pixels | None = None,
                  tag: Any = None) -> str:
         """Queue a generate request; returns a local request id. The job id arrives as Update('job')."""
-        with self._lock:
-            self._requests += 1
-            rid = f"r{self._requests}"
+        rid = self._next_request()
         self._submit(self._generate, rid, dict(params), image, mask, tag)
         return rid
+
+    def _next_request(self) -> str:
+        with self._lock:
+            self._requests += 1
+            return f"r{self._requests}"
+
+    def run_workflow(self, name: str, values: dict, tag: Any = None, priority: int = 0) -> str:
+        """Queue a saved workflow; values as from forms.collect (image/mask values are host Pixels, uploaded
+        here). Returns a local request id; then the same updates as generate()."""
+        rid = self._next_request()
+        self._submit(self._run_workflow, rid, name, dict(values), tag, priority)
+        return rid
+
+    def refresh_workflows(self) -> None:
+        self._submit(self._refresh_workflows)
+
+    def list_images(self, thumb_size: int = 96, limit: int = 24, tag: Any = None, **filters) -> None:
+        """One gallery page (filters: app, document, board, starred, q, offset, cursor), newest first."""
+        self._submit(self._list_images, thumb_size, limit, tag, filters)
+
+    def recall(self, image: str, tag: Any = None) -> None:
+        """Fetch an image's parameters so the host can refill its form (Update 'recalled')."""
+        self._submit(self._recall, image, tag)
+
+    def open_image(self, image: str, tag: Any = None) -> None:
+        """Download a gallery image's pixels; it arrives like a job result, for the host to place."""
+        self._submit(self._open_image, image, tag)
+
+    def call(self, op: str, args: dict | None = None, tag: Any = None) -> None:
+        """Any other op (images.star, images.delete, boards.*): the reply arrives as Update 'reply'."""
+        self._submit(self._call, op, dict(args or {}), tag)
 
     def cancel(self, job: str) -> None:
         self._submit(self._call_quietly, "job.cancel", {"job": job})
@@ -173,23 +213,72 @@ class Session:
             self.client.call(op, args)
 
     def _generate(self, rid: str, params: dict, image: Pixels | None, mask: Pixels | None, tag: Any):
+        for key, px in (("image", image), ("mask", mask)):
+            if px is not None:
+                params[key] = px
+        self._queue(rid, tag, "generate", params)
+
+    def _run_workflow(self, rid: str, name: str, values: dict, tag: Any, priority: int):
+        self._queue(rid, tag, "workflows.run", {"name": name, "values": values, "priority": priority},
+                    layers=values)
+
+    def _queue(self, rid: str, tag: Any, op: str, args: dict, layers: dict | None = None):
+        """Upload the Pixels values of `layers` (default: args itself), replace them with layer references,
+        and send the op that queues a job."""
         client = self.client
         if client is None:
             self._put("error", message="not connected", request=rid, tag=tag)
             return
+        layers = args if layers is None else layers
         try:
-            for key, px in (("image", image), ("mask", mask)):
-                if px is not None:
+            for key, px in list(layers.items()):
+                if isinstance(px, Pixels):
                     px = self._to_wire(px)
                     sha = px.sha256()
                     client.upload(px.data, sha)   # blob.has first: an unchanged layer is not re-sent
-                    params[key] = px.layer(sha)
-            job = client.call("generate", params)["job"]
+                    layers[key] = px.layer(sha)
+            job = client.call(op, args)["job"]
         except ProtocolError as exc:
             self._protocol_error(exc, request=rid, tag=tag)
             return
         self._jobs[job] = tag
         self._put("job", request=rid, job=job, tag=tag)
+
+    def _refresh_workflows(self):
+        if self.client is not None:
+            self._put("workflows", workflows=self.client.call("workflows.list", {})["workflows"])
+
+    def _list_images(self, thumb_size: int, limit: int, tag: Any, filters: dict):
+        if self.client is None:
+            return
+        args = {k: v for k, v in filters.items() if v is not None}
+        page = self.client.call("images.list", {**args, "limit": limit, "thumbnails": "rgba8",
+                                                "thumb_size": thumb_size})
+        for it in page["images"]:
+            th = it.get("thumbnail")
+            it["thumbnail"] = (self._to_wire(Pixels(th["data"], th["w"], th["h"], "rgba8"))
+                               if th and th.get("data") is not None else None)
+        self._put("images", images=page["images"], total=page["total"], next_cursor=page.get("next_cursor"),
+                  tag=tag)
+
+    def _recall(self, image: str, tag: Any):
+        if self.client is None:
+            return
+        got = self.client.call("images.get", {"image": image})
+        got.pop("thumbnail", None)
+        self._put("recalled", image=image, params=got.get("params"), values=forms.recalled(got.get("params")),
+                  summary=got, tag=tag)
+
+    def _open_image(self, image: str, tag: Any):
+        if self.client is None:
+            return
+        got = self.client.call("images.get", {"image": image})
+        layer = dict(got["layer"], name=got.get("name") or layer_name(got), seed=got.get("seed"))
+        self._fetch_results(got.get("job"), [layer], tag=tag, image=image)
+
+    def _call(self, op: str, args: dict, tag: Any):
+        if self.client is not None:
+            self._put("reply", op=op, result=self.client.call(op, args), tag=tag)
 
     def _to_wire(self, px: Pixels) -> Pixels:
         """Host order -> wire order (and back: the swap is its own inverse)."""
@@ -197,14 +286,15 @@ class Session:
             return Pixels(swap_red_blue(px.data), px.w, px.h, px.format, px.x, px.y)
         return px
 
-    def _fetch_results(self, job: str, layers: list[dict]):
+    def _fetch_results(self, job: str, layers: list[dict], **extra):
         out = []
         for layer in layers:
             data = self.client.download(layer["sha256"])
             px = self._to_wire(Pixels(data, layer["w"], layer["h"], layer.get("format", "rgba8"),
                                       layer.get("x", 0), layer.get("y", 0)))
             out.append(ResultLayer(layer.get("name", "Paintbridge"), px, layer.get("seed")))
-        self._put("result", job=job, tag=self._jobs.get(job), layers=out)
+        extra.setdefault("tag", self._jobs.get(job))
+        self._put("result", job=job, layers=out, **extra)
 
     # ---- reader-thread side: translate server events into updates --------------------------------------
     def _on_event(self, ev: Event):

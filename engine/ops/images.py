@@ -7,7 +7,9 @@ owner from any app: the app it was made from is only a filter.
 
 from __future__ import annotations
 
+import io
 import json
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -38,13 +40,32 @@ class ListArgs(Args):
     offset: int = Field(default=0, ge=0)
     cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$")
     everyone: bool = False
-    thumbnails: bool = False
+    thumbnails: bool | Literal["webp", "rgba8"] = False
+    thumb_size: int = Field(default=256, ge=16, le=256)
 
     @model_validator(mode="after")
     def one_board_filter(self):
         if self.board and self.unsorted:
             raise ValueError("give board or unsorted, not both")
         return self
+
+
+def _rgba8_thumbs(server, items: list[dict], size: int) -> None:
+    """Decode the WebP thumbnails to rgba8 at most `size` px per side: host plug-ins (Blender, GIMP, Krita
+    without Qt's WebP plug-in) cannot decode WebP with the standard library."""
+    from PIL import Image
+
+    for it in items:
+        th = it.get("thumbnail")
+        if not th:
+            continue
+        try:
+            with Image.open(io.BytesIO(server.blobs.read(th["sha256"]))) as im:
+                im = im.convert("RGBA")
+                im.thumbnail((size, size))
+                it["thumbnail"] = {"w": im.width, "h": im.height, "format": "rgba8", "data": im.tobytes()}
+        except (FileNotFoundError, OSError):
+            it["thumbnail"] = None
 
 
 def _read_thumbs(server, items: list[dict]) -> None:
@@ -67,7 +88,12 @@ async def images_list(ctx, args: ListArgs):
                                        starred=args.starred, q=args.q, limit=args.limit, offset=args.offset,
                                        cursor=int(args.cursor) if args.cursor else None))
     items = [gallery.summary(r) for r in rows]
-    if args.thumbnails:
+    if args.thumbnails == "rgba8":
+        if args.limit * args.thumb_size ** 2 * 4 > ctx.server.config.limits.frame_limit // 2:
+            raise BadRequest("rgba8 thumbnails for that many images would not fit in a frame: lower limit or "
+                             "thumb_size", details={"field": "limit"})
+        await ctx.server.run_blocking(_rgba8_thumbs, ctx.server, items, args.thumb_size)
+    elif args.thumbnails:
         await ctx.server.run_blocking(_read_thumbs, ctx.server, items)
     next_cursor = str(rows[-1]["seq"]) if len(rows) == args.limit else None
     return {"images": items, "total": total, "next_cursor": next_cursor}

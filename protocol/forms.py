@@ -1,0 +1,127 @@
+"""Host-independent forms: workflow parameters (SPEC §11) and recalled generate arguments (SPEC §10).
+
+A workflow's exposed parameters become a list of Field; each host draws one native widget per Field.widget
+(Qt in Krita, bpy properties in Blender, Gtk in GIMP) and gives the raw widget values back to `collect`, which
+checks them exactly as the engine will, so the person sees a mistake next to the field before anything is sent.
+Kept free of any host import so all three plug-ins bundle the same code and tests run it against a real engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Field.widget values: what a host draws.
+CHOICE = "choice"        # drop-down over Field.choices
+INT = "int"              # spin box
+FLOAT = "float"          # slider / spin box with Field.step
+TEXT = "text"            # one-line entry
+TEXTAREA = "textarea"    # multi-line entry
+CHECK = "check"          # check box
+LAYER = "layer"          # "current layer" picker: the host sends rgba8 Pixels
+SELECTION = "selection"  # the selection / a mask image: the host sends gray8 Pixels
+
+
+@dataclass
+class Field:
+    name: str
+    type: str                   # int | float | str | bool | image | mask
+    label: str
+    description: str = ""
+    default: Any = None
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: list = field(default_factory=list)
+    multiline: bool = False
+
+    @property
+    def widget(self) -> str:
+        if self.choices:
+            return CHOICE
+        return {"int": INT, "float": FLOAT, "bool": CHECK, "image": LAYER, "mask": SELECTION}.get(
+            self.type, TEXTAREA if self.multiline else TEXT)
+
+    @property
+    def is_layer(self) -> bool:
+        return self.type in ("image", "mask")
+
+
+def fields(workflow: dict) -> list[Field]:
+    """The form of a workflow as returned by workflows.list / workflows.get."""
+    out = []
+    for p in workflow.get("params") or []:
+        default = p.get("default")
+        out.append(Field(
+            name=p["name"], type=p["type"], label=p.get("label") or p["name"].replace("_", " ").capitalize(),
+            description=p.get("description") or "", default=default,
+            required=bool(p.get("required", default is None)), min=p.get("min"), max=p.get("max"),
+            step=p.get("step"), choices=list(p.get("choices") or []), multiline=bool(p.get("multiline"))))
+    return out
+
+
+def coerce(f: Field, raw: Any) -> Any:
+    """One widget value -> the value workflows.run takes. Raises ValueError with a message for the person.
+    Accepts typed values (Qt, bpy) and text (entries); layers (Pixels) pass through untouched."""
+    if f.is_layer:
+        if raw is None:
+            raise ValueError(f"{f.label}: choose a {'layer' if f.type == 'image' else 'mask'}")
+        return raw
+    if isinstance(raw, str) and f.type != "str":
+        raw = raw.strip()
+        if raw == "":
+            raw = None
+    if raw is None:
+        if f.required:
+            raise ValueError(f"{f.label} is required")
+        return None
+    try:
+        if f.type == "bool":
+            value = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+        elif f.type == "int":
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            value = int(raw) if not isinstance(raw, str) else int(raw, 10)
+        elif f.type == "float":
+            value = float(raw)
+        else:
+            value = str(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{f.label}: {raw!r} is not a{'n' if f.type == 'int' else ''} {f.type}") from None
+    if f.choices and value not in f.choices:
+        raise ValueError(f"{f.label}: choose one of {', '.join(map(str, f.choices))}")
+    if f.type in ("int", "float"):
+        if f.min is not None and value < f.min:
+            raise ValueError(f"{f.label}: at least {f.min}")
+        if f.max is not None and value > f.max:
+            raise ValueError(f"{f.label}: at most {f.max}")
+    return value
+
+
+def collect(form: list[Field], raw: dict) -> tuple[dict, dict]:
+    """Raw widget values by name -> (values for workflows.run, {name: message} for each field in error).
+    A field left empty that has a default is omitted so the engine applies the default."""
+    values, errors = {}, {}
+    for f in form:
+        try:
+            value = coerce(f, raw.get(f.name))
+        except ValueError as exc:
+            errors[f.name] = str(exc)
+            continue
+        if value is not None:
+            values[f.name] = value
+    return values, errors
+
+
+# ---- recall: refill a host's generate form from an image's parameters -------------------------------------
+RECALLED = ("mode", "model", "prompt", "negative_prompt", "seed", "steps", "guidance", "strength", "width",
+            "height", "scheduler", "batch")
+
+
+def recalled(params: dict | None) -> dict:
+    """The form values in generate `params` (images.get / images.import), without layers or placement: what a
+    host copies into its own prompt/seed/steps widgets. Empty for graph and workflow images (params null)."""
+    if not params:
+        return {}
+    return {k: params[k] for k in RECALLED if params.get(k) is not None}

@@ -1,0 +1,192 @@
+"""The plug-ins' shared Session and forms against a real engine: generate, gallery pages with thumbnails,
+recall, opening a gallery image, and workflow forms turned into runs — what all three hosts build on."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from protocol import forms
+from protocol.pixels import Pixels, swap_red_blue
+from protocol.session import Session
+
+from .test_gallery import app_client
+from .test_workflows import GRAPH, PARAMS, RESIZE
+
+
+_BACKLOG: dict[int, list] = {}   # updates drained by poll() but not consumed yet, per session
+
+
+def wait_for(session: Session, kind: str, timeout: float = 240, pred=lambda d: True) -> dict:
+    """Drain updates like a host timer would until one of `kind` arrives; fail on errors. Updates drained in
+    the same poll but not consumed stay for the next call (a fast job's result can come with its job id)."""
+    backlog = _BACKLOG.setdefault(id(session), [])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backlog.extend(session.poll())
+        while backlog:
+            up = backlog.pop(0)
+            if up.kind in ("error", "failed"):
+                raise AssertionError(f"{up.kind}: {up.data}")
+            if up.kind == kind and pred(up.data):
+                return up.data
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} update in {timeout}s")
+
+
+def open_session(engine, tmp_path, app="blender", pixel_order="rgba") -> Session:
+    s = Session(app, "test", str(tmp_path / app), url=engine.url, use_keyring=False, pixel_order=pixel_order)
+    s.connect(token=engine.token)
+    wait_for(s, "state", pred=lambda d: d["state"] == "connected")
+    return s
+
+
+@pytest.fixture(scope="module")
+def sessions(engine_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sessions")
+    krita = open_session(engine_server, tmp, "krita", "bgra")
+    blender = open_session(engine_server, tmp, "blender")
+    yield krita, blender
+    krita.close()
+    blender.close()
+
+
+@pytest.fixture(scope="module")
+def made(sessions):
+    """One image generated from the Krita-like session (BGRA host order)."""
+    krita, _ = sessions
+    doc = f"session-test-{time.time_ns()}.kra"
+    krita.generate({"model": "tiny-sd15", "prompt": "a lighthouse at dusk", "width": 64, "height": 64,
+                    "steps": 2, "seed": 4242, "guidance": 5.0, "source": {"app": "krita", "document": doc}},
+                   tag="gen")
+    job = wait_for(krita, "job")["job"]
+    res = wait_for(krita, "result", pred=lambda d: d["job"] == job)
+    assert res["tag"] == "gen" and len(res["layers"]) == 1
+    return doc, job, res["layers"][0]
+
+
+def test_gallery_page_lists_the_image_from_another_app_with_thumbnails(sessions, made):
+    krita, blender = sessions
+    doc, job, layer = made
+    blender.list_images(thumb_size=32, limit=5, document=doc, tag="page")
+    page = wait_for(blender, "images")
+    assert page["tag"] == "page" and page["total"] == 1 and len(page["images"]) == 1
+    img = page["images"][0]
+    assert img["job"] == job and img["app"] == "krita" and img["seed"] == 4242
+    th = img["thumbnail"]
+    assert isinstance(th, Pixels) and th.format == "rgba8" and max(th.w, th.h) == 32
+    # the Krita-like session gets the same thumbnail in its own (BGRA) order
+    krita.list_images(thumb_size=32, limit=5, document=doc)
+    th_k = wait_for(krita, "images")["images"][0]["thumbnail"]
+    assert swap_red_blue(th_k.data) == th.data
+    # filters narrow: nothing of this document was made from Blender
+    blender.list_images(limit=5, document=doc, app="blender")
+    assert wait_for(blender, "images")["total"] == 0
+
+
+def test_recall_refills_a_form_and_open_image_returns_the_pixels(sessions, made):
+    krita, blender = sessions
+    doc, job, layer = made
+    blender.list_images(limit=1, document=doc)
+    image_id = wait_for(blender, "images")["images"][0]["id"]
+    blender.recall(image_id, tag="form")
+    rec = wait_for(blender, "recalled")
+    assert rec["tag"] == "form" and rec["image"] == image_id
+    assert rec["values"] == {"mode": "txt2img", "model": "tiny-sd15", "prompt": "a lighthouse at dusk",
+                             "negative_prompt": "", "seed": 4242, "steps": 2, "guidance": 5.0, "width": 64,
+                             "height": 64, "strength": rec["params"]["strength"],
+                             "scheduler": rec["params"]["scheduler"], "batch": 1}
+    # opening it from Blender gives the very pixels Krita received (Krita's copy is BGRA)
+    blender.open_image(image_id, tag="open")
+    res = wait_for(blender, "result", pred=lambda d: d.get("image") == image_id)
+    px = res["layers"][0].pixels
+    assert res["tag"] == "open" and res["job"] == job
+    assert (px.w, px.h) == (64, 64) and px.data == swap_red_blue(layer.pixels.data)
+    # a generate with the recalled values remakes it exactly
+    blender.generate(dict(rec["values"]), tag="again")
+    job2 = wait_for(blender, "job")["job"]
+    again = wait_for(blender, "result", pred=lambda d: d["job"] == job2)["layers"][0].pixels
+    assert again.data == px.data
+
+
+def test_star_through_call_and_reply(sessions, made):
+    _, blender = sessions
+    doc, _, _ = made
+    blender.list_images(limit=1, document=doc)
+    image_id = wait_for(blender, "images")["images"][0]["id"]
+    blender.call("images.star", {"image": image_id, "starred": True}, tag="star")
+    reply = wait_for(blender, "reply")
+    assert reply == {"op": "images.star", "result": {"starred": True}, "tag": "star"}
+    blender.list_images(limit=5, document=doc, starred=True)
+    assert [i["id"] for i in wait_for(blender, "images")["images"]] == [image_id]
+    # decoded thumbnails must fit in one reply frame: a page too big for that is refused up front
+    blender.call("images.list", {"thumbnails": "rgba8", "thumb_size": 256, "limit": 500})
+    err = None
+    deadline = time.monotonic() + 30
+    while err is None and time.monotonic() < deadline:
+        err = next((u.data for u in blender.poll() if u.kind == "error"), None)
+        time.sleep(0.02)
+    assert err and err["code"] == "bad_request" and "frame" in err["message"]
+
+
+def test_workflow_form_from_schema_and_run(sessions, engine_server):
+    _, blender = sessions
+    c = app_client(engine_server, "test")
+    c.call("workflows.save", {"name": "SessionFox", "graph": GRAPH, "params": PARAMS})
+    blender.refresh_workflows()
+    wf = next(w for w in wait_for(blender, "workflows")["workflows"] if w["name"] == "SessionFox")
+    form = {f.name: f for f in forms.fields(wf)}
+    assert form["prompt"].widget == forms.TEXTAREA and form["prompt"].default == "a red fox"
+    assert form["scheduler"].widget == forms.CHOICE and "ddim" in form["scheduler"].choices
+    assert form["steps"].widget == forms.INT and (form["steps"].min, form["steps"].max) == (1, 8)
+    assert form["cfg"].widget == forms.FLOAT and form["cfg"].label == "Guidance" and form["cfg"].step == 0.5
+    # raw text from entries, as GIMP gives it; mistakes are reported per field before anything is sent
+    values, errors = forms.collect(list(form.values()), {"prompt": "a blue fox", "seed": "12", "steps": "9",
+                                                         "scheduler": "heun", "cfg": "x"})
+    assert set(errors) == {"steps", "scheduler", "cfg"} and "at most 8" in errors["steps"]
+    assert values == {"prompt": "a blue fox", "seed": 12}
+    values, errors = forms.collect(list(form.values()), {"prompt": "a blue fox", "seed": 12, "steps": 2,
+                                                         "scheduler": "ddim", "cfg": 4.5})
+    assert errors == {}
+    blender.run_workflow("SessionFox", values, tag="wf")
+    job = wait_for(blender, "job")["job"]
+    res = wait_for(blender, "result", pred=lambda d: d["job"] == job)
+    assert res["tag"] == "wf" and (res["layers"][0].pixels.w, res["layers"][0].pixels.h) == (64, 64)
+    assert c.call("job.get", {"job": job})["request"]["values"]["cfg"] == 4.5
+    c.close()
+
+
+def test_workflow_image_parameter_is_uploaded_from_host_pixels(sessions, engine_server):
+    krita, _ = sessions
+    c = app_client(engine_server, "test")
+    c.call("workflows.save", {"name": "SessionShrink", "graph": RESIZE,
+                              "params": [{"name": "source", "type": "image", "node": "i", "field": "layer"}]})
+    krita.refresh_workflows()
+    wf = next(w for w in wait_for(krita, "workflows")["workflows"] if w["name"] == "SessionShrink")
+    form = forms.fields(wf)
+    assert [f.widget for f in form] == [forms.LAYER] and form[0].required
+    assert forms.collect(form, {})[1] == {"source": "Source: choose a layer"}
+    # a BGRA host layer: blue everywhere in host order is red on the wire, and comes back blue in host order
+    bgra = Pixels(bytes([255, 0, 0, 255]) * (64 * 32), 64, 32, "rgba8")
+    values, errors = forms.collect(form, {"source": bgra})
+    assert errors == {}
+    krita.run_workflow("SessionShrink", values)
+    job = wait_for(krita, "job")["job"]
+    out = wait_for(krita, "result", pred=lambda d: d["job"] == job)["layers"][0].pixels
+    assert (out.w, out.h) == (32, 16) and out.data == bytes([255, 0, 0, 255]) * (32 * 16)
+    sent = c.call("job.get", {"job": job})["request"]["values"]["source"]
+    assert c.download(sent["sha256"])[:4] == bytes([0, 0, 255, 255])
+    c.close()
+
+
+def test_forms_coercion_rules():
+    f = forms.fields({"params": [
+        {"name": "n", "type": "int", "min": 0, "max": 4, "default": 1},
+        {"name": "on", "type": "bool", "default": False},
+        {"name": "label_me", "type": "str", "default": None, "choices": None}]})
+    assert [x.label for x in f] == ["N", "On", "Label me"] and f[2].required and f[2].widget == forms.TEXT
+    assert forms.collect(f, {"n": "", "on": "true", "label_me": "hi"}) == ({"on": True, "label_me": "hi"}, {})
+    values, errors = forms.collect(f, {"n": 2.5, "on": False})
+    assert set(errors) == {"n", "label_me"} and values == {"on": False}
+    assert forms.coerce(f[0], 3.0) == 3 and forms.recalled(None) == {}
