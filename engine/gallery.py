@@ -28,15 +28,17 @@ from typing import Any
 import numpy as np
 
 from .errors import BadRequest, NotFound
+from .models.registry import content_hash
 
 log = logging.getLogger("paintbridge.gallery")
 
 PNG_KEY = "paintbridge"          # the PNG text chunk holding our metadata (JSON)
 META_VERSION = 1
 THUMB_SIZE = 256
-# A model whose files add up to at most this many bytes is hashed in full ("files"); a bigger one by its
-# configs, its safetensors headers (tensor names, dtypes, shapes, offsets) and file sizes ("index"): reading
-# gigabytes of weights for every new model would stall the first job for many seconds.
+# A model whose files add up to at most this many bytes, and whose full hash the registry has not computed yet,
+# is hashed in full now ("sha256": the same value models.list reports); a bigger one by its configs, its
+# safetensors headers (tensor names, dtypes, shapes, offsets) and file sizes ("index"): reading gigabytes of
+# weights would stall the job's result for many seconds (the registry's background hasher does that later).
 FULL_HASH_LIMIT = 256 * 1024 * 1024
 
 
@@ -51,10 +53,12 @@ def _model_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def model_hash(path: Path) -> tuple[str, str]:
-    """(sha256 hex, kind) for a model file or folder; kind is "files" (every byte of every file, with the
-    relative names) or "index" (configs + safetensors headers + sizes, for big models). Cached per process
-    by (path, sizes, mtimes)."""
+def model_hash(path: Path, known_sha256: str | None = None) -> tuple[str, str]:
+    """(hex, kind) for a model file or folder: kind "sha256" is the registry's content hash (known, or computed
+    here for models up to FULL_HASH_LIMIT), kind "index" a quick hash of a bigger model's structure. Cached per
+    process by (path, sizes, mtimes)."""
+    if known_sha256:
+        return known_sha256, "sha256"
     path = Path(path)
     files = _model_files(path)
     stats = [(str(p.relative_to(path)) if path.is_dir() else p.name, p.stat()) for p in files]
@@ -63,21 +67,20 @@ def model_hash(path: Path) -> tuple[str, str]:
         hit = _hash_cache.get(key)
     if hit:
         return hit
-    total = sum(s.st_size for _, s in stats)
-    h = hashlib.sha256()
-    kind = "files" if total <= FULL_HASH_LIMIT else "index"
-    for (name, st), p in zip(stats, files):
-        h.update(name.encode() + b"\0" + str(st.st_size).encode() + b"\0")
-        if kind == "files" or p.suffix in (".json", ".txt", ".yaml", ".model"):
-            with p.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        elif p.suffix == ".safetensors":
-            with p.open("rb") as f:
-                head = f.read(8)
-                n = int.from_bytes(head, "little") if len(head) == 8 else 0
-                h.update(f.read(min(n, 100 * 1024 * 1024)))
-    out = (h.hexdigest(), kind)
+    if sum(s.st_size for _, s in stats) <= FULL_HASH_LIMIT:
+        out = (content_hash(path), "sha256")
+    else:
+        h = hashlib.sha256()
+        for (name, st), p in zip(stats, files):
+            h.update(name.encode() + b"\0" + str(st.st_size).encode() + b"\0")
+            if p.suffix in (".json", ".txt", ".yaml", ".model"):
+                h.update(p.read_bytes())
+            elif p.suffix == ".safetensors":
+                with p.open("rb") as f:
+                    head = f.read(8)
+                    n = int.from_bytes(head, "little") if len(head) == 8 else 0
+                    h.update(f.read(min(n, 100 * 1024 * 1024)))
+        out = (h.hexdigest(), "index")
     with _hash_lock:
         _hash_cache[key] = out
     return out
@@ -234,7 +237,7 @@ def _model_hash_for(ctx, name: str | None, cache: dict) -> tuple[str, str] | Non
     if name not in cache:
         try:
             entry = ctx.queue.registry.get(name)
-            cache[name] = model_hash(entry.path)
+            cache[name] = model_hash(entry.path, entry.sha256)
         except Exception:
             log.warning("gallery: cannot hash model %s", name, exc_info=True)
             cache[name] = None

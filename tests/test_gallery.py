@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -42,6 +43,17 @@ def new_user(engine, admin=False):
     c = Client(engine.url, app="krita", reconnect=False).connect()
     c.login(name, "pw-" + name)
     return c
+
+
+def registry_sha256(client, name, timeout=120):
+    """The model manager's content hash (computed by a background thread after the engine starts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sha = next(m["sha256"] for m in client.call("models.list", {})["models"] if m["name"] == name)
+        if sha:
+            return sha
+        time.sleep(0.2)
+    raise AssertionError(f"{name} was not hashed in {timeout}s")
 
 
 def errcode(fn, *a):
@@ -88,7 +100,9 @@ def test_results_are_recorded_with_metadata_png_and_thumbnail(krita, blender, ma
     assert (info["prompt"], info["negative_prompt"], info["seed"], info["steps"], info["guidance"]) == \
         (BASE["prompt"], "blurry", 8, 2, 6.5)
     assert info["model"] == "tiny-sd15" and re.fullmatch(r"[0-9a-f]{64}", info["model_hash"])
-    assert info["meta"]["model_hash_kind"] == "files"           # tiny models are hashed in full
+    # tiny models are hashed in full, to the same value the model manager reports
+    assert info["meta"]["model_hash_kind"] == "sha256"
+    assert info["model_hash"] == registry_sha256(blender, "tiny-sd15")
     assert info["meta"]["owner"]["name"] == "admin" and info["parent"] is None
     # params: exactly generate's arguments for this one image
     p = info["params"]
