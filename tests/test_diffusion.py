@@ -49,9 +49,7 @@ def _txt2img(m, seed=1, steps=2, **kw):
 
 @pytest.mark.parametrize("arch,fmt", CASES)
 def test_make_detect_load(demo_dir, arch, fmt):
-    t = time.time()
     path = make_demo(demo_dir / f"fresh-{fmt}", arch, fmt)
-    assert time.time() - t < 20
     size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
     # SD2's text encoder must be 1024 wide (that is what marks a model as SD2): its demo is bigger
     assert size < (32 if arch == "sd2" else 20) * 1024 * 1024

@@ -114,6 +114,5 @@ def test_fifty_connections_ten_jobs_each(spawn_engine):
     for i in range(USERS):
         cli("users", "--data-dir", d, "add", f"load{i}", "--password", "loadpw")
         tokens[f"load{i}"] = cli("token", "--data-dir", d, "--user", f"load{i}").split()[-1]
-    elapsed = asyncio.run(scenario(eng.url, tokens))
-    assert elapsed < 150
+    asyncio.run(scenario(eng.url, tokens))   # speed is bench B4's business; a hang is pytest-timeout's
     assert eng.proc.poll() is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -75,11 +74,9 @@ def test_tiled_matches_untiled(up):
 def test_large_image_in_tiles(up):
     img = _noise(768, 1024, seed=2)
     seen = []
-    t = time.time()
     out = upscale_image(up, img, 2048, 1536, tile=256, pad=16, on_tile=lambda i, n: seen.append(n))
     assert out.shape == (1536, 2048, 4)
     assert len(seen) == 12                      # 3 x 4 tiles of 256 px: one tile's activations at a time
-    assert time.time() - t < 120
 
 
 def test_generate_upscale_through_the_engine(tmp_path_factory, esrgan_file, up):
