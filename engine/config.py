@@ -32,6 +32,18 @@ class Limits:
 
 
 @dataclass
+class BlobRetention:
+    """[blobs] in config.toml: how long unreferenced blobs stay, and how often they are collected (store/gc.py).
+
+    A blob is kept while a gallery image, a queued or running job, a job finished less than job_retention_h ago
+    or a saved workflow references it, and for upload_retention_h after it was last uploaded or referenced
+    (blob.put, blob.has answering "have it", a generate that uses it). Everything else is deleted."""
+    upload_retention_h: float = 24.0       # an unreferenced blob lives this long after its last upload/use
+    job_retention_h: float = 7 * 24.0      # a finished job keeps its inputs and results (job.get) this long
+    gc_interval_min: float = 60.0          # collect at start and then this often; 0 = never automatically
+
+
+@dataclass
 class Config:
     data_dir: Path
     host: str = "127.0.0.1"
@@ -46,6 +58,7 @@ class Config:
     ram_budget_mb: int = 0                 # model cache budgets; 0 = automatic
     vram_budget_mb: int = 0
     limits: Limits = field(default_factory=Limits)
+    blobs: BlobRetention = field(default_factory=BlobRetention)
 
     @property
     def db_path(self) -> Path:
@@ -71,6 +84,7 @@ def load_config(data_dir: str | os.PathLike | None = None, **overrides) -> Confi
         with file.open("rb") as f:
             raw = tomllib.load(f)
         _apply(cfg.limits, raw.pop("limits", {}), "limits")
+        _apply(cfg.blobs, raw.pop("blobs", {}), "blobs")
         _apply(cfg, raw, "")
     for key, value in overrides.items():
         if value is not None:
@@ -82,6 +96,6 @@ def load_config(data_dir: str | os.PathLike | None = None, **overrides) -> Confi
 def _apply(obj, raw: dict, prefix: str):
     known = {f.name: f for f in fields(obj)}
     for key, value in raw.items():
-        if key not in known or key in ("data_dir", "limits"):
+        if key not in known or key in ("data_dir", "limits", "blobs"):
             raise ValueError(f"config.toml: unknown setting {prefix + '.' if prefix else ''}{key}")
         setattr(obj, key, value)

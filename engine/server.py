@@ -26,6 +26,7 @@ from .config import Config
 from .errors import Busy, EngineError, Forbidden, TokenExpired, Unauthenticated
 from .store.blobs import BlobStore
 from .store.db import Database
+from .store.gc import Collector
 
 log = logging.getLogger("paintbridge.server")
 
@@ -169,6 +170,7 @@ class Server:
         self.login_limiter = auth.LoginLimiter(config.limits.login_failures, config.limits.login_window_s)
         self.blobs = BlobStore(config.blob_dir)
         self.uploads: dict[tuple[int, str], Any] = {}
+        self.gc = Collector(self)   # blob garbage collection: at start, then every [blobs] gc_interval_min
         self.connections: dict[int, set[Connection]] = {}
         self.services: dict[str, Any] = {}   # optional subsystems (queue, models, ...) register here
         ops.load_all()
@@ -313,6 +315,7 @@ class Server:
         self._sweeper = asyncio.create_task(self._sweep())
         for fn in self._startup_hooks:
             await fn(self)
+        self.gc.start()   # after the queue has marked interrupted jobs; runs on its own thread
 
     async def _sweep(self):
         """Drop idle chunked uploads (and their temp files) even when nobody starts a new one."""
@@ -322,6 +325,7 @@ class Server:
 
     async def _on_shutdown(self, app):
         self._sweeper.cancel()
+        await self.gc.stop()
         for conns in list(self.connections.values()):
             for conn in list(conns):
                 await conn.ws.close(code=1001, message=b"server shutting down")

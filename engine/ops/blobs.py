@@ -1,7 +1,11 @@
-"""Content-addressed blobs: blob.has, blob.put (whole or chunked), blob.get (whole or ranges).
+"""Content-addressed blobs: blob.has, blob.put (whole or chunked), blob.get (whole or ranges), blobs.gc.
 
 A blob is readable by the users who uploaded it or own a job that produced it (table blob_owners); admins read
 all. Another user's blob looks exactly like a missing one, so existence is not leaked.
+
+Unreferenced blobs are garbage-collected (engine/store/gc.py) some time after they were last uploaded or used:
+`record` (every put and every job result) and `owned` (blob.has, and the layer checks of generate/graph.submit/
+workflows.run) refresh `blobs.touched`, so a blob a client was just told "have it" stays for a while.
 """
 
 from __future__ import annotations
@@ -18,11 +22,20 @@ from . import Args, op
 SHA = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-def owned(db, uid: int, hashes: list[str], admin: bool = False) -> set[str]:
-    """Subset of hashes that exist and that this user may read."""
+def owned(db, uid: int, hashes: list[str], admin: bool = False, touch: bool = True) -> set[str]:
+    """Subset of hashes that exist and that this user may read. With touch (the default: blob.has and the layer
+    checks of the generation ops) they count as used now, which keeps them from GC for upload_retention_h.
+    The touch comes first, in its own statement: a GC batch either ran before it (the row is gone: not owned)
+    or runs after it (it sees a fresh touch and keeps the blob)."""
     if not hashes:
         return set()
     marks = ",".join("?" * len(hashes))
+    if touch:
+        if admin:
+            db.execute(f"UPDATE blobs SET touched = ? WHERE sha256 IN ({marks})", [time.time(), *hashes])
+        else:
+            db.execute(f"UPDATE blobs SET touched = ? WHERE sha256 IN (SELECT sha256 FROM blob_owners WHERE "
+                       f"user_id = ? AND sha256 IN ({marks}))", [time.time(), uid, *hashes])
     if admin:
         rows = db.execute(f"SELECT sha256 FROM blobs WHERE sha256 IN ({marks})", hashes)
     else:
@@ -32,7 +45,10 @@ def owned(db, uid: int, hashes: list[str], admin: bool = False) -> set[str]:
 
 
 def record(db, sha: str, size: int, uid: int) -> None:
-    db.execute("INSERT OR IGNORE INTO blobs (sha256, size, created) VALUES (?, ?, ?)", [sha, size, time.time()])
+    """After the file is written (BlobStore.write / Upload.finish): the row, touched now, and its owner."""
+    now = time.time()
+    db.execute("INSERT INTO blobs (sha256, size, created, touched) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT(sha256) DO UPDATE SET touched = excluded.touched", [sha, size, now, now])
     db.execute("INSERT OR IGNORE INTO blob_owners (sha256, user_id) VALUES (?, ?)", [sha, uid])
 
 
@@ -120,7 +136,7 @@ class GetArgs(Args):
 async def readable_size(ctx, sha: str) -> int:
     """The size of a blob the caller may read; NotFound (never 'forbidden') otherwise."""
     server = ctx.server
-    ok = await server.db.run(owned, ctx.conn.uid, [sha], ctx.conn.is_admin)
+    ok = await server.db.run(owned, ctx.conn.uid, [sha], ctx.conn.is_admin, False)
     try:
         if not ok:
             raise FileNotFoundError
@@ -132,7 +148,10 @@ async def readable_size(ctx, sha: str) -> int:
 async def read_readable(ctx, sha: str) -> bytes:
     """A whole blob the caller may read (for ops that take a blob by hash)."""
     await readable_size(ctx, sha)
-    return await ctx.server.run_blocking(ctx.server.blobs.read, sha)
+    try:
+        return await ctx.server.run_blocking(ctx.server.blobs.read, sha)
+    except FileNotFoundError:   # collected meanwhile
+        raise NotFound(f"no blob {sha}") from None
 
 
 @op("blob.get", GetArgs)
@@ -145,5 +164,19 @@ async def blob_get(ctx, args: GetArgs):
         raise BadRequest(f"offset {args.offset} is past the end of the blob ({size} bytes)", details={"size": size})
     max_len = server.config.limits.frame_limit - 4096
     length = min(size - args.offset, max_len if args.length is None else min(args.length, max_len))
-    data = await server.run_blocking(server.blobs.read, args.sha256, args.offset, length)
+    try:
+        data = await server.run_blocking(server.blobs.read, args.sha256, args.offset, length)
+    except FileNotFoundError:   # collected between the size and the read
+        raise NotFound(f"no blob {args.sha256}") from None
     return {"data": data, "size": size}
+
+
+class GcArgs(Args):
+    dry_run: bool = False
+
+
+@op("blobs.gc", GcArgs, admin=True, mutating=True)
+async def blobs_gc(ctx, args: GcArgs):
+    """Delete the blobs nothing references any more (admin): {deleted, bytes, kept}; dry_run only counts."""
+    report = await ctx.server.gc.run(args.dry_run)
+    return {"deleted": report["deleted"], "bytes": report["bytes"], "kept": report["kept"]}

@@ -135,7 +135,8 @@ async def images_get(ctx, args: GetArgs):
 
 @op("images.delete", ImageArgs, mutating=True)
 async def images_delete(ctx, args: ImageArgs):
-    """Remove an image from the gallery and delete its PNG file (the pixel blob stays readable)."""
+    """Remove an image from the gallery and delete its PNG file; its blobs stay readable until blob GC finds
+    them unreferenced (the job's result retention)."""
     server = ctx.server
     row = await server.db.run(gallery.delete_image, args.image, ctx.conn.uid, ctx.conn.is_admin)
     await server.run_blocking(lambda: (server.config.data_dir / row["path"]).unlink(missing_ok=True))

@@ -23,7 +23,9 @@ SCHEMA = [
         id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pw_hash TEXT, pw_salt TEXT,
         admin INTEGER NOT NULL DEFAULT 0, disabled INTEGER NOT NULL DEFAULT 0,
         epoch INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, created REAL NOT NULL)""",
+    # touched: last upload or use (blob.put, blob.has "have it", a job taking it); blob GC keys on it (store/gc.py)
+    """CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, created REAL NOT NULL,
+        touched REAL)""",
     """CREATE TABLE IF NOT EXISTS blob_owners (
         sha256 TEXT NOT NULL, user_id INTEGER NOT NULL, PRIMARY KEY (sha256, user_id))""",
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -48,6 +50,7 @@ SCHEMA = [
         thumb_sha256 TEXT, thumb_w INTEGER, thumb_h INTEGER, parent TEXT, params TEXT, meta TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS images_user ON images (user_id, seq)""",
     """CREATE INDEX IF NOT EXISTS images_sha ON images (sha256)""",
+    """CREATE INDEX IF NOT EXISTS images_thumb ON images (thumb_sha256)""",
     """CREATE TABLE IF NOT EXISTS boards (
         id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, name TEXT NOT NULL, created REAL NOT NULL,
         UNIQUE (user_id, name))""",
@@ -70,7 +73,21 @@ def connect(path: Path) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn)
     for stmt in SCHEMA:
         conn.execute(stmt)
+    _migrate(conn)
     return db
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Columns added after a table was first created (databases of older versions)."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(blobs)")}
+    if "touched" not in cols:
+        try:
+            conn.execute("ALTER TABLE blobs ADD COLUMN touched REAL")
+        except sqlite3.OperationalError as exc:   # another process (CLI, engine) added it first
+            if "duplicate column" not in str(exc):
+                raise
+    conn.execute("UPDATE blobs SET touched = created WHERE touched IS NULL")
+    conn.execute("CREATE INDEX IF NOT EXISTS blobs_touched ON blobs (touched)")
 
 
 def private_dir(path: Path) -> None:
