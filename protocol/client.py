@@ -17,12 +17,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect as ws_connect
-
-from . import CHUNK_SIZE, PROTOCOL_VERSION
+from . import CHUNK_SIZE, PROTOCOL_VERSION, dependency
 from .codec import decode, encode, request
 from .errors import (DISCONNECTED, TIMEOUT, TOKEN_EXPIRED, UNAUTHENTICATED, ProtocolError)
+
+ConnectionClosed = dependency("websockets.exceptions").ConnectionClosed
+ws_connect = dependency("websockets.sync.client").connect
 
 # Connection states reported as Event("client.state", {"state", "message"}).
 DISCONNECTED_STATE = "disconnected"

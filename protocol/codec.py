@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
-
+from . import dependency
 from .errors import BAD_REQUEST, ProtocolError
+
+msgpack = dependency("msgpack")
 
 
 def encode(message: dict) -> bytes:

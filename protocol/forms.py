@@ -68,10 +68,11 @@ def coerce(f: Field, raw: Any) -> Any:
         if raw is None:
             raise ValueError(f"{f.label}: choose a {'layer' if f.type == 'image' else 'mask'}")
         return raw
-    if isinstance(raw, str) and f.type != "str":
-        raw = raw.strip()
-        if raw == "":
+    if isinstance(raw, str) and (f.type != "str" or f.required):
+        if raw.strip() == "":
             raw = None
+        elif f.type != "str":
+            raw = raw.strip()
     if raw is None:
         if f.required:
             raise ValueError(f"{f.label} is required")
@@ -125,3 +126,13 @@ def recalled(params: dict | None) -> dict:
     if not params:
         return {}
     return {k: params[k] for k in RECALLED if params.get(k) is not None}
+
+
+def recalled_workflow(summary: dict | None) -> tuple[str, dict] | None:
+    """(workflow name, values) for an image a workflow made (images.get `meta.workflow`), else None: a host
+    selects that workflow and fills its form with the values (layer values are references to the engine's
+    copies, which a host usually replaces with its own current layer)."""
+    wf = ((summary or {}).get("meta") or {}).get("workflow")
+    if not wf or not wf.get("name"):
+        return None
+    return wf["name"], dict(wf.get("values") or {})

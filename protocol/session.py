@@ -31,8 +31,9 @@ class Update:
     progress {job, tag, step, total, preview: Pixels|None} · result {job, tag, layers: [ResultLayer]} ·
     failed {job, tag, code, message} · canceled {job, tag} · error {message, request?, tag?} · event {name, data} ·
     workflows {workflows} · images {images, total, next_cursor, tag} (each summary's "thumbnail" is Pixels|None in
-    the host's pixel order) · recalled {image, params, values, summary, tag} (values: forms.recalled) ·
-    reply {op, result, tag}
+    the host's pixel order) · recalled {image, params, values, workflow, summary, tag} (values: forms.recalled,
+    workflow: forms.recalled_workflow) · reply {op, result, tag}
+    An error from a call made with a tag carries that tag.
     A gallery image fetched with open_image() arrives as a result {job, tag, image, layers}.
     """
 
@@ -115,19 +116,19 @@ class Session:
 
     def list_images(self, thumb_size: int = 96, limit: int = 24, tag: Any = None, **filters) -> None:
         """One gallery page (filters: app, document, board, starred, q, offset, cursor), newest first."""
-        self._submit(self._list_images, thumb_size, limit, tag, filters)
+        self._submit(self._list_images, thumb_size, limit, tag, filters, tag=tag)
 
     def recall(self, image: str, tag: Any = None) -> None:
         """Fetch an image's parameters so the host can refill its form (Update 'recalled')."""
-        self._submit(self._recall, image, tag)
+        self._submit(self._recall, image, tag, tag=tag)
 
     def open_image(self, image: str, tag: Any = None) -> None:
         """Download a gallery image's pixels; it arrives like a job result, for the host to place."""
-        self._submit(self._open_image, image, tag)
+        self._submit(self._open_image, image, tag, tag=tag)
 
     def call(self, op: str, args: dict | None = None, tag: Any = None) -> None:
         """Any other op (images.star, images.delete, boards.*): the reply arrives as Update 'reply'."""
-        self._submit(self._call, op, dict(args or {}), tag)
+        self._submit(self._call, op, dict(args or {}), tag, tag=tag)
 
     def cancel(self, job: str) -> None:
         self._submit(self._call_quietly, "job.cancel", {"job": job})
@@ -153,14 +154,17 @@ class Session:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
     # ---- worker-thread side ---------------------------------------------------------------------------
-    def _submit(self, fn, *args):
+    def _submit(self, fn, *args, tag: Any = None):
+        """Run fn on the worker; an error becomes an 'error' update (carrying tag when given)."""
+        extra = {} if tag is None else {"tag": tag}
+
         def run():
             try:
                 fn(*args)
             except ProtocolError as exc:
-                self._protocol_error(exc)
+                self._protocol_error(exc, **extra)
             except Exception as exc:  # keep the worker alive; tell the person
-                self._put("error", message=f"{type(exc).__name__}: {exc}")
+                self._put("error", message=f"{type(exc).__name__}: {exc}", **extra)
         self._worker.submit(run)
 
     def _put(self, kind: str, **data):
@@ -267,7 +271,7 @@ class Session:
         got = self.client.call("images.get", {"image": image})
         got.pop("thumbnail", None)
         self._put("recalled", image=image, params=got.get("params"), values=forms.recalled(got.get("params")),
-                  summary=got, tag=tag)
+                  workflow=forms.recalled_workflow(got), summary=got, tag=tag)
 
     def _open_image(self, image: str, tag: Any):
         if self.client is None:

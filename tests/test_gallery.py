@@ -217,6 +217,9 @@ def test_boards_star_search_paging_delete(engine_server):
     page2 = c.call("images.list", {"limit": 2, "cursor": page1["next_cursor"]})
     assert [im["id"] for im in page1["images"] + page2["images"]] == ids[::-1] and page2["next_cursor"] is None
     assert [im["id"] for im in c.call("images.list", {"limit": 1, "offset": 1})["images"]] == [ids[1]]
+    # a last page that is exactly full says so: no cursor to a page that would be empty
+    full = c.call("images.list", {"limit": 3})
+    assert len(full["images"]) == 3 and full["next_cursor"] is None
     # text search over the prompt (words, case-insensitive); LIKE wildcards are literal
     assert {im["id"] for im in c.call("images.list", {"q": "red"})["images"]} == {ids[1], ids[2]}
     assert [im["id"] for im in c.call("images.list", {"q": "RED fox"})["images"]] == [ids[1]]

@@ -35,6 +35,16 @@ def wait_for(session: Session, kind: str, timeout: float = 240, pred=lambda d: T
     raise AssertionError(f"no {kind} update in {timeout}s")
 
 
+def wait_error(session: Session, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        err = next((u.data for u in session.poll() if u.kind == "error"), None)
+        if err is not None:
+            return err
+        time.sleep(0.02)
+    raise AssertionError(f"no error update in {timeout}s")
+
+
 def open_session(engine, tmp_path, app="blender", pixel_order="rgba") -> Session:
     s = Session(app, "test", str(tmp_path / app), url=engine.url, use_keyring=False, pixel_order=pixel_order)
     s.connect(token=engine.token)
@@ -122,11 +132,7 @@ def test_star_through_call_and_reply(sessions, made):
     assert [i["id"] for i in wait_for(blender, "images")["images"]] == [image_id]
     # decoded thumbnails must fit in one reply frame: a page too big for that is refused up front
     blender.call("images.list", {"thumbnails": "rgba8", "thumb_size": 256, "limit": 500})
-    err = None
-    deadline = time.monotonic() + 30
-    while err is None and time.monotonic() < deadline:
-        err = next((u.data for u in blender.poll() if u.kind == "error"), None)
-        time.sleep(0.02)
+    err = wait_error(blender)
     assert err and err["code"] == "bad_request" and "frame" in err["message"]
 
 
@@ -154,6 +160,14 @@ def test_workflow_form_from_schema_and_run(sessions, engine_server):
     res = wait_for(blender, "result", pred=lambda d: d["job"] == job)
     assert res["tag"] == "wf" and (res["layers"][0].pixels.w, res["layers"][0].pixels.h) == (64, 64)
     assert c.call("job.get", {"job": job})["request"]["values"]["cfg"] == 4.5
+    # recalling the image a workflow made names the workflow and its values, for the host's workflow form
+    blender.recall(c.call("job.get", {"job": job})["layers"][0]["image_id"], tag="wf-recall")
+    rec = wait_for(blender, "recalled")
+    assert rec["workflow"] == ("SessionFox", values) and rec["values"] == {} and rec["params"] is None
+    # an error from a tagged call carries the tag
+    blender.recall("0123456789abcdef", tag="missing")
+    err = wait_error(blender)
+    assert err and err["code"] == "not_found" and err["tag"] == "missing"
     c.close()
 
 
@@ -190,3 +204,5 @@ def test_forms_coercion_rules():
     values, errors = forms.collect(f, {"n": 2.5, "on": False})
     assert set(errors) == {"n", "label_me"} and values == {"on": False}
     assert forms.coerce(f[0], 3.0) == 3 and forms.recalled(None) == {}
+    assert forms.collect(f, {"label_me": "  "})[1] == {"label_me": "Label me is required"}   # blank is empty
+    assert forms.recalled_workflow({"meta": {"workflow": None}}) is None

@@ -85,8 +85,10 @@ async def images_list(ctx, args: ListArgs):
     rows, total = await ctx.server.db.run(
         lambda db: gallery.list_images(db, ctx.conn.uid, ctx.conn.is_admin, everyone=args.everyone, app=args.app,
                                        document=args.document, board=args.board, unsorted=args.unsorted,
-                                       starred=args.starred, q=args.q, limit=args.limit, offset=args.offset,
+                                       starred=args.starred, q=args.q, limit=args.limit + 1, offset=args.offset,
                                        cursor=int(args.cursor) if args.cursor else None))
+    more = len(rows) > args.limit   # one row past the page tells whether there is a next one
+    rows = rows[:args.limit]
     items = [gallery.summary(r) for r in rows]
     if args.thumbnails == "rgba8":
         if args.limit * args.thumb_size ** 2 * 4 > ctx.server.config.limits.frame_limit // 2:
@@ -95,7 +97,7 @@ async def images_list(ctx, args: ListArgs):
         await ctx.server.run_blocking(_rgba8_thumbs, ctx.server, items, args.thumb_size)
     elif args.thumbnails:
         await ctx.server.run_blocking(_read_thumbs, ctx.server, items)
-    next_cursor = str(rows[-1]["seq"]) if len(rows) == args.limit else None
+    next_cursor = str(rows[-1]["seq"]) if more else None
     return {"images": items, "total": total, "next_cursor": next_cursor}
 
 
