@@ -80,3 +80,93 @@ def test_against_engine(addon_zip, engine_server, tmp_path):
     if r["token_backend"].startswith("file"):
         f = Path(r["token_backend"][5:])
         assert f.exists() and (f.stat().st_mode & 0o777) == 0o600
+
+
+# a paste of two exposed layers through an exposed mask (no model: runs in milliseconds)
+PASTE = {"nodes": {"b": {"type": "image_input"}, "p": {"type": "image_input"}, "m": {"type": "mask_input"},
+                   "x": {"type": "paste", "feather": 2.0}, "o": {"type": "output", "name": "pasted"}},
+         "edges": [{"from": ["b", "image"], "to": ["x", "base"]}, {"from": ["p", "image"], "to": ["x", "image"]},
+                   {"from": ["m", "mask"], "to": ["x", "mask"]}, {"from": ["x", "image"], "to": ["o", "image"]}]}
+PASTE_PARAMS = [{"name": "base", "type": "image", "node": "b", "field": "layer"},
+                {"name": "patch", "type": "image", "node": "p", "field": "layer"},
+                {"name": "mask", "type": "mask", "node": "m", "field": "layer"},
+                {"name": "feather", "type": "float", "node": "x", "field": "feather", "min": 0, "max": 16}]
+
+
+def test_gallery_and_workflows(addon_zip, engine_server, tmp_path):
+    """Gallery (list, thumbnails, Use settings, Open as image, Star, paging) and workflow forms in Blender."""
+    import time
+
+    from ..test_gallery import app_client
+    from ..test_workflows import GRAPH, PARAMS, RESIZE
+
+    nonce = f"n{time.time_ns()}"
+    names = {"fox": f"BlenderFox_{nonce}", "shrink": f"BlenderShrink_{nonce}", "paste": f"BlenderPaste_{nonce}"}
+    c = app_client(engine_server, "test")   # the same user as Blender, from another app
+    try:
+        c.call("workflows.save", {"name": names["fox"], "graph": GRAPH, "params": PARAMS})
+        c.call("workflows.save", {"name": names["shrink"], "graph": RESIZE, "params": [
+            {"name": "image", "type": "image", "node": "i", "field": "layer", "label": "Layer"},
+            {"name": "width", "type": "int", "node": "r", "field": "width", "choices": [16, 32]}]})
+        c.call("workflows.save", {"name": names["paste"], "graph": PASTE, "params": PASTE_PARAMS})
+    finally:
+        c.close()
+    out = _run(addon_zip, "gallery_workflows.py", timeout=600, user_dir=tmp_path / "u",
+               params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name,
+                       "nonce": nonce, **names})
+    r = out["result"]
+    # gallery: listed, from Blender, with a thumbnail loaded from our PNG
+    assert r["listed"] == {"prompt": f"a gallery teapot {nonce}", "seed": "4321", "app": "blender", "mode": "txt2img",
+                           "model": engine_server.model_name, "starred": False, "size": [64, 48]}
+    assert r["thumbnail"] == {"image_size": [64, 48], "file": True}
+    # Use settings refilled every generate setting
+    rec = r["recalled"]
+    assert rec == {"mode": "GENERATE", "prompt": f"a gallery teapot {nonce}", "negative_prompt": "blurry",
+                   "model": engine_server.model_name, "steps": 2, "seed": 4321, "guidance": 6.5, "width": 64,
+                   "height": 48, "message": rec["message"]}
+    assert rec["message"].startswith("Settings filled in") and "not filled" not in rec["message"], rec["message"]
+    op = r["opened"]
+    assert op["size"] == [64, 48] and op["packed"] and op["same_pixels"] and op["distinct"] and op["image_id"]
+    assert op["image_id"] in r["starred_filter"]
+    # the panels draw (against a stand-in layout: nothing is drawn under -b)
+    assert r["gallery_drawn"]["prompt_shown"] and r["gallery_drawn"]["row"] == [f"a gallery teapot {nonce}",
+                                                                                "4321  blender"]
+    # the workflow form: one row per parameter, in order, with the right widget, defaults and limits
+    fox = r["fox_form"]
+    assert fox["order"] == ["prompt", "seed", "steps", "scheduler", "cfg"]
+    rows = fox["rows"]
+    assert rows["prompt"] == {"widget": "textarea", "label": "Prompt", "required": False, "value": "a red fox"}
+    assert rows["seed"] == {"widget": "int", "label": "Seed", "required": False, "min": 0, "value": 1}
+    assert rows["steps"] == {"widget": "int", "label": "Steps", "required": False, "min": 1, "max": 8, "value": 2}
+    assert rows["scheduler"]["widget"] == "choice" and "ddim" in rows["scheduler"]["choices"]
+    assert rows["scheduler"]["choices"][int(rows["scheduler"]["value"])] == "euler"   # the node's default
+    assert rows["cfg"] == {"widget": "float", "label": "Guidance", "required": False, "min": 0, "max": 20,
+                           "value": 7.0}
+    bad = r["bad"]
+    assert bad["result"] == ["CANCELLED"] and "at most 8" in bad["steps_error"] and "at most 20" in bad["cfg_error"]
+    assert bad["prompt_error"] == "" and bad["form_error"] and bad["report"]
+    assert bad["local_jobs_added"] == 0 and bad["engine_jobs_added"] == 0
+    assert bad["steps_error"] in r["bad_drawn"] and bad["cfg_error"] in r["bad_drawn"]
+    run = r["fox_run"]
+    assert run["size"] == [64, 64] and run["errors_cleared"] and run["name"].startswith(names["fox"])
+    assert run["values"] == {"prompt": f"a gallery fox {nonce}", "seed": 5, "steps": 2, "scheduler": "ddim",
+                             "cfg": 4.5}
+    # image parameters
+    assert r["shrink_form"]["image"] == {"widget": "layer", "label": "Layer", "required": True}
+    assert r["shrink_form"]["width"]["choices"] == [16, 32]
+    miss = r["shrink_missing"]
+    assert miss["result"] == ["CANCELLED"] and "choose a layer" in miss["error"]
+    assert miss["local_jobs_added"] == 0 and miss["engine_jobs_added"] == 0
+    assert r["shrink_drawn"] == ["empty: the active image (none)", miss["error"]]
+    assert r["shrink_run"] == {"name": r["shrink_run"]["name"], "size": [16, 16], "uniform": True}
+    assert r["paste_form"]["mask"]["widget"] == "selection" and r["paste_form"]["feather"]["value"] == 2.0
+    assert r["paste_wrong_mask"]["result"] == ["CANCELLED"] and "8x8" in r["paste_wrong_mask"]["error"]
+    assert r["paste_drawn"] == ["empty: the active image (paste-patch)", r["paste_wrong_mask"]["error"]]
+    assert r["paste_run"] == {"size": [32, 24], "wrong_inside": 0, "wrong_outside": 0}
+    # paging: one image a page over this run's two prompted images
+    pg = r["paging"]
+    assert pg["first"] == [1, 2, True] and pg["after_more"] == [2, 2] and pg["ids_distinct"] and not pg["more_left"]
+    assert pg["prompts"] == sorted([f"a gallery teapot {nonce}", f"a gallery fox {nonce}"])
+    assert r["workflow_recalled"] == {"workflow": names["fox"], "prompt": f"a gallery fox {nonce}", "seed": 5,
+                                      "cfg": 4.5, "scheduler": "ddim", "message": r["workflow_recalled"]["message"]}
+    assert not r["last_error"] and r["thumbs_freed"]

@@ -27,10 +27,11 @@ if os.path.isdir(_VENDOR):
 if "core" in locals():  # F8 / script reload
     import importlib
 
+    importlib.reload(png)  # noqa: F821
     importlib.reload(core)  # noqa: F821
     importlib.reload(ui)  # noqa: F821
 else:
-    from . import core, ui
+    from . import core, png, ui  # noqa: F401  (png: imported for the reload above)
 
 drain = core.drain
 

@@ -27,3 +27,75 @@ def pattern(w, h):
         for x in range(w):
             out += bytes(((x * 37 + y * 11) % 256, (y * 53 + 7) % 256, (x * y * 13 + 91) % 256, 40 + (x * 7 + y * 5) % 216))
     return bytes(out)
+
+
+class FakeLayout:
+    """Stands in for bpy.types.UILayout, since nothing is drawn under -b: a panel's draw() runs against it, and
+    every property, operator and UIList it names must exist. Labels are recorded in `log`."""
+
+    def __init__(self, log=None):
+        self.log = [] if log is None else log
+
+    def _child(self, *args, **kw):
+        return FakeLayout(self.log)
+
+    row = column = box = split = column_flow = _child
+
+    def label(self, text="", icon="NONE", icon_value=0):
+        self.log.append(text)
+
+    def separator(self, **kw):
+        pass
+
+    def prop(self, data, prop, **kw):
+        assert prop in data.bl_rna.properties, f"{data!r} has no property {prop!r}"
+        getattr(data, prop)
+
+    def prop_search(self, data, prop, search_data, search_prop, **kw):
+        self.prop(data, prop)
+        assert search_prop in search_data.bl_rna.properties
+
+    def _op_rna(self, idname):
+        import bpy
+
+        mod, name = idname.split(".")
+        return getattr(getattr(bpy.ops, mod), name).get_rna_type()
+
+    def operator(self, idname, **kw):
+        return _FakeOpProps(self._op_rna(idname))
+
+    def operator_menu_enum(self, idname, prop, **kw):
+        assert prop in self._op_rna(idname).properties, (idname, prop)
+
+    def template_list(self, list_type, list_id, data, prop, active_data, active_prop, **kw):
+        import bpy
+
+        assert hasattr(bpy.types, list_type), list_type
+        self.prop(data, prop)
+        self.prop(active_data, active_prop)
+
+    def template_icon(self, icon_value=0, scale=1.0):
+        pass
+
+
+class _FakeOpProps:
+    def __init__(self, rna):
+        object.__setattr__(self, "_rna", rna)
+
+    def __setattr__(self, name, value):
+        assert name in self._rna.properties, f"operator {self._rna.identifier} has no property {name!r}"
+
+
+def draw_panels(ui_module, context, names):
+    """Run the named panels' draw() against a FakeLayout; returns the labels drawn."""
+    import types
+
+    log = []
+    for name in names:
+        cls = getattr(ui_module, name)
+        if hasattr(cls, "poll") and not cls.poll(context):
+            continue
+        fake = types.SimpleNamespace(layout=FakeLayout(log), **{k: getattr(cls, k) for k in dir(cls)
+                                                                if k.startswith("draw_")})
+        cls.draw(fake, context)
+    return log
