@@ -206,3 +206,11 @@ def test_forms_coercion_rules():
     assert forms.coerce(f[0], 3.0) == 3 and forms.recalled(None) == {}
     assert forms.collect(f, {"label_me": "  "})[1] == {"label_me": "Label me is required"}   # blank is empty
     assert forms.recalled_workflow({"meta": {"workflow": None}}) is None
+
+
+def test_random_seeds_fit_every_hosts_integer_field(engine_server):
+    c = app_client(engine_server, "test")
+    seeds = [c.call("generate", {"model": "tiny-sd15", "prompt": "x", "width": 64, "height": 64, "steps": 1,
+                                 "batch": 2})["seed"] for _ in range(3)]
+    assert all(0 <= s and s + 1 < 2 ** 31 for s in seeds), seeds
+    c.close()

@@ -169,7 +169,9 @@ async def generate(ctx, args: GenerateArgs):
     elif args.upscaler:
         await server.run_blocking(queue.registry.get, args.upscaler, "upscaler")
     if args.seed is None:
-        args.seed = random.randrange(2 ** 32)
+        # below 2**31 (so seed+batch too): every host's integer field (GIMP arguments, Blender properties) holds it,
+        # and a recalled seed can be shown and edited there
+        args.seed = random.randrange(2 ** 31 - 64)
     layers = [lay.model_dump() for lay in (args.image, args.mask) if lay is not None]
     await check_layers(ctx, layers)
     image = mask = None
