@@ -178,7 +178,8 @@ def test_plugin_registers_procedures(gimp, gimp_plugin):
     out = run_script(gimp, r'''
 pdb = Gimp.get_pdb()
 for name in ("paintbridge-generate", "paintbridge-refine", "paintbridge-inpaint", "paintbridge-outpaint",
-             "paintbridge-upscale", "paintbridge-sign-in", "paintbridge-settings"):
+             "paintbridge-upscale", "paintbridge-sign-in", "paintbridge-settings", "paintbridge-gallery",
+             "paintbridge-workflow"):
     proc = pdb.lookup_procedure(name)
     OUT[name] = None if proc is None else {"menu": proc.get_menu_paths(),
                                            "args": [a.name for a in proc.get_arguments()]}
@@ -187,6 +188,8 @@ for name in ("paintbridge-generate", "paintbridge-refine", "paintbridge-inpaint"
         assert info is not None, f"{name} not registered"
         assert info["menu"] == ["<Image>/Filters/Paintbridge"]
     assert {"prompt", "strength", "server-url", "token"} <= set(out["paintbridge-inpaint"]["args"])
+    assert {"image-id", "server-url", "token"} <= set(out["paintbridge-gallery"]["args"])
+    assert {"workflow", "values", "server-url", "token"} <= set(out["paintbridge-workflow"]["args"])
 
 
 @pytest.mark.host
@@ -351,3 +354,429 @@ def test_support_settings_roundtrip(tmp_path, monkeypatch):
     assert sup.resolve_url(" ws://arg ", s, "ws://default") == "ws://arg"
     assert sup.pick_model("", {}, [{"name": "a"}, {"name": "b", "default": True}]) == "b"
     assert sup.pick_model("", {}, ["x"]) == "x"
+
+
+# ---- gallery and workflows: plain modules against a real engine (no GIMP) ------------------------------------------
+
+import uuid  # noqa: E402
+
+import pb_gallery  # noqa: E402
+import pb_workflow as pbw  # noqa: E402
+from protocol import forms  # noqa: E402
+from protocol.pixels import Pixels  # noqa: E402
+
+from ..test_gallery import app_client, run  # noqa: E402
+from ..test_session import open_session, wait_for  # noqa: E402
+from ..test_workflows import GRAPH, PARAMS, RESIZE  # noqa: E402
+
+GENERATE_ARGS = ["prompt", "negative-prompt", "model", "steps", "guidance", "seed", "batch", "server-url", "token"]
+REFINE_ARGS = ["prompt", "negative-prompt", "model", "steps", "guidance", "seed", "strength", "server-url", "token"]
+SHRINK_PARAMS = [{"name": "source", "type": "image", "node": "i", "field": "layer"}]
+# an image and a mask parameter: the image pasted onto itself through the mask (the mask must be its size)
+MASKED = {"nodes": {"i": {"type": "image_input"}, "m": {"type": "mask_input"},
+                    "p": {"type": "paste", "feather": 0.0}, "o": {"type": "output", "name": "masked"}},
+          "edges": [{"from": ["i", "image"], "to": ["p", "base"]}, {"from": ["i", "image"], "to": ["p", "image"]},
+                    {"from": ["m", "mask"], "to": ["p", "mask"]}, {"from": ["p", "image"], "to": ["o", "image"]}]}
+MASKED_PARAMS = [{"name": "source", "type": "image", "node": "i", "field": "layer"},
+                 {"name": "area", "type": "mask", "node": "m", "field": "layer"}]
+
+
+@pytest.fixture(scope="module")
+def gimp_session(engine_server, tmp_path_factory):
+    s = open_session(engine_server, tmp_path_factory.mktemp("gimp-session"), "gimp")
+    yield s
+    s.close()
+
+
+def test_gallery_browser_pages_search_star_and_recall(gimp_session, engine_server, tmp_path):
+    s = gimp_session
+    word = f"gimpgal{uuid.uuid4().hex[:8]}"
+    s.generate({"model": engine_server.model_name, "prompt": f"{word} lighthouse", "width": 64, "height": 64,
+                "steps": 1, "seed": 77, "guidance": 4.0, "batch": 3})
+    job = wait_for(s, "job")["job"]
+    wait_for(s, "result", pred=lambda d: d["job"] == job)
+
+    b = pb_gallery.GalleryBrowser(s, page_size=2, thumb_size=32)
+    b.reload(query=f"nomatch{word}")
+    b.reload(query=word)                      # a new search before the first page came: that page is stale
+    assert b.accept(wait_for(s, "images")) is None
+    first = b.accept(wait_for(s, "images"))
+    assert len(first) == 2 and b.total == 3 and b.has_more and not b.loading
+    assert all(isinstance(it["thumbnail"], Pixels) and max(it["thumbnail"].w, it["thumbnail"].h) == 32
+               for it in first)
+    assert b.load_more() and not b.load_more()          # one page on its way at a time
+    more = b.accept(wait_for(s, "images"))
+    assert len(more) == 1 and not b.has_more and b.status() == "3 of 3 images"
+    assert sorted(it["seed"] for it in b.items) == [77, 78, 79] and len({it["id"] for it in b.items}) == 3
+    cap = pb_gallery.caption(b.items[0])
+    assert cap.startswith(word) and "64×64" in cap and "gimp" in cap and "★" not in cap
+
+    target = b.items[-1]["id"]
+    s.call("images.star", {"image": target, "starred": True}, tag=("star", target))
+    assert wait_for(s, "reply")["result"] == {"starred": True}
+    b.set_starred(target, True)
+    assert "★" in pb_gallery.caption(b.find(target))
+    b.reload(starred_only=True)
+    assert [it["id"] for it in b.accept(wait_for(s, "images"))] == [target] and b.filters() == {
+        "q": word, "starred": True}
+
+    # Use settings: recalled values become the next defaults of Generate/Refine/Inpaint, once each
+    s.recall(target)
+    rec = wait_for(s, "recalled")
+    cfg = str(tmp_path)
+    args, notes = pb_gallery.store_recall(cfg, target, rec["values"])
+    assert notes == [] and args["seed"] == rec["values"]["seed"] and args["prompt"] == f"{word} lighthouse"
+    gen = pb_gallery.pending_recall(cfg, "paintbridge-generate", GENERATE_ARGS)
+    assert gen == {"prompt": f"{word} lighthouse", "negative-prompt": "", "model": engine_server.model_name,
+                   "steps": 1, "guidance": 4.0, "seed": rec["values"]["seed"], "batch": 1}
+    ref = pb_gallery.pending_recall(cfg, "paintbridge-refine", REFINE_ARGS)
+    assert "strength" in ref and "batch" not in ref
+    pb_gallery.recall_used(cfg, "paintbridge-generate")
+    assert pb_gallery.pending_recall(cfg, "paintbridge-generate", GENERATE_ARGS) == {}
+    assert pb_gallery.pending_recall(cfg, "paintbridge-refine", REFINE_ARGS) == ref
+    assert pb_gallery.pending_recall(cfg, "paintbridge-outpaint", REFINE_ARGS) == {}
+    # a workflow image: Run workflow opens with that workflow and its (non-layer) values, once
+    pb_gallery.store_workflow_recall(cfg, target, "GimpFox", {"steps": 3, "source": {"sha256": "ab"}})
+    assert pb_gallery.pending_workflow_recall(cfg) == ("GimpFox", {"steps": 3})
+    pb_gallery.workflow_recall_used(cfg)
+    assert pb_gallery.pending_workflow_recall(cfg) is None and pb_gallery.pending_recall(
+        cfg, "paintbridge-refine", REFINE_ARGS) == ref
+    # the engine's random seeds go up to 2**32: GIMP's 32-bit seed field cannot hold them all
+    args, notes = pb_gallery.recall_args({"seed": 2 ** 32 - 5, "steps": 3})
+    assert args == {"steps": 3} and "seed" in notes[0]
+
+
+def test_workflow_widget_specs_and_checked_values(gimp_session, engine_server):
+    s = gimp_session
+    c = app_client(engine_server, "test")
+    try:
+        c.call("workflows.save", {"name": "GimpFox", "graph": GRAPH, "params": PARAMS})
+        c.call("workflows.save", {"name": "GimpShrink", "graph": RESIZE, "params": SHRINK_PARAMS})
+        c.call("workflows.save", {"name": "GimpMasked", "graph": MASKED, "params": MASKED_PARAMS})
+    finally:
+        c.close()
+    s.refresh_workflows()
+    wfs = wait_for(s, "workflows")["workflows"]
+    with pytest.raises(LookupError, match="GimpShrink"):
+        pbw.find_workflow(wfs, "NoSuchFlow")
+
+    form, specs = pbw.form_specs(pbw.find_workflow(wfs, "GimpFox"), {"steps": 4, "scheduler": "ddim", "cfg": "x"})
+    by = {sp["name"]: sp for sp in specs}
+    assert by["prompt"]["widget"] == forms.TEXTAREA and by["prompt"]["value"] == "a red fox"
+    assert {k: by["steps"][k] for k in ("min", "max", "step", "digits", "value")} == \
+        {"min": 1, "max": 8, "step": 1, "digits": 0, "value": 4}         # the last run's value
+    assert by["seed"]["min"] == 0 and by["seed"]["max"] == pbw.INT_BOUNDS[1]    # unbounded: finite for Gtk
+    assert by["cfg"]["widget"] == forms.FLOAT and by["cfg"]["step"] == 0.5 and by["cfg"]["digits"] == 1
+    assert by["cfg"]["value"] == 7.0                                     # "x" is not a float: the default stays
+    assert by["scheduler"]["widget"] == forms.CHOICE and by["scheduler"]["items"][by["scheduler"]["active"]] == "ddim"
+
+    form, specs = pbw.form_specs(pbw.find_workflow(wfs, "GimpMasked"))
+    assert [(sp["widget"], sp["source"], sp["required"]) for sp in specs] == \
+        [(forms.LAYER, "active", True), (forms.SELECTION, "selection", True)]
+    layer = Pixels(bytes([10, 20, 30, 255]) * 12, 4, 3, "rgba8", 5, 6)
+    mask = Pixels(bytes([255, 0, 0, 255]) * 3, 4, 3, "gray8", 5, 6)
+    asked = []
+
+    def read(src):
+        asked.append(src)
+        return {"active": layer, "selection": mask}[src]
+    values, errors = pbw.prepare(form, {"source": "active", "area": "selection"}, read)
+    assert errors == {} and values == {"source": layer, "area": mask} and asked == ["active", "selection"]
+    values, errors = pbw.prepare(form, {"source": "selection", "bogus": 1}, lambda src: None)
+    assert set(errors) == {"source", "area", "bogus"} and '"active"' in errors["source"]
+    assert errors["area"] == 'Area is required: give "selection"'
+    msg = pbw.describe_errors(form, errors)
+    assert msg.index("Source") < msg.index("bogus")
+    assert pbw.prepare(form, {"source": "active", "area": "selection"}, lambda src: None)[1]["area"].endswith(
+        "select an area first")
+    assert pbw.parse_values("") == {} and pbw.parse_values(' {"a": 1} ') == {"a": 1}
+    for bad in ("[1]", "{nope"):
+        with pytest.raises(ValueError, match="JSON"):
+            pbw.parse_values(bad)
+
+    # checked values are what workflows.run takes: the shrink runs, at the layer's place
+    form = forms.fields(pbw.find_workflow(wfs, "GimpShrink"))
+    src = Pixels(bytes([200, 30, 90, 255]) * (40 * 20), 40, 20, "rgba8", 6, 4)
+    values, errors = pbw.prepare(form, {"source": "active"}, lambda s_: src)
+    assert errors == {}
+    s.run_workflow("GimpShrink", values)
+    job = wait_for(s, "job")["job"]
+    out = wait_for(s, "result", pred=lambda d: d["job"] == job)["layers"][0].pixels
+    assert (out.x, out.y, out.w, out.h) == (6, 4, 32, 16) and out.data == bytes([200, 30, 90, 255]) * (32 * 16)
+
+
+# ---- gallery and workflows inside GIMP (non-interactive procedures) ----------------------------------------------
+
+def _newest_job(client):
+    jobs = client.call("job.list", {"limit": 1})["jobs"]
+    return jobs[0]["job"] if jobs else None
+
+
+@pytest.mark.host
+@needs_gimp
+def test_plugin_open_from_gallery(gimp, gimp_plugin, engine_server):
+    """Gallery images (made by another app) become layers with their exact pixels at their own x, y; an empty id
+    takes the newest; an unknown id fails cleanly."""
+    c = app_client(engine_server, "krita")
+    try:
+        c.call("workflows.save", {"name": "GimpGallerySrc", "graph": RESIZE, "params": SHRINK_PARAMS})
+        made = {}
+        for key, (x, y, seed) in {"older": (7, 5, 1), "newest": (3, 9, 2)}.items():
+            data = bytes(((i * 37 + seed * 101) % 256) if i % 4 != 3 else 255 - (i // 4) % 50
+                         for i in range(40 * 20 * 4))
+            sha = c.upload(data)
+            layer = {"sha256": sha, "w": 40, "h": 20, "format": "rgba8", "x": x, "y": y}
+            _, layers = run(c, "workflows.run", {"name": "GimpGallerySrc", "values": {"source": layer}})
+            made[key] = {"id": layers[0]["image_id"], "x": x, "y": y, "hex": c.download(layers[0]["sha256"]).hex()}
+    finally:
+        c.close()
+    env = dict(_engine_env(engine_server), PB_OLDER=made["older"]["id"])
+    out = run_script(gimp, r'''
+img = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
+base = Gimp.Layer.new(img, "base", 64, 48, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(base, None, 0)
+conn = dict(server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
+def top():
+    l = img.get_layers()[0]
+    ok, x, y = l.get_offsets()
+    return {"name": l.get_name(), "x": x, "y": y, "w": l.get_width(), "h": l.get_height(), "hex": get(l).hex()}
+OUT["older"] = run("paintbridge-gallery", img, [base], image_id=os.environ["PB_OLDER"], **conn)
+OUT["older_layer"] = top()
+OUT["newest"] = run("paintbridge-gallery", img, [base], image_id="", **conn)
+OUT["newest_layer"] = top()
+OUT["missing"] = run("paintbridge-gallery", img, [base], image_id="0123456789abcdef", **conn)
+OUT["layers"] = len(img.get_layers())
+OUT["undo"] = img.undo_is_enabled()
+''', plugin=gimp_plugin, env=env)
+    for key in ("older", "newest"):
+        assert out[key]["status"] == "success", out[key]
+        got, want = out[f"{key}_layer"], made[key]
+        assert out[key]["result"]["image_id"] == want["id"]
+        assert (got["x"], got["y"], got["w"], got["h"]) == (want["x"], want["y"], 32, 16), got
+        assert got["hex"] == want["hex"], f"{key}: pixels differ"
+        assert out[key]["result"]["layers"][0]["name"] == got["name"]
+    assert out["missing"]["status"] == "execution-error" and "0123456789abcdef" in out["missing"]["error"]
+    assert out["layers"] == 3
+
+
+@pytest.mark.host
+@needs_gimp
+def test_plugin_run_workflow(gimp, gimp_plugin, engine_server):
+    """A saved workflow with an image parameter from the active layer (and one with a mask from the selection)
+    runs from GIMP; its result lands as a layer where the engine put it. Bad values fail with a message naming
+    the parameter, and queue nothing."""
+    c = app_client(engine_server, "test")
+    c.call("workflows.save", {"name": "GimpShrink", "graph": RESIZE, "params": SHRINK_PARAMS})
+    c.call("workflows.save", {"name": "GimpMasked", "graph": MASKED, "params": MASKED_PARAMS})
+    before = _newest_job(c)
+    out = run_script(gimp, r'''
+img = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
+base = Gimp.Layer.new(img, "base", 64, 48, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(base, None, 0)
+src = Gimp.Layer.new(img, "src", 40, 20, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(src, None, 0)
+src.set_offsets(6, 4)
+put(src, bytes([200, 30, 90, 255]) * (40 * 20))
+conn = dict(server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
+def wf(name, values, drawables=None):
+    return run("paintbridge-workflow", img, [src] if drawables is None else drawables, workflow=name,
+               values=values, **conn)
+# the failures first: none may queue a job
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 10, 8, 5, 3)
+OUT["bad_source"] = wf("GimpShrink", '{"source": "selection"}')
+OUT["unknown"] = wf("GimpShrink", '{"source": "active", "bogus": 3}')
+OUT["no_such"] = wf("NoSuchFlow", '{}')
+OUT["not_json"] = wf("GimpShrink", 'source=active')
+Gimp.Selection.none(img)
+OUT["no_selection"] = wf("GimpMasked", '{"source": "active", "area": "selection"}')
+OUT["missing"] = wf("GimpShrink", '{}')
+OUT["layers_after_failures"] = [l.get_name() for l in img.get_layers()]
+OUT["ok"] = wf("GimpShrink", '{"source": "active"}')
+l = img.get_layers()[0]
+ok, x, y = l.get_offsets()
+OUT["placed"] = [l.get_name(), x, y, l.get_width(), l.get_height()]
+OUT["uniform"] = get(l) == bytes([200, 30, 90, 255]) * (32 * 16)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 10, 8, 5, 3)
+OUT["masked"] = wf("GimpMasked", '{"source": "active", "area": "selection"}')
+''', plugin=gimp_plugin, env=_engine_env(engine_server))
+    try:
+        bad = {k: out[k] for k in ("bad_source", "unknown", "no_such", "not_json", "no_selection", "missing")}
+        for key, res in bad.items():
+            assert res["status"] == "execution-error", (key, res)
+        assert '"active"' in bad["bad_source"]["error"] and "Source" in bad["bad_source"]["error"]
+        assert "bogus" in bad["unknown"]["error"]
+        assert "NoSuchFlow" in bad["no_such"]["error"] and "GimpShrink" in bad["no_such"]["error"]
+        assert "JSON" in bad["not_json"]["error"]
+        assert "select an area" in bad["no_selection"]["error"]
+        assert "Source is required" in bad["missing"]["error"]
+        assert out["layers_after_failures"] == ["src", "base"]
+
+        assert out["ok"]["status"] == "success", out["ok"]
+        name, x, y, w, h = out["placed"]
+        assert (x, y, w, h) == (6, 4, 32, 16) and name.startswith("Paintbridge GimpShrink")
+        assert out["uniform"]
+        assert out["ok"]["result"]["workflow"] == "GimpShrink"
+        jobs = c.call("job.list", {"limit": 3})["jobs"]
+        mine = [j["job"] for j in jobs]
+        # exactly two jobs were queued by the script (the good shrink and the masked run), none by the failures
+        assert out["ok"]["result"]["job"] in mine and out["masked"]["result"]["job"] == mine[0]
+        assert mine[2] == before if before else len(mine) == 2
+
+        assert out["masked"]["status"] == "success", out["masked"]
+        sent = c.call("job.get", {"job": out["masked"]["result"]["job"]})["request"]["values"]
+        assert (sent["area"]["w"], sent["area"]["h"], sent["area"]["x"], sent["area"]["y"]) == (40, 20, 6, 4)
+        m = c.download(sent["area"]["sha256"])
+        assert [(i % 40 + 6, i // 40 + 4) for i, v in enumerate(m) if v] == \
+            [(x, y) for y in range(8, 11) for x in range(10, 15)]    # the selection, over the layer's area
+    finally:
+        c.close()
+
+
+# ---- the interactive dialogs' Gtk code, under Xvfb (no GIMP process: GIMP's batch mode has no display) -------------
+
+DIALOG_SMOKE = r'''
+import json, os, sys, tempfile
+sys.argv = ["paintbridge"]
+sys.path.insert(0, "/root/.config/GIMP/3.0/plug-ins/paintbridge")
+import paintbridge as pb
+import gi
+gi.require_version("Gtk", "3.0"); gi.require_version("GdkPixbuf", "2.0")
+from gi.repository import GdkPixbuf, Gtk
+from protocol.pixels import Pixels
+from protocol.session import Update
+assert Gtk.init_check()[0], "no display"
+OUT = {}
+tmp = tempfile.mkdtemp()
+pb.config_dir = lambda: tmp
+
+# -- Run workflow: widgets per field, values read back and checked, errors under their fields --
+FOX = {"name": "Fox", "description": "txt2img", "params": [
+    {"name": "prompt", "type": "str", "label": "Prompt", "default": "a red fox", "multiline": True},
+    {"name": "steps", "type": "int", "min": 1, "max": 8, "step": 1, "default": 2},
+    {"name": "cfg", "type": "float", "min": 0, "max": 20, "step": 0.5, "default": 7.0, "label": "Guidance"},
+    {"name": "scheduler", "type": "str", "default": "euler", "choices": ["euler", "ddim"]},
+    {"name": "tiled", "type": "bool", "default": False},
+    {"name": "title", "type": "str", "default": "x"},
+    {"name": "count", "type": "int", "default": None}]}
+MASKED = {"name": "Masked", "params": [{"name": "source", "type": "image"}, {"name": "area", "type": "mask"}]}
+layer = Pixels(bytes(4 * 6), 3, 2, "rgba8", 1, 1)
+sources = {"active": layer, "selection": None}
+dlg = pb.WorkflowDialog(Gtk, [MASKED, FOX], "Fox", {"steps": 5, "scheduler": "ddim"}, sources.get)
+dlg.dialog.show_all()
+OUT["widgets"] = [type(dlg.grid.get_child_at(1, 2 * i)).__name__ for i in range(len(dlg.rows))]
+OUT["initial"] = {spec["name"]: getter() for spec, getter, _ in dlg.rows}
+OUT["first_check"] = dlg.check()
+OUT["errors_shown"] = {spec["name"]: label.get_text() for spec, _, label in dlg.rows if label.get_visible()}
+rows = {spec["name"]: (spec, getter) for spec, getter, _ in dlg.rows}
+spin = [c for c in dlg.grid.get_children() if isinstance(c, Gtk.SpinButton)]
+for w in spin:
+    if w.get_text() == "":
+        w.set_text("3")          # the required count
+OUT["second_check"] = dlg.check()
+OUT["errors_after"] = {spec["name"]: label.get_text() for spec, _, label in dlg.rows if label.get_visible()}
+dlg.combo.set_active(1)          # Masked (by name, after Fox): the form is rebuilt
+OUT["masked_widgets"] = [spec["widget"] for spec, _, _ in dlg.rows]
+OUT["masked_check"] = dlg.check()
+OUT["masked_errors"] = {spec["name"]: label.get_text() for spec, _, label in dlg.rows if label.get_visible()}
+dlg.dialog.destroy()
+
+# -- Gallery: pages into the icon view (thumbnails as pixbufs), star, use settings, load more --
+class FakeSession:
+    def __init__(self): self.calls = []
+    def list_images(self, **kw): self.calls.append(("list", kw))
+    def recall(self, image, tag=None): self.calls.append(("recall", image))
+    def call(self, op, args=None, tag=None): self.calls.append((op, args))
+    def open_image(self, image, tag=None): self.calls.append(("open", image))
+    def poll(self): return []
+class FakeRunner:
+    session = FakeSession()
+gal = pb.GalleryDialog(FakeRunner(), None, Gtk, GdkPixbuf)
+gal.browser.reload()
+gal.dialog.show_all()
+thumb = Pixels(bytes((i * 7) % 256 for i in range(12 * 8 * 4)), 12, 8, "rgba8")
+def summary(i, starred=False):
+    return {"id": f"{i:016x}", "prompt": f"image {i}", "seed": i, "w": 64, "h": 64, "app": "krita",
+            "starred": starred, "thumbnail": thumb}
+gal._dispatch(Update("images", {"images": [summary(1), summary(2)], "total": 3, "next_cursor": "c1",
+                                "tag": ("gallery", 1)}))
+gal._dispatch(Update("images", {"images": [summary(9)], "total": 1, "next_cursor": None, "tag": ("gallery", 0)}))
+OUT["rows"] = [(r[1], r[2]) for r in gal.store]
+pix = gal.store[0][0]
+OUT["pixbuf"] = [pix.get_width(), pix.get_height(), pix.get_has_alpha(), bytes(pix.get_pixels()[:8]) == thumb.data[:8]]
+OUT["more_sensitive"] = gal.more.get_sensitive()
+gal.view.select_path(Gtk.TreePath.new_from_indices([1]))
+gal._on_response(gal.dialog, gal.STAR)
+gal._dispatch(Update("reply", {"op": "images.star", "result": {"starred": True}, "tag": ("star", f"{2:016x}")}))
+OUT["starred_caption"] = gal.store[1][1]
+OUT["star_label"] = gal.star_button.get_label()
+gal._on_response(gal.dialog, gal.RECALL)
+gal._dispatch(Update("recalled", {"image": f"{2:016x}", "values": {"prompt": "image 2", "seed": 2, "steps": 3},
+                                  "tag": ("recall", f"{2:016x}")}))
+OUT["status"] = gal.status.get_text()
+OUT["settings"] = json.load(open(os.path.join(tmp, "settings.json")))
+gal._dispatch(Update("recalled", {"image": f"{1:016x}", "values": {}, "workflow": ("Fox", {"steps": 4, "src": {"sha256": "x"}}),
+                                  "tag": ("recall", f"{1:016x}")}))
+OUT["wf_status"] = gal.status.get_text()
+OUT["wf_recall"] = pb.pb_gallery.pending_workflow_recall(tmp)
+gal.more.clicked()
+OUT["calls"] = FakeRunner.session.calls
+gal.dialog.destroy()
+print("SMOKE " + json.dumps(OUT, default=str))
+'''
+
+
+@pytest.mark.host
+@needs_gimp
+def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
+    """The Gtk side of both dialogs in the chroot's Gtk 3 under Xvfb: form widgets per field, values and
+    per-field errors read back, gallery rows with thumbnails, star and "Use settings"."""
+    import shutil
+    import socket
+    import subprocess
+    import time as _time
+
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed")
+    for n in range(180, 230):
+        if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"):
+            display = n
+            break
+    xvfb = subprocess.Popen(["Xvfb", f":{display}", "-listen", "tcp", "-ac", "-screen", "0", "1024x768x24"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = _time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", 6000 + display), 1).close()
+                break
+            except OSError:
+                assert _time.monotonic() < deadline, "Xvfb did not start"
+                _time.sleep(0.2)
+        gimp.install_plugin(gimp_plugin)
+        res = gimp.run_in_root(["python3", "-c", DIALOG_SMOKE], env={"DISPLAY": f"127.0.0.1:{display}"},
+                               timeout=120)
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("SMOKE ")), None)
+    assert line, res.output[-4000:]
+    out = json.loads(line[6:])
+    assert out["widgets"] == ["ScrolledWindow", "SpinButton", "SpinButton", "ComboBoxText", "CheckButton", "Entry",
+                              "SpinButton"], out["widgets"]
+    assert out["initial"] == {"prompt": "a red fox", "steps": 5, "cfg": 7.0, "scheduler": "ddim", "tiled": False,
+                              "title": "x", "count": None}
+    assert out["first_check"] is None and list(out["errors_shown"]) == ["count"]
+    assert "required" in out["errors_shown"]["count"]
+    name, values, raw = out["second_check"]
+    assert name == "Fox" and values["count"] == 3 and values["steps"] == 5 and out["errors_after"] == {}
+    assert out["masked_widgets"] == ["layer", "selection"] and out["masked_check"] is None
+    assert list(out["masked_errors"]) == ["area"] and "select an area" in out["masked_errors"]["area"]
+    assert [r[1] for r in out["rows"]] == [f"{1:016x}", f"{2:016x}"]      # the stale page was dropped
+    assert out["pixbuf"] == [12, 8, True, True] and out["more_sensitive"]
+    assert "★" in out["starred_caption"] and out["star_label"] == "Un_star"
+    assert "Generate, Refine and Inpaint" in out["status"]
+    assert out["settings"]["recall"] == {"image": f"{2:016x}", "args": {"prompt": "image 2", "seed": 2, "steps": 3},
+                                         "pending": list(pb_gallery.RECALL_PROCS)}
+    assert "Fox" in out["wf_status"] and out["wf_recall"] == ["Fox", {"steps": 4}]
+    kinds = [c[0] for c in out["calls"]]
+    assert kinds == ["list", "images.star", "recall", "list"] and out["calls"][-1][1]["cursor"] == "c1"

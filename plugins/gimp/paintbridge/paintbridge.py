@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Paintbridge for GIMP 3: generate, refine, inpaint, outpaint and upscale through a local Paintbridge engine.
+"""Paintbridge for GIMP 3: generate, refine, inpaint, outpaint and upscale through a local Paintbridge engine; open
+images from the gallery and run saved workflows.
 
 Filters > Paintbridge > …  Each procedure is one plug-in process run. Networking, hashing and transfers run on
 the shared client's threads (protocol.session.Session); this file only reads pixels from GIMP, spins a GLib
@@ -9,6 +10,8 @@ another thread.
 Layout once installed (see `paintbridge plugin build gimp`):
     plug-ins/paintbridge/paintbridge.py     this file (executable)
     plug-ins/paintbridge/pb_support.py      GIMP-independent helpers
+    plug-ins/paintbridge/pb_gallery.py      gallery browser state, "Use settings" (GIMP-independent)
+    plug-ins/paintbridge/pb_workflow.py     workflow form widget specs, value checks (GIMP-independent)
     plug-ins/paintbridge/_vendor/           protocol/ (the shared client), msgpack, websockets
 Running from a source checkout also works when the checkout's root (holding protocol/) is three levels up and
 msgpack/websockets are importable.
@@ -33,6 +36,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
+import pb_gallery  # noqa: E402
 import pb_support as sup  # noqa: E402
 from pb_support import Rect  # noqa: E402
 
@@ -50,6 +54,8 @@ PROC_OUTPAINT = "paintbridge-outpaint"
 PROC_UPSCALE = "paintbridge-upscale"
 PROC_SIGN_IN = "paintbridge-sign-in"
 PROC_SETTINGS = "paintbridge-settings"
+PROC_GALLERY = "paintbridge-gallery"
+PROC_WORKFLOW = "paintbridge-workflow"
 
 LABELS = {
     PROC_GENERATE: ("_Generate…", "Generate a new layer from a prompt (in the selection's bounds, if any)"),
@@ -59,6 +65,9 @@ LABELS = {
     PROC_UPSCALE: ("_Upscale…", "Upscale the visible image into a new image"),
     PROC_SIGN_IN: ("_Sign In…", "Sign in to a Paintbridge engine"),
     PROC_SETTINGS: ("S_ettings…", "Server address, default model, sign out"),
+    PROC_GALLERY: ("Open from _Gallery…", "Browse your Paintbridge images: insert one as a layer, reuse its settings, "
+                                          "star it"),
+    PROC_WORKFLOW: ("Run _Workflow…", "Run one of your saved Paintbridge workflows; its results become layers"),
 }
 COMMON = ["prompt", "negative-prompt", "model", "steps", "guidance", "seed"]
 DIALOG_FIELDS = {
@@ -223,6 +232,32 @@ class Runner:
         """Submit, follow progress, return the list of ResultLayer."""
         self._progress_start(progress_text)
         rid = self.session.generate(params, image, mask, tag="gimp")
+        return self._follow(rid, progress_text)
+
+    def run_workflow(self, name, values, progress_text="Paintbridge"):
+        """Queue a saved workflow (values checked by pb_workflow.prepare), follow it, return its ResultLayers."""
+        self._progress_start(progress_text)
+        rid = self.session.run_workflow(name, values, tag="gimp")
+        return self._follow(rid, progress_text)
+
+    def wait_for(self, kind, what, timeout=60, pred=lambda d: True):
+        """Pump until an update of `kind` (matching pred) arrives; an error update fails with its message."""
+        got = {}
+
+        def handle(up):
+            if up.kind == kind and pred(up.data):
+                got["data"] = up.data
+                return True
+            if up.kind == "error":
+                raise Failure(f"Paintbridge: {what}: {up.data.get('message')}")
+            if up.kind == "state" and up.data.get("state") in ("signed_out", "expired"):
+                raise Failure(f"Paintbridge: {up.data.get('message') or 'signed out'}")
+            return False
+
+        self.pump(handle, timeout, what)
+        return got["data"]
+
+    def _follow(self, rid, progress_text):
         result = {}
 
         def handle(up):
@@ -312,9 +347,10 @@ def add_common_args(p, default_strength=None):
     p.add_string_argument("prompt", "_Prompt", "What to paint", "", RW)
     p.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
     p.add_string_argument("model", "_Model", "Model name (empty: the engine's default)", "", RW)
-    p.add_int_argument("steps", "Steps", "Sampling steps (0: model default)", 0, 500, 0, RW)
-    p.add_double_argument("guidance", "_Guidance", "Guidance scale (0: model default)", 0.0, 50.0, 0.0, RW)
-    p.add_int_argument("seed", "S_eed", "Seed (-1: random)", -1, 2**31 - 1, -1, RW)
+    p.add_int_argument("steps", "Steps", "Sampling steps (0: model default)", 0, sup.STEPS_MAX, 0, RW)
+    p.add_double_argument("guidance", "_Guidance", "Guidance scale (0: model default)", 0.0, sup.GUIDANCE_MAX,
+                          0.0, RW)
+    p.add_int_argument("seed", "S_eed", "Seed (-1: random)", -1, sup.SEED_MAX, -1, RW)
     if default_strength is not None:
         p.add_double_argument("strength", "Streng_th", "How much to change (0..1)", 0.0, 1.0, default_strength, RW)
     add_connection_args(p)
@@ -328,8 +364,8 @@ def add_connection_args(p):
 
 class Paintbridge(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [PROC_GENERATE, PROC_REFINE, PROC_INPAINT, PROC_OUTPAINT, PROC_UPSCALE, PROC_SIGN_IN,
-                PROC_SETTINGS]
+        return [PROC_GENERATE, PROC_REFINE, PROC_INPAINT, PROC_OUTPAINT, PROC_UPSCALE, PROC_GALLERY,
+                PROC_WORKFLOW, PROC_SIGN_IN, PROC_SETTINGS]
 
     def do_set_i18n(self, name):
         return False
@@ -350,7 +386,7 @@ class Paintbridge(Gimp.PlugIn):
                                    | Gimp.ProcedureSensitivityMask.NO_DRAWABLES)
         if name == PROC_GENERATE:
             add_common_args(p)
-            p.add_int_argument("batch", "_Batch", "How many layers", 1, 16, 1, RW)
+            p.add_int_argument("batch", "_Batch", "How many layers", 1, sup.BATCH_MAX, 1, RW)
         elif name == PROC_REFINE:
             add_common_args(p, 0.5)
         elif name == PROC_INPAINT:
@@ -363,6 +399,15 @@ class Paintbridge(Gimp.PlugIn):
         elif name == PROC_UPSCALE:
             add_common_args(p)
             p.add_int_argument("scale", "Sc_ale", "Upscale factor", 2, 4, 2, RW)
+        elif name == PROC_GALLERY:
+            p.add_string_argument("image-id", "Image ID", "Gallery image to insert as a layer (empty: your newest)",
+                                  "", RW)
+            add_connection_args(p)
+        elif name == PROC_WORKFLOW:
+            p.add_string_argument("workflow", "Workflow", "Name of one of your saved workflows", "", RW)
+            p.add_string_argument("values", "Values", 'JSON object of parameter values; image parameters take '
+                                  '"active" (the active layer), mask parameters "selection"', "{}", RW)
+            add_connection_args(p)
         elif name == PROC_SIGN_IN:
             p.add_string_argument("server-url", "Server _URL", "ws://host:port/v1/ws", "", RW)
             p.add_string_argument("username", "User _name", "", "", RW)
@@ -380,12 +425,14 @@ class Paintbridge(Gimp.PlugIn):
         name = procedure.get_name()
         interactive = run_mode == Gimp.RunMode.INTERACTIVE
         try:
-            if interactive and not self._dialog(procedure, config, name):
+            # Gallery and Run workflow build their own dialogs (they need the engine's lists first)
+            if interactive and name in DIALOG_FIELDS and not self._dialog(procedure, config, name):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
             handler = {
                 PROC_GENERATE: run_generate, PROC_REFINE: run_refine, PROC_INPAINT: run_inpaint,
                 PROC_OUTPAINT: run_outpaint, PROC_UPSCALE: run_upscale, PROC_SIGN_IN: run_sign_in,
-                PROC_SETTINGS: run_settings,
+                PROC_SETTINGS: run_settings, PROC_GALLERY: run_gallery,
+                PROC_WORKFLOW: lambda im, cfg, inter: run_workflow(im, drawables, cfg, inter),
             }[name]
             result = handler(image, config, interactive)
         except Failure as exc:
@@ -417,6 +464,12 @@ class Paintbridge(Gimp.PlugIn):
         gi.require_version("GimpUi", "3.0")
         from gi.repository import GimpUi
         GimpUi.init("paintbridge")
+        # "Use settings" in the gallery: recalled values replace GIMP's last values once (see pb_gallery)
+        recalled = {}
+        if name in pb_gallery.RECALL_PROCS:
+            recalled = pb_gallery.pending_recall(config_dir(), name, [a.name for a in procedure.get_arguments()])
+            for prop, value in recalled.items():
+                config.set_property(prop, value)
         dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Paintbridge")
         dialog.fill(DIALOG_FIELDS[name])
         if name == PROC_SIGN_IN:
@@ -426,6 +479,8 @@ class Paintbridge(Gimp.PlugIn):
                 entry.set_visibility(False)
         ok = dialog.run()
         dialog.destroy()
+        if ok and recalled:
+            pb_gallery.recall_used(config_dir(), name)
         return ok
 
 
@@ -635,6 +690,467 @@ def run_settings(image, config, interactive):
         from protocol.tokens import TokenStore
         TokenStore(config_dir()).delete(url)
     return {"url": url, "model": settings["model"], "signed_out": bool(config.get_property("sign-out"))}
+
+
+# ---- Open from gallery ---------------------------------------------------------------------------------------
+
+def _gtk():
+    """Gtk for the plug-in's own dialogs (interactive runs only: needs a display)."""
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    gi.require_version("GdkPixbuf", "2.0")
+    from gi.repository import GdkPixbuf, GimpUi, Gtk
+    GimpUi.init("paintbridge")
+    return Gtk, GdkPixbuf
+
+
+def insert_gallery_image(runner, image, image_id, timeout=120):
+    """Download a gallery image and insert it as a new layer at its own x, y (one undo group)."""
+    runner.session.open_image(image_id, tag=("open", image_id))
+    got = runner.wait_for("result", f"opening image {image_id}", timeout,
+                          pred=lambda d: d.get("image") == image_id)
+    return _place(image, got["layers"], "Paintbridge")
+
+
+def run_gallery(image, config, interactive):
+    if interactive:
+        Gtk, GdkPixbuf = _gtk()
+    runner = _runner(config, interactive, need_models=False)
+    try:
+        if interactive:
+            return GalleryDialog(runner, image, Gtk, GdkPixbuf).run()
+        image_id = _text(config, "image-id").strip()
+        if not image_id:
+            runner.session.list_images(thumb_size=16, limit=1, tag="newest")
+            page = runner.wait_for("images", "listing your gallery", pred=lambda d: d.get("tag") == "newest")
+            if not page["images"]:
+                raise Failure("Paintbridge: your gallery is empty: nothing to insert")
+            image_id = page["images"][0]["id"]
+        return {"image_id": image_id, "layers": insert_gallery_image(runner, image, image_id)}
+    finally:
+        runner.close()
+
+
+class GalleryDialog:
+    """The gallery browser. Runs on GIMP's main thread: requests go through the Session worker, and a GLib
+    timeout drains Session.poll() into the view (thumbnails become GdkPixbufs here, never on another thread)."""
+
+    STAR, RECALL, INSERT = 1, 2, 3
+
+    def __init__(self, runner, image, Gtk, GdkPixbuf):
+        self.runner, self.image, self.Gtk, self.GdkPixbuf = runner, image, Gtk, GdkPixbuf
+        self.browser = pb_gallery.GalleryBrowser(runner.session)
+        self.inserted, self.recalled = [], None
+        self.loop = None
+
+        d = self.dialog = Gtk.Dialog(title="Paintbridge: Gallery")
+        d.set_default_size(760, 580)
+        self.star_button = d.add_button("_Star", self.STAR)
+        d.add_button("Use se_ttings", self.RECALL)
+        d.add_button("_Insert as layer", self.INSERT)
+        d.add_button("_Close", Gtk.ResponseType.CLOSE)
+        box = d.get_content_area()
+        box.set_spacing(6)
+        box.set_border_width(8)
+
+        row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        self.search = Gtk.SearchEntry()
+        self.search.set_placeholder_text("Words in the prompt")
+        self.search.set_hexpand(True)
+        self.search.connect("search-changed", lambda w: self._reload())
+        self.starred = Gtk.CheckButton(label="Starred _only", use_underline=True)
+        self.starred.connect("toggled", lambda w: self._reload())
+        row.pack_start(self.search, True, True, 0)
+        row.pack_start(self.starred, False, False, 0)
+        box.pack_start(row, False, False, 0)
+
+        # pixbuf, caption, id, tooltip
+        self.store = Gtk.ListStore(GdkPixbuf.Pixbuf, str, str, str)
+        view = self.view = Gtk.IconView(model=self.store)
+        view.set_pixbuf_column(0)
+        view.set_text_column(1)
+        view.set_tooltip_column(3)
+        view.set_item_width(pb_gallery.THUMB_SIZE + 24)
+        view.set_selection_mode(Gtk.SelectionMode.SINGLE)
+        view.connect("item-activated", lambda v, path: self._insert())
+        view.connect("selection-changed", lambda v: self._sensitivity())
+        scroll = Gtk.ScrolledWindow()
+        scroll.set_policy(Gtk.PolicyType.NEVER, Gtk.PolicyType.AUTOMATIC)
+        scroll.set_vexpand(True)
+        scroll.add(view)
+        box.pack_start(scroll, True, True, 0)
+
+        row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        self.status = Gtk.Label(label="Loading…", xalign=0.0)
+        self.status.set_line_wrap(True)
+        self.more = Gtk.Button.new_with_mnemonic("Load _more")
+        self.more.connect("clicked", lambda b: self.browser.load_more() and self._sensitivity())
+        row.pack_start(self.status, True, True, 0)
+        row.pack_start(self.more, False, False, 0)
+        box.pack_start(row, False, False, 0)
+        d.connect("response", self._on_response)
+
+    # -- running --
+    def run(self):
+        self.browser.reload()
+        self.dialog.show_all()
+        self._sensitivity()
+        self.loop = GLib.MainLoop()
+        GLib.timeout_add(40, self._tick)
+        self.loop.run()
+        self.dialog.destroy()
+        return {"inserted": self.inserted, "recalled": self.recalled}
+
+    def _tick(self):
+        if self.loop is None or not self.loop.is_running():
+            return False
+        for up in self.runner.session.poll():
+            try:
+                self._dispatch(up)
+            except Exception as exc:  # keep the dialog alive; say what went wrong
+                self._say(f"{type(exc).__name__}: {exc}", error=True)
+        return True
+
+    def _on_response(self, dialog, response):
+        if response == self.INSERT:
+            self._insert()
+        elif response == self.RECALL:
+            image_id = self._selected()
+            if image_id:
+                self.runner.session.recall(image_id, tag=("recall", image_id))
+                self._say("Fetching its settings…")
+        elif response == self.STAR:
+            item = self.browser.find(self._selected() or "")
+            if item:
+                self.runner.session.call("images.star", {"image": item["id"], "starred": not item.get("starred")},
+                                         tag=("star", item["id"]))
+        else:   # Close, Escape, the window's close button
+            self.loop.quit()
+        self._sensitivity()
+
+    # -- actions --
+    def _selected(self):
+        paths = self.view.get_selected_items()
+        return self.store[paths[0]][2] if paths else None
+
+    def _insert(self):
+        image_id = self._selected()
+        if image_id:
+            self.runner.session.open_image(image_id, tag=("open", image_id))
+            self._say("Downloading…")
+
+    def _reload(self):
+        self.store.clear()
+        self.browser.reload(query=self.search.get_text(), starred_only=self.starred.get_active())
+        self._say(self.browser.status())
+        self._sensitivity()
+
+    def _sensitivity(self):
+        chosen = self._selected() is not None
+        for resp in (self.STAR, self.RECALL, self.INSERT):
+            self.dialog.set_response_sensitive(resp, chosen)
+        item = self.browser.find(self._selected() or "")
+        self.star_button.set_label("Un_star" if item and item.get("starred") else "_Star")
+        self.more.set_sensitive(self.browser.has_more and not self.browser.loading)
+
+    def _say(self, text, error=False):
+        self.status.set_markup(f'<span foreground="#c01c28">{GLib.markup_escape_text(text)}</span>' if error
+                               else GLib.markup_escape_text(text))
+
+    def _pixbuf(self, px):
+        if px is None:
+            return None
+        GdkPixbuf = self.GdkPixbuf
+        return GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(px.data), GdkPixbuf.Colorspace.RGB, True, 8,
+                                               px.w, px.h, px.w * 4)
+
+    def _dispatch(self, up):
+        d = up.data
+        tag = d.get("tag")
+        if up.kind == "images":
+            new = self.browser.accept(d)
+            if new is None:
+                return
+            for it in new:
+                self.store.append([self._pixbuf(it.get("thumbnail")), pb_gallery.caption(it), it["id"],
+                                   pb_gallery.tooltip(it)])
+            self._say(self.browser.status())
+        elif up.kind == "result" and isinstance(tag, tuple) and tag[0] == "open":
+            if not self.image.is_valid():
+                self._say("The image was closed: nothing inserted", error=True)
+                return
+            placed = _place(self.image, d["layers"], "Paintbridge")
+            Gimp.displays_flush()
+            self.inserted.extend(placed)
+            self._say(f"Inserted “{placed[0]['name']}”" if placed else "Nothing to insert")
+        elif up.kind == "recalled":
+            if not d.get("values"):
+                wf = d.get("workflow")
+                if wf:
+                    pb_gallery.store_workflow_recall(config_dir(), d["image"], wf[0], wf[1])
+                    self.recalled = d["image"]
+                    self._say(f"Run workflow will open with “{wf[0]}” and this image's values next time")
+                else:
+                    self._say("That image was made by a node graph: it has no settings to reuse", error=True)
+                return
+            args, notes = pb_gallery.store_recall(config_dir(), d["image"], d["values"])
+            self.recalled = d["image"]
+            text = ("Generate, Refine and Inpaint will start from its settings next time "
+                    f"(prompt “{args.get('prompt', '')[:40]}”, seed {args.get('seed', 'random')})")
+            self._say(text + (". " + "; ".join(notes) if notes else ""))
+        elif up.kind == "reply" and d.get("op") == "images.star":
+            image_id = tag[1]
+            starred = bool(d["result"].get("starred"))
+            self.browser.set_starred(image_id, starred)
+            for row in self.store:
+                if row[2] == image_id:
+                    row[1] = pb_gallery.caption(self.browser.find(image_id))
+            self._say("Starred" if starred else "Unstarred")
+        elif up.kind == "error":
+            self.browser.loading = False
+            self._say(d.get("message") or "error", error=True)
+        elif up.kind == "state" and d.get("state") in ("signed_out", "expired", "disconnected"):
+            self._say(d.get("message") or d["state"], error=True)
+        self._sensitivity()
+
+
+# ---- Run workflow --------------------------------------------------------------------------------------------
+
+def _active_drawable(image, drawables):
+    if drawables:
+        return drawables[0]
+    selected = image.get_selected_drawables()
+    return selected[0] if selected else None
+
+
+def _drawable_rect(drawable):
+    ok, x, y = drawable.get_offsets()
+    return Rect(x, y, drawable.get_width(), drawable.get_height())
+
+
+def read_drawable(drawable, Pixels):
+    """A drawable's own pixels as rgba8 at its offsets in the image."""
+    r = _drawable_rect(drawable)
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, r.w, r.h), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
+    return Pixels(bytes(data), r.w, r.h, "rgba8", r.x, r.y)
+
+
+def source_reader(image, active, Pixels):
+    """read(source) for pb_workflow.prepare: "active" -> the active drawable's pixels; "selection" -> the
+    selection as gray8 over the active drawable's area (the whole image without one), so a mask lines up with an
+    image parameter taken from the same layer; None when there is nothing to read."""
+    def read(source):
+        if source == "active":
+            return read_drawable(active, Pixels) if active is not None else None
+        if Gimp.Selection.is_empty(image):
+            return None
+        rect = _drawable_rect(active) if active is not None else image_rect(image)
+        return read_selection(image, rect, Pixels)
+    return read
+
+
+def run_workflow(image, drawables, config, interactive):
+    if interactive:
+        Gtk, _ = _gtk()
+    runner = _runner(config, interactive, need_models=False)
+    try:
+        import pb_workflow as pbw
+        runner.session.refresh_workflows()
+        workflows = runner.wait_for("workflows", "listing your workflows")["workflows"]
+        read = source_reader(image, _active_drawable(image, drawables), runner.pixels.Pixels)
+        if interactive:
+            if not workflows:
+                raise Failure("Paintbridge: you have no saved workflows yet (save one from the engine: "
+                              "`paintbridge workflows import FILE`)")
+            try:
+                last = pbw.parse_values(_text(config, "values"))
+            except ValueError:
+                last = {}
+            last_name = _text(config, "workflow")
+            recalled = pb_gallery.pending_workflow_recall(config_dir())   # "Use settings" on a workflow image
+            if recalled:
+                last_name, last = recalled
+            chosen = WorkflowDialog(Gtk, workflows, last_name, last, read).run()
+            if chosen is None:
+                raise Failure("Paintbridge: canceled", Gimp.PDBStatusType.CANCEL)
+            if recalled:
+                pb_gallery.workflow_recall_used(config_dir())
+            name, values, raw = chosen
+            # GIMP keeps these as the last values: the dialog starts from them next time
+            config.set_property("workflow", name)
+            config.set_property("values", json.dumps(raw))
+        else:
+            name = _text(config, "workflow").strip()
+            try:
+                wf = pbw.find_workflow(workflows, name)
+                raw = pbw.parse_values(_text(config, "values"))
+            except (LookupError, ValueError) as exc:
+                raise Failure(f"Paintbridge: {exc}")
+            from protocol import forms
+            form = forms.fields(wf)
+            values, errors = pbw.prepare(form, raw, read)
+            if errors:
+                raise Failure(f"Paintbridge: workflow {name!r} not run: {pbw.describe_errors(form, errors)}")
+        results = runner.run_workflow(name, values, progress_text=f"Paintbridge: {name}")
+        return {"job": runner.job, "workflow": name, "layers": _place(image, results, f"Paintbridge {name}")}
+    finally:
+        runner.close()
+
+
+class WorkflowDialog:
+    """A combo of the person's workflows and a native form per workflow (specs from pb_workflow.form_specs).
+    Run checks the form with pb_workflow.prepare; errors show under their fields and nothing is sent."""
+
+    def __init__(self, Gtk, workflows, last_name, last_values, read):
+        import pb_workflow as pbw
+        self.Gtk, self.pbw, self.read = Gtk, pbw, read
+        self.workflows = sorted(workflows, key=lambda w: w.get("name", ""))
+        self.last_name, self.last_values = last_name, last_values
+        self.form, self.rows = [], []   # rows: (spec, getter, error label)
+
+        d = self.dialog = Gtk.Dialog(title="Paintbridge: Run workflow")
+        d.set_default_size(460, -1)
+        d.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+        d.add_button("_Run", Gtk.ResponseType.OK)
+        d.set_default_response(Gtk.ResponseType.OK)
+        box = d.get_content_area()
+        box.set_spacing(6)
+        box.set_border_width(10)
+        self.combo = Gtk.ComboBoxText()
+        for wf in self.workflows:
+            self.combo.append_text(wf["name"])
+        box.pack_start(self.combo, False, False, 0)
+        self.description = Gtk.Label(xalign=0.0)
+        self.description.set_line_wrap(True)
+        box.pack_start(self.description, False, False, 0)
+        self.grid = None
+        self.box = box
+        self.message = Gtk.Label(xalign=0.0)
+        self.message.set_line_wrap(True)
+        box.pack_end(self.message, False, False, 0)
+        self.combo.connect("changed", lambda c: self._build())
+        names = [w["name"] for w in self.workflows]
+        self.combo.set_active(names.index(last_name) if last_name in names else 0)
+
+    def _workflow(self):
+        i = self.combo.get_active()
+        return self.workflows[i] if i >= 0 else None
+
+    def _build(self):
+        Gtk = self.Gtk
+        if self.grid is not None:
+            self.grid.destroy()
+        wf = self._workflow()
+        self.description.set_text((wf or {}).get("description") or "")
+        initial = self.last_values if wf and wf["name"] == self.last_name else {}
+        self.form, specs = self.pbw.form_specs(wf or {}, initial)
+        grid = self.grid = Gtk.Grid(row_spacing=4, column_spacing=8)
+        self.rows = []
+        for i, spec in enumerate(specs):
+            widget, getter = self._widget(spec)
+            widget.set_tooltip_text(spec["tooltip"] or None)
+            label = Gtk.Label(label=spec["label"] + (" *" if spec["required"] else ""), xalign=1.0, yalign=0.0)
+            error = Gtk.Label(xalign=0.0)
+            error.set_line_wrap(True)
+            error.set_no_show_all(True)
+            if spec["widget"] != "check":
+                grid.attach(label, 0, 2 * i, 1, 1)
+            grid.attach(widget, 1, 2 * i, 1, 1)
+            grid.attach(error, 1, 2 * i + 1, 1, 1)
+            self.rows.append((spec, getter, error))
+        if not specs:
+            grid.attach(Gtk.Label(label="This workflow has no parameters."), 0, 0, 2, 1)
+        self.box.pack_start(grid, True, True, 0)
+        grid.show_all()
+        self.message.set_text("")
+
+    def _widget(self, spec):
+        """Gtk widget for a spec, and a getter giving its raw value for pb_workflow.prepare."""
+        Gtk, kind = self.Gtk, spec["widget"]
+        if kind == "choice":
+            w = Gtk.ComboBoxText()
+            for item in spec["items"]:
+                w.append_text(item)
+            w.set_active(spec["active"])
+            return w, lambda: spec["values"][w.get_active()] if w.get_active() >= 0 else None
+        if kind in ("int", "float"):
+            value = spec["value"]
+            start = min(max(value if value is not None else max(spec["min"], min(0, spec["max"])), spec["min"]),
+                        spec["max"])
+            adj = Gtk.Adjustment(value=start, lower=spec["min"], upper=spec["max"],
+                                 step_increment=spec["step"], page_increment=spec["page"], page_size=0)
+            w = Gtk.SpinButton(adjustment=adj, climb_rate=spec["step"], digits=spec["digits"])
+            w.set_hexpand(True)
+            if value is None:
+                w.set_text("")      # required, no default: empty until the person types a value
+
+            def get():
+                if not w.get_text().strip():
+                    return None
+                w.update()          # the typed text -> the value (locale-aware), clamped to the bounds
+                v = w.get_value()
+                return int(round(v)) if kind == "int" else v
+            return w, get
+        if kind == "text":
+            w = Gtk.Entry()
+            w.set_text(spec["value"])
+            w.set_hexpand(True)
+            w.set_activates_default(True)
+            return w, w.get_text
+        if kind == "textarea":
+            view = Gtk.TextView()
+            view.set_wrap_mode(Gtk.WrapMode.WORD_CHAR)
+            view.get_buffer().set_text(spec["value"])
+            w = Gtk.ScrolledWindow()
+            w.set_min_content_height(72)
+            w.set_hexpand(True)
+            w.set_shadow_type(Gtk.ShadowType.IN)
+            w.add(view)
+
+            def get():
+                buf = view.get_buffer()
+                return buf.get_text(buf.get_start_iter(), buf.get_end_iter(), False)
+            return w, get
+        if kind == "check":
+            w = Gtk.CheckButton(label=spec["label"])
+            w.set_active(spec["value"])
+            return w, w.get_active
+        # layer / selection: what will be sent, read when Run is pressed
+        w = Gtk.Label(label=spec["text"], xalign=0.0)
+        return w, lambda: spec["source"]
+
+    def run(self):
+        """(workflow name, values for workflows.run, raw widget values) or None when canceled."""
+        self.dialog.show_all()
+        try:
+            while True:
+                if self.dialog.run() != self.Gtk.ResponseType.OK:
+                    return None
+                chosen = self.check()
+                if chosen is not None:
+                    return chosen
+        finally:
+            self.dialog.destroy()
+
+    def check(self):
+        """Read the widgets and check them: the run's arguments, or None with the errors shown under their fields
+        (nothing is sent then)."""
+        wf = self._workflow()
+        if wf is None:
+            return None
+        raw = {spec["name"]: get() for spec, get, _ in self.rows}
+        values, errors = self.pbw.prepare(self.form, raw, self.read)
+        for spec, _, label in self.rows:
+            msg = errors.get(spec["name"])
+            if msg:
+                label.set_markup(f'<span foreground="#c01c28">{GLib.markup_escape_text(msg)}</span>')
+                label.show()
+            else:
+                label.hide()
+        if errors:
+            self.message.set_text("Fix the marked fields; nothing was sent.")
+            return None
+        return wf["name"], values, raw
 
 
 if __name__ == "__main__":

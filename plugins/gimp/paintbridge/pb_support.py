@@ -16,6 +16,12 @@ from protocol.pixels import round8
 SETTINGS_FILE = "settings.json"
 DEFAULT_TIMEOUT = 900.0
 
+# Ranges of the procedures' numeric arguments (GIMP int arguments are 32-bit).
+STEPS_MAX = 500
+GUIDANCE_MAX = 50.0
+SEED_MAX = 2 ** 31 - 1
+BATCH_MAX = 16
+
 
 @dataclass(frozen=True)
 class Rect:
