@@ -66,3 +66,107 @@ def test_inpaint_and_pixel_exact_roundtrip_in_krita(plugin_zip, engine_server):
     with engine_server.client() as c:
         missing = c.call("blob.has", {"hashes": [sha256(rgba).hexdigest(), sha256(bgra).hexdigest()]})["missing"]
     assert missing == [sha256(bgra).hexdigest()], "the engine did not get the pattern as RGBA"
+
+
+# A model-free workflow (runs in milliseconds): the layer pasted onto itself through the selection mask, then
+# moved to x (and y 4): so the result is the layer's own pixels, placed where the form says.
+SHIFT = {"nodes": {"i": {"type": "image_input"}, "m": {"type": "mask_input"},
+                   "p": {"type": "paste", "feather": 2.0},
+                   "s": {"type": "place", "x": 40, "y": 4},
+                   "o": {"type": "output", "name": "shifted"}},
+         "edges": [{"from": ["i", "image"], "to": ["p", "base"]}, {"from": ["i", "image"], "to": ["p", "image"]},
+                   {"from": ["m", "mask"], "to": ["p", "mask"]}, {"from": ["p", "image"], "to": ["s", "image"]},
+                   {"from": ["s", "image"], "to": ["o", "image"]}]}
+SHIFT_PARAMS = [
+    {"name": "source", "type": "image", "node": "i", "field": "layer", "label": "Layer",
+     "description": "the pixels to move"},
+    {"name": "mask", "type": "mask", "node": "m", "field": "layer"},
+    {"name": "x", "type": "int", "node": "s", "field": "x", "min": 0, "max": 100, "description": "new left edge"},
+    {"name": "feather", "type": "float", "node": "p", "field": "feather", "min": 0, "max": 16, "step": 0.5},
+    {"name": "name", "type": "str", "node": "o", "field": "name"}]
+
+
+def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
+    """The docker's Gallery (thumbnails, search, star, Use settings, Add to document, paging) and Workflows
+    (a form built from the schema, a field error that queues nothing, a run whose result is applied)."""
+    from ..test_gallery import new_user
+    from ..test_workflows import GRAPH, PARAMS
+
+    c = new_user(engine_server)   # a fresh user: the gallery holds only what this test makes
+    try:
+        c.call("workflows.save", {"name": "KritaFox", "description": "a fox, from a prompt", "graph": GRAPH,
+                                  "params": PARAMS})
+        c.call("workflows.save", {"name": "KritaShift", "description": "move the selected pixels",
+                                  "graph": SHIFT, "params": SHIFT_PARAMS})
+        res = run_in_krita(plugin_zip, SCRIPTS / "gallery_workflow.py", timeout=500,
+                           params={"url": engine_server.url, "token": c.token, "model": engine_server.model_name,
+                                   "fox": "KritaFox", "shift": "KritaShift"})
+        assert res["ok"], res.get("error", "") + "\n" + str(res.get("messages")) + "\n" + res.get("log", "")
+
+        # gallery: the generated image is listed for its document, with a thumbnail icon
+        assert res["made"] == [16, 24, 64, 64]
+        assert res["gallery_count"] == 1 and res["gallery_total"] == 1
+        assert res["gallery_has_icon"] and res["thumb_size"] == [64, 64]   # never enlarged
+        assert "a gallery fox" in res["gallery_item_text"] and "seed 4321" in res["gallery_item_tooltip"]
+        assert res["gallery_count_label"] == "1 of 1" and res["gallery_more_enabled"] is False
+        assert res["search_miss"] == 0 and res["search_hit"] == 1
+        assert res["starred_before"] == 0 and res["starred_after"] == 1
+        assert (res["star_label_before"], res["star_label_after"]) == ("Star", "Unstar")
+        assert res["starred_item_text"].startswith("★")
+        # Use settings refilled the Generate widgets (and showed them)
+        assert res["recalled"] == {"prompt": "a gallery fox", "negative": "blurry", "seed": 4321, "steps": 1,
+                                   "mode": "txt2img", "model": engine_server.model_name, "guidance": 6.5,
+                                   "tab": 0}
+        # Add to document: a layer in the Paintbridge group at the image's place, pixel for pixel
+        assert res["added_bounds"] == [16, 24, 64, 64] and res["added_exact"] is True
+        assert res["results_after_add"] == 0
+
+        # workflows: native widgets from the schema, with defaults, bounds, steps and tooltips
+        fox = res["fox_form"]
+        assert fox["prompt"]["widget"] == "QPlainTextEdit" and fox["prompt"]["value"] == "a red fox"
+        assert fox["seed"]["widget"] == "QSpinBox" and fox["seed"]["value"] == 1 and fox["seed"]["min"] == 0
+        assert fox["steps"]["widget"] == "QSpinBox" and (fox["steps"]["min"], fox["steps"]["max"],
+                                                         fox["steps"]["value"]) == (1, 8, 2)
+        assert fox["scheduler"]["widget"] == "QComboBox"
+        assert fox["scheduler"]["items"] == ["euler", "euler_a", "dpmpp_2m_karras", "ddim"]
+        assert fox["cfg"]["widget"] == "QDoubleSpinBox" and (fox["cfg"]["min"], fox["cfg"]["max"],
+                                                             fox["cfg"]["step"], fox["cfg"]["value"]) == \
+            (0.0, 20.0, 0.5, 7.0)
+        shift = res["shift_form"]
+        assert [shift[n]["kind"] for n in ("source", "mask", "x", "feather", "name")] == \
+            ["layer", "selection", "int", "float", "text"]
+        assert shift["source"]["widget"] == "QComboBox" and shift["source"]["items"] == ["layer", "composite"]
+        assert shift["source"]["label_tooltip"] == "the pixels to move"
+        assert shift["x"]["widget"] == "QSpinBox" and (shift["x"]["min"], shift["x"]["max"],
+                                                       shift["x"]["value"]) == (0, 100, 40)
+        assert shift["x"]["tooltip"] == shift["x"]["label_tooltip"] == "new left edge"
+        assert shift["feather"]["widget"] == "QDoubleSpinBox" and (shift["feather"]["min"], shift["feather"]["max"],
+                                                                   shift["feather"]["step"],
+                                                                   shift["feather"]["value"]) == (0, 16, 0.5, 2.0)
+        assert shift["name"]["widget"] == "QLineEdit" and shift["name"]["value"] == "shifted"
+        assert res["shift_description"] == "move the selected pixels"
+        assert res["old_form_hidden"] is True
+        # a bad value: the error is under its field, nothing was queued
+        assert res["bad_error_shown"] and "selection" in res["bad_error_text"]
+        assert res["bad_other_errors"] == [] and res["bad_sent_nothing"] is True
+        # a good run: listed with the results, applied where the form put it, with the layer's pixels
+        assert res["good_error_cleared"]
+        assert res["wf_result"] == [50, 4, 40, 24] and res["wf_result_name"] == "shifted by krita"
+        assert "shifted by krita" in res["wf_result_listed"]
+        assert res["wf_layer_bounds"] == [50, 4, 40, 24] and res["wf_layer_exact"] is True
+        assert res["results_after_apply"] == 0
+        # paging with next_cursor
+        assert res["page1"] == [1, 2, True] and res["page2"] == [2, 2, False] and res["pages_distinct"], \
+            res.get("page2_debug")
+
+        # the engine saw exactly one run, with the values from the form and the selection as a gray8 mask
+        runs = [j for j in c.call("job.list", {"limit": 100})["jobs"] if j.get("kind") == "workflow"]
+        assert len(runs) == 1
+        values = runs[0]["request"]["values"]
+        assert (values["x"], values["feather"], values["name"]) == (50, 1.5, "shifted by krita")
+        assert {k: values["mask"][k] for k in ("format", "x", "y", "w", "h")} == \
+            {"format": "gray8", "x": 8, "y": 16, "w": 40, "h": 24}
+        assert {k: values["source"][k] for k in ("format", "x", "y", "w", "h")} == \
+            {"format": "rgba8", "x": 8, "y": 16, "w": 40, "h": 24}
+    finally:
+        c.close()

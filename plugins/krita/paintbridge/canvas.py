@@ -27,6 +27,11 @@ def active_document():
     return doc
 
 
+def document_key(doc) -> str:
+    """How a document is named in requests (source.document) and gallery filters: its file, else its title."""
+    return doc.fileName() or doc.name()
+
+
 def selection_bounds(doc) -> tuple[int, int, int, int] | None:
     sel = doc.selection()
     if sel is None or sel.width() <= 0 or sel.height() <= 0:
@@ -70,6 +75,22 @@ def request_region(doc, mode: str) -> tuple[int, int, int, int]:
     if bounds is not None and mode in ("txt2img", "img2img", "upscale"):
         return bounds
     return 0, 0, doc.width(), doc.height()
+
+
+def workflow_region(doc) -> tuple[int, int, int, int]:
+    """What a workflow's layer and mask parameters cover: the selection's bounds, else the whole document."""
+    return selection_bounds(doc) or (0, 0, doc.width(), doc.height())
+
+
+def read_workflow_input(doc, kind: str, source: str = "layer") -> Pixels:
+    """A workflow's image parameter (kind "image": the active layer, or the composite image, as BGRA) or mask
+    parameter (kind "mask": the selection as gray8), over workflow_region."""
+    x, y, w, h = workflow_region(doc)
+    if kind == "mask":
+        if selection_bounds(doc) is None:
+            raise CanvasError("make a selection for this mask")
+        return read_selection_mask(doc, x, y, w, h)
+    return read_pixels(doc, x, y, w, h, source)
 
 
 def _group(doc):

@@ -3,6 +3,10 @@
 One Controller per Krita process. It owns the shared Session, drains it with a QTimer on the main thread and
 turns updates into Qt signals; the docker only displays them. Documents are touched only here and in canvas.py,
 both on the main thread.
+
+Besides generating it keeps the gallery (one list of image summaries, paged with next_cursor, filtered by
+"this document", "starred" and words of the prompt) and the user's workflows, whose forms come from the shared
+protocol.forms so the three plug-ins check values the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass, field
 from krita import Krita
 from PyQt5.QtCore import QObject, QStandardPaths, QTimer, pyqtSignal
 
-from protocol import default_url
+from protocol import default_url, forms
 from protocol.pixels import round8
 from protocol.session import ResultLayer, Session
 
@@ -22,6 +26,12 @@ from . import canvas
 MODES = [("txt2img", "Generate"), ("img2img", "Refine"), ("inpaint", "Inpaint selection"),
          ("outpaint", "Outpaint"), ("upscale", "Upscale")]
 SETTINGS = "paintbridge"
+GALLERY_PAGE = 24        # images per gallery page
+THUMB_SIZE = 96          # px, longest side of a gallery thumbnail
+# recalled generate arguments (forms.recalled) -> Form attributes, with their types
+RECALL = {"prompt": ("prompt", str), "negative_prompt": ("negative", str), "model": ("model", str),
+          "mode": ("mode", str), "steps": ("steps", int), "guidance": ("guidance", float), "seed": ("seed", int),
+          "strength": ("strength", float)}
 
 
 @dataclass
@@ -78,6 +88,10 @@ class Controller(QObject):
     results_changed = pyqtSignal()
     busy_changed = pyqtSignal(bool)
     message = pyqtSignal(str)
+    form_changed = pyqtSignal()                 # the Form was refilled (Use settings): show it again
+    gallery_changed = pyqtSignal()              # gallery / gallery_total / gallery_cursor changed
+    workflows_changed = pyqtSignal(list)
+    workflow_errors = pyqtSignal(dict)          # {field name: message}; "" for the workflow as a whole
 
     def __init__(self):
         super().__init__()
@@ -89,6 +103,14 @@ class Controller(QObject):
         self.models: list[dict] = []
         self.results: list[Result] = []
         self.active_jobs: dict[str, dict] = {}
+        self.gallery: list[dict] = []           # image summaries, newest first; "thumbnail" is BGRA Pixels|None
+        self.gallery_total = 0
+        self.gallery_cursor: str | None = None  # next page, None at the end
+        self.gallery_filters: dict = {}         # the filters of the shown list (images.list args)
+        self.gallery_loading = False
+        self.gallery_page = GALLERY_PAGE
+        self._gallery_gen = 0                   # drops pages of an older refresh
+        self.workflows: list[dict] = []
         self.timer = QTimer(self)
         self.timer.setInterval(50)
         self.timer.timeout.connect(self.drain)
@@ -118,7 +140,7 @@ class Controller(QObject):
             x, y, w, h = canvas.request_region(doc, f.mode)
             params = {"mode": f.mode, "prompt": f.prompt, "negative_prompt": f.negative, "steps": f.steps,
                       "guidance": f.guidance, "batch": f.batch,
-                      "source": {"app": "krita", "document": doc.fileName() or doc.name()}}
+                      "source": {"app": "krita", "document": canvas.document_key(doc)}}
             if f.mode != "upscale":
                 params["model"] = f.model
             if f.seed >= 0:
@@ -147,8 +169,16 @@ class Controller(QObject):
 
     def apply(self, index: int, replace: bool = False):
         res = self.results[index]
+        if not self._place(res, replace):
+            return None
+        del self.results[index]
+        self.results_changed.emit()
+        return True
+
+    def _place(self, res: Result, replace: bool = False) -> bool:
+        """Put one result (or gallery image) into its document: the one code path for both."""
         try:
-            if res.mode == "upscale":
+            if res.mode == "upscale" or res.doc is None:   # no document to go into (a workflow run without one)
                 canvas.new_document(res.layer.name, res.layer.pixels)
             elif replace:
                 canvas.replace_in_active_layer(res.doc, res.layer.pixels)
@@ -156,17 +186,146 @@ class Controller(QObject):
                 canvas.add_result_layer(res.doc, res.layer.name, res.layer.pixels)
         except canvas.CanvasError as exc:
             self.message.emit(str(exc))
-            return None
+            return False
         except RuntimeError:   # the document was closed meanwhile
             self.message.emit("the document this result belongs to is closed")
-            return None
-        del self.results[index]
-        self.results_changed.emit()
+            return False
         return True
 
     def discard(self, index: int):
         del self.results[index]
         self.results_changed.emit()
+
+    # ---- gallery ----------------------------------------------------------------------------------------
+    def refresh_gallery(self, this_document: bool = False, starred: bool = False, q: str = "") -> bool:
+        """Reload the gallery from its first page with these filters. False (with a message) if refused."""
+        filters = {}
+        if this_document:
+            try:
+                filters["document"] = canvas.document_key(canvas.active_document())
+            except canvas.CanvasError as exc:
+                self.message.emit(str(exc))
+                return False
+        if starred:
+            filters["starred"] = True
+        if q.strip():
+            filters["q"] = q.strip()
+        self._gallery_gen += 1
+        self.gallery_filters = filters
+        self.gallery, self.gallery_total, self.gallery_cursor = [], 0, None
+        self.gallery_loading = True
+        self.gallery_changed.emit()
+        self.session.list_images(thumb_size=THUMB_SIZE, limit=self.gallery_page,
+                                 tag={"gallery": self._gallery_gen}, **filters)
+        return True
+
+    @property
+    def gallery_has_more(self) -> bool:
+        return self.gallery_cursor is not None and len(self.gallery) < self.gallery_total
+
+    def load_more_images(self) -> bool:
+        """The next page of the shown list (appended)."""
+        if not self.gallery_has_more or self.gallery_loading:
+            return False
+        self.gallery_loading = True
+        self.session.list_images(thumb_size=THUMB_SIZE, limit=self.gallery_page,
+                                 tag={"gallery": self._gallery_gen}, cursor=self.gallery_cursor,
+                                 **self.gallery_filters)
+        return True
+
+    def gallery_image(self, image_id: str) -> dict | None:
+        return next((im for im in self.gallery if im["id"] == image_id), None)
+
+    def use_settings(self, image_id: str):
+        """Refill the generate form from an image's parameters (arrives as form_changed)."""
+        self.session.recall(image_id, tag={"recall": image_id})
+
+    def add_image(self, image_id: str) -> bool:
+        """Download a gallery image and add it to the active document as a layer in the Paintbridge group,
+        at the position it was made for."""
+        try:
+            doc = canvas.active_document()
+        except canvas.CanvasError as exc:
+            self.message.emit(str(exc))
+            return False
+        self.session.open_image(image_id, tag={"doc": doc, "mode": "gallery", "place": True})
+        return True
+
+    def star_image(self, image_id: str, starred: bool = True):
+        self.session.call("images.star", {"image": image_id, "starred": bool(starred)}, tag={"star": image_id})
+
+    def _recalled(self, d: dict):
+        values = d.get("values") or {}
+        summary = d.get("summary") or {}
+        note = ""
+        if not values:   # a graph or workflow image: no generate arguments, but its summary has the basics
+            values = {k: summary[k] for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "model")
+                      if summary.get(k) is not None}
+            note = " (made by a workflow: only its prompt, seed and steps)"
+        f = self.form
+        for key, (attr, typ) in RECALL.items():
+            if values.get(key) is None:
+                continue
+            if key == "mode" and values[key] not in dict(MODES):
+                continue
+            try:
+                setattr(f, attr, typ(values[key]))
+            except (TypeError, ValueError):
+                pass
+        f.save()
+        self.form_changed.emit()
+        if f.model and self.models and f.model not in [m["name"] for m in self.models]:
+            note += f"; model {f.model!r} is not on this engine"
+        self.message.emit(f"settings of image {d.get('image')} recalled{note}")
+
+    # ---- workflows --------------------------------------------------------------------------------------
+    def refresh_workflows(self):
+        self.session.refresh_workflows()
+
+    def workflow(self, name: str) -> dict | None:
+        return next((w for w in self.workflows if w["name"] == name), None)
+
+    def workflow_fields(self, name: str) -> list:
+        wf = self.workflow(name)
+        return forms.fields(wf) if wf is not None else []
+
+    def run_workflow(self, name: str, raw: dict) -> dict:
+        """Check the form and queue the workflow. raw: widget values by field name; an image field gives
+        "layer" or "composite", a mask field anything (the selection is read). Returns {field: message} for
+        each mistake (also emitted as workflow_errors), and then sends nothing."""
+        wf = self.workflow(name)
+        if wf is None:
+            errors = {"": "choose a workflow"}
+            self.workflow_errors.emit(errors)
+            return errors
+        form = forms.fields(wf)
+        raw = dict(raw)
+        errors, doc = {}, None
+        if any(f.is_layer for f in form):
+            try:
+                doc = canvas.active_document()
+            except canvas.CanvasError as exc:
+                errors[""] = str(exc)
+            for f in form:
+                if f.is_layer and doc is not None:
+                    try:
+                        raw[f.name] = canvas.read_workflow_input(doc, f.type, raw.get(f.name) or "layer")
+                    except canvas.CanvasError as exc:
+                        errors[f.name] = str(exc)
+        values, bad = forms.collect(form, raw)
+        errors = {**bad, **errors}
+        if errors:
+            self.workflow_errors.emit(errors)
+            return errors
+        if doc is None:
+            try:
+                doc = canvas.active_document()
+            except canvas.CanvasError:
+                doc = None   # nothing open: Apply puts its results in a new document
+        self.workflow_errors.emit({})
+        self.session.run_workflow(name, values, tag={"doc": doc, "mode": "workflow", "workflow": name})
+        self.busy_changed.emit(True)
+        return {}
 
     # ---- the main-thread drain -------------------------------------------------------------------------
     def drain(self):
@@ -178,6 +337,8 @@ class Controller(QObject):
                 if d["state"] == "expired":
                     msg = "Your session expired. Sign in again (your prompt and settings are kept)."
                 self.state_changed.emit(self.state, msg)
+                if self.state == "connected":
+                    self.refresh_workflows()
             elif up.kind == "signed_in":
                 self.message.emit(f"signed in as {(d.get('user') or {}).get('name', '?')}")
             elif up.kind == "models":
@@ -189,6 +350,12 @@ class Controller(QObject):
                 self.active_jobs[d["job"]] = d["tag"] or {}
             elif up.kind == "progress":
                 self.progress.emit(d["job"], d.get("step") or 0, d.get("total") or 0, d.get("preview"))
+            elif up.kind == "result" and _tag(d).get("place"):   # Add to document
+                tag = _tag(d)
+                placed = [layer.name for layer in d["layers"]
+                          if self._place(Result(d["job"], layer, tag.get("doc"), tag.get("mode", "gallery")))]
+                if placed:
+                    self.message.emit(f"added {placed[0]!r} to the document")
             elif up.kind == "result":
                 tag = d.get("tag") or self.active_jobs.get(d["job"]) or {}
                 self.active_jobs.pop(d["job"], None)
@@ -203,6 +370,33 @@ class Controller(QObject):
             elif up.kind == "error":
                 self.busy_changed.emit(bool(self.active_jobs))
                 self.message.emit(d.get("message", "error"))
+                if _tag(d).get("workflow"):
+                    self.workflow_errors.emit({"": d.get("message", "error")})
+                self.gallery_loading = False
+            elif up.kind == "images":
+                if _tag(d).get("gallery") != self._gallery_gen:
+                    continue   # a page of a list that has been refreshed since
+                self.gallery_loading = False
+                known = {im["id"] for im in self.gallery}
+                self.gallery.extend(im for im in d["images"] if im["id"] not in known)
+                self.gallery_total, self.gallery_cursor = d.get("total", 0), d.get("next_cursor")
+                self.gallery_changed.emit()
+            elif up.kind == "recalled":
+                self._recalled(d)
+            elif up.kind == "reply":
+                star = _tag(d).get("star")
+                im = self.gallery_image(star) if star else None
+                if im is not None:
+                    im["starred"] = bool((d.get("result") or {}).get("starred"))
+                    self.gallery_changed.emit()
+            elif up.kind == "workflows":
+                self.workflows = list(d["workflows"])
+                self.workflows_changed.emit(self.workflows)
+
+
+def _tag(d: dict) -> dict:
+    tag = d.get("tag")
+    return tag if isinstance(tag, dict) else {}
 
 
 _CONTROLLER: Controller | None = None
