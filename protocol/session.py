@@ -29,7 +29,7 @@ class Update:
     state {state, message} · signed_in {user, expires_at} · models {models} · job {request, job, tag} ·
     queued/started {job, tag} ·
     progress {job, tag, step, total, preview: Pixels|None} · result {job, tag, layers: [ResultLayer]} ·
-    failed {job, tag, code, message} · canceled {job, tag} · error {message, request?, tag?} · event {name, data} ·
+    failed {job, tag, code, message} · canceled {job, tag} · error {message, code?, details?, request?, tag?} · event {name, data} ·
     workflows {workflows} · images {images, total, next_cursor, tag} (each summary's "thumbnail" is Pixels|None in
     the host's pixel order) · recalled {image, params, values, workflow, summary, tag} (values: forms.recalled,
     workflow: forms.recalled_workflow) · reply {op, result, tag}
@@ -175,7 +175,8 @@ class Session:
             self._put("state", state=EXPIRED, message="your session expired: sign in again")
         elif exc.code == UNAUTHENTICATED:
             self._put("state", state=SIGNED_OUT, message=exc.message)
-        self._put("error", message=exc.message, code=exc.code, **extra)
+        # details (e.g. {"param": name} from workflows.run) let a host put the message beside the right field
+        self._put("error", message=exc.message, code=exc.code, details=exc.details, **extra)
 
     def _new_client(self, url: str, token: str | None) -> Client:
         if self.client is not None:

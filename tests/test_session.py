@@ -164,6 +164,12 @@ def test_workflow_form_from_schema_and_run(sessions, engine_server):
     blender.recall(c.call("job.get", {"job": job})["layers"][0]["image_id"], tag="wf-recall")
     rec = wait_for(blender, "recalled")
     assert rec["workflow"] == ("SessionFox", values) and rec["values"] == {} and rec["params"] is None
+    # values the engine refuses (a host that skipped forms.collect) come back naming the parameter, so the
+    # host can show the message beside that field
+    blender.run_workflow("SessionFox", {**values, "steps": 99}, tag={"workflow": "SessionFox"})
+    err = wait_error(blender)
+    assert err["code"] == "bad_request" and err["details"]["param"] == "steps"
+    assert err["tag"] == {"workflow": "SessionFox"} and "steps" in err["message"]
     # an error from a tagged call carries the tag
     blender.recall("0123456789abcdef", tag="missing")
     err = wait_error(blender)

@@ -388,6 +388,23 @@ def _apply(kind, d):
         info = STATE["jobs"].get(d.get("request"))
         if info:
             info.update(status="failed", message=d.get("message", ""))
+        tag = d.get("tag") if isinstance(d.get("tag"), dict) else {}
+        if tag.get("workflow"):
+            _workflow_refused(tag["workflow"], d)
+
+
+def _workflow_refused(name: str, d: dict):
+    """The engine refused a run's values: put its message on the field it names (details.param), else the form."""
+    details = d.get("details") if isinstance(d.get("details"), dict) else {}
+    message = d.get("message", "error")
+    for scene in bpy.data.scenes:
+        form = scene.paintbridge_workflow
+        if form.workflow != name:
+            continue
+        row = next((it for it in form.fields if it.name == details.get("param")), None)
+        if row is not None:
+            row.error = message
+        form.error = message
 
 
 def _default_model():

@@ -370,8 +370,9 @@ class Controller(QObject):
             elif up.kind == "error":
                 self.busy_changed.emit(bool(self.active_jobs))
                 self.message.emit(d.get("message", "error"))
-                if _tag(d).get("workflow"):
-                    self.workflow_errors.emit({"": d.get("message", "error")})
+                if _tag(d).get("workflow"):   # the engine refused the values: show it at the field it names
+                    param = (d.get("details") or {}).get("param") if isinstance(d.get("details"), dict) else None
+                    self.workflow_errors.emit({param if isinstance(param, str) else "": d.get("message", "error")})
                 self.gallery_loading = False
             elif up.kind == "images":
                 if _tag(d).get("gallery") != self._gallery_gen:
