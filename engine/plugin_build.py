@@ -3,7 +3,14 @@
 Each zip holds the host's thin adapter (plugins/HOST/) plus, under `paintbridge/_vendor/`, the shared client
 (`protocol`) and its pure-Python dependencies. Compiled extension modules are left out on purpose: msgpack and
 websockets fall back to their pure-Python code, so one zip works on every host's Python (Krita's 3.10, Blender's,
-GIMP's 3.13). The adapter puts `_vendor` first on sys.path before importing anything from it.
+GIMP's 3.13).
+
+`_vendor` is a package: Krita and Blender run every add-on in one interpreter, so their adapters import
+`paintbridge._vendor.protocol`, which reaches its msgpack and websockets as siblings (protocol.dependency); no
+top-level name is taken, and another add-on's websockets (krita-ai-diffusion bundles one) can't replace ours.
+keyring and its helpers import each other by top-level name, so they sit in `_vendor/site`, which adapters append
+to the end of sys.path: a copy the host already has wins. GIMP runs each plug-in in its own process and simply
+puts `_vendor` first on sys.path.
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ def build(host: str, out: Path) -> Path:
         for f in files:
             _add_tree(zf, src / f, f)
         vendor = f"{package}/_vendor"
+        zf.writestr(f"{vendor}/__init__.py", '"""Paintbridge\'s private copies: see engine/plugin_build.py."""\n')
         _add_tree(zf, PROTOCOL, f"{vendor}/protocol")
         for name in VENDORED + OPTIONAL_VENDORED:
             path = _package_dir(name)
@@ -80,7 +88,7 @@ def build(host: str, out: Path) -> Path:
                 if name in VENDORED:
                     raise RuntimeError(f"{name} is not installed; it must be bundled into the plug-in")
                 continue
-            _add_tree(zf, path, f"{vendor}/{path.name}")
+            _add_tree(zf, path, f"{vendor}/{path.name}" if name in VENDORED else f"{vendor}/site/{path.name}")
     return out
 
 

@@ -75,10 +75,38 @@ def test_krita_bundle_runs_on_python_3_10(zips, tmp_path):
              "more_itertools": "more-itertools", "importlib_metadata": "importlib-metadata", "zipp": "zipp",
              "jeepney": "jeepney"}
     for pkg in VENDORED + OPTIONAL_VENDORED:
-        if not (root / "_vendor" / pkg).exists():
+        if not (root / "_vendor" / pkg).exists() and not (root / "_vendor" / "site" / pkg).exists():
             continue
         try:
             requires = metadata(dists[pkg]).get("Requires-Python") or ""
         except PackageNotFoundError:
             continue
         assert "3.10" in SpecifierSet(requires), f"{pkg} needs Python {requires}"
+
+
+def test_krita_and_blender_bundles_take_no_top_level_names(zips, tmp_path, spine_server):
+    """Krita and Blender run every add-on in one interpreter. Our bundled client must neither use nor register
+    the top-level protocol / msgpack / websockets another add-on may have loaded (here: broken stand-ins that
+    fail on use), and still talk to a real engine."""
+    for host in ("krita", "blender"):
+        root = tmp_path / host
+        with zipfile.ZipFile(zips[host]) as zf:
+            zf.extractall(root)
+        assert (root / "paintbridge" / "_vendor" / "__init__.py").exists()
+        other = tmp_path / f"{host}-other-addon"
+        for name in ("protocol", "msgpack", "websockets"):
+            (other / name).mkdir(parents=True)
+            (other / name / "__init__.py").write_text(f"raise ImportError('the other add-on\\'s {name}')\n")
+        code = (
+            "import sys, types; sys.path[:] = [p for p in sys.path if 'site-packages' not in p]; "
+            f"sys.path.insert(0, {str(other)!r}); "
+            # the add-on package without running its __init__ (which needs the host's krita / bpy module)
+            f"pkg = types.ModuleType('paintbridge'); pkg.__path__ = [{str(root / 'paintbridge')!r}]; "
+            "sys.modules['paintbridge'] = pkg; "
+            "from paintbridge._vendor.protocol.client import Client; "
+            f"c = Client({spine_server.url!r}, token={spine_server.token!r}, app='{host}'); c.connect(); "
+            "assert c.call('ping', {}) is not None; c.close(); "
+            "taken = sorted(set(sys.modules) & {'protocol', 'msgpack', 'websockets'}); "
+            "assert not taken, taken")
+        res = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, host + ": " + res.stderr[-2000:]

@@ -1,8 +1,10 @@
 """Paintbridge for Blender: an Image Editor sidebar panel that drives a local Paintbridge engine.
 
 One package, two ways to install: a Blender 4.2+ extension (blender_manifest.toml) and a legacy add-on
-(bl_info) for Blender 3.x-4.1. The shared client (protocol/, with msgpack and websockets) is bundled under
-_vendor/ by `paintbridge plugin build blender`; it is put first on sys.path before anything imports it.
+(bl_info) for Blender 3.x-4.1. The shared client (protocol/, with msgpack and websockets) is bundled as the
+private package _vendor/ by `paintbridge plugin build blender` and imported as `._vendor.protocol`: Blender runs
+every add-on in one interpreter, so we take no top-level module names. keyring lives in _vendor/site, appended to
+sys.path last.
 """
 
 bl_info = {
@@ -18,11 +20,9 @@ bl_info = {
 import os
 import sys
 
-_VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor")
-if os.path.isdir(_VENDOR):
-    if _VENDOR in sys.path:
-        sys.path.remove(_VENDOR)
-    sys.path.insert(0, _VENDOR)
+_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor", "site")
+if os.path.isdir(_SITE) and _SITE not in sys.path:
+    sys.path.append(_SITE)
 
 if "core" in locals():  # F8 / script reload
     import importlib

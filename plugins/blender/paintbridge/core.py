@@ -16,9 +16,9 @@ import uuid
 
 import bpy
 
-from protocol import default_url, forms
-from protocol.pixels import Pixels, flip_rows, mask_from_transparency, paste
-from protocol.session import Session
+from ._vendor.protocol import default_url, forms
+from ._vendor.protocol.pixels import Pixels, flip_rows, mask_from_transparency, paste
+from ._vendor.protocol.session import Session
 
 from . import png
 

@@ -8,7 +8,7 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
-from protocol import forms
+from ._vendor.protocol import forms
 
 from . import core
 

@@ -12,7 +12,7 @@ Layout once installed (see `paintbridge plugin build gimp`):
     plug-ins/paintbridge/pb_support.py      GIMP-independent helpers
     plug-ins/paintbridge/pb_gallery.py      gallery browser state, "Use settings" (GIMP-independent)
     plug-ins/paintbridge/pb_workflow.py     workflow form widget specs, value checks (GIMP-independent)
-    plug-ins/paintbridge/_vendor/           protocol/ (the shared client), msgpack, websockets
+    plug-ins/paintbridge/_vendor/           protocol/ (the shared client), msgpack, websockets; site/ keyring
 Running from a source checkout also works when the checkout's root (holding protocol/) is three levels up and
 msgpack/websockets are importable.
 """
@@ -29,6 +29,9 @@ for _p in (os.path.join(_HERE, "_vendor"), os.path.normpath(os.path.join(_HERE, 
         break
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+_SITE = os.path.join(_HERE, "_vendor", "site")   # keyring and its helpers: last, so a system copy wins
+if os.path.isdir(_SITE) and _SITE not in sys.path:
+    sys.path.append(_SITE)
 
 import gi  # noqa: E402
 

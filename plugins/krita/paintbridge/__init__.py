@@ -1,16 +1,17 @@
 """Paintbridge for Krita: a docker that generates into the open document.
 
 Layout: canvas.py touches Krita documents (main thread only); controller.py owns the shared protocol Session and
-drains it from a QTimer; docker.py is the panel. The shared client is bundled under _vendor/ by
-`paintbridge plugin build krita`.
+drains it from a QTimer; docker.py is the panel. The shared client is bundled as the private package _vendor/
+by `paintbridge plugin build krita` and imported as `._vendor.protocol` (Krita shares one interpreter between
+all plug-ins, so we take no top-level module names). keyring lives in _vendor/site, appended to sys.path last.
 """
 
 import os
 import sys
 
-_VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor")
-if os.path.isdir(_VENDOR) and _VENDOR not in sys.path:
-    sys.path.insert(0, _VENDOR)
+_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor", "site")
+if os.path.isdir(_SITE) and _SITE not in sys.path:
+    sys.path.append(_SITE)
 
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Krita  # noqa: E402
 

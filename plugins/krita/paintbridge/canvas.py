@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from krita import Krita, Selection
 
-from protocol.pixels import Pixels, context_region, mask_bounds
+from ._vendor.protocol.pixels import Pixels, context_region, mask_bounds
 
 GROUP_NAME = "Paintbridge"
 

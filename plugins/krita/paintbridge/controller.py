@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from krita import Krita
 from PyQt5.QtCore import QObject, QStandardPaths, QTimer, pyqtSignal
 
-from protocol import default_url, forms
-from protocol.pixels import round8
-from protocol.session import ResultLayer, Session
+from ._vendor.protocol import default_url, forms
+from ._vendor.protocol.pixels import round8
+from ._vendor.protocol.session import ResultLayer, Session
 
 from . import canvas
 

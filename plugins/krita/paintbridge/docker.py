@@ -15,7 +15,7 @@ from PyQt5.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpi
                              QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox, QTabWidget,
                              QVBoxLayout, QWidget)
 
-from protocol import forms
+from ._vendor.protocol import forms
 
 from .controller import MODES, THUMB_SIZE, controller
 

@@ -9,6 +9,11 @@ def addon(module_name):
     return pkg, importlib.import_module(module_name + ".core")
 
 
+def vendored(module_name, name):
+    """A module of the add-on's private bundle, e.g. vendored(ADDON_MODULE, "protocol.pixels")."""
+    return importlib.import_module(f"{module_name}._vendor.{name}")
+
+
 def pump(core, until, timeout=60.0, what="condition"):
     """Call the add-on's drain() (timers do not fire under -b) until until() is true."""
     end = time.monotonic() + timeout

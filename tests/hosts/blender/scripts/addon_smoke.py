@@ -3,11 +3,11 @@
 import os
 
 import bpy
-from _util import addon, pattern
+from _util import addon, pattern, vendored
 
 pkg, core = addon(ADDON_MODULE)
-from protocol.pixels import Pixels  # noqa: E402  (vendored: importable once the add-on is enabled)
-from protocol.session import ResultLayer  # noqa: E402
+Pixels = vendored(ADDON_MODULE, "protocol.pixels").Pixels
+ResultLayer = vendored(ADDON_MODULE, "protocol.session").ResultLayer
 
 R = RESULT
 R["drain_without_session"] = pkg.drain()

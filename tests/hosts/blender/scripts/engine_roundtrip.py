@@ -4,10 +4,10 @@ PARAMS: url, token, model.
 """
 
 import bpy
-from _util import addon, pattern, pump
+from _util import addon, pattern, pump, vendored
 
 pkg, core = addon(ADDON_MODULE)
-from protocol.pixels import Pixels  # noqa: E402
+Pixels = vendored(ADDON_MODULE, "protocol.pixels").Pixels
 
 R = RESULT
 url, token, model = PARAMS["url"], PARAMS["token"], PARAMS["model"]

@@ -10,14 +10,14 @@ import os
 import time
 
 import bpy
-from _util import FakeLayout, addon, draw_panels, pump
+from _util import addon, draw_panels, FakeLayout, pump, vendored
 
 pkg, core = addon(ADDON_MODULE)
 import importlib  # noqa: E402
 ui = importlib.import_module(ADDON_MODULE + ".ui")
 PANELS = ["PAINTBRIDGE_PT_panel", "PAINTBRIDGE_PT_gallery", "PAINTBRIDGE_PT_workflows"]
-from protocol import forms  # noqa: E402
-from protocol.pixels import Pixels  # noqa: E402
+forms = vendored(ADDON_MODULE, "protocol.forms")
+Pixels = vendored(ADDON_MODULE, "protocol.pixels").Pixels
 
 R = RESULT
 url, token, model, nonce = PARAMS["url"], PARAMS["token"], PARAMS["model"], PARAMS["nonce"]
