@@ -6,6 +6,7 @@ Nothing here asserts on speed: a missed target is reported as MISS in RESULTS.md
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ def b1_b2_transport(ctx) -> list[Result]:
     r2 = Result("B2", "Unchanged layer: blob.has instead of sending it")
     try:
         d_up, d_down, d_tot = [], [], []
-        f_tot, comfy, a1111 = [], [], []
+        f_tot, comfy, a1111, d_write = [], [], [], []
         last_sha = None
         for i in range(reps + 1):     # i == 0 is the warm-up; the four paths interleave to share any drift
             payload = bytes(mutate(base, 1000 + i))
@@ -93,9 +94,11 @@ def b1_b2_transport(ctx) -> list[Result]:
             back2 = floor.roundtrip(payload2, f"k{i}")
             t4 = time.perf_counter()
             assert len(back2) == nbytes
+            d_write.append(_write_new_file(ctx.daemon.data_dir / f"bench-write-{i}", payload2))
             cm = http.comfy_roundtrip(rgba, level, f"layer{i}.png")
             a1 = http.a1111_roundtrip(rgba, level)
             if i == 0:
+                d_write.clear()
                 continue
             d_up.append(t1 - t0)
             d_down.append(t2 - t1)
@@ -112,6 +115,8 @@ def b1_b2_transport(ctx) -> list[Result]:
              f"up {ms(median(d_up))} / down {ms(median(d_down))}", f"{nbytes / 2**20:.1f} MiB", f"{2 * nbytes / dm / 2**20:.0f}"],
             ["(c) raw msgpack over bare WebSocket, in-memory echo (floor)", ms(fm), spread(f_tot), "",
              f"{nbytes / 2**20:.1f} MiB", f"{2 * nbytes / fm / 2**20:.0f}"],
+            ["(d) no network: the same bytes written to a new file in the engine's data folder, fsync (what "
+             "persisting an upload costs on this disk)", ms(median(d_write)), spread(d_write), "", "", ""],
             ["(a) PNG + multipart POST / GET (ComfyUI style)", ms(cmm), spread([x["total"] for x in comfy]),
              "encode {} / transfer {} / decode {}".format(*(ms(median([x[k] for x in comfy]))
                                                           for k in ("encode", "transfer", "decode"))),
@@ -130,7 +135,10 @@ def b1_b2_transport(ctx) -> list[Result]:
                         "of the layer (see B2) and the engine's hashing, fsync and SQLite bookkeeping; the floor "
                         "does none of that.")
         r1.raw = {"daemon_s": d_tot, "daemon_up_s": d_up, "daemon_down_s": d_down, "floor_s": f_tot,
-                  "comfy": comfy, "a1111": a1111, "bytes": nbytes, "png_bytes": png_size}
+                  "comfy": comfy, "a1111": a1111, "bytes": nbytes, "png_bytes": png_size, "write_new_file_s": d_write}
+
+        for f in ctx.daemon.data_dir.glob("bench-write-*"):
+            f.unlink()
 
         # ---- B2 ----
         has = []
@@ -432,3 +440,14 @@ def b5_memory(ctx) -> list[Result]:
     r5.checks.append(Check("B5", "daemon peak RSS above idle / layer size", (peak - idle) / size, 2.0, "×"))
     r5.raw = {"idle": idle, "peak": peak, "after": after, "size": size, "upload_s": dt}
     return [r5]
+
+
+def _write_new_file(path, data: bytes) -> float:
+    """Seconds to write data to a new file and fsync it, as the engine does with an upload (kept until B1 ends,
+    so every write gets fresh page-cache pages, like new blobs do)."""
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return time.perf_counter() - t0

@@ -226,7 +226,13 @@ class Server:
         now = time.monotonic()
         expired = [self.uploads.pop(k) for k, up in list(self.uploads.items()) if now - up.touched > idle]
         for up in expired:
-            await self.run_blocking(up.abort)
+            await self.abort_upload(up)
+
+    async def abort_upload(self, up):
+        """Delete a dropped upload's temp file once its queued writes are over (never close a file under one)."""
+        if up.tail is not None:
+            await asyncio.gather(up.tail, return_exceptions=True)
+        await self.run_blocking(up.abort)
 
     # ---- dispatch ---------------------------------------------------------------------------------------
     async def dispatch(self, conn: Connection, rid: int, name: str, args: dict) -> dict:

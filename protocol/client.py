@@ -272,7 +272,7 @@ class Client:
             while offset < len(data):
                 end = min(offset + chunk_size, len(data))
                 futures.append(self.request("blob.put", {"upload": upload_id, "offset": offset,
-                                                         "data": bytes(view[offset:end]), "final": end == len(data)}))
+                                                         "data": view[offset:end], "final": end == len(data)}))
                 offset = end
                 if len(futures) >= 4:  # bound memory held in the socket buffers
                     futures.pop(0).result(self.request_timeout)

@@ -82,9 +82,18 @@ class PutArgs(Args):
         return self
 
 
+# Chunks of one upload whose writes may still be running when their reply goes out (memory: this many chunks).
+WRITES_AHEAD = 4
+
+
 @op("blob.put", PutArgs, mutating=True)
 async def blob_put(ctx, args: PutArgs):
-    """Store bytes (or one chunk of a chunked upload); the last chunk's reply has {sha256, size}."""
+    """Store bytes (or one chunk of a chunked upload); the last chunk's reply has {sha256, size}.
+
+    A connection's frames are handled one after another, so a chunk's reply does not wait for its write: the
+    write is queued behind the upload's earlier ones (Upload.tail) and the next chunk is read from the socket
+    meanwhile. The final chunk waits for every write, so its {sha256, size} still means "on disk". A write that
+    fails (disk full) drops the upload; the error comes back on a later chunk or the final one."""
     server, uid = ctx.server, ctx.conn.uid
     limits = server.config.limits
     if args.upload is None:
@@ -106,25 +115,42 @@ async def blob_put(ctx, args: PutArgs):
     async with up.lock:
         if server.uploads.get(key) is not up:
             raise BadRequest(f"upload {args.upload!r} was finished or dropped meanwhile", details={"expected": 0})
-        if args.offset != up.size:
-            raise BadRequest(f"chunk offset {args.offset} does not continue upload {args.upload!r} at {up.size}",
-                             details={"expected": up.size})
-        if up.size + len(args.data) > limits.max_blob_size:
-            server.uploads.pop(key, None)
-            await server.run_blocking(up.abort)
+        if args.offset != up.accepted:
+            raise BadRequest(f"chunk offset {args.offset} does not continue upload {args.upload!r} at "
+                             f"{up.accepted}", details={"expected": up.accepted})
+        if up.accepted + len(args.data) > limits.max_blob_size:
+            await _drop(server, key, up)
             raise TooLarge(f"blob larger than the {limits.max_blob_size} byte limit; upload dropped")
+        up.accepted += len(args.data)
+        up.touched = time.monotonic()
+        up.tail = asyncio.ensure_future(_write_after(server, up, up.tail, args.data))
+        up.writes.append(up.tail)
         try:
-            await server.run_blocking(up.append, args.data)
+            while len(up.writes) > (0 if args.final else WRITES_AHEAD) or (up.writes and up.writes[0].done()):
+                await up.writes.pop(0)   # raises the first failed write
             if not args.final:
-                return {"upload": args.upload, "received": up.size}
+                return {"upload": args.upload, "received": up.accepted}
             server.uploads.pop(key, None)
             sha, size = await server.run_blocking(up.finish)
-        except OSError:   # disk full or unwritable: a half-written chunk cannot be resumed; drop the upload
-            server.uploads.pop(key, None)
-            await server.run_blocking(up.abort)
+        except OSError:   # disk full or unwritable: a half-written upload cannot be resumed; drop it
+            await _drop(server, key, up)
             raise
     await server.db.run(record, sha, size, uid)
     return {"sha256": sha, "size": size}
+
+
+async def _write_after(server, up, before, data: bytes):
+    """Append data once the write queued before it is done (in order; nothing after a failed write)."""
+    if before is not None:
+        await before
+    await server.run_blocking(up.append, data)
+
+
+async def _drop(server, key, up):
+    """Forget an upload and delete its temp file, after any write still running."""
+    if server.uploads.get(key) is up:
+        server.uploads.pop(key)
+    await server.abort_upload(up)
 
 
 class GetArgs(Args):

@@ -141,6 +141,11 @@ class Upload:
         self.tmp = store.tmp / f"upload.{os.getpid()}.{time.monotonic_ns()}"
         self.file = open(self.tmp, "wb")
         self.syncing = None   # the background fdatasync in flight, if any
+        # Kept by the blob.put op (engine/ops/blobs.py), which queues chunk writes: the bytes handed over so far,
+        # the last queued write, and the writes not yet awaited.
+        self.accepted = 0
+        self.tail = None
+        self.writes: list = []
 
     def append(self, data: bytes):
         # hashlib and file writes both release the GIL on big buffers: hash while writing.
