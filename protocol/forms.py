@@ -117,7 +117,8 @@ def collect(form: list[Field], raw: dict) -> tuple[dict, dict]:
 
 # ---- recall: refill a host's generate form from an image's parameters -------------------------------------
 RECALLED = ("mode", "model", "prompt", "negative_prompt", "seed", "steps", "guidance", "strength", "width",
-            "height", "scheduler", "batch")
+            "height", "scheduler", "batch", "scale", "upscaler")
+UPSCALE_ONLY = ("scale", "upscaler")   # stored with every request (defaults), meaningful for upscales only
 
 
 def recalled(params: dict | None) -> dict:
@@ -125,7 +126,8 @@ def recalled(params: dict | None) -> dict:
     host copies into its own prompt/seed/steps widgets. Empty for graph and workflow images (params null)."""
     if not params:
         return {}
-    return {k: params[k] for k in RECALLED if params.get(k) is not None}
+    keys = RECALLED if params.get("mode") == "upscale" else [k for k in RECALLED if k not in UPSCALE_ONLY]
+    return {k: params[k] for k in keys if params.get(k) is not None}
 
 
 def recalled_workflow(summary: dict | None) -> tuple[str, dict] | None:

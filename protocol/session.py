@@ -26,7 +26,9 @@ from .tokens import TokenStore
 @dataclass
 class Update:
     """One thing the host should show. kind is one of:
-    state {state, message} · signed_in {user, expires_at} · models {models} · job {request, job, tag} ·
+    state {state, message} · signed_in {user, expires_at} ·
+    models {models, upscalers} (main models for a picker, upscaler models; both without missing files) ·
+    job {request, job, tag} ·
     queued/started {job, tag} ·
     progress {job, tag, step, total, preview: Pixels|None} · result {job, tag, layers: [ResultLayer]} ·
     failed {job, tag, code, message} · canceled {job, tag} · error {message, code?, details?, request?, tag?} · event {name, data} ·
@@ -69,7 +71,8 @@ class Session:
         self.tokens = TokenStore(config_dir, use_keyring=use_keyring)
         self.state = "disconnected"
         self.message = ""
-        self.models: list[dict] = []
+        self.models: list[dict] = []      # main models (usable as generate's "model")
+        self.upscalers: list[dict] = []   # upscaler models (generate's "upscaler", mode upscale)
         self.user: dict | None = None
         self.client: Client | None = None
         self._updates: "queue.Queue[Update]" = queue.Queue()
@@ -144,7 +147,7 @@ class Session:
             if up.kind == "state":
                 self.state, self.message = up.data["state"], up.data.get("message", "")
             elif up.kind == "models":
-                self.models = up.data["models"]
+                self.models, self.upscalers = up.data["models"], up.data["upscalers"]
             out.append(up)
         return out
 
@@ -211,7 +214,11 @@ class Session:
     def _refresh_models(self):
         if self.client is None:
             return
-        self._put("models", models=self.client.call("models.list", {})["models"])
+        # One list from the engine, split for the host's pickers: a LoRA or an upscaler is no main model, and a
+        # registered model whose file is gone can't be used.
+        usable = [m for m in self.client.call("models.list", {})["models"] if not m.get("missing")]
+        self._put("models", models=[m for m in usable if m.get("type") == "main"],
+                  upscalers=[m for m in usable if m.get("type") == "upscaler"])
 
     def _call_quietly(self, op: str, args: dict):
         if self.client is not None:

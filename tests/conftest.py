@@ -64,6 +64,7 @@ def demo_models(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models")
     for arch in ("sd15", "sd2", "sdxl", "flux"):
         make_demo(root / "build", arch).rename(root / f"tiny-{arch}")
+    make_demo(root / "build", "esrgan").rename(root / "tiny-esrgan.safetensors")   # a 2× upscaler
     return root
 
 

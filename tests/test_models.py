@@ -103,7 +103,7 @@ def stripped(tmp_path_factory):
         {"controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3), "add_embedding.linear_1.weight": (1280, 2816)})
     add("cn-flux.safetensors", _expect("controlnet", "flux"),
         {"controlnet_x_embedder.weight": (3072, 64), "transformer_blocks.0.attn.to_q.weight": (64, 64)})
-    from .test_upscale import tiny_esrgan
+    from engine.models.demo import tiny_esrgan
     esr = tiny_esrgan()
     add("esrgan.safetensors", _expect("upscaler", None), path=_save_sf(esr.state_dict(), d / "esrgan.safetensors"))
     pth = d / "esrgan.pth"

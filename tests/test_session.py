@@ -220,3 +220,30 @@ def test_random_seeds_fit_every_hosts_integer_field(engine_server):
                                  "batch": 2})["seed"] for _ in range(3)]
     assert all(0 <= s and s + 1 < 2 ** 31 for s in seeds), seeds
     c.close()
+
+
+def test_model_pickers_get_main_models_and_upscalers_apart(engine_server, tmp_path):
+    """The models update splits the engine's list: main models for the model picker, upscalers for Upscale (a
+    LoRA or an upscaler chosen as the main model could only fail). An upscale with an upscaler model goes
+    through it and comes back at the scale asked for."""
+    s = open_session(engine_server, tmp_path, "gimp")
+    try:
+        s.refresh_models()
+        got = wait_for(s, "models")
+        assert {m["type"] for m in got["models"]} == {"main"} and "tiny-sd15" in [m["name"] for m in got["models"]]
+        assert [m["name"] for m in got["upscalers"]] == ["tiny-esrgan"]
+        assert s.upscalers == got["upscalers"] and s.models == got["models"]
+        src = Pixels(bytes(range(256)) * (24 * 16 * 4 // 256), 24, 16, x=5, y=7)
+        s.generate({"mode": "upscale", "scale": 2.0, "upscaler": "tiny-esrgan"}, src, tag="up")
+        job = wait_for(s, "job")["job"]
+        layer = wait_for(s, "result", pred=lambda d: d["job"] == job)["layers"][0]
+        assert (layer.pixels.w, layer.pixels.h) == (48, 32)
+        s.generate({"mode": "upscale", "scale": 2.0}, src, tag="lanczos")   # no upscaler: a plain resize
+        job2 = wait_for(s, "job")["job"]
+        plain = wait_for(s, "result", pred=lambda d: d["job"] == job2)["layers"][0]
+        assert (plain.pixels.w, plain.pixels.h) == (48, 32) and plain.pixels.data != layer.pixels.data
+        with engine_server.client() as c:
+            ups = c.call("models.list", {"type": "upscaler"})["models"]
+        assert [(m["name"], m["loaded"]) for m in ups] == [("tiny-esrgan", True)]
+    finally:
+        s.close()

@@ -8,18 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.models.upscale import import_spandrel, load_upscaler, upscale_image, upscale_pass
+from engine.models.demo import tiny_esrgan
+from engine.models.upscale import load_upscaler, upscale_image, upscale_pass
 
 from .conftest import EngineProc
-
-
-def tiny_esrgan(scale: int = 2, seed: int = 0):
-    import_spandrel()
-    from spandrel.architectures.ESRGAN import ESRGAN
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,10 @@ def cmd_make_demo(args) -> int:
     from .demo import make_demo
 
     dest = Path(args.dir).expanduser()
-    name = args.name or f"tiny-{args.arch}" + ("" if args.format == "diffusers" else "-single")
-    final = dest / (name if args.format == "diffusers" else f"{name}.safetensors")
+    one_file = args.format == "single-file" or args.arch == "esrgan"
+    name = args.name or f"tiny-{args.arch}" + ("-single" if args.format == "single-file" and args.arch != "esrgan"
+                                               else "")
+    final = dest / (f"{name}.safetensors" if one_file else name)
     if final.exists():
         print(f"error: {final} exists", file=sys.stderr)
         return 1
@@ -148,7 +150,8 @@ def register_cli(sub):
     ms = p.add_subparsers(dest="models_cmd", required=True)
     d = ms.add_parser("make-demo", help="write a tiny random-weight model (produces noise) for trying and tests")
     d.add_argument("dir")
-    d.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "flux"], default="sd15")
+    d.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "flux", "esrgan"], default="sd15",
+                   help="esrgan: a 2× upscaler (one .safetensors file)")
     d.add_argument("--format", choices=["diffusers", "single-file"], default="diffusers")
     d.add_argument("--name", help="model name (default tiny-ARCH)")
     d.set_defaults(func=cmd_make_demo)

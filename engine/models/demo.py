@@ -388,6 +388,20 @@ def pipeline_to_original(pipe, arch: str) -> tuple[dict, dict]:
     return sd, {"paintbridge_demo": arch, "paintbridge_configs": _configs_for_metadata(pipe)}
 
 
+def tiny_esrgan(scale: int = 2, seed: int = 0):
+    """A tiny random-weight ESRGAN (spandrel's architecture): upscales by `scale`, produces smeared noise."""
+    import torch
+
+    from .upscale import import_spandrel
+
+    import_spandrel()
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
+
+
 def make_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
     """Write a tiny demo model under `dest` and return the path to load (a folder, or one .safetensors file).
 
@@ -398,6 +412,12 @@ def make_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
         raise ValueError(f"unknown demo format {fmt!r}; choose one of {FORMATS}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    if arch == "esrgan":   # an upscaler is one file whatever fmt says
+        from safetensors.torch import save_file
+
+        out = dest / "demo-esrgan.safetensors"
+        save_file({k: v.contiguous() for k, v in tiny_esrgan().state_dict().items()}, str(out))
+        return out
     pipe = build_pipeline(arch)
     if fmt == "diffusers":
         out = dest / f"demo-{arch}"

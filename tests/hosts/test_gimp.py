@@ -314,16 +314,27 @@ OUT["upscale"] = run("paintbridge-upscale", img, [base], scale=2, server_url=os.
                      token=os.environ["PB_TOKEN"])
 up = Gimp.Image.get_by_id(OUT["upscale"]["result"]["image"]) if OUT["upscale"]["status"] == "success" else None
 OUT["upscaled_size"] = [up.get_width(), up.get_height()] if up else None
+OUT["esrgan"] = run("paintbridge-upscale", img, [base], scale=2, upscaler="tiny-esrgan",
+                    server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
+up2 = Gimp.Image.get_by_id(OUT["esrgan"]["result"]["image"]) if OUT["esrgan"]["status"] == "success" else None
+OUT["esrgan_size"] = [up2.get_width(), up2.get_height()] if up2 else None
+n_images = len(Gimp.get_images())
+OUT["bad_upscaler"] = run("paintbridge-upscale", img, [base], scale=2, upscaler="no-such-upscaler",
+                          server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
+OUT["images_after_bad"] = len(Gimp.get_images()) - n_images
 OUT["settings"] = run("paintbridge-settings", img, [], server_url=os.environ["PB_URL"], model="")
 """, plugin=gimp_plugin, env=_engine_env(engine_server))
-    for key in ("generate", "outpaint", "upscale", "settings"):
+    for key in ("generate", "outpaint", "upscale", "esrgan", "settings"):
         assert out[key]["status"] == "success", (key, out[key])
     (gen,) = out["generate"]["result"]["layers"]
     assert (gen["x"], gen["y"], gen["w"], gen["h"]) == (8, 4, 20, 16)
     assert out["size_after_outpaint"] == [64, 40]
     for layer in out["outpaint"]["result"]["layers"]:
         assert layer["x"] >= 0 and layer["y"] >= 0 and layer["x"] + layer["w"] <= 64 and layer["y"] + layer["h"] <= 40
-    assert out["upscaled_size"] == [128, 80]
+    assert out["upscaled_size"] == [128, 80] and out["esrgan_size"] == [128, 80]
+    # an upscaler the engine lacks: a calling error naming the ones it has, and no new image
+    assert out["bad_upscaler"]["status"] == "calling-error", out["bad_upscaler"]
+    assert "tiny-esrgan" in out["bad_upscaler"]["error"] and out["images_after_bad"] == 0
     assert out["settings"]["result"]["url"]
 
 

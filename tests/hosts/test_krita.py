@@ -170,3 +170,31 @@ def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
             {"format": "rgba8", "x": 8, "y": 16, "w": 40, "h": 24}
     finally:
         c.close()
+
+
+def test_outpaint_preview_and_upscaler_in_krita(plugin_zip, engine_server):
+    """Outpaint from the docker (with the live preview and progress), then Upscale through an upscaler model
+    picked in the docker: the pickers hold main models and upscalers apart."""
+    res = run_in_krita(plugin_zip, SCRIPTS / "outpaint_upscale.py", timeout=150,
+                       params={"url": engine_server.url, "token": engine_server.token,
+                               "model": engine_server.model_name, "upscaler": "tiny-esrgan"})
+    assert res["ok"], res.get("error", "") + "\n" + str(res.get("messages")) + "\n" + res.get("log", "")
+    assert engine_server.model_name in res["model_items"] and "tiny-esrgan" not in res["model_items"]
+    assert res["upscaler_items"] == ["", "tiny-esrgan"]
+    # progress with previews reached the docker: steps counted up to the total, the preview label shows one
+    steps = [p for p in res["previews"] if p[1] == 4]
+    assert [p[0] for p in steps] == sorted(p[0] for p in steps) and steps[-1][0] == 4, res["previews"]
+    assert any(p[2] is not None and max(p[2]) <= 256 for p in steps), res["previews"]
+    assert res["preview_shown"] is True and res["bar"] == [4, 4]
+    # outpaint: the painted half is kept pixel for pixel, the transparent half is filled, opaque
+    assert res["outpaint_result"] == [32, 0, 32, 48]   # the layer for the transparent half, placed there
+    assert res["outpaint_changed_left"] == 0 and res["outpaint_kept"] > 0
+    assert res["outpaint_filled"] == res["outpaint_right_pixels"]
+    # upscale through the chosen upscaler: a new document at twice the size
+    assert res["upscaler_enabled_in_outpaint"] is False
+    assert res["upscaler_enabled_in_upscale"] is True and res["model_enabled_in_upscale"] is False
+    assert res["upscale_result"] == [128, 96] and res["upscale_doc"] == [128, 96]
+    assert res["form_upscaler"] == "tiny-esrgan"
+    with engine_server.client() as c:
+        ups = c.call("models.list", {"type": "upscaler"})["models"]
+    assert [(m["name"], m["loaded"]) for m in ups] == [("tiny-esrgan", True)]

@@ -78,7 +78,7 @@ DIALOG_FIELDS = {
     PROC_REFINE: COMMON + ["strength"],
     PROC_INPAINT: COMMON + ["strength"],
     PROC_OUTPAINT: COMMON + ["extend-left", "extend-top", "extend-right", "extend-bottom"],
-    PROC_UPSCALE: ["scale", "prompt", "model", "steps", "seed"],
+    PROC_UPSCALE: ["scale", "upscaler"],
     PROC_SIGN_IN: ["server-url", "username", "password", "remember-me"],
     PROC_SETTINGS: ["server-url", "model", "sign-out"],
 }
@@ -402,6 +402,8 @@ class Paintbridge(Gimp.PlugIn):
         elif name == PROC_UPSCALE:
             add_common_args(p)
             p.add_int_argument("scale", "Sc_ale", "Upscale factor", 2, 4, 2, RW)
+            p.add_string_argument("upscaler", "_Upscaler", "Upscaler model on the engine (empty: a plain resize)",
+                                  "", RW)
         elif name == PROC_GALLERY:
             p.add_string_argument("image-id", "Image ID", "Gallery image to insert as a layer (empty: your newest)",
                                   "", RW)
@@ -630,9 +632,16 @@ def run_upscale(image, config, interactive):
     runner = _runner(config, interactive)
     try:
         scale = config.get_property("scale")
+        upscaler = _text(config, "upscaler").strip()
+        names = [m["name"] for m in runner.session.upscalers]
+        if upscaler and upscaler not in names:
+            raise Failure(f"Paintbridge: the engine has no upscaler {upscaler!r}; it has: "
+                          f"{', '.join(names) or 'none'} (leave the field empty for a plain resize)",
+                          Gimp.PDBStatusType.CALLING_ERROR)
         whole = image_rect(image)
         src = read_visible(image, whole, runner.pixels.Pixels)
-        params = _params(runner, config, "upscale", extra={"scale": scale})
+        extra = {"scale": scale, **({"upscaler": upscaler} if upscaler else {})}
+        params = _params(runner, config, "upscale", extra=extra)
         results = runner.generate(params, image=src, progress_text="Paintbridge: upscaling")
         if not results:
             raise Failure("Paintbridge: the engine returned no layer")

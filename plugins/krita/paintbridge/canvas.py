@@ -125,7 +125,9 @@ def replace_in_active_layer(doc, px: Pixels):
 def new_document(name: str, px: Pixels):
     app = Krita.instance()
     doc = app.createDocument(px.w, px.h, name, "RGBA", "U8", "", 300.0)
-    doc.activeNode().setPixelData(px.data, 0, 0, px.w, px.h)
+    layer = doc.topLevelNodes()[0]   # its only layer; activeNode() is None until the document has a view
+    layer.setName(name)
+    layer.setPixelData(px.data, 0, 0, px.w, px.h)
     doc.refreshProjection()
     if app.activeWindow() is not None:
         app.activeWindow().addView(doc)

@@ -11,6 +11,7 @@ protocol.forms so the three plug-ins check values the same way.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -26,12 +27,13 @@ from . import canvas
 MODES = [("txt2img", "Generate"), ("img2img", "Refine"), ("inpaint", "Inpaint selection"),
          ("outpaint", "Outpaint"), ("upscale", "Upscale")]
 SETTINGS = "paintbridge"
+log = logging.getLogger("paintbridge")
 GALLERY_PAGE = 24        # images per gallery page
 THUMB_SIZE = 96          # px, longest side of a gallery thumbnail
 # recalled generate arguments (forms.recalled) -> Form attributes, with their types
 RECALL = {"prompt": ("prompt", str), "negative_prompt": ("negative", str), "model": ("model", str),
           "mode": ("mode", str), "steps": ("steps", int), "guidance": ("guidance", float), "seed": ("seed", int),
-          "strength": ("strength", float)}
+          "strength": ("strength", float), "scale": ("scale", float), "upscaler": ("upscaler", str)}
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Form:
     guidance: float = 7.0
     seed: int = -1          # -1: random
     batch: int = 1
+    upscaler: str = ""      # Upscale: an upscaler model, "" for a plain (Lanczos) resize
+    scale: float = 2.0
 
     def load(self):
         app = Krita.instance()
@@ -101,6 +105,7 @@ class Controller(QObject):
                                pixel_order="bgra")
         self.state = "disconnected"
         self.models: list[dict] = []
+        self.upscalers: list[dict] = []
         self.results: list[Result] = []
         self.active_jobs: dict[str, dict] = {}
         self.gallery: list[dict] = []           # image summaries, newest first; "thumbnail" is BGRA Pixels|None
@@ -155,7 +160,9 @@ class Controller(QObject):
             if f.mode == "inpaint":
                 mask = canvas.read_selection_mask(doc, x, y, w, h)
             if f.mode == "upscale":
-                params["scale"] = 2.0
+                params["scale"] = f.scale
+                if f.upscaler:
+                    params["upscaler"] = f.upscaler
         except canvas.CanvasError as exc:
             self.message.emit(str(exc))
             return None
@@ -189,6 +196,10 @@ class Controller(QObject):
             return False
         except RuntimeError:   # the document was closed meanwhile
             self.message.emit("the document this result belongs to is closed")
+            return False
+        except Exception as exc:   # never let it escape into a Qt slot: PyQt aborts Krita on that
+            log.exception("placing a result failed")
+            self.message.emit(f"could not place the result: {type(exc).__name__}: {exc}")
             return False
         return True
 
@@ -330,69 +341,78 @@ class Controller(QObject):
     # ---- the main-thread drain -------------------------------------------------------------------------
     def drain(self):
         for up in self.session.poll():
-            d = up.data
-            if up.kind == "state":
-                self.state = d["state"]
-                msg = d.get("message", "")
-                if d["state"] == "expired":
-                    msg = "Your session expired. Sign in again (your prompt and settings are kept)."
-                self.state_changed.emit(self.state, msg)
-                if self.state == "connected":
-                    self.refresh_workflows()
-            elif up.kind == "signed_in":
-                self.message.emit(f"signed in as {(d.get('user') or {}).get('name', '?')}")
-            elif up.kind == "models":
-                self.models = [m for m in d["models"] if m.get("type", "main") == "main"]
-                if self.models and self.form.model not in [m["name"] for m in self.models]:
-                    self.form.model = self.models[0]["name"]
-                self.models_changed.emit(self.models)
-            elif up.kind == "job":
-                self.active_jobs[d["job"]] = d["tag"] or {}
-            elif up.kind == "progress":
-                self.progress.emit(d["job"], d.get("step") or 0, d.get("total") or 0, d.get("preview"))
-            elif up.kind == "result" and _tag(d).get("place"):   # Add to document
-                tag = _tag(d)
-                placed = [layer.name for layer in d["layers"]
-                          if self._place(Result(d["job"], layer, tag.get("doc"), tag.get("mode", "gallery")))]
-                if placed:
-                    self.message.emit(f"added {placed[0]!r} to the document")
-            elif up.kind == "result":
-                tag = d.get("tag") or self.active_jobs.get(d["job"]) or {}
-                self.active_jobs.pop(d["job"], None)
-                for layer in d["layers"]:
-                    self.results.append(Result(d["job"], layer, tag.get("doc"), tag.get("mode", "txt2img")))
-                self.results_changed.emit()
-                self.busy_changed.emit(bool(self.active_jobs))
-            elif up.kind in ("failed", "canceled"):
-                self.active_jobs.pop(d["job"], None)
-                self.busy_changed.emit(bool(self.active_jobs))
-                self.message.emit("canceled" if up.kind == "canceled" else f"failed: {d.get('message')}")
-            elif up.kind == "error":
-                self.busy_changed.emit(bool(self.active_jobs))
-                self.message.emit(d.get("message", "error"))
-                if _tag(d).get("workflow"):   # the engine refused the values: show it at the field it names
-                    param = (d.get("details") or {}).get("param") if isinstance(d.get("details"), dict) else None
-                    self.workflow_errors.emit({param if isinstance(param, str) else "": d.get("message", "error")})
-                self.gallery_loading = False
-            elif up.kind == "images":
-                if _tag(d).get("gallery") != self._gallery_gen:
-                    continue   # a page of a list that has been refreshed since
-                self.gallery_loading = False
-                known = {im["id"] for im in self.gallery}
-                self.gallery.extend(im for im in d["images"] if im["id"] not in known)
-                self.gallery_total, self.gallery_cursor = d.get("total", 0), d.get("next_cursor")
+            try:
+                self._handle(up)
+            except Exception as exc:   # a QTimer slot must not raise: PyQt would abort Krita
+                log.exception("handling a %s update failed", up.kind)
+                self.message.emit(f"Paintbridge: could not handle {up.kind}: {type(exc).__name__}: {exc}")
+
+    def _handle(self, up):
+        d = up.data
+        if up.kind == "state":
+            self.state = d["state"]
+            msg = d.get("message", "")
+            if d["state"] == "expired":
+                msg = "Your session expired. Sign in again (your prompt and settings are kept)."
+            self.state_changed.emit(self.state, msg)
+            if self.state == "connected":
+                self.refresh_workflows()
+        elif up.kind == "signed_in":
+            self.message.emit(f"signed in as {(d.get('user') or {}).get('name', '?')}")
+        elif up.kind == "models":
+            self.models, self.upscalers = d["models"], d["upscalers"]
+            if self.models and self.form.model not in [m["name"] for m in self.models]:
+                self.form.model = self.models[0]["name"]
+            if self.form.upscaler not in [m["name"] for m in self.upscalers]:
+                self.form.upscaler = ""
+            self.models_changed.emit(self.models)
+        elif up.kind == "job":
+            self.active_jobs[d["job"]] = d["tag"] or {}
+        elif up.kind == "progress":
+            self.progress.emit(d["job"], d.get("step") or 0, d.get("total") or 0, d.get("preview"))
+        elif up.kind == "result" and _tag(d).get("place"):   # Add to document
+            tag = _tag(d)
+            placed = [layer.name for layer in d["layers"]
+                      if self._place(Result(d["job"], layer, tag.get("doc"), tag.get("mode", "gallery")))]
+            if placed:
+                self.message.emit(f"added {placed[0]!r} to the document")
+        elif up.kind == "result":
+            tag = d.get("tag") or self.active_jobs.get(d["job"]) or {}
+            self.active_jobs.pop(d["job"], None)
+            for layer in d["layers"]:
+                self.results.append(Result(d["job"], layer, tag.get("doc"), tag.get("mode", "txt2img")))
+            self.results_changed.emit()
+            self.busy_changed.emit(bool(self.active_jobs))
+        elif up.kind in ("failed", "canceled"):
+            self.active_jobs.pop(d["job"], None)
+            self.busy_changed.emit(bool(self.active_jobs))
+            self.message.emit("canceled" if up.kind == "canceled" else f"failed: {d.get('message')}")
+        elif up.kind == "error":
+            self.busy_changed.emit(bool(self.active_jobs))
+            self.message.emit(d.get("message", "error"))
+            if _tag(d).get("workflow"):   # the engine refused the values: show it at the field it names
+                param = (d.get("details") or {}).get("param") if isinstance(d.get("details"), dict) else None
+                self.workflow_errors.emit({param if isinstance(param, str) else "": d.get("message", "error")})
+            self.gallery_loading = False
+        elif up.kind == "images":
+            if _tag(d).get("gallery") != self._gallery_gen:
+                return   # a page of a list that has been refreshed since
+            self.gallery_loading = False
+            known = {im["id"] for im in self.gallery}
+            self.gallery.extend(im for im in d["images"] if im["id"] not in known)
+            self.gallery_total, self.gallery_cursor = d.get("total", 0), d.get("next_cursor")
+            self.gallery_changed.emit()
+        elif up.kind == "recalled":
+            self._recalled(d)
+        elif up.kind == "reply":
+            star = _tag(d).get("star")
+            im = self.gallery_image(star) if star else None
+            if im is not None:
+                im["starred"] = bool((d.get("result") or {}).get("starred"))
                 self.gallery_changed.emit()
-            elif up.kind == "recalled":
-                self._recalled(d)
-            elif up.kind == "reply":
-                star = _tag(d).get("star")
-                im = self.gallery_image(star) if star else None
-                if im is not None:
-                    im["starred"] = bool((d.get("result") or {}).get("starred"))
-                    self.gallery_changed.emit()
-            elif up.kind == "workflows":
-                self.workflows = list(d["workflows"])
-                self.workflows_changed.emit(self.workflows)
+        elif up.kind == "workflows":
+            self.workflows = list(d["workflows"])
+            self.workflows_changed.emit(self.workflows)
 
 
 def _tag(d: dict) -> dict:

@@ -85,12 +85,16 @@ class PaintbridgeDocker(DockWidget):
         self.seed = _dspin(-1, SEED_MAX, 1, f.seed, decimals=0)
         self.seed.setSpecialValueText("random")
         self.batch = _spin(1, 8, f.batch)
+        self.upscaler = QComboBox()   # filled by _models: "plain resize" + the engine's upscaler models
+        self.scale = _dspin(1.0, 8.0, 0.5, f.scale)
         form.addRow("Model", self.model)
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative)
         form.addRow("Mode", self.mode)
         form.addRow("Read from", self.source)
         form.addRow("Strength", self.strength)
+        form.addRow("Upscaler", self.upscaler)
+        form.addRow("Scale", self.scale)
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
         form.addRow("Seed", self.seed)
@@ -277,6 +281,7 @@ class PaintbridgeDocker(DockWidget):
         f.source = self.source.currentData()
         f.strength, f.steps, f.guidance = self.strength.value(), self.steps.value(), self.guidance.value()
         f.seed, f.batch = int(self.seed.value()), self.batch.value()
+        f.upscaler, f.scale = self.upscaler.currentData() or "", self.scale.value()
 
     def _generate(self):
         self._read_form()
@@ -349,6 +354,8 @@ class PaintbridgeDocker(DockWidget):
         self.strength.setEnabled(mode in ("img2img", "inpaint"))
         self.source.setEnabled(mode != "txt2img")
         self.model.setEnabled(mode != "upscale")
+        self.upscaler.setEnabled(mode == "upscale")
+        self.scale.setEnabled(mode == "upscale")
 
     def _state(self, state: str, message: str):
         self.state.setText(state + (f": {message}" if message else ""))
@@ -370,6 +377,11 @@ class PaintbridgeDocker(DockWidget):
         names = [m["name"] for m in models]
         if self.ctl.form.model in names:
             self.model.setCurrentIndex(names.index(self.ctl.form.model))
+        self.upscaler.clear()
+        self.upscaler.addItem("Plain resize (no model)", "")
+        for m in self.ctl.upscalers:
+            self.upscaler.addItem(m["name"], m["name"])
+        self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(self.ctl.form.upscaler)))
 
     def _progress(self, job: str, step: int, total: int, preview):
         self.bar.setMaximum(max(1, total))
@@ -406,6 +418,8 @@ class PaintbridgeDocker(DockWidget):
         i = self.model.findData(f.model)
         if i >= 0:
             self.model.setCurrentIndex(i)
+        self.scale.setValue(f.scale)
+        self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(f.upscaler)))
         self.tabs.setCurrentIndex(0)
 
     def _gallery(self):

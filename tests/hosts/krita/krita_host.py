@@ -58,7 +58,9 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        return {"ok": False, "error": f"Krita did not finish within {timeout}s", "log": out[-4000:]}
+        partial = result.read_text() if result.exists() else "nothing"   # scripts may record where they were
+        return {"ok": False, "error": f"Krita did not finish within {timeout}s; the script had written: {partial}",
+                "log": out[-4000:]}
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)   # Xvfb and anything else left behind

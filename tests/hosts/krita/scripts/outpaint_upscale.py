@@ -1,0 +1,122 @@
+# Runs inside Krita (see krita_host.py): `controller` is the plug-in's Controller. Drives the docker's widgets
+# through Outpaint (with the live preview) and Upscale with an upscaler model.
+import json
+import os
+import time
+
+from krita import Krita
+from PyQt5.QtCore import QEventLoop
+from PyQt5.QtWidgets import QApplication, QDockWidget
+
+P = json.loads(os.environ["PAINTBRIDGE_TEST_PARAMS"])
+R = {"ok": False}
+app = Krita.instance()
+ctl = controller  # noqa: F821  (given by the extension)
+messages = []
+ctl.message.connect(messages.append)
+
+
+def mark(stage):
+    R["stage"] = stage   # where a hang happened, if one does
+    with open(os.environ["PAINTBRIDGE_TEST_RESULT"], "w") as fh:
+        json.dump(R, fh)
+
+
+def pump(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what} (state={ctl.state}, message={messages[-3:]})")
+        QApplication.processEvents(QEventLoop.AllEvents, 50)
+        time.sleep(0.01)
+
+
+try:
+    ctl.connect_server(P["url"], P["token"])
+    pump(lambda: ctl.state == "connected" and ctl.models, 60, "sign-in and models")
+    dk = [d for d in app.activeWindow().qwindow().findChildren(QDockWidget)
+          if d.objectName() == "paintbridge_docker"][0]
+    dk.show()
+    # pickers: main models in Model, upscaler models (after "plain resize") in Upscaler
+    R["model_items"] = [dk.model.itemData(i) for i in range(dk.model.count())]
+    R["upscaler_items"] = [dk.upscaler.itemData(i) for i in range(dk.upscaler.count())]
+
+    # 1. Outpaint: the layer's left half is painted, the right half transparent (the area to fill)
+    W, H = 64, 48
+    doc = app.createDocument(W, H, f"pb-outpaint-{time.time_ns()}", "RGBA", "U8", "", 300.0)
+    app.activeWindow().addView(doc)
+    layer = doc.activeNode()
+    px = bytearray(W * H * 4)
+    for y in range(H):
+        for x in range(W // 2):
+            i = (y * W + x) * 4
+            px[i:i + 4] = bytes(((x * 7) % 256, (y * 5) % 256, 128, 255))   # BGRA, opaque
+    layer.setPixelData(bytes(px), 0, 0, W, H)
+    doc.refreshProjection()
+    dk.tabs.setCurrentIndex(0)
+    dk.model.setCurrentIndex(dk.model.findData(P["model"]))
+    dk.mode.setCurrentIndex(dk.mode.findData("outpaint"))
+    dk.source.setCurrentIndex(dk.source.findData("layer"))
+    R["upscaler_enabled_in_outpaint"] = dk.upscaler.isEnabled()
+    dk.prompt.setPlainText("a meadow")
+    dk.steps.setValue(4)
+    dk.seed.setValue(11)
+    previews = []
+    ctl.progress.connect(lambda job, step, total, preview: previews.append(
+        (step, total, None if preview is None else (preview.w, preview.h))))
+    dk.preview.clear()
+    n0 = len(ctl.results)
+    mark('dk.generate_btn.click()|pump(lambda: len(ctl')
+    dk.generate_btn.click()
+    pump(lambda: len(ctl.results) > n0, 180, "outpaint result")
+    R["previews"] = previews
+    R["preview_shown"] = dk.preview.pixmap() is not None and not dk.preview.pixmap().isNull()
+    R["bar"] = [dk.bar.value(), dk.bar.maximum()]
+    res = ctl.results[-1].layer.pixels
+    R["outpaint_result"] = [res.x, res.y, res.w, res.h]
+    dk.results.setCurrentRow(len(ctl.results) - 1)
+    mark('dk.apply_btn.click()|doc.refreshProjectio')
+    dk.apply_btn.click()
+    doc.refreshProjection()
+    comp = bytes(doc.pixelData(0, 0, W, H))
+    kept = changed_left = 0
+    filled = 0
+    for y in range(H):
+        for x in range(W):
+            i = (y * W + x) * 4
+            if x < W // 2 - 8:   # well inside the painted half (the blend runs inwards from the mask edge)
+                kept += comp[i:i + 4] == px[i:i + 4]
+                changed_left += comp[i:i + 4] != px[i:i + 4]
+            elif x >= W // 2:
+                filled += comp[i + 3] == 255
+    R["outpaint_kept"], R["outpaint_changed_left"] = kept, changed_left
+    R["outpaint_filled"], R["outpaint_right_pixels"] = filled, (W - W // 2) * H
+
+    # 2. Upscale with the upscaler model, ×2: a new document twice the size
+    dk.mode.setCurrentIndex(dk.mode.findData("upscale"))
+    R["upscaler_enabled_in_upscale"] = dk.upscaler.isEnabled() and dk.scale.isEnabled()
+    R["model_enabled_in_upscale"] = dk.model.isEnabled()
+    dk.source.setCurrentIndex(dk.source.findData("composite"))
+    dk.upscaler.setCurrentIndex(dk.upscaler.findData(P["upscaler"]))
+    dk.scale.setValue(2.0)
+    n0, docs0 = len(ctl.results), len(app.documents())
+    mark('dk.generate_btn.click()|pump(lambda: len(ctl')
+    dk.generate_btn.click()
+    pump(lambda: len(ctl.results) > n0, 180, "upscale result")
+    res = ctl.results[-1].layer.pixels
+    R["upscale_result"] = [res.w, res.h]
+    dk.results.setCurrentRow(len(ctl.results) - 1)
+    mark('dk.apply_btn.click()|new =')
+    dk.apply_btn.click()
+    new = [d for d in app.documents() if d.width() == 2 * W][-1:]
+    R["upscale_new_docs"] = len(app.documents()) - docs0
+    R["upscale_doc"] = [new[0].width(), new[0].height()] if new else None
+    R["form_upscaler"] = ctl.form.upscaler
+    R["messages"] = messages[-10:]
+    R["ok"] = True
+except Exception:
+    import traceback
+    R["error"] = traceback.format_exc()
+    R["messages"] = messages[-10:]
+with open(os.environ["PAINTBRIDGE_TEST_RESULT"], "w") as fh:
+    json.dump(R, fh)
