@@ -195,6 +195,7 @@ def test_outpaint_preview_and_upscaler_in_krita(plugin_zip, engine_server):
     assert res["upscaler_enabled_in_upscale"] is True and res["model_enabled_in_upscale"] is False
     assert res["upscale_result"] == [128, 96] and res["upscale_doc"] == [128, 96]
     assert res["form_upscaler"] == "tiny-esrgan"
+    assert "ZeroDivisionError" in res["after_bug_message"]   # shown in the docker; Krita kept running
     with engine_server.client() as c:
         ups = c.call("models.list", {"type": "upscaler"})["models"]
     assert [(m["name"], m["loaded"]) for m in ups] == [("tiny-esrgan", True)]

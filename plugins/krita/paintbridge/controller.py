@@ -11,6 +11,8 @@ protocol.forms so the three plug-ins check values the same way.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -413,6 +415,26 @@ class Controller(QObject):
         elif up.kind == "workflows":
             self.workflows = list(d["workflows"])
             self.workflows_changed.emit(self.workflows)
+
+
+def guarded(fn):
+    """fn as a Qt slot that never raises: PyQt aborts Krita on an exception that leaves a slot, so it is logged
+    and shown in the docker's message line instead. Extra signal arguments fn does not take are dropped."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+        takes = None if any(p.kind == p.VAR_POSITIONAL for p in params) else len(
+            [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    except (TypeError, ValueError):   # a builtin without a signature: give it everything
+        takes = None
+
+    @functools.wraps(fn)
+    def slot(*args):
+        try:
+            return fn(*(args if takes is None else args[:takes]))
+        except Exception as exc:
+            log.exception("Paintbridge: %s failed", getattr(fn, "__name__", fn))
+            controller().message.emit(f"Paintbridge: something went wrong: {type(exc).__name__}: {exc}")
+    return slot
 
 
 def _tag(d: dict) -> dict:

@@ -69,7 +69,7 @@ try:
     mark('dk.generate_btn.click()|pump(lambda: len(ctl')
     dk.generate_btn.click()
     pump(lambda: len(ctl.results) > n0, 180, "outpaint result")
-    R["previews"] = previews
+    R["previews"] = list(previews)   # the outpaint job's only
     R["preview_shown"] = dk.preview.pixmap() is not None and not dk.preview.pixmap().isNull()
     R["bar"] = [dk.bar.value(), dk.bar.maximum()]
     res = ctl.results[-1].layer.pixels
@@ -112,6 +112,17 @@ try:
     R["upscale_new_docs"] = len(app.documents()) - docs0
     R["upscale_doc"] = [new[0].width(), new[0].height()] if new else None
     R["form_upscaler"] = ctl.form.upscaler
+
+    # 3. a bug behind a button must not take Krita down (PyQt aborts on an exception leaving a slot)
+    dk.mode.setCurrentIndex(dk.mode.findData("txt2img"))
+    n0 = len(ctl.results)
+    dk.generate_btn.click()
+    pump(lambda: len(ctl.results) > n0, 180, "a result to discard")
+    ctl.discard = lambda index: 1 / 0
+    dk.results.setCurrentRow(len(ctl.results) - 1)
+    dk.discard_btn.click()
+    QApplication.processEvents(QEventLoop.AllEvents, 50)
+    R["after_bug_message"] = dk.message.text()
     R["messages"] = messages[-10:]
     R["ok"] = True
 except Exception:
