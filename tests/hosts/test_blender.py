@@ -1,6 +1,10 @@
-"""The Blender add-on inside a real headless Blender (`blender -b --factory-startup`).
+"""The Blender add-on inside a real headless Blender, on two hosts (see blender_host.py):
 
-Skipped when Blender is missing, unless PAINTBRIDGE_REQUIRE_HOSTS=1 (then it fails). Blender's Python must
+  blender  `blender -b --factory-startup` (Debian's 3.4), the zip installed as a legacy add-on
+  bpy42    Blender 4.2 LTS as a Python module (tests/hosts/blender/setup_bpy.sh), the zip installed as a 4.2
+           extension (manifest checked, module bl_ext.user_default.paintbridge)
+
+A host that is missing is skipped, unless PAINTBRIDGE_REQUIRE_HOSTS=1 (then it fails). Blender's Python must
 have numpy for the pixel-fact checks (official builds do; on Debian: apt-get install python3-numpy).
 """
 
@@ -16,61 +20,76 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE / "blender"))
 
-from blender_host import SCRIPTS, describe_failure, find_blender, run_in_blender  # noqa: E402
+from blender_host import HOSTS, SCRIPTS, describe_failure, find_host, run_in_blender  # noqa: E402
 
 pytestmark = pytest.mark.host
 
+MISSING = {"blender": "Blender not installed (apt-get install blender, or set PAINTBRIDGE_BLENDER)",
+           "bpy42": "bpy 4.2 venv missing (run tests/hosts/blender/setup_bpy.sh)"}
+# where each host puts the installed zip, under the isolated user directory
+INSTALLED_AT = {"blender": ("scripts/addons/paintbridge", "paintbridge"),
+                "bpy42": ("extensions/user_default/paintbridge", "bl_ext.user_default.paintbridge")}
 
-@pytest.fixture(scope="session")
-def blender():
-    exe = find_blender()
-    if exe is None:
+
+@pytest.fixture(scope="session", params=HOSTS)
+def host(request):
+    if find_host(request.param) is None:
         if os.environ.get("PAINTBRIDGE_REQUIRE_HOSTS") == "1":
-            pytest.fail("Blender not found and PAINTBRIDGE_REQUIRE_HOSTS=1")
-        pytest.skip("Blender not installed (apt-get install blender, or set PAINTBRIDGE_BLENDER)")
-    return exe
+            pytest.fail(f"{MISSING[request.param]} and PAINTBRIDGE_REQUIRE_HOSTS=1")
+        pytest.skip(MISSING[request.param])
+    return request.param
 
 
 @pytest.fixture(scope="session")
-def addon_zip(blender, tmp_path_factory):
+def addon_zip(tmp_path_factory):
     from engine.plugin_build import build
 
     return build("blender", tmp_path_factory.mktemp("blender-addon") / "paintbridge-blender.zip")
 
 
-def _run(zip_path, script, timeout=120, **kw):
-    out = run_in_blender(zip_path, SCRIPTS / script, timeout, **kw)
+def _run(host, zip_path, script, timeout=120, **kw):
+    out = run_in_blender(zip_path, SCRIPTS / script, timeout, host=host, **kw)
     assert out["ok"], describe_failure(out)
     return out
 
 
-def test_pixel_facts(blender):
-    out = _run(None, "pixel_facts.py", 60)
+def test_pixel_facts(host):
+    out = _run(host, None, "pixel_facts.py", 60)
     assert out["startup_s"] < 30
     assert out["result"]["ref_after_undo"] == "ReferenceError"
+    assert out["blender_version"].startswith("4.2" if host == "bpy42" else "3.")
 
 
-def test_addon_installs_and_places_results(addon_zip, tmp_path):
-    out = _run(addon_zip, "addon_smoke.py", user_dir=tmp_path / "u")
-    assert out["module"] == "paintbridge"
+def test_addon_installs_and_places_results(host, addon_zip, tmp_path):
+    out = _run(host, addon_zip, "addon_smoke.py", user_dir=tmp_path / "u")
+    where, module = INSTALLED_AT[host]
+    assert out["module"] == module
+    # installed into the isolated user directory (4.2: as an extension, so the manifest was accepted)
+    assert out["result"]["addon_file"] == str(tmp_path / "u" / where / "__init__.py")
     assert out["result"]["drain_without_session"] == 0
-    again = _run(addon_zip, "check_saved.py", blend_file=out["result"]["blend"], user_dir=tmp_path / "u",
+    again = _run(host, addon_zip, "check_saved.py", blend_file=out["result"]["blend"], user_dir=tmp_path / "u",
                  params={"name": out["result"]["result_name"]})
     assert again["result"]["ok"]
 
 
-def test_bad_addon_reports_enable_failure(blender, tmp_path):
+def test_bad_addon_reports_enable_failure(host, tmp_path):
     import zipfile
 
     bad = tmp_path / "broken.zip"
     with zipfile.ZipFile(bad, "w") as zf:
-        zf.writestr("broken/__init__.py", "bl_info = {'name': 'broken', 'blender': (3, 0, 0)}\nraise ImportError('nope')\n")
-    out = run_in_blender(bad, SCRIPTS / "pixel_facts.py", 60)
+        # a missing dependency (a bare `raise ImportError()` has no .name, which crashes 4.2.0's installer itself)
+        zf.writestr("broken/__init__.py", "bl_info = {'name': 'broken', 'blender': (3, 0, 0)}\n"
+                    "import paintbridge_missing_dependency\n")
+        zf.writestr("broken/blender_manifest.toml", 'schema_version = "1.0.0"\nid = "broken"\nversion = "0.1.0"\n'
+                    'name = "broken"\ntagline = "Fails to import"\nmaintainer = "nobody"\ntype = "add-on"\n'
+                    'blender_version_min = "4.2.0"\nlicense = ["SPDX:GPL-3.0-or-later"]\n')
+    out = run_in_blender(bad, SCRIPTS / "pixel_facts.py", 60, host=host)
     assert not out["ok"] and out["stage"] == "enable" and out["returncode"] == 2, describe_failure(out)
+    assert "paintbridge_missing_dependency" in out["error"], describe_failure(out)
 
 
-def test_against_engine(addon_zip, engine_server, tmp_path):
-    out = _run(addon_zip, "engine_roundtrip.py", timeout=480, user_dir=tmp_path / "u",
+def test_against_engine(host, addon_zip, engine_server, tmp_path):
+    out = _run(host, addon_zip, "engine_roundtrip.py", timeout=480, user_dir=tmp_path / "u",
                params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name})
     r = out["result"]
     assert r["roundtrip"] == "exact"
@@ -79,6 +98,7 @@ def test_against_engine(addon_zip, engine_server, tmp_path):
     # the token lives in Blender's (isolated) user config, mode 0600, unless a keyring took it
     if r["token_backend"].startswith("file"):
         f = Path(r["token_backend"][5:])
+        assert f.is_relative_to(tmp_path / "u" / "config"), f
         assert f.exists() and (f.stat().st_mode & 0o777) == 0o600
 
 
@@ -93,7 +113,7 @@ PASTE_PARAMS = [{"name": "base", "type": "image", "node": "b", "field": "layer"}
                 {"name": "feather", "type": "float", "node": "x", "field": "feather", "min": 0, "max": 16}]
 
 
-def test_gallery_and_workflows(addon_zip, engine_server, tmp_path):
+def test_gallery_and_workflows(host, addon_zip, engine_server, tmp_path):
     """Gallery (list, thumbnails, Use settings, Open as image, Star, paging) and workflow forms in Blender."""
     import time
 
@@ -111,7 +131,7 @@ def test_gallery_and_workflows(addon_zip, engine_server, tmp_path):
         c.call("workflows.save", {"name": names["paste"], "graph": PASTE, "params": PASTE_PARAMS})
     finally:
         c.close()
-    out = _run(addon_zip, "gallery_workflows.py", timeout=600, user_dir=tmp_path / "u",
+    out = _run(host, addon_zip, "gallery_workflows.py", timeout=600, user_dir=tmp_path / "u",
                params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name,
                        "nonce": nonce, **names})
     r = out["result"]

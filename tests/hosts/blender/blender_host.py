@@ -8,7 +8,7 @@ Blender set-up is read or written), installs the add-on zip with bpy.ops.prefere
 with bpy.ops.preferences.addon_enable, runs the script (see bootstrap.py for the globals it gets) and returns
 the JSON result as a dict:
 
-    ok, stage, error, traceback   outcome ("stage" says how far it got: install, enable, script, done)
+    ok, stage, error, traceback   outcome ("stage" says how far it got: [open,] install, enable, script, done)
     result                        the dict the script filled in (RESULT)
     returncode, stdout, stderr    of the Blender process
     startup_s                     launch -> first line of our Python inside Blender
@@ -18,6 +18,15 @@ the JSON result as a dict:
 
 No pytest dependency: usable from a plain Python prompt too. Blender is found through $PAINTBRIDGE_BLENDER or
 `blender` on PATH (find_blender()).
+
+Two hosts run the same scripts (host=...):
+  "blender"  `blender -b --factory-startup` (Debian's 3.4); the zip is installed as a legacy add-on, so its
+             module is the zip's top-level package ("paintbridge").
+  "bpy42"    Blender 4.2 LTS as a Python module (`python bootstrap.py` with `import bpy`) from the venv that
+             setup_bpy.sh makes (find_bpy42()); the zip is installed as a 4.2 *extension* with
+             bpy.ops.extensions.package_install_files into the "user_default" repository, so its manifest is
+             validated and its module is "bl_ext.user_default.<manifest id>". BLENDER_USER_RESOURCES (4.2+)
+             keeps config, scripts and extensions in the isolated user directory.
 """
 
 from __future__ import annotations
@@ -37,9 +46,38 @@ BOOTSTRAP = HERE / "bootstrap.py"
 SCRIPTS = HERE / "scripts"
 
 
+HOSTS = ("blender", "bpy42")
+BPY42_VENV = "/var/cache/paintbridge/bpy-4.2"   # made by setup_bpy.sh
+EXTENSION_REPO = "user_default"                 # the local repository 4.2 creates by default
+
+
 def find_blender() -> str | None:
     exe = os.environ.get("PAINTBRIDGE_BLENDER") or shutil.which("blender")
     return exe if exe and os.path.exists(exe) else None
+
+
+def find_bpy42() -> str | None:
+    """The python of the bpy 4.2 venv ($PAINTBRIDGE_BPY_VENV or /var/cache/paintbridge/bpy-4.2), if it exists."""
+    exe = Path(os.environ.get("PAINTBRIDGE_BPY_VENV") or BPY42_VENV) / "bin" / "python"
+    return str(exe) if exe.exists() else None
+
+
+def find_host(host: str) -> str | None:
+    if host not in HOSTS:
+        raise ValueError(f"unknown host {host!r}: choose one of {', '.join(HOSTS)}")
+    return find_blender() if host == "blender" else find_bpy42()
+
+
+def extension_module_name(addon_zip: str | os.PathLike) -> str:
+    """The module a 4.2 extension zip is enabled as: bl_ext.<repository>.<manifest id>."""
+    import tomllib
+
+    with zipfile.ZipFile(addon_zip) as zf:
+        manifests = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "blender_manifest.toml"]
+        if len(manifests) != 1:
+            raise ValueError(f"{addon_zip}: expected one blender_manifest.toml, found {manifests}")
+        ext_id = tomllib.loads(zf.read(manifests[0]).decode("utf-8"))["id"]
+    return f"bl_ext.{EXTENSION_REPO}.{ext_id}"
 
 
 def addon_module_name(addon_zip: str | os.PathLike) -> str:
@@ -62,17 +100,22 @@ def run_in_blender(
     user_dir: str | os.PathLike | None = None,
     env: dict | None = None,
     blender: str | None = None,
+    host: str = "blender",
 ) -> dict:
     """Run `script_path` in headless Blender; see the module docstring for the returned dict.
 
     addon_zip: zip to install and enable, or None to run the script in bare Blender.
+    host: "blender" (legacy add-on in `blender -b`) or "bpy42" (extension in bpy 4.2); `blender` overrides the
+      executable (the Blender binary, or the bpy venv's python).
     blend_file: a .blend to open before the script runs (e.g. one saved by an earlier run).
     user_dir: reuse an isolated user directory from an earlier run (token files, installed add-on); by default a
       fresh temporary one is made and removed afterwards unless the run failed or PAINTBRIDGE_KEEP_TMP=1.
     """
-    exe = blender or find_blender()
+    exe = blender or find_host(host)
     if not exe:
-        raise FileNotFoundError("blender not found (set PAINTBRIDGE_BLENDER or put blender on PATH)")
+        raise FileNotFoundError("bpy 4.2 venv not found (run tests/hosts/blender/setup_bpy.sh)" if host == "bpy42"
+                                else "blender not found (set PAINTBRIDGE_BLENDER or put blender on PATH)")
+    extension = host == "bpy42"
     own_dir = user_dir is None
     root = Path(user_dir) if user_dir else Path(tempfile.mkdtemp(prefix="pb-blender-"))
     for sub in ("config", "scripts", "datafiles", "work"):
@@ -80,10 +123,18 @@ def run_in_blender(
     result_path = root / "work" / "result.json"
     if result_path.exists():
         result_path.unlink()
-    module = addon_module_name(addon_zip) if addon_zip else None
+    if not addon_zip:
+        module = None
+    else:
+        module = extension_module_name(addon_zip) if extension else addon_module_name(addon_zip)
     config = {
         "addon_zip": str(Path(addon_zip).resolve()) if addon_zip else None,
         "module": module,
+        "install_as": "extension" if extension else "addon",
+        "bpy_module": extension,
+        "extension_repo": EXTENSION_REPO,
+        # bpy as a module opens no file from the command line: bootstrap.py opens it
+        "blend_file": str(Path(blend_file).resolve()) if blend_file and extension else None,
         "script_path": str(Path(script_path).resolve()),
         "result_path": str(result_path),
         "work_dir": str(root / "work"),
@@ -97,6 +148,8 @@ def run_in_blender(
         BLENDER_USER_CONFIG=str(root / "config"),
         BLENDER_USER_SCRIPTS=str(root / "scripts"),
         BLENDER_USER_DATAFILES=str(root / "datafiles"),
+        # 4.2+: the root of all user resources, extensions included (3.4 ignores it)
+        BLENDER_USER_RESOURCES=str(root),
         # Blender must not pick up the test runner's virtualenv or PYTHONPATH.
         PYTHONNOUSERSITE="1",
     )
@@ -105,10 +158,14 @@ def run_in_blender(
     if env:
         run_env.update(env)
 
-    cmd = [exe, "-b", "--factory-startup", "--python-exit-code", "1"]
-    if blend_file:
-        cmd.append(str(blend_file))
-    cmd += ["--python", str(BOOTSTRAP), "--", str(config_path)]
+    if extension:
+        # `import bpy` starts Blender; it reads no userpref.blend (checked on 4.2), and the user dirs are isolated
+        cmd = [exe, str(BOOTSTRAP), "--", str(config_path)]
+    else:
+        cmd = [exe, "-b", "--factory-startup", "--python-exit-code", "1"]
+        if blend_file:
+            cmd.append(str(blend_file))
+        cmd += ["--python", str(BOOTSTRAP), "--", str(config_path)]
 
     t_launch = time.time()
     proc = subprocess.Popen(
@@ -144,6 +201,7 @@ def run_in_blender(
         user_dir=str(root),
         command=cmd,
         module=module,
+        host=host,
     )
     if out["ok"] and proc.returncode != 0:
         out["ok"] = False

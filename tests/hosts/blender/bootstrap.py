@@ -1,7 +1,9 @@
-"""Runs inside `blender -b --factory-startup --python bootstrap.py -- CONFIG.json`.
+"""Runs inside `blender -b --factory-startup --python bootstrap.py -- CONFIG.json`, or as
+`python bootstrap.py -- CONFIG.json` with bpy as a module (host "bpy42", see blender_host.py).
 
-Installs and enables the add-on zip (if any) into the isolated user scripts directory that the harness set up
-through BLENDER_USER_SCRIPTS / BLENDER_USER_CONFIG, runs the test script, writes a JSON result file and exits
+Installs and enables the add-on zip (if any) into the isolated user directory that the harness set up through
+BLENDER_USER_SCRIPTS / BLENDER_USER_CONFIG / BLENDER_USER_RESOURCES (as a legacy add-on, or as an extension
+when the config says install_as="extension"), runs the test script, writes a JSON result file and exits
 Blender with a status (0 ok, 1 the script failed, 2 the add-on could not be installed or enabled).
 
 The test script runs with these globals:
@@ -46,23 +48,47 @@ def _main() -> int:
     try:
         import bpy
 
+        if config.get("bpy_module"):
+            # bpy as a Python module: Blender starts inside `import bpy`, so start-up ends here
+            out["t_python"] = time.time()
         out["blender_version"] = bpy.app.version_string
         out["python_version"] = sys.version.split()[0]
         out["user_scripts"] = bpy.utils.user_resource("SCRIPTS")
         out["user_config"] = bpy.utils.user_resource("CONFIG")
         module = config.get("module")
+        if config.get("blend_file"):
+            out["stage"] = "open"
+            bpy.ops.wm.open_mainfile(filepath=config["blend_file"])
         if config.get("addon_zip"):
             out["stage"] = "install"
             t = time.time()
-            res = bpy.ops.preferences.addon_install(filepath=config["addon_zip"], overwrite=True)
+            if config.get("install_as") == "extension":
+                # 4.2+: unpacks into the repository's directory (under BLENDER_USER_RESOURCES/extensions) after
+                # checking the manifest; the add-on is then bl_ext.<repo>.<id>. Enabled below, like a legacy
+                # add-on, so that an install failure and an enable failure stay apart.
+                res = bpy.ops.extensions.package_install_files(
+                    repo=config["extension_repo"], filepath=config["addon_zip"], enable_on_install=False,
+                    overwrite=True)
+            else:
+                res = bpy.ops.preferences.addon_install(filepath=config["addon_zip"], overwrite=True)
             if "FINISHED" not in res:
-                raise RuntimeError(f"addon_install returned {res}")
+                raise RuntimeError(f"install returned {res}")
+            if config.get("install_as") == "extension":
+                # A rejected manifest (e.g. blender_version_min too new) is only printed, and FINISHED returned.
+                ext_dir = f"{config['extension_repo']}/{module.rsplit('.', 1)[1]}"
+                where = bpy.utils.user_resource("EXTENSIONS", path=ext_dir)
+                if not os.path.isfile(os.path.join(where, "__init__.py")):
+                    raise RuntimeError(f"package_install_files installed nothing at {where} (manifest rejected? "
+                                       "see Blender's output)")
             out["timings"]["install"] = time.time() - t
             out["stage"] = "enable"
             t = time.time()
-            res = bpy.ops.preferences.addon_enable(module=module)
+            try:
+                res = bpy.ops.preferences.addon_enable(module=module)
+            except RuntimeError as exc:  # 4.x raises the operator's error report; 3.4 only prints it
+                res = {repr(exc)}
             if "FINISHED" not in res or module not in bpy.context.preferences.addons:
-                # The operator only reports failures; enable again directly to get the real traceback.
+                # Enable again directly to get the real traceback.
                 import addon_utils
 
                 addon_utils.enable(module, default_set=True, handle_error=_raise)

@@ -10,6 +10,7 @@ Pixels = vendored(ADDON_MODULE, "protocol.pixels").Pixels
 ResultLayer = vendored(ADDON_MODULE, "protocol.session").ResultLayer
 
 R = RESULT
+R["addon_file"] = pkg.__file__
 R["drain_without_session"] = pkg.drain()
 assert hasattr(bpy.types, "PAINTBRIDGE_PT_panel") and bpy.types.PAINTBRIDGE_PT_panel.bl_category == "Paintbridge"
 assert core.prefs() is not None and core.server_url() == "ws://127.0.0.1:9180/v1/ws"

@@ -58,7 +58,8 @@ R["array_f"] = "works"
 
 # 4. Float image: Linear, exact floats; a 16-bit PNG loads as float, linear and *premultiplied*.
 f = bpy.data.images.new("floats", 4, 3, alpha=True, float_buffer=True)
-assert (f.is_float, f.colorspace_settings.name) == (True, "Linear")
+# (the scene-linear space is called "Linear" up to 3.x and "Linear Rec.709" from 4.0)
+assert f.is_float and f.colorspace_settings.name in ("Linear", "Linear Rec.709"), f.colorspace_settings.name
 vals = np.linspace(0, 1, 48, dtype=np.float32)
 f.pixels.foreach_set(vals)
 rf = np.empty(48, np.float32)
