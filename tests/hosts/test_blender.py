@@ -95,6 +95,10 @@ def test_against_engine(host, addon_zip, engine_server, tmp_path):
     assert r["roundtrip"] == "exact"
     assert r["generate"]["size"] == [64, 48]
     assert r["inpaint"]["changed_outside_mask"] == 0
+    assert engine_server.model_name in r["catalog"]["models"] and "tiny-esrgan" not in r["catalog"]["models"]
+    assert r["catalog"]["upscalers"] == ["tiny-esrgan"]
+    assert "no upscaler" in r["bad_upscaler"] and "tiny-esrgan" in r["bad_upscaler"]
+    assert r["upscale"] == [128, 96]
     # the token lives in Blender's (isolated) user config, mode 0600, unless a keyring took it
     if r["token_backend"].startswith("file"):
         f = Path(r["token_backend"][5:])

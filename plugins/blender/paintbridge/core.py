@@ -39,7 +39,8 @@ GALLERY_PAGE = 24
 THUMB_SIZE = 96
 
 # Observable state the panel draws (main thread only).
-STATE = {"state": "disconnected", "message": "", "models": [], "jobs": {}, "last_error": "", "results": []}
+STATE = {"state": "disconnected", "message": "", "models": [], "upscalers": [], "jobs": {}, "last_error": "",
+         "results": []}
 _session: Session | None = None
 _applied_revs: dict[str, int] = {}   # image uid -> revision whose pixels are in the image buffer
 # Gallery paging state (the rows themselves live in WindowManager.paintbridge_gallery, for the UIList).
@@ -215,6 +216,11 @@ def build_request(settings, image=None) -> tuple[dict, Pixels | None, Pixels | N
             raise ValueError("the mask is empty: make the area to inpaint transparent, or choose a mask image")
     elif mode == "upscale":
         params["scale"] = int(settings.upscale_factor)
+        if settings.upscaler:
+            if settings.upscaler not in STATE["upscalers"]:
+                raise ValueError(f"the engine has no upscaler “{settings.upscaler}”; it has: "
+                                 f"{', '.join(STATE['upscalers']) or 'none'} (leave it empty for a plain resize)")
+            params["upscaler"] = settings.upscaler
     return params, src, mask
 
 
@@ -338,8 +344,7 @@ def _apply(kind, d):
     elif kind == "signed_in":
         STATE["message"] = ""
     elif kind == "models":
-        STATE["models"] = [m.get("name") if isinstance(m, dict) else str(m) for m in d["models"]]
-        _default_model()
+        _apply_models(d["models"], d["upscalers"])
     elif kind == "job":
         info = STATE["jobs"].get(d["request"])
         if info is not None:
@@ -405,6 +410,19 @@ def _workflow_refused(name: str, d: dict):
         if row is not None:
             row.error = message
         form.error = message
+
+
+def _apply_models(models: list, upscalers: list):
+    """The engine's main models and upscalers: kept in STATE and in the pickers' lists (prop_search)."""
+    STATE["models"] = [m["name"] for m in models]
+    STATE["upscalers"] = [m["name"] for m in upscalers]
+    for wm in bpy.data.window_managers:
+        catalog = wm.paintbridge_catalog
+        for coll, names in ((catalog.models, STATE["models"]), (catalog.upscalers, STATE["upscalers"])):
+            coll.clear()
+            for name in names:
+                coll.add().name = name
+    _default_model()
 
 
 def _default_model():
@@ -561,7 +579,14 @@ def apply_recalled(scene, values: dict, workflow: tuple | None, summary: dict) -
         filled.append("mode")
     elif mode:
         skipped.append(f"mode {mode}")
-    for key in ("prompt", "negative_prompt", "model", "steps", "guidance", "seed", "strength", "width", "height"):
+    if values.get("scale") is not None:   # an upscale: the factor field holds 2× and 4×
+        if str(int(values["scale"])) in ("2", "4") and values["scale"] == int(values["scale"]):
+            settings.upscale_factor = str(int(values["scale"]))
+            filled.append("scale")
+        else:
+            skipped.append(f"scale {values['scale']}")
+    for key in ("prompt", "negative_prompt", "model", "steps", "guidance", "seed", "strength", "width", "height",
+                "upscaler"):
         if key not in values:
             continue
         v = values[key]

@@ -44,6 +44,8 @@ class PaintbridgeSettings(bpy.types.PropertyGroup):
     ])
     mask_image: StringProperty(name="Mask image", default="")
     upscale_factor: EnumProperty(name="Factor", default="2", items=[("2", "2×", ""), ("4", "4×", "")])
+    upscaler: StringProperty(name="Upscaler", default="",
+                             description="Upscaler model on the engine (empty: a plain resize)")
     replace_active: BoolProperty(name="Replace active image", default=False,
                                  description="Write the result into the active image (undoable) instead of a new one")
     width: IntProperty(name="Width", default=512, min=8, max=4096, step=8)
@@ -51,6 +53,16 @@ class PaintbridgeSettings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", default=20, min=1, max=200)
     guidance: FloatProperty(name="Guidance", default=7.0, min=0.0, max=30.0)
     seed: IntProperty(name="Seed", default=0, min=0, description="0 = random")
+
+
+class PaintbridgeName(bpy.types.PropertyGroup):
+    """One name in a picker list (the engine's main models, its upscalers) for prop_search."""
+
+
+class PaintbridgeCatalog(bpy.types.PropertyGroup):
+    """What the engine offers, refilled on every models update (core._apply_models)."""
+    models: CollectionProperty(type=PaintbridgeName)
+    upscalers: CollectionProperty(type=PaintbridgeName)
 
 
 # ---- gallery and workflow-form data -----------------------------------------------------------------------
@@ -368,9 +380,9 @@ class PAINTBRIDGE_PT_panel(bpy.types.Panel):
         if state != "connected":
             return
         box.operator("paintbridge.sign_out")
-        layout.prop(s, "model")
-        if st["models"]:
-            layout.label(text="Available: " + ", ".join(st["models"][:4]))
+        catalog = context.window_manager.paintbridge_catalog
+        if s.mode != "UPSCALE":
+            layout.prop_search(s, "model", catalog, "models", icon="FILE_3D")
         layout.prop(s, "mode")
         layout.prop(s, "prompt")
         layout.prop(s, "negative_prompt")
@@ -389,6 +401,7 @@ class PAINTBRIDGE_PT_panel(bpy.types.Panel):
                     layout.prop_search(s, "mask_image", bpy.data, "images")
             if s.mode == "UPSCALE":
                 layout.prop(s, "upscale_factor")
+                layout.prop_search(s, "upscaler", catalog, "upscalers", text="Upscaler (empty: resize)")
             layout.prop(s, "replace_active")
         col = layout.column(align=True)
         col.prop(s, "steps")
@@ -538,7 +551,7 @@ class PAINTBRIDGE_PT_workflows(_Sub, bpy.types.Panel):
             err.label(text=it.error, icon="ERROR")
 
 
-CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSettings, PaintbridgeImageItem, PaintbridgeGallery, PaintbridgeField,
+CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSettings, PaintbridgeName, PaintbridgeCatalog, PaintbridgeImageItem, PaintbridgeGallery, PaintbridgeField,
            PaintbridgeWorkflowForm, PAINTBRIDGE_OT_connect, PAINTBRIDGE_OT_sign_in, PAINTBRIDGE_OT_sign_out,
            PAINTBRIDGE_OT_generate, PAINTBRIDGE_OT_cancel, PAINTBRIDGE_OT_gallery_refresh, PAINTBRIDGE_OT_gallery_recall,
            PAINTBRIDGE_OT_gallery_open, PAINTBRIDGE_OT_gallery_star, PAINTBRIDGE_OT_workflows_refresh,
@@ -553,9 +566,11 @@ def register():
     bpy.types.Scene.paintbridge_image = StringProperty(name="Paintbridge source image", default="")
     bpy.types.Scene.paintbridge_workflow = PointerProperty(type=PaintbridgeWorkflowForm)
     bpy.types.WindowManager.paintbridge_gallery = PointerProperty(type=PaintbridgeGallery)
+    bpy.types.WindowManager.paintbridge_catalog = PointerProperty(type=PaintbridgeCatalog)
 
 
 def unregister():
+    del bpy.types.WindowManager.paintbridge_catalog
     del bpy.types.WindowManager.paintbridge_gallery
     del bpy.types.Scene.paintbridge_workflow
     del bpy.types.Scene.paintbridge_image

@@ -76,4 +76,21 @@ changed_inside = sum(1 for i in range(0, len(base), 4) if base[i + 3] == 0 and o
 R["inpaint"] = {"changed_outside_mask": changed_outside, "changed_inside_mask": changed_inside}
 assert changed_outside == 0, changed_outside
 assert changed_inside > 0
+
+# 4. upscale through an upscaler model picked from the engine's list (main models and upscalers kept apart)
+catalog = bpy.context.window_manager.paintbridge_catalog
+R["catalog"] = {"models": [i.name for i in catalog.models], "upscalers": [i.name for i in catalog.upscalers]}
+settings.mode, settings.upscale_factor, settings.replace_active = "UPSCALE", "2", False
+settings.upscaler = "no-such-upscaler"
+try:
+    core.build_request(settings, gen)
+    R["bad_upscaler"] = None
+except ValueError as exc:
+    R["bad_upscaler"] = str(exc)
+settings.upscaler = R["catalog"]["upscalers"][0]
+n0 = len(core.STATE["results"])
+assert "FINISHED" in bpy.ops.paintbridge.generate(image=gen.name)
+pump(core, lambda: len(core.STATE["results"]) > n0 or core.STATE["last_error"], 300, "upscale result")
+assert not core.STATE["last_error"], core.STATE["last_error"]
+R["upscale"] = list(bpy.data.images[core.STATE["results"][-1]].size)
 s.close()
