@@ -1,41 +1,30 @@
 # Runs inside Krita (see krita_host.py): `controller` is the plug-in's Controller. Drives the docker's widgets:
 # generate -> Gallery (thumbnail, search, star, Use settings, Add to document, paging) -> Workflows (form built
 # from the schema, a field error that sends nothing, a run whose result is applied).
-import json
 import os
 import sys
 import time
 
 from krita import Krita
-from PyQt5.QtCore import QEventLoop
-from PyQt5.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QLabel, QLineEdit,
-                             QPlainTextEdit, QSpinBox)
+from PyQt5.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QPlainTextEdit, QSpinBox
 
 from paintbridge import canvas
 
-P = json.loads(os.environ["PAINTBRIDGE_TEST_PARAMS"])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kutil  # noqa: E402
+
+P = kutil.params()
 R = {"ok": False}
 app = Krita.instance()
 ctl = controller  # noqa: F821  (given by the extension)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pattern import pattern_bgra as pattern  # noqa: E402
 
 
 def pump(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what} (state={ctl.state}, message={messages[-3:]})")
-        QApplication.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.01)
+    kutil.pump(ctl, cond, timeout, what, messages)
 
 
-def settle(seconds):
-    """Let the plug-in's timer drain whatever would arrive (used to show that nothing does)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.01)
+settle = kutil.settle
 
 
 def describe(w):
@@ -80,10 +69,7 @@ ctl.message.connect(messages.append)
 try:
     ctl.connect_server(P["url"], P["token"])
     pump(lambda: ctl.state == "connected" and ctl.models, 60, "sign-in and models")
-    docks = [d for d in app.activeWindow().qwindow().findChildren(QDockWidget)
-             if d.objectName() == "paintbridge_docker"]
-    assert docks, "no Paintbridge docker"
-    dk = docks[0]
+    dk = kutil.docker(app)
     assert hasattr(dk, "gallery_list"), f"the docker is a {type(dk).__name__}"
     dk.show()
 
@@ -269,5 +255,4 @@ except Exception:
     import traceback
     R["error"] = traceback.format_exc()
     R["messages"] = messages[-10:]
-with open(os.environ["PAINTBRIDGE_TEST_RESULT"], "w") as fh:
-    json.dump(R, fh)
+kutil.write(R)

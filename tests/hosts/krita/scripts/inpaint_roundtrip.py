@@ -1,32 +1,23 @@
 # Runs inside Krita (see krita_host.py): `controller` is the plug-in's Controller.
-import json
 import os
-import time
+import sys
 
 from krita import Krita
-from PyQt5.QtCore import QEventLoop
-from PyQt5.QtWidgets import QApplication
 
 from paintbridge import canvas
 
-P = json.loads(os.environ["PAINTBRIDGE_TEST_PARAMS"])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kutil  # noqa: E402
+from pattern import pattern_bgra as pattern  # noqa: E402
+
+P = kutil.params()
 R = {"ok": False}
 app = Krita.instance()
 ctl = controller  # noqa: F821  (given by the extension)
 
 
 def pump(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what} (state={ctl.state})")
-        QApplication.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.01)
-
-
-import sys  # noqa: E402
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pattern import pattern_bgra as pattern  # noqa: E402
+    kutil.pump(ctl, cond, timeout, what)
 
 
 try:
@@ -137,5 +128,4 @@ try:
 except Exception:
     import traceback
     R["error"] = traceback.format_exc()
-with open(os.environ["PAINTBRIDGE_TEST_RESULT"], "w") as fh:
-    json.dump(R, fh)
+kutil.write(R)

@@ -1,14 +1,17 @@
 # Runs inside Krita (see krita_host.py): `controller` is the plug-in's Controller. Drives the docker's widgets
 # through Outpaint (with the live preview) and Upscale with an upscaler model.
-import json
 import os
+import sys
 import time
 
 from krita import Krita
 from PyQt5.QtCore import QEventLoop
-from PyQt5.QtWidgets import QApplication, QDockWidget
+from PyQt5.QtWidgets import QApplication
 
-P = json.loads(os.environ["PAINTBRIDGE_TEST_PARAMS"])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kutil  # noqa: E402
+
+P = kutil.params()
 R = {"ok": False}
 app = Krita.instance()
 ctl = controller  # noqa: F821  (given by the extension)
@@ -18,24 +21,17 @@ ctl.message.connect(messages.append)
 
 def mark(stage):
     R["stage"] = stage   # where a hang happened, if one does
-    with open(os.environ["PAINTBRIDGE_TEST_RESULT"], "w") as fh:
-        json.dump(R, fh)
+    kutil.write(R)
 
 
 def pump(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what} (state={ctl.state}, message={messages[-3:]})")
-        QApplication.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.01)
+    kutil.pump(ctl, cond, timeout, what, messages)
 
 
 try:
     ctl.connect_server(P["url"], P["token"])
     pump(lambda: ctl.state == "connected" and ctl.models, 60, "sign-in and models")
-    dk = [d for d in app.activeWindow().qwindow().findChildren(QDockWidget)
-          if d.objectName() == "paintbridge_docker"][0]
+    dk = kutil.docker(app)
     dk.show()
     # pickers: main models in Model, upscaler models (after "plain resize") in Upscaler
     R["model_items"] = [dk.model.itemData(i) for i in range(dk.model.count())]
@@ -129,5 +125,4 @@ except Exception:
     import traceback
     R["error"] = traceback.format_exc()
     R["messages"] = messages[-10:]
-with open(os.environ["PAINTBRIDGE_TEST_RESULT"], "w") as fh:
-    json.dump(R, fh)
+kutil.write(R)
