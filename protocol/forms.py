@@ -117,7 +117,7 @@ def collect(form: list[Field], raw: dict) -> tuple[dict, dict]:
 
 # ---- recall: refill a host's generate form from an image's parameters -------------------------------------
 RECALLED = ("mode", "model", "prompt", "negative_prompt", "seed", "steps", "guidance", "strength", "width",
-            "height", "scheduler", "batch", "scale", "upscaler")
+            "height", "scheduler", "batch", "scale", "upscaler", "loras")
 UPSCALE_ONLY = ("scale", "upscaler")   # stored with every request (defaults), meaningful for upscales only
 
 
@@ -127,7 +127,19 @@ def recalled(params: dict | None) -> dict:
     if not params:
         return {}
     keys = RECALLED if params.get("mode") == "upscale" else [k for k in RECALLED if k not in UPSCALE_ONLY]
-    return {k: params[k] for k in keys if params.get(k) is not None}
+    return {k: params[k] for k in keys if params.get(k) not in (None, [])}
+
+
+def loras_arg(name: str, weight: float) -> list[dict]:
+    """generate's "loras" for a host's single LoRA picker ("" = none)."""
+    return [{"model": name, "weight": float(weight)}] if name else []
+
+
+def recalled_lora(values: dict) -> tuple[str, float]:
+    """The first LoRA of recalled values as (name, weight) for a single LoRA picker; ("", 0.8) when none."""
+    loras = values.get("loras") or []
+    first = loras[0] if loras and isinstance(loras[0], dict) else {}
+    return str(first.get("model") or ""), float(first.get("weight", 0.8)) if first else 0.8
 
 
 def recalled_workflow(summary: dict | None) -> tuple[str, dict] | None:

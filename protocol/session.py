@@ -27,7 +27,8 @@ from .tokens import TokenStore
 class Update:
     """One thing the host should show. kind is one of:
     state {state, message} · signed_in {user, expires_at} ·
-    models {models, upscalers} (main models for a picker, upscaler models; both without missing files) ·
+    models {models, upscalers, loras} (main models for a picker, upscaler and LoRA models; none with a
+    missing file) ·
     job {request, job, tag} ·
     queued/started {job, tag} ·
     progress {job, tag, step, total, preview: Pixels|None} · result {job, tag, layers: [ResultLayer]} ·
@@ -73,6 +74,7 @@ class Session:
         self.message = ""
         self.models: list[dict] = []      # main models (usable as generate's "model")
         self.upscalers: list[dict] = []   # upscaler models (generate's "upscaler", mode upscale)
+        self.loras: list[dict] = []       # LoRA models (generate's "loras"; "base" must match the model's)
         self.user: dict | None = None
         self.client: Client | None = None
         self._updates: "queue.Queue[Update]" = queue.Queue()
@@ -147,7 +149,8 @@ class Session:
             if up.kind == "state":
                 self.state, self.message = up.data["state"], up.data.get("message", "")
             elif up.kind == "models":
-                self.models, self.upscalers = up.data["models"], up.data["upscalers"]
+                self.models, self.upscalers, self.loras = (up.data["models"], up.data["upscalers"],
+                                                           up.data["loras"])
             out.append(up)
         return out
 
@@ -218,7 +221,8 @@ class Session:
         # registered model whose file is gone can't be used.
         usable = [m for m in self.client.call("models.list", {})["models"] if not m.get("missing")]
         self._put("models", models=[m for m in usable if m.get("type") == "main"],
-                  upscalers=[m for m in usable if m.get("type") == "upscaler"])
+                  upscalers=[m for m in usable if m.get("type") == "upscaler"],
+                  loras=[m for m in usable if m.get("type") == "lora"])
 
     def _call_quietly(self, op: str, args: dict):
         if self.client is not None:

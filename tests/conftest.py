@@ -65,6 +65,7 @@ def demo_models(tmp_path_factory) -> Path:
     for arch in ("sd15", "sd2", "sdxl", "flux"):
         make_demo(root / "build", arch).rename(root / f"tiny-{arch}")
     make_demo(root / "build", "esrgan").rename(root / "tiny-esrgan.safetensors")   # a 2× upscaler
+    make_demo(root / "build", "lora-sd15").rename(root / "tiny-lora-sd15.safetensors")
     return root
 
 

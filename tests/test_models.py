@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from engine import diffusion
 from engine.errors import BadRequest, ModelError
-from engine.models.demo import make_demo
+from engine.models.demo import make_demo, tiny_lora
 from engine.models.probe import probe
 from protocol.errors import ProtocolError
 
@@ -240,28 +240,6 @@ def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
     path = make_demo(d / "build", "sd15").rename(d / "tiny-sd15")
     return path, load_model(path, name="tiny-sd15")
-
-
-def tiny_lora(pipe, path: Path, layout: str = "kohya", scale: float = 0.5, seed: int = 0) -> Path:
-    """A LoRA for the tiny SD1.5 demo: every cross-attention k/v and the text encoder's q projections."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    targets = [(n, m) for n, m in pipe.unet.named_modules() if isinstance(m, torch.nn.Linear)
-               and ("attn2.to_k" in n or "attn2.to_v" in n or "attn1.to_q" in n)]
-    te = [(n, m) for n, m in pipe.text_encoder.named_modules() if isinstance(m, torch.nn.Linear) and "q_proj" in n]
-    for comp, mods in (("unet", targets), ("text_encoder", te)):
-        for n, m in mods:
-            down = torch.randn(4, m.in_features, generator=g) * scale
-            up = torch.randn(m.out_features, 4, generator=g) * scale
-            if layout == "kohya":
-                n2 = n if comp == "unet" else ("text_model." + n if not n.startswith("text_model.") else n)
-                k = ("lora_unet_" if comp == "unet" else "lora_te_") + n2.replace(".", "_")
-                sd.update({k + ".lora_down.weight": down, k + ".lora_up.weight": up, k + ".alpha": torch.tensor(4.0)})
-            else:
-                k = f"{comp}.{n}"
-                sd.update({k + ".lora_A.weight": down, k + ".lora_B.weight": up})
-    save_file(sd, str(path))
-    return path
 
 
 def _img(m, prompt="a red fox", seed=3):

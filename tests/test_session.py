@@ -232,6 +232,21 @@ def test_model_pickers_get_main_models_and_upscalers_apart(engine_server, tmp_pa
         got = wait_for(s, "models")
         assert {m["type"] for m in got["models"]} == {"main"} and "tiny-sd15" in [m["name"] for m in got["models"]]
         assert [m["name"] for m in got["upscalers"]] == ["tiny-esrgan"]
+        assert [(m["name"], m["base"]) for m in got["loras"]] == [("tiny-lora-sd15", "sd1")]
+        # a host's single LoRA picker: the LoRA changes the picture, and recall gives the picker its values back
+        txt = {"model": "tiny-sd15", "prompt": "a fox", "width": 64, "height": 64, "steps": 2, "seed": 5}
+        made, jobs = [], []
+        for loras in ([], forms.loras_arg("tiny-lora-sd15", 1.0)):
+            s.generate({**txt, "loras": loras}, tag=len(made))
+            jobs.append(wait_for(s, "job")["job"])
+            made.append(wait_for(s, "result", pred=lambda d: d["job"] == jobs[-1])["layers"][0])
+        assert made[0].pixels.data != made[1].pixels.data
+        with engine_server.client() as c:
+            image_id = c.call("job.get", {"job": jobs[1]})["layers"][0]["image_id"]
+        s.recall(image_id, tag="lora-recall")
+        rec = wait_for(s, "recalled")
+        assert forms.recalled_lora(rec["values"]) == ("tiny-lora-sd15", 1.0)
+        assert forms.recalled_lora({}) == ("", 0.8) and forms.loras_arg("", 1.0) == []
         assert s.upscalers == got["upscalers"] and s.models == got["models"]
         src = Pixels(bytes(range(256)) * (24 * 16 * 4 // 256), 24, 16, x=5, y=7)
         s.generate({"mode": "upscale", "scale": 2.0, "upscaler": "tiny-esrgan"}, src, tag="up")

@@ -16,9 +16,9 @@ def cmd_make_demo(args) -> int:
     from .demo import make_demo
 
     dest = Path(args.dir).expanduser()
-    one_file = args.format == "single-file" or args.arch == "esrgan"
-    name = args.name or f"tiny-{args.arch}" + ("-single" if args.format == "single-file" and args.arch != "esrgan"
-                                               else "")
+    one_file = args.format == "single-file" or args.arch in ("esrgan", "lora-sd15")
+    name = args.name or f"tiny-{args.arch}" + ("-single" if args.format == "single-file" and not
+                                               args.arch.startswith(("esrgan", "lora")) else "")
     final = dest / (f"{name}.safetensors" if one_file else name)
     if final.exists():
         print(f"error: {final} exists", file=sys.stderr)
@@ -150,8 +150,8 @@ def register_cli(sub):
     ms = p.add_subparsers(dest="models_cmd", required=True)
     d = ms.add_parser("make-demo", help="write a tiny random-weight model (produces noise) for trying and tests")
     d.add_argument("dir")
-    d.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "flux", "esrgan"], default="sd15",
-                   help="esrgan: a 2× upscaler (one .safetensors file)")
+    d.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "flux", "esrgan", "lora-sd15"], default="sd15",
+                   help="esrgan: a 2× upscaler; lora-sd15: a LoRA for the sd15 demo (each one .safetensors file)")
     d.add_argument("--format", choices=["diffusers", "single-file"], default="diffusers")
     d.add_argument("--name", help="model name (default tiny-ARCH)")
     d.set_defaults(func=cmd_make_demo)

@@ -390,8 +390,6 @@ def pipeline_to_original(pipe, arch: str) -> tuple[dict, dict]:
 
 def tiny_esrgan(scale: int = 2, seed: int = 0):
     """A tiny random-weight ESRGAN (spandrel's architecture): upscales by `scale`, produces smeared noise."""
-    import torch
-
     from .upscale import import_spandrel
 
     import_spandrel()
@@ -400,6 +398,31 @@ def tiny_esrgan(scale: int = 2, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
+
+
+def tiny_lora(pipe, path: Path, layout: str = "kohya", scale: float = 0.5, seed: int = 0) -> Path:
+    """A LoRA for the tiny SD1.5 demo (kohya or peft key layout): the UNet's attention k/v/q and the text
+    encoder's q projections, random low-rank weights that visibly change the output."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    targets = [(n, m) for n, m in pipe.unet.named_modules() if isinstance(m, torch.nn.Linear)
+               and ("attn2.to_k" in n or "attn2.to_v" in n or "attn1.to_q" in n)]
+    te = [(n, m) for n, m in pipe.text_encoder.named_modules() if isinstance(m, torch.nn.Linear) and "q_proj" in n]
+    for comp, mods in (("unet", targets), ("text_encoder", te)):
+        for n, m in mods:
+            down = torch.randn(4, m.in_features, generator=g) * scale
+            up = torch.randn(m.out_features, 4, generator=g) * scale
+            if layout == "kohya":
+                n2 = n if comp == "unet" else ("text_model." + n if not n.startswith("text_model.") else n)
+                k = ("lora_unet_" if comp == "unet" else "lora_te_") + n2.replace(".", "_")
+                sd.update({k + ".lora_down.weight": down, k + ".lora_up.weight": up, k + ".alpha": torch.tensor(4.0)})
+            else:
+                k = f"{comp}.{n}"
+                sd.update({k + ".lora_A.weight": down, k + ".lora_B.weight": up})
+    save_file(sd, str(path))
+    return path
 
 
 def make_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
@@ -418,6 +441,8 @@ def make_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
         out = dest / "demo-esrgan.safetensors"
         save_file({k: v.contiguous() for k, v in tiny_esrgan().state_dict().items()}, str(out))
         return out
+    if arch == "lora-sd15":   # a LoRA for the sd15 demo (same seeded architecture, so the shapes match)
+        return tiny_lora(build_pipeline("sd15"), dest / "demo-lora-sd15.safetensors")
     pipe = build_pipeline(arch)
     if fmt == "diffusers":
         out = dest / f"demo-{arch}"

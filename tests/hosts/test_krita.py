@@ -100,7 +100,7 @@ def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
                                   "graph": SHIFT, "params": SHIFT_PARAMS})
         res = run_in_krita(plugin_zip, SCRIPTS / "gallery_workflow.py", timeout=500,
                            params={"url": engine_server.url, "token": c.token, "model": engine_server.model_name,
-                                   "fox": "KritaFox", "shift": "KritaShift"})
+                                   "fox": "KritaFox", "shift": "KritaShift", "lora": "tiny-lora-sd15"})
         assert res["ok"], res.get("error", "") + "\n" + str(res.get("messages")) + "\n" + res.get("log", "")
 
         # gallery: the generated image is listed for its document, with a thumbnail icon
@@ -116,7 +116,8 @@ def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
         # Use settings refilled the Generate widgets (and showed them)
         assert res["recalled"] == {"prompt": "a gallery fox", "negative": "blurry", "seed": 4321, "steps": 1,
                                    "mode": "txt2img", "model": engine_server.model_name, "guidance": 6.5,
-                                   "tab": 0}
+                                   "tab": 0, "lora": ["tiny-lora-sd15", 0.7]}
+        assert res["lora_items"] == ["", "tiny-lora-sd15"]
         # Add to document: a layer in the Paintbridge group at the image's place, pixel for pixel
         assert res["added_bounds"] == [16, 24, 64, 64] and res["added_exact"] is True
         assert res["results_after_add"] == 0
@@ -160,7 +161,10 @@ def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
             res.get("page2_debug")
 
         # the engine saw exactly one run, with the values from the form and the selection as a gray8 mask
-        runs = [j for j in c.call("job.list", {"limit": 100})["jobs"] if j.get("kind") == "workflow"]
+        jobs = c.call("job.list", {"limit": 100})["jobs"]
+        made = [j for j in jobs if j.get("kind") == "txt2img" and j["request"].get("prompt") == "a gallery fox"]
+        assert made and made[0]["request"]["loras"] == [{"model": "tiny-lora-sd15", "weight": 0.7}]
+        runs = [j for j in jobs if j.get("kind") == "workflow"]
         assert len(runs) == 1
         values = runs[0]["request"]["values"]
         assert (values["x"], values["feather"], values["name"]) == (50, 1.5, "shifted by krita")

@@ -64,6 +64,8 @@ class Form:
     batch: int = 1
     upscaler: str = ""      # Upscale: an upscaler model, "" for a plain (Lanczos) resize
     scale: float = 2.0
+    lora: str = ""          # a LoRA applied to the model, "" for none
+    lora_weight: float = 0.8
 
     def load(self):
         app = Krita.instance()
@@ -108,6 +110,7 @@ class Controller(QObject):
         self.state = "disconnected"
         self.models: list[dict] = []
         self.upscalers: list[dict] = []
+        self.loras: list[dict] = []
         self.results: list[Result] = []
         self.active_jobs: dict[str, dict] = {}
         self.gallery: list[dict] = []           # image summaries, newest first; "thumbnail" is BGRA Pixels|None
@@ -150,6 +153,7 @@ class Controller(QObject):
                       "source": {"app": "krita", "document": canvas.document_key(doc)}}
             if f.mode != "upscale":
                 params["model"] = f.model
+                params["loras"] = forms.loras_arg(f.lora, f.lora_weight)
             if f.seed >= 0:
                 params["seed"] = f.seed
             image = mask = None
@@ -276,6 +280,7 @@ class Controller(QObject):
                       if summary.get(k) is not None}
             note = " (made by a workflow: only its prompt, seed and steps)"
         f = self.form
+        f.lora, f.lora_weight = forms.recalled_lora(values)
         for key, (attr, typ) in RECALL.items():
             if values.get(key) is None:
                 continue
@@ -362,11 +367,13 @@ class Controller(QObject):
         elif up.kind == "signed_in":
             self.message.emit(f"signed in as {(d.get('user') or {}).get('name', '?')}")
         elif up.kind == "models":
-            self.models, self.upscalers = d["models"], d["upscalers"]
+            self.models, self.upscalers, self.loras = d["models"], d["upscalers"], d["loras"]
             if self.models and self.form.model not in [m["name"] for m in self.models]:
                 self.form.model = self.models[0]["name"]
             if self.form.upscaler not in [m["name"] for m in self.upscalers]:
                 self.form.upscaler = ""
+            if self.form.lora not in [m["name"] for m in self.loras]:
+                self.form.lora = ""
             self.models_changed.emit(self.models)
         elif up.kind == "job":
             self.active_jobs[d["job"]] = d["tag"] or {}

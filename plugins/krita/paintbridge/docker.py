@@ -87,7 +87,13 @@ class PaintbridgeDocker(DockWidget):
         self.batch = _spin(1, 8, f.batch)
         self.upscaler = QComboBox()   # filled by _models: "plain resize" + the engine's upscaler models
         self.scale = _dspin(1.0, 8.0, 0.5, f.scale)
+        self.lora = QComboBox()       # filled by _models: "none" + the engine's LoRAs
+        self.lora_weight = _dspin(-2.0, 2.0, 0.05, f.lora_weight)
+        lora_row = QHBoxLayout()
+        lora_row.addWidget(self.lora, 1)
+        lora_row.addWidget(self.lora_weight)
         form.addRow("Model", self.model)
+        form.addRow("LoRA", lora_row)
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative)
         form.addRow("Mode", self.mode)
@@ -282,6 +288,7 @@ class PaintbridgeDocker(DockWidget):
         f.strength, f.steps, f.guidance = self.strength.value(), self.steps.value(), self.guidance.value()
         f.seed, f.batch = int(self.seed.value()), self.batch.value()
         f.upscaler, f.scale = self.upscaler.currentData() or "", self.scale.value()
+        f.lora, f.lora_weight = self.lora.currentData() or "", self.lora_weight.value()
 
     def _generate(self):
         self._read_form()
@@ -354,6 +361,8 @@ class PaintbridgeDocker(DockWidget):
         self.strength.setEnabled(mode in ("img2img", "inpaint"))
         self.source.setEnabled(mode != "txt2img")
         self.model.setEnabled(mode != "upscale")
+        self.lora.setEnabled(mode != "upscale")
+        self.lora_weight.setEnabled(mode != "upscale")
         self.upscaler.setEnabled(mode == "upscale")
         self.scale.setEnabled(mode == "upscale")
 
@@ -382,6 +391,11 @@ class PaintbridgeDocker(DockWidget):
         for m in self.ctl.upscalers:
             self.upscaler.addItem(m["name"], m["name"])
         self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(self.ctl.form.upscaler)))
+        self.lora.clear()
+        self.lora.addItem("None", "")
+        for m in self.ctl.loras:
+            self.lora.addItem(f"{m['name']} ({m.get('base') or '?'})", m["name"])
+        self.lora.setCurrentIndex(max(0, self.lora.findData(self.ctl.form.lora)))
 
     def _progress(self, job: str, step: int, total: int, preview):
         self.bar.setMaximum(max(1, total))
@@ -420,6 +434,8 @@ class PaintbridgeDocker(DockWidget):
             self.model.setCurrentIndex(i)
         self.scale.setValue(f.scale)
         self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(f.upscaler)))
+        self.lora.setCurrentIndex(max(0, self.lora.findData(f.lora)))
+        self.lora_weight.setValue(f.lora_weight)
         self.tabs.setCurrentIndex(0)
 
     def _gallery(self):

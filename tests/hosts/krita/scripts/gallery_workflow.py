@@ -91,6 +91,9 @@ try:
     dk.seed.setValue(4321)
     dk.guidance.setValue(6.5)
     dk.batch.setValue(1)
+    R["lora_items"] = [dk.lora.itemData(i) for i in range(dk.lora.count())]
+    dk.lora.setCurrentIndex(dk.lora.findData(P["lora"]))
+    dk.lora_weight.setValue(0.7)
     canvas.select_rect(doc, 16, 24, 64, 64)
     n0 = len(ctl.results)
     dk.generate_btn.click()
@@ -150,13 +153,16 @@ try:
     dk.seed.setValue(7)
     dk.steps.setValue(9)
     dk.mode.setCurrentIndex(dk.mode.findData("img2img"))
+    dk.lora.setCurrentIndex(0)
+    dk.lora_weight.setValue(1.5)
     dk.tabs.setCurrentIndex(2)
     dk.gallery_list.setCurrentRow(0)
     dk.use_btn.click()
     pump(lambda: dk.prompt.toPlainText() == "a gallery fox", 60, "recalled settings")
     R["recalled"] = {"prompt": dk.prompt.toPlainText(), "negative": dk.negative.toPlainText(),
                      "seed": int(dk.seed.value()), "steps": dk.steps.value(), "mode": dk.mode.currentData(),
-                     "model": dk.model.currentData(), "guidance": dk.guidance.value(), "tab": dk.tabs.currentIndex()}
+                     "model": dk.model.currentData(), "guidance": dk.guidance.value(), "tab": dk.tabs.currentIndex(),
+                     "lora": [dk.lora.currentData(), dk.lora_weight.value()]}
 
     # 4. Add to document: a layer in the Paintbridge group, where the image was made, with its pixels
     dk.tabs.setCurrentIndex(2)
