@@ -306,7 +306,9 @@ img.insert_layer(base, None, 0)
 put(base, opaque(pattern(W, H, 1)))
 conn = dict(model=os.environ["PB_MODEL"], server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"], steps=1)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 4, 20, 16)     # 20 is not a multiple of 8: clipped back
-OUT["generate"] = run("paintbridge-generate", img, [base], prompt="x", seed=3, **conn)
+OUT["generate"] = run("paintbridge-generate", img, [base], prompt="x", seed=3, lora="tiny-lora-sd15", lora_weight=1.0,
+                      **conn)
+OUT["bad_lora"] = run("paintbridge-generate", img, [base], prompt="x", lora="no-such-lora", **conn)
 Gimp.Selection.none(img)
 OUT["outpaint"] = run("paintbridge-outpaint", img, [base], extend_right=16, extend_bottom=8, **conn)
 OUT["size_after_outpaint"] = [img.get_width(), img.get_height()]
@@ -332,6 +334,11 @@ OUT["settings"] = run("paintbridge-settings", img, [], server_url=os.environ["PB
     for layer in out["outpaint"]["result"]["layers"]:
         assert layer["x"] >= 0 and layer["y"] >= 0 and layer["x"] + layer["w"] <= 64 and layer["y"] + layer["h"] <= 40
     assert out["upscaled_size"] == [128, 80] and out["esrgan_size"] == [128, 80]
+    assert out["bad_lora"]["status"] == "calling-error" and "tiny-lora-sd15" in out["bad_lora"]["error"]
+    with engine_server.client() as c:   # the generate above asked for the LoRA
+        asked = [j["request"].get("loras") for j in c.call("job.list", {"limit": 50})["jobs"]
+                 if j["request"].get("prompt") == "x" and j.get("kind") == "txt2img"]
+    assert [{"model": "tiny-lora-sd15", "weight": 1.0}] in asked
     # an upscaler the engine lacks: a calling error naming the ones it has, and no new image
     assert out["bad_upscaler"]["status"] == "calling-error", out["bad_upscaler"]
     assert "tiny-esrgan" in out["bad_upscaler"]["error"] and out["images_after_bad"] == 0
@@ -380,8 +387,10 @@ from ..test_gallery import app_client, run  # noqa: E402
 from ..test_session import open_session, wait_for  # noqa: E402
 from ..test_workflows import GRAPH, PARAMS, RESIZE  # noqa: E402
 
-GENERATE_ARGS = ["prompt", "negative-prompt", "model", "steps", "guidance", "seed", "batch", "server-url", "token"]
-REFINE_ARGS = ["prompt", "negative-prompt", "model", "steps", "guidance", "seed", "strength", "server-url", "token"]
+GENERATE_ARGS = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "seed", "batch",
+                 "server-url", "token"]
+REFINE_ARGS = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "seed", "strength",
+               "server-url", "token"]
 SHRINK_PARAMS = [{"name": "source", "type": "image", "node": "i", "field": "layer"}]
 # an image and a mask parameter: the image pasted onto itself through the mask (the mask must be its size)
 MASKED = {"nodes": {"i": {"type": "image_input"}, "m": {"type": "mask_input"},
@@ -439,7 +448,8 @@ def test_gallery_browser_pages_search_star_and_recall(gimp_session, engine_serve
     assert notes == [] and args["seed"] == rec["values"]["seed"] and args["prompt"] == f"{word} lighthouse"
     gen = pb_gallery.pending_recall(cfg, "paintbridge-generate", GENERATE_ARGS)
     assert gen == {"prompt": f"{word} lighthouse", "negative-prompt": "", "model": engine_server.model_name,
-                   "steps": 1, "guidance": 4.0, "seed": rec["values"]["seed"], "batch": 1}
+                   "steps": 1, "guidance": 4.0, "seed": rec["values"]["seed"], "batch": 1, "lora": "",
+                   "lora-weight": 0.8}
     ref = pb_gallery.pending_recall(cfg, "paintbridge-refine", REFINE_ARGS)
     assert "strength" in ref and "batch" not in ref
     pb_gallery.recall_used(cfg, "paintbridge-generate")
@@ -454,7 +464,9 @@ def test_gallery_browser_pages_search_star_and_recall(gimp_session, engine_serve
         cfg, "paintbridge-refine", REFINE_ARGS) == ref
     # the engine's random seeds go up to 2**32: GIMP's 32-bit seed field cannot hold them all
     args, notes = pb_gallery.recall_args({"seed": 2 ** 32 - 5, "steps": 3})
-    assert args == {"steps": 3} and "seed" in notes[0]
+    assert args == {"steps": 3, "lora": "", "lora-weight": 0.8} and "seed" in notes[0]
+    args, _ = pb_gallery.recall_args({"loras": [{"model": "tiny-lora-sd15", "weight": 1.25}]})
+    assert (args["lora"], args["lora-weight"]) == ("tiny-lora-sd15", 1.25)
 
 
 def test_workflow_widget_specs_and_checked_values(gimp_session, engine_server):
@@ -786,7 +798,9 @@ def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
     assert out["pixbuf"] == [12, 8, True, True] and out["more_sensitive"]
     assert "★" in out["starred_caption"] and out["star_label"] == "Un_star"
     assert "Generate, Refine and Inpaint" in out["status"]
-    assert out["settings"]["recall"] == {"image": f"{2:016x}", "args": {"prompt": "image 2", "seed": 2, "steps": 3},
+    assert out["settings"]["recall"] == {"image": f"{2:016x}",
+                                         "args": {"prompt": "image 2", "seed": 2, "steps": 3, "lora": "",
+                                                  "lora-weight": 0.8},
                                          "pending": list(pb_gallery.RECALL_PROCS)}
     assert "Fox" in out["wf_status"] and out["wf_recall"] == ["Fox", {"steps": 4}]
     kinds = [c[0] for c in out["calls"]]

@@ -72,7 +72,7 @@ LABELS = {
                                           "star it"),
     PROC_WORKFLOW: ("Run _Workflow…", "Run one of your saved Paintbridge workflows; its results become layers"),
 }
-COMMON = ["prompt", "negative-prompt", "model", "steps", "guidance", "seed"]
+COMMON = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "seed"]
 DIALOG_FIELDS = {
     PROC_GENERATE: COMMON + ["batch"],
     PROC_REFINE: COMMON + ["strength"],
@@ -350,6 +350,8 @@ def add_common_args(p, default_strength=None):
     p.add_string_argument("prompt", "_Prompt", "What to paint", "", RW)
     p.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
     p.add_string_argument("model", "_Model", "Model name (empty: the engine's default)", "", RW)
+    p.add_string_argument("lora", "_LoRA", "A LoRA on the engine to apply (empty: none)", "", RW)
+    p.add_double_argument("lora-weight", "LoRA _weight", "How strongly the LoRA applies", -2.0, 2.0, 0.8, RW)
     p.add_int_argument("steps", "Steps", "Sampling steps (0: model default)", 0, sup.STEPS_MAX, 0, RW)
     p.add_double_argument("guidance", "_Guidance", "Guidance scale (0: model default)", 0.0, sup.GUIDANCE_MAX,
                           0.0, RW)
@@ -513,6 +515,12 @@ def _params(runner, config, mode, **kw):
     model = sup.pick_model(_text(config, "model"), runner.settings, runner.session.models)
     if not model and mode != "upscale":
         raise Failure("Paintbridge: the engine offers no model; add one on the engine first")
+    if mode != "upscale":
+        try:
+            loras = sup.loras_arg(_text(config, "lora"), config.get_property("lora-weight"), runner.session.loras)
+        except ValueError as exc:
+            raise Failure(f"Paintbridge: {exc}", Gimp.PDBStatusType.CALLING_ERROR) from None
+        kw["extra"] = {**(kw.get("extra") or {}), "loras": loras}
     return sup.generate_params(
         mode, model, prompt=_text(config, "prompt"), negative_prompt=_text(config, "negative-prompt"),
         steps=config.get_property("steps"), guidance=config.get_property("guidance"),

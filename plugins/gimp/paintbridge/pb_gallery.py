@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pb_support as sup
+from protocol import forms
 
 PAGE_SIZE = 24
 THUMB_SIZE = 96
@@ -150,6 +151,7 @@ RECALL_ARGS = {
 def recall_args(values: dict) -> tuple[dict, list[str]]:
     """forms.recalled values -> ({procedure argument: value}, [notes about values GIMP's fields cannot hold])."""
     args, notes = {}, []
+    args["lora"], args["lora-weight"] = forms.recalled_lora(values)   # none recalled: the field is cleared
     for key, (arg, kind, lo, hi) in RECALL_ARGS.items():
         if values.get(key) is None:
             continue
