@@ -39,8 +39,8 @@ GALLERY_PAGE = 24
 THUMB_SIZE = 96
 
 # Observable state the panel draws (main thread only).
-STATE = {"state": "disconnected", "message": "", "models": [], "upscalers": [], "jobs": {}, "last_error": "",
-         "results": []}
+STATE = {"state": "disconnected", "message": "", "models": [], "upscalers": [], "loras": [], "jobs": {},
+         "last_error": "", "results": []}
 _session: Session | None = None
 _applied_revs: dict[str, int] = {}   # image uid -> revision whose pixels are in the image buffer
 # Gallery paging state (the rows themselves live in WindowManager.paintbridge_gallery, for the UIList).
@@ -193,6 +193,11 @@ def build_request(settings, image=None) -> tuple[dict, Pixels | None, Pixels | N
     params = {"mode": mode, "model": settings.model, "prompt": settings.prompt,
               "negative_prompt": settings.negative_prompt, "steps": settings.steps,
               "guidance": settings.guidance, "seed": settings.seed, "batch": 1}
+    if mode != "upscale":
+        if settings.lora and settings.lora not in STATE["loras"]:
+            raise ValueError(f"the engine has no LoRA “{settings.lora}”; it has: "
+                             f"{', '.join(STATE['loras']) or 'none'} (leave it empty for none)")
+        params["loras"] = forms.loras_arg(settings.lora, settings.lora_weight)
     src = mask = None
     if mode == "txt2img":
         params["width"], params["height"] = settings.width, settings.height
@@ -344,7 +349,7 @@ def _apply(kind, d):
     elif kind == "signed_in":
         STATE["message"] = ""
     elif kind == "models":
-        _apply_models(d["models"], d["upscalers"])
+        _apply_models(d["models"], d["upscalers"], d["loras"])
     elif kind == "job":
         info = STATE["jobs"].get(d["request"])
         if info is not None:
@@ -412,13 +417,14 @@ def _workflow_refused(name: str, d: dict):
         form.error = message
 
 
-def _apply_models(models: list, upscalers: list):
-    """The engine's main models and upscalers: kept in STATE and in the pickers' lists (prop_search)."""
-    STATE["models"] = [m["name"] for m in models]
-    STATE["upscalers"] = [m["name"] for m in upscalers]
+def _apply_models(models: list, upscalers: list, loras: list):
+    """The engine's main models, upscalers and LoRAs: kept in STATE and in the pickers' lists (prop_search)."""
+    for key, entries in (("models", models), ("upscalers", upscalers), ("loras", loras)):
+        STATE[key] = [m["name"] for m in entries]
     for wm in bpy.data.window_managers:
         catalog = wm.paintbridge_catalog
-        for coll, names in ((catalog.models, STATE["models"]), (catalog.upscalers, STATE["upscalers"])):
+        for coll, names in ((catalog.models, STATE["models"]), (catalog.upscalers, STATE["upscalers"]),
+                            (catalog.loras, STATE["loras"])):
             coll.clear()
             for name in names:
                 coll.add().name = name
@@ -579,6 +585,9 @@ def apply_recalled(scene, values: dict, workflow: tuple | None, summary: dict) -
         filled.append("mode")
     elif mode:
         skipped.append(f"mode {mode}")
+    if mode != "upscale":   # the LoRA picker: the image's first LoRA, or none
+        settings.lora, settings.lora_weight = forms.recalled_lora(values)
+        filled.append("lora")
     if values.get("scale") is not None:   # an upscale: the factor field holds 2× and 4×
         if str(int(values["scale"])) in ("2", "4") and values["scale"] == int(values["scale"]):
             settings.upscale_factor = str(int(values["scale"]))

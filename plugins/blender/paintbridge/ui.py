@@ -46,6 +46,9 @@ class PaintbridgeSettings(bpy.types.PropertyGroup):
     upscale_factor: EnumProperty(name="Factor", default="2", items=[("2", "2×", ""), ("4", "4×", "")])
     upscaler: StringProperty(name="Upscaler", default="",
                              description="Upscaler model on the engine (empty: a plain resize)")
+    lora: StringProperty(name="LoRA", default="", description="A LoRA on the engine to apply (empty: none)")
+    lora_weight: FloatProperty(name="Weight", default=0.8, min=-2.0, max=2.0, step=5,
+                               description="How strongly the LoRA applies")
     replace_active: BoolProperty(name="Replace active image", default=False,
                                  description="Write the result into the active image (undoable) instead of a new one")
     width: IntProperty(name="Width", default=512, min=8, max=4096, step=8)
@@ -63,6 +66,7 @@ class PaintbridgeCatalog(bpy.types.PropertyGroup):
     """What the engine offers, refilled on every models update (core._apply_models)."""
     models: CollectionProperty(type=PaintbridgeName)
     upscalers: CollectionProperty(type=PaintbridgeName)
+    loras: CollectionProperty(type=PaintbridgeName)
 
 
 # ---- gallery and workflow-form data -----------------------------------------------------------------------
@@ -383,6 +387,9 @@ class PAINTBRIDGE_PT_panel(bpy.types.Panel):
         catalog = context.window_manager.paintbridge_catalog
         if s.mode != "UPSCALE":
             layout.prop_search(s, "model", catalog, "models", icon="FILE_3D")
+            row = layout.row(align=True)
+            row.prop_search(s, "lora", catalog, "loras")
+            row.prop(s, "lora_weight")
         layout.prop(s, "mode")
         layout.prop(s, "prompt")
         layout.prop(s, "negative_prompt")

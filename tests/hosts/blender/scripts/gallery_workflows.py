@@ -63,6 +63,8 @@ def solid(name, w, h, rgba):
 prompt = f"a gallery teapot {nonce}"
 settings.mode, settings.prompt, settings.negative_prompt = "GENERATE", prompt, "blurry"
 settings.steps, settings.seed, settings.guidance, settings.width, settings.height = 2, 4321, 6.5, 64, 48
+R["loras"] = [i.name for i in bpy.context.window_manager.paintbridge_catalog.loras]
+settings.lora, settings.lora_weight = R["loras"][0], 0.65
 n0 = len(core.STATE["results"])
 assert "FINISHED" in bpy.ops.paintbridge.generate()
 made = wait_result(n0, "generate result")
@@ -84,14 +86,14 @@ R["thumbnail"] = {"image_size": list(pv.image_size) if pv else None,
 # ---- 3. Use settings refills the scene's form ----------------------------------------------------------------
 settings.mode, settings.prompt, settings.negative_prompt = "REFINE", "something else", ""
 settings.steps, settings.seed, settings.guidance, settings.width, settings.height = 9, 1, 1.0, 128, 128
-settings.model = ""
+settings.model, settings.lora, settings.lora_weight = "", "", 1.5
 g.index = 0
 assert "FINISHED" in bpy.ops.paintbridge.gallery_recall()
 pump(core, lambda: settings.prompt == prompt or core.STATE["last_error"], 60, "recalled settings")
 R["recalled"] = {"mode": settings.mode, "prompt": settings.prompt, "negative_prompt": settings.negative_prompt,
                  "model": settings.model, "steps": settings.steps, "seed": settings.seed,
                  "guidance": round(settings.guidance, 4), "width": settings.width, "height": settings.height,
-                 "message": core.GALLERY["message"]}
+                 "lora": [settings.lora, round(settings.lora_weight, 4)], "message": core.GALLERY["message"]}
 
 # ---- 4. Open as image: a new packed datablock with the very pixels ---------------------------------------------
 n0 = len(core.STATE["results"])
