@@ -744,6 +744,18 @@ OUT["wf_recall"] = pb.pb_gallery.pending_workflow_recall(tmp)
 gal.more.clicked()
 OUT["calls"] = FakeRunner.session.calls
 gal.dialog.destroy()
+
+# -- the progress dialog of a running job: bar, live preview, Cancel --
+run = pb.Runner.__new__(pb.Runner)        # without GIMP's progress calls (no GIMP process here)
+run.interactive, run.dialog, run.cancel_requested = True, None, False
+run._open_cancel_dialog("Paintbridge: working")
+run._dialog_progress(0.5, "step 2 of 4")
+run._dialog_preview(Pixels(bytes((i * 3) % 256 for i in range(32 * 24 * 4)), 32, 24, "rgba8"))
+shown = run._preview.get_pixbuf()
+OUT["progress"] = [run._bar.get_fraction(), run._label.get_text(), shown.get_width(), shown.get_height()]
+run._on_cancel()
+OUT["cancel"] = [run.cancel_requested, run._label.get_text()]
+run.dialog.destroy()
 print("SMOKE " + json.dumps(OUT, default=str))
 '''
 
@@ -797,6 +809,8 @@ def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
     assert [r[1] for r in out["rows"]] == [f"{1:016x}", f"{2:016x}"]      # the stale page was dropped
     assert out["pixbuf"] == [12, 8, True, True] and out["more_sensitive"]
     assert "★" in out["starred_caption"] and out["star_label"] == "Un_star"
+    assert out["progress"] == [0.5, "step 2 of 4", 192, 144]
+    assert out["cancel"] == [True, "Canceling…"]
     assert "Generate, Refine and Inpaint" in out["status"]
     assert out["settings"]["recall"] == {"image": f"{2:016x}",
                                          "args": {"prompt": "image 2", "seed": 2, "steps": 3, "lora": "",

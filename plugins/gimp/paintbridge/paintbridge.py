@@ -279,6 +279,7 @@ class Runner:
                     frac = min(1.0, (d.get("step") or 0) / total)
                     Gimp.progress_update(frac)
                     self._dialog_progress(frac, f"step {d.get('step')} of {total}")
+                    self._dialog_preview(d.get("preview"))
                 else:
                     Gimp.progress_pulse()
             elif up.kind == "result":
@@ -313,7 +314,9 @@ class Runner:
     def _open_cancel_dialog(self, text):
         try:
             gi.require_version("Gtk", "3.0")
-            from gi.repository import Gtk
+            gi.require_version("GdkPixbuf", "2.0")
+            from gi.repository import GdkPixbuf, Gtk
+            self._GdkPixbuf = GdkPixbuf
             dialog = Gtk.Dialog(title="Paintbridge")
             dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
             box = dialog.get_content_area()
@@ -321,8 +324,10 @@ class Runner:
             box.set_border_width(12)
             self._label = Gtk.Label(label=text)
             self._bar = Gtk.ProgressBar()
+            self._preview = Gtk.Image()   # the job's live preview, once steps report one
             box.pack_start(self._label, False, False, 0)
             box.pack_start(self._bar, False, False, 0)
+            box.pack_start(self._preview, False, False, 0)
             dialog.connect("response", self._on_cancel)
             dialog.connect("delete-event", lambda *a: self._on_cancel() or True)
             dialog.show_all()
@@ -338,10 +343,27 @@ class Runner:
         if text:
             self._label.set_text(text)
 
+    def _dialog_preview(self, px):
+        """Show a step's preview (RGBA Pixels, at most 256 px) in the progress dialog, 192 px on its long side."""
+        if self.dialog is not None and px is not None:
+            self._preview.set_from_pixbuf(pixbuf(self._GdkPixbuf, px, fit=192))
+
     def _on_cancel(self, *args):
         self.cancel_requested = True
         if self.dialog is not None:
             self._label.set_text("Canceling…")
+
+
+def pixbuf(GdkPixbuf, px, fit=None):
+    """An RGBA Pixels as a GdkPixbuf (None for None), scaled down to fit a fit×fit box when given."""
+    if px is None:
+        return None
+    pix = GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(px.data), GdkPixbuf.Colorspace.RGB, True, 8,
+                                          px.w, px.h, px.w * 4)
+    if fit and max(px.w, px.h) != fit:
+        s = fit / max(px.w, px.h)
+        pix = pix.scale_simple(max(1, round(px.w * s)), max(1, round(px.h * s)), GdkPixbuf.InterpType.BILINEAR)
+    return pix
 
 
 # ---- procedures ----------------------------------------------------------------------------------------------
@@ -878,11 +900,7 @@ class GalleryDialog:
                                else GLib.markup_escape_text(text))
 
     def _pixbuf(self, px):
-        if px is None:
-            return None
-        GdkPixbuf = self.GdkPixbuf
-        return GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(px.data), GdkPixbuf.Colorspace.RGB, True, 8,
-                                               px.w, px.h, px.w * 4)
+        return pixbuf(self.GdkPixbuf, px)
 
     def _dispatch(self, up):
         d = up.data
