@@ -135,6 +135,12 @@ def loras_arg(name: str, weight: float) -> list[dict]:
     return [{"model": name, "weight": float(weight)}] if name else []
 
 
+def loras_for(loras: list[dict], models: list[dict], model: str) -> list[dict]:
+    """The LoRAs that fit `model` (same base; all of them when its base is unknown), for a host's LoRA picker."""
+    base = next((m.get("base") for m in models if m.get("name") == model), None)
+    return [lo for lo in loras if not base or not lo.get("base") or lo["base"] == base]
+
+
 def recalled_lora(values: dict) -> tuple[str, float]:
     """The first LoRA of recalled values as (name, weight) for a single LoRA picker; ("", 0.8) when none."""
     loras = values.get("loras") or []

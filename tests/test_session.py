@@ -247,6 +247,9 @@ def test_model_pickers_get_main_models_and_upscalers_apart(engine_server, tmp_pa
         rec = wait_for(s, "recalled")
         assert forms.recalled_lora(rec["values"]) == ("tiny-lora-sd15", 1.0)
         assert forms.recalled_lora({}) == ("", 0.8) and forms.loras_arg("", 1.0) == []
+        fits = {name: [lo["name"] for lo in forms.loras_for(got["loras"], got["models"], name)]
+                for name in ("tiny-sd15", "tiny-sdxl", "not-a-model")}
+        assert fits == {"tiny-sd15": ["tiny-lora-sd15"], "tiny-sdxl": [], "not-a-model": ["tiny-lora-sd15"]}
         assert s.upscalers == got["upscalers"] and s.models == got["models"]
         src = Pixels(bytes(range(256)) * (24 * 16 * 4 // 256), 24, 16, x=5, y=7)
         s.generate({"mode": "upscale", "scale": 2.0, "upscaler": "tiny-esrgan"}, src, tag="up")

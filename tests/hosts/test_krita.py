@@ -117,7 +117,7 @@ def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
         assert res["recalled"] == {"prompt": "a gallery fox", "negative": "blurry", "seed": 4321, "steps": 1,
                                    "mode": "txt2img", "model": engine_server.model_name, "guidance": 6.5,
                                    "tab": 0, "lora": ["tiny-lora-sd15", 0.7]}
-        assert res["lora_items"] == ["", "tiny-lora-sd15"]
+        assert res["lora_items"] == ["", "tiny-lora-sd15"] and res["lora_items_sdxl"] == [""]
         # Add to document: a layer in the Paintbridge group at the image's place, pixel for pixel
         assert res["added_bounds"] == [16, 24, 64, 64] and res["added_exact"] is True
         assert res["results_after_add"] == 0

@@ -159,6 +159,7 @@ class PaintbridgeDocker(DockWidget):
         self.replace_btn.clicked.connect(guarded(lambda: self._apply(True)))
         self.discard_btn.clicked.connect(guarded(self._discard))
         self.mode.currentIndexChanged.connect(guarded(self._mode_changed))
+        self.model.currentIndexChanged.connect(guarded(self._fill_loras))
         self.ctl.state_changed.connect(guarded(self._state))
         self.ctl.models_changed.connect(guarded(self._models))
         self.ctl.progress.connect(guarded(self._progress))
@@ -391,11 +392,16 @@ class PaintbridgeDocker(DockWidget):
         for m in self.ctl.upscalers:
             self.upscaler.addItem(m["name"], m["name"])
         self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(self.ctl.form.upscaler)))
+        self._fill_loras()
+
+    def _fill_loras(self):
+        """The LoRA picker holds the LoRAs that fit the chosen model (its base)."""
+        keep = self.lora.currentData() or self.ctl.form.lora
         self.lora.clear()
         self.lora.addItem("None", "")
-        for m in self.ctl.loras:
+        for m in forms.loras_for(self.ctl.loras, self.ctl.models, self.model.currentData() or ""):
             self.lora.addItem(f"{m['name']} ({m.get('base') or '?'})", m["name"])
-        self.lora.setCurrentIndex(max(0, self.lora.findData(self.ctl.form.lora)))
+        self.lora.setCurrentIndex(max(0, self.lora.findData(keep)))
 
     def _progress(self, job: str, step: int, total: int, preview):
         self.bar.setMaximum(max(1, total))

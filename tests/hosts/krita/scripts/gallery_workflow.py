@@ -83,6 +83,8 @@ try:
 
     # 1. generate from the docker's own widgets: txt2img into a 64x64 selection at 16,24
     dk.tabs.setCurrentIndex(0)
+    dk.model.setCurrentIndex(dk.model.findData("tiny-sdxl"))     # an SDXL model: the SD1 LoRA does not fit
+    R["lora_items_sdxl"] = [dk.lora.itemData(i) for i in range(dk.lora.count())]
     dk.model.setCurrentIndex(dk.model.findData(P["model"]))
     dk.mode.setCurrentIndex(dk.mode.findData("txt2img"))
     dk.prompt.setPlainText("a gallery fox")
