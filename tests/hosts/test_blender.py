@@ -148,7 +148,7 @@ def test_gallery_and_workflows(host, addon_zip, engine_server, tmp_path):
     assert rec == {"mode": "GENERATE", "prompt": f"a gallery teapot {nonce}", "negative_prompt": "blurry",
                    "model": engine_server.model_name, "steps": 2, "seed": 4321, "guidance": 6.5, "width": 64,
                    "height": 48, "lora": ["tiny-lora-sd15", 0.65], "message": rec["message"]}
-    assert r["loras"] == ["tiny-lora-sd15"]
+    assert r["loras"] == ["tiny-lora-sd15"] and r["loras_sdxl"] == []
     assert rec["message"].startswith("Settings filled in") and "not filled" not in rec["message"], rec["message"]
     op = r["opened"]
     assert op["size"] == [64, 48] and op["packed"] and op["same_pixels"] and op["distinct"] and op["image_id"]

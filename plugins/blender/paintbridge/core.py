@@ -39,6 +39,7 @@ GALLERY_PAGE = 24
 THUMB_SIZE = 96
 
 # Observable state the panel draws (main thread only).
+_ENTRIES = {"models": [], "loras": []}   # the engine's entries (with base) behind the pickers
 STATE = {"state": "disconnected", "message": "", "models": [], "upscalers": [], "loras": [], "jobs": {},
          "last_error": "", "results": []}
 _session: Session | None = None
@@ -421,14 +422,29 @@ def _apply_models(models: list, upscalers: list, loras: list):
     """The engine's main models, upscalers and LoRAs: kept in STATE and in the pickers' lists (prop_search)."""
     for key, entries in (("models", models), ("upscalers", upscalers), ("loras", loras)):
         STATE[key] = [m["name"] for m in entries]
+    _ENTRIES.update(models=models, loras=loras)
     for wm in bpy.data.window_managers:
         catalog = wm.paintbridge_catalog
-        for coll, names in ((catalog.models, STATE["models"]), (catalog.upscalers, STATE["upscalers"]),
-                            (catalog.loras, STATE["loras"])):
-            coll.clear()
-            for name in names:
-                coll.add().name = name
+        for coll, names in ((catalog.models, STATE["models"]), (catalog.upscalers, STATE["upscalers"])):
+            _fill(coll, names)
     _default_model()
+    fill_loras()
+
+
+def fill_loras(settings=None):
+    """The LoRA picker's list: the LoRAs that fit the chosen model's base (also run when the Model field changes)."""
+    if settings is None:
+        settings = getattr(bpy.context.scene, "paintbridge", None) if bpy.context.scene else None
+    model = settings.model if settings is not None else ""
+    names = [m["name"] for m in forms.loras_for(_ENTRIES["loras"], _ENTRIES["models"], model)]
+    for wm in bpy.data.window_managers:
+        _fill(wm.paintbridge_catalog.loras, names)
+
+
+def _fill(coll, names):
+    coll.clear()
+    for name in names:
+        coll.add().name = name
 
 
 def _default_model():

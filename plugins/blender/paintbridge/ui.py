@@ -27,8 +27,12 @@ class PAINTBRIDGE_AP_prefs(bpy.types.AddonPreferences):
         self.layout.prop(self, "username")
 
 
+def _model_changed(self, context):
+    core.fill_loras(self)
+
+
 class PaintbridgeSettings(bpy.types.PropertyGroup):
-    model: StringProperty(name="Model", default="")
+    model: StringProperty(name="Model", default="", update=_model_changed)
     prompt: StringProperty(name="Prompt", default="")
     negative_prompt: StringProperty(name="Negative", default="")
     mode: EnumProperty(name="Mode", default="GENERATE", items=[

@@ -63,7 +63,11 @@ def solid(name, w, h, rgba):
 prompt = f"a gallery teapot {nonce}"
 settings.mode, settings.prompt, settings.negative_prompt = "GENERATE", prompt, "blurry"
 settings.steps, settings.seed, settings.guidance, settings.width, settings.height = 2, 4321, 6.5, 64, 48
-R["loras"] = [i.name for i in bpy.context.window_manager.paintbridge_catalog.loras]
+catalog = bpy.context.window_manager.paintbridge_catalog
+settings.model = "tiny-sdxl"          # the LoRA picker lists only LoRAs for the model's base
+R["loras_sdxl"] = [i.name for i in catalog.loras]
+settings.model = model
+R["loras"] = [i.name for i in catalog.loras]
 settings.lora, settings.lora_weight = R["loras"][0], 0.65
 n0 = len(core.STATE["results"])
 assert "FINISHED" in bpy.ops.paintbridge.generate()
