@@ -102,6 +102,22 @@ def mask_bounds(mask: bytes, w: int, h: int) -> tuple[int, int, int, int] | None
     return left, top, right - left + 1, bottom - top + 1
 
 
+def clear_outside(data: bytes, w: int, h: int, keep: tuple[int, int, int, int]) -> bytes:
+    """4-byte pixels (RGBA or BGRA: alpha is last in both) made transparent outside the keep rect (x, y, w, h):
+    an outpaint request for margins a host just added, whatever its layers' default colour is."""
+    out = bytearray(data)
+    kx, ky, kw, kh = keep
+    stride = w * 4
+    for y in range(h):
+        row = memoryview(out)[y * stride:(y + 1) * stride]
+        if ky <= y < ky + kh:
+            row[3:kx * 4:4] = bytes(len(range(3, kx * 4, 4)))
+            row[(kx + kw) * 4 + 3::4] = bytes(len(range((kx + kw) * 4 + 3, stride, 4)))
+        else:
+            row[3::4] = bytes(w)
+    return bytes(out)
+
+
 def solid(w: int, h: int, rgba: tuple[int, int, int, int]) -> bytes:
     return bytes(rgba) * (w * h)
 

@@ -102,6 +102,14 @@ def test_pixel_helpers():
     assert px.layer()["x"] == 5 and px.layer()["sha256"] == pixels.sha256_hex(rgba)
     with pytest.raises(ValueError):
         pixels.Pixels(b"123", 1, 1)
+    # outpaint margins: alpha 0 outside the kept rect, colours and the inside untouched
+    opaque = bytes([1, 2, 3, 255]) * (5 * 4)
+    out = pixels.clear_outside(opaque, 5, 4, (1, 1, 3, 2))
+    assert pixels.alpha_of(out) == bytes([0, 0, 0, 0, 0,
+                                          0, 255, 255, 255, 0,
+                                          0, 255, 255, 255, 0,
+                                          0, 0, 0, 0, 0])
+    assert bytes(b for i, b in enumerate(out) if i % 4 != 3) == bytes(b for i, b in enumerate(opaque) if i % 4 != 3)
 
 
 def test_token_store_file_fallback_is_private(tmp_path):

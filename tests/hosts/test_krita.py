@@ -194,6 +194,12 @@ def test_outpaint_preview_and_upscaler_in_krita(plugin_zip, engine_server):
     assert res["outpaint_result"] == [32, 0, 32, 48]   # the layer for the transparent half, placed there
     assert res["outpaint_changed_left"] == 0 and res["outpaint_kept"] > 0
     assert res["outpaint_filled"] == res["outpaint_right_pixels"]
+    # outpaint that grows the canvas first: the old pixels keep their place (moved by the left margin), the new
+    # margins are filled, and the margins reset so the next Generate does not grow the canvas again
+    assert res["extend_enabled"] is True and res["extended_size"] == [56, 32]
+    assert res["extend_old_kept"][0] == res["extend_old_kept"][1]
+    assert res["extend_new_opaque"][0] == res["extend_new_opaque"][1]
+    assert res["extend_reset"] == [0, 0, 0, 0]
     # upscale through the chosen upscaler: a new document at twice the size
     assert res["upscaler_enabled_in_outpaint"] is False
     assert res["upscaler_enabled_in_upscale"] is True and res["model_enabled_in_upscale"] is False

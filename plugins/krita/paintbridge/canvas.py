@@ -77,6 +77,15 @@ def request_region(doc, mode: str) -> tuple[int, int, int, int]:
     return 0, 0, doc.width(), doc.height()
 
 
+def extend_canvas(doc, left: int, top: int, right: int, bottom: int):
+    """Grow the canvas by these margins (Outpaint): the content stays where it was relative to the new edges,
+    the new areas of paint layers are transparent, which is what outpaint fills. One undo step in Krita."""
+    if left or top or right or bottom:
+        doc.resizeImage(-left, -top, doc.width() + left + right, doc.height() + top + bottom)
+        doc.waitForDone()
+        doc.refreshProjection()
+
+
 def workflow_region(doc) -> tuple[int, int, int, int]:
     """What a workflow's layer and mask parameters cover: the selection's bounds, else the whole document."""
     return selection_bounds(doc) or (0, 0, doc.width(), doc.height())

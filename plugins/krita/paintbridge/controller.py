@@ -21,7 +21,7 @@ from krita import Krita
 from PyQt5.QtCore import QObject, QStandardPaths, QTimer, pyqtSignal
 
 from ._vendor.protocol import default_url, forms
-from ._vendor.protocol.pixels import round8
+from ._vendor.protocol.pixels import clear_outside, round8
 from ._vendor.protocol.session import ResultLayer, Session
 
 from . import canvas
@@ -66,6 +66,10 @@ class Form:
     scale: float = 2.0
     lora: str = ""          # a LoRA applied to the model, "" for none
     lora_weight: float = 0.8
+    extend_left: int = 0    # Outpaint: grow the canvas by these margins first
+    extend_top: int = 0
+    extend_right: int = 0
+    extend_bottom: int = 0
 
     def load(self):
         app = Krita.instance()
@@ -147,6 +151,14 @@ class Controller(QObject):
         f.save()
         try:
             doc = canvas.active_document()
+            grown = None   # the old canvas inside the grown one: everything else is to be filled
+            if f.mode == "outpaint" and (f.extend_left or f.extend_top or f.extend_right or f.extend_bottom):
+                grown = (f.extend_left, f.extend_top, doc.width(), doc.height())
+                canvas.extend_canvas(doc, f.extend_left, f.extend_top, f.extend_right, f.extend_bottom)
+                # grown once: another Generate fills again instead of growing again
+                f.extend_left = f.extend_top = f.extend_right = f.extend_bottom = 0
+                f.save()
+                self.form_changed.emit()
             x, y, w, h = canvas.request_region(doc, f.mode)
             params = {"mode": f.mode, "prompt": f.prompt, "negative_prompt": f.negative, "steps": f.steps,
                       "guidance": f.guidance, "batch": f.batch,
@@ -161,6 +173,8 @@ class Controller(QObject):
                 params.update(width=round8(w), height=round8(h), x=x, y=y)
             else:
                 image = canvas.read_pixels(doc, x, y, w, h, f.source)
+            if grown is not None:   # new margins may hold a layer's default colour (Krita's white background)
+                image.data = clear_outside(image.data, image.w, image.h, grown)
             if f.mode in ("img2img", "inpaint"):
                 params["strength"] = f.strength
             if f.mode == "inpaint":

@@ -89,6 +89,13 @@ class PaintbridgeDocker(DockWidget):
         self.scale = _dspin(1.0, 8.0, 0.5, f.scale)
         self.lora = QComboBox()       # filled by _models: "none" + the engine's LoRAs
         self.lora_weight = _dspin(-2.0, 2.0, 0.05, f.lora_weight)
+        self.extend = [_spin(0, 2048, v) for v in (f.extend_left, f.extend_top, f.extend_right, f.extend_bottom)]
+        extend_row = QHBoxLayout()
+        for spin, side in zip(self.extend, ("left", "top", "right", "bottom")):
+            spin.setPrefix(f"{side[0].upper()} ")
+            spin.setSuffix(" px")
+            spin.setToolTip(f"Outpaint: pixels to add on the {side} before filling")
+            extend_row.addWidget(spin)
         lora_row = QHBoxLayout()
         lora_row.addWidget(self.lora, 1)
         lora_row.addWidget(self.lora_weight)
@@ -99,6 +106,7 @@ class PaintbridgeDocker(DockWidget):
         form.addRow("Mode", self.mode)
         form.addRow("Read from", self.source)
         form.addRow("Strength", self.strength)
+        form.addRow("Extend", extend_row)
         form.addRow("Upscaler", self.upscaler)
         form.addRow("Scale", self.scale)
         form.addRow("Steps", self.steps)
@@ -290,6 +298,7 @@ class PaintbridgeDocker(DockWidget):
         f.seed, f.batch = int(self.seed.value()), self.batch.value()
         f.upscaler, f.scale = self.upscaler.currentData() or "", self.scale.value()
         f.lora, f.lora_weight = self.lora.currentData() or "", self.lora_weight.value()
+        f.extend_left, f.extend_top, f.extend_right, f.extend_bottom = (s.value() for s in self.extend)
 
     def _generate(self):
         self._read_form()
@@ -363,6 +372,8 @@ class PaintbridgeDocker(DockWidget):
         self.source.setEnabled(mode != "txt2img")
         self.model.setEnabled(mode != "upscale")
         self.lora.setEnabled(mode != "upscale")
+        for spin in self.extend:
+            spin.setEnabled(mode == "outpaint")
         self.lora_weight.setEnabled(mode != "upscale")
         self.upscaler.setEnabled(mode == "upscale")
         self.scale.setEnabled(mode == "upscale")
@@ -442,6 +453,8 @@ class PaintbridgeDocker(DockWidget):
         self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(f.upscaler)))
         self.lora.setCurrentIndex(max(0, self.lora.findData(f.lora)))
         self.lora_weight.setValue(f.lora_weight)
+        for spin, v in zip(self.extend, (f.extend_left, f.extend_top, f.extend_right, f.extend_bottom)):
+            spin.setValue(v)
         self.tabs.setCurrentIndex(0)
 
     def _gallery(self):

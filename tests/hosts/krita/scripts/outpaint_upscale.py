@@ -88,7 +88,37 @@ try:
     R["outpaint_kept"], R["outpaint_changed_left"] = kept, changed_left
     R["outpaint_filled"], R["outpaint_right_pixels"] = filled, (W - W // 2) * H
 
+    # 1b. Outpaint that first grows the canvas: 8 px on the left, 16 on the right, 8 at the bottom
+    W2, H2 = 32, 24
+    doc2 = app.createDocument(W2, H2, f"pb-extend-{time.time_ns()}", "RGBA", "U8", "", 300.0)
+    app.activeWindow().addView(doc2)
+    px2 = bytes(((x * 9) % 256, (y * 11) % 256, 200, 255)[c] for y in range(H2) for x in range(W2) for c in range(4))
+    doc2.activeNode().setPixelData(px2, 0, 0, W2, H2)
+    doc2.refreshProjection()
+    dk.mode.setCurrentIndex(dk.mode.findData("outpaint"))
+    dk.source.setCurrentIndex(dk.source.findData("layer"))
+    R["extend_enabled"] = all(s.isEnabled() for s in dk.extend)
+    for spin, v in zip(dk.extend, (8, 0, 16, 8)):
+        spin.setValue(v)
+    n0 = len(ctl.results)
+    mark("extend")
+    dk.generate_btn.click()
+    pump(lambda: len(ctl.results) > n0, 120, "extended outpaint result")
+    R["extended_size"] = [doc2.width(), doc2.height()]
+    R["extend_reset"] = [s.value() for s in dk.extend]
+    dk.results.setCurrentRow(len(ctl.results) - 1)
+    dk.apply_btn.click()
+    doc2.refreshProjection()
+    comp2 = bytes(doc2.pixelData(0, 0, doc2.width(), doc2.height()))
+    W3 = doc2.width()
+    old_kept = sum(comp2[((y + 0) * W3 + x + 8) * 4:((y + 0) * W3 + x + 8) * 4 + 4] == px2[(y * W2 + x) * 4:(y * W2 + x) * 4 + 4]
+                   for y in range(H2 - 4) for x in range(4, W2 - 4))   # inside the old area, off its blended edge
+    R["extend_old_kept"] = [old_kept, (H2 - 4) * (W2 - 8)]
+    new_cells = [(x, y) for y in range(doc2.height()) for x in range(W3) if x < 8 or x >= 8 + W2 or y >= H2]
+    R["extend_new_opaque"] = [sum(comp2[(y * W3 + x) * 4 + 3] == 255 for x, y in new_cells), len(new_cells)]
+
     # 2. Upscale with the upscaler model, ×2: a new document twice the size
+    app.activeWindow().addView(doc)   # back to the first document
     dk.mode.setCurrentIndex(dk.mode.findData("upscale"))
     R["upscaler_enabled_in_upscale"] = dk.upscaler.isEnabled() and dk.scale.isEnabled()
     R["model_enabled_in_upscale"] = dk.model.isEnabled()
