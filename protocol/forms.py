@@ -130,6 +130,18 @@ def recalled(params: dict | None) -> dict:
     return {k: params[k] for k in keys if params.get(k) not in (None, [])}
 
 
+def offered(kind: str, name: str, entries: list[dict], empty: str) -> str:
+    """A host's text or picker value for an optional model (kind "LoRA", "upscaler"), stripped: "" or the name of
+    one of the engine's entries (Session.loras / .upscalers). ValueError naming what the engine has otherwise;
+    `empty` says what leaving it empty means."""
+    name = name.strip()
+    names = [m["name"] for m in entries]
+    if name and name not in names:
+        raise ValueError(f"the engine has no {kind} {name!r}; it has: {', '.join(names) or 'none'} "
+                         f"(leave it empty for {empty})")
+    return name
+
+
 def loras_arg(name: str, weight: float) -> list[dict]:
     """generate's "loras" for a host's single LoRA picker ("" = none)."""
     return [{"model": name, "weight": float(weight)}] if name else []

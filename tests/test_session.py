@@ -212,6 +212,12 @@ def test_forms_coercion_rules():
     assert forms.coerce(f[0], 3.0) == 3 and forms.recalled(None) == {}
     assert forms.collect(f, {"label_me": "  "})[1] == {"label_me": "Label me is required"}   # blank is empty
     assert forms.recalled_workflow({"meta": {"workflow": None}}) is None
+    # an optional model a host names in a field: empty, or one the engine offers
+    ups = [{"name": "x2"}, {"name": "x4"}]
+    assert forms.offered("upscaler", " x4 ", ups, "a plain resize") == "x4"
+    assert forms.offered("upscaler", "", ups, "a plain resize") == ""
+    with pytest.raises(ValueError, match="no upscaler 'x8'; it has: x2, x4 .leave it empty for a plain resize"):
+        forms.offered("upscaler", "x8", ups, "a plain resize")
 
 
 def test_random_seeds_fit_every_hosts_integer_field(engine_server):

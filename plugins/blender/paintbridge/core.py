@@ -39,9 +39,9 @@ GALLERY_PAGE = 24
 THUMB_SIZE = 96
 
 # Observable state the panel draws (main thread only).
-_ENTRIES = {"models": [], "loras": []}   # the engine's entries (with base) behind the pickers
-STATE = {"state": "disconnected", "message": "", "models": [], "upscalers": [], "loras": [], "jobs": {},
-         "last_error": "", "results": []}
+# The engine's main models, upscalers and LoRAs as Session gives them (with base), behind the pickers.
+_ENTRIES = {"models": [], "upscalers": [], "loras": []}
+STATE = {"state": "disconnected", "message": "", "models": [], "jobs": {}, "last_error": "", "results": []}
 _session: Session | None = None
 _applied_revs: dict[str, int] = {}   # image uid -> revision whose pixels are in the image buffer
 # Gallery paging state (the rows themselves live in WindowManager.paintbridge_gallery, for the UIList).
@@ -195,10 +195,8 @@ def build_request(settings, image=None) -> tuple[dict, Pixels | None, Pixels | N
               "negative_prompt": settings.negative_prompt, "steps": settings.steps,
               "guidance": settings.guidance, "seed": settings.seed, "batch": 1}
     if mode != "upscale":
-        if settings.lora and settings.lora not in STATE["loras"]:
-            raise ValueError(f"the engine has no LoRA “{settings.lora}”; it has: "
-                             f"{', '.join(STATE['loras']) or 'none'} (leave it empty for none)")
-        params["loras"] = forms.loras_arg(settings.lora, settings.lora_weight)
+        lora = forms.offered("LoRA", settings.lora, _ENTRIES["loras"], "none")
+        params["loras"] = forms.loras_arg(lora, settings.lora_weight)
     src = mask = None
     if mode == "txt2img":
         params["width"], params["height"] = settings.width, settings.height
@@ -222,11 +220,9 @@ def build_request(settings, image=None) -> tuple[dict, Pixels | None, Pixels | N
             raise ValueError("the mask is empty: make the area to inpaint transparent, or choose a mask image")
     elif mode == "upscale":
         params["scale"] = int(settings.upscale_factor)
-        if settings.upscaler:
-            if settings.upscaler not in STATE["upscalers"]:
-                raise ValueError(f"the engine has no upscaler “{settings.upscaler}”; it has: "
-                                 f"{', '.join(STATE['upscalers']) or 'none'} (leave it empty for a plain resize)")
-            params["upscaler"] = settings.upscaler
+        upscaler = forms.offered("upscaler", settings.upscaler, _ENTRIES["upscalers"], "a plain resize")
+        if upscaler:
+            params["upscaler"] = upscaler
     return params, src, mask
 
 
@@ -420,13 +416,12 @@ def _workflow_refused(name: str, d: dict):
 
 def _apply_models(models: list, upscalers: list, loras: list):
     """The engine's main models, upscalers and LoRAs: kept in STATE and in the pickers' lists (prop_search)."""
-    for key, entries in (("models", models), ("upscalers", upscalers), ("loras", loras)):
-        STATE[key] = [m["name"] for m in entries]
-    _ENTRIES.update(models=models, loras=loras)
+    _ENTRIES.update(models=models, upscalers=upscalers, loras=loras)
+    STATE["models"] = [m["name"] for m in models]
     for wm in bpy.data.window_managers:
         catalog = wm.paintbridge_catalog
-        for coll, names in ((catalog.models, STATE["models"]), (catalog.upscalers, STATE["upscalers"])):
-            _fill(coll, names)
+        _fill(catalog.models, STATE["models"])
+        _fill(catalog.upscalers, [m["name"] for m in upscalers])
     _default_model()
     fill_loras()
 
@@ -605,7 +600,7 @@ def apply_recalled(scene, values: dict, workflow: tuple | None, summary: dict) -
         settings.lora, settings.lora_weight = forms.recalled_lora(values)
         filled.append("lora")
     if values.get("scale") is not None:   # an upscale: the factor field holds 2× and 4×
-        if str(int(values["scale"])) in ("2", "4") and values["scale"] == int(values["scale"]):
+        if values["scale"] in (2, 4):
             settings.upscale_factor = str(int(values["scale"]))
             filled.append("scale")
         else:

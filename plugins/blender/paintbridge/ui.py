@@ -63,7 +63,7 @@ class PaintbridgeSettings(bpy.types.PropertyGroup):
 
 
 class PaintbridgeName(bpy.types.PropertyGroup):
-    """One name in a picker list (the engine's main models, its upscalers) for prop_search."""
+    """One name in a picker list (the engine's main models, upscalers, LoRAs) for prop_search."""
 
 
 class PaintbridgeCatalog(bpy.types.PropertyGroup):
@@ -562,8 +562,8 @@ class PAINTBRIDGE_PT_workflows(_Sub, bpy.types.Panel):
             err.label(text=it.error, icon="ERROR")
 
 
-CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSettings, PaintbridgeName, PaintbridgeCatalog, PaintbridgeImageItem, PaintbridgeGallery, PaintbridgeField,
-           PaintbridgeWorkflowForm, PAINTBRIDGE_OT_connect, PAINTBRIDGE_OT_sign_in, PAINTBRIDGE_OT_sign_out,
+CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSettings, PaintbridgeName, PaintbridgeCatalog, PaintbridgeImageItem,
+           PaintbridgeGallery, PaintbridgeField, PaintbridgeWorkflowForm, PAINTBRIDGE_OT_connect, PAINTBRIDGE_OT_sign_in, PAINTBRIDGE_OT_sign_out,
            PAINTBRIDGE_OT_generate, PAINTBRIDGE_OT_cancel, PAINTBRIDGE_OT_gallery_refresh, PAINTBRIDGE_OT_gallery_recall,
            PAINTBRIDGE_OT_gallery_open, PAINTBRIDGE_OT_gallery_star, PAINTBRIDGE_OT_workflows_refresh,
            PAINTBRIDGE_OT_workflow_select, PAINTBRIDGE_OT_workflow_run, PAINTBRIDGE_UL_images, PAINTBRIDGE_PT_panel,

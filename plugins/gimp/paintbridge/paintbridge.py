@@ -41,6 +41,7 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 import pb_gallery  # noqa: E402
 import pb_support as sup  # noqa: E402
+from protocol import forms  # noqa: E402
 from pb_support import Rect  # noqa: E402
 
 PLUGIN_VERSION = "0.1.0"
@@ -539,10 +540,11 @@ def _params(runner, config, mode, **kw):
         raise Failure("Paintbridge: the engine offers no model; add one on the engine first")
     if mode != "upscale":
         try:
-            loras = sup.loras_arg(_text(config, "lora"), config.get_property("lora-weight"), runner.session.loras)
+            lora = forms.offered("LoRA", _text(config, "lora"), runner.session.loras, "none")
         except ValueError as exc:
             raise Failure(f"Paintbridge: {exc}", Gimp.PDBStatusType.CALLING_ERROR) from None
-        kw["extra"] = {**(kw.get("extra") or {}), "loras": loras}
+        kw["extra"] = {**(kw.get("extra") or {}),
+                       "loras": forms.loras_arg(lora, config.get_property("lora-weight"))}
     return sup.generate_params(
         mode, model, prompt=_text(config, "prompt"), negative_prompt=_text(config, "negative-prompt"),
         steps=config.get_property("steps"), guidance=config.get_property("guidance"),
@@ -662,12 +664,11 @@ def run_upscale(image, config, interactive):
     runner = _runner(config, interactive)
     try:
         scale = config.get_property("scale")
-        upscaler = _text(config, "upscaler").strip()
-        names = [m["name"] for m in runner.session.upscalers]
-        if upscaler and upscaler not in names:
-            raise Failure(f"Paintbridge: the engine has no upscaler {upscaler!r}; it has: "
-                          f"{', '.join(names) or 'none'} (leave the field empty for a plain resize)",
-                          Gimp.PDBStatusType.CALLING_ERROR)
+        try:
+            upscaler = forms.offered("upscaler", _text(config, "upscaler"), runner.session.upscalers,
+                                     "a plain resize")
+        except ValueError as exc:
+            raise Failure(f"Paintbridge: {exc}", Gimp.PDBStatusType.CALLING_ERROR) from None
         whole = image_rect(image)
         src = read_visible(image, whole, runner.pixels.Pixels)
         extra = {"scale": scale, **({"upscaler": upscaler} if upscaler else {})}
@@ -1024,7 +1025,6 @@ def run_workflow(image, drawables, config, interactive):
                 raw = pbw.parse_values(_text(config, "values"))
             except (LookupError, ValueError) as exc:
                 raise Failure(f"Paintbridge: {exc}")
-            from protocol import forms
             form = forms.fields(wf)
             values, errors = pbw.prepare(form, raw, read)
             if errors:

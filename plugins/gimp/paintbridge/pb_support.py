@@ -10,7 +10,6 @@ import json
 import os
 from dataclasses import dataclass
 
-from protocol import forms
 from protocol.pixels import context_region as _context
 from protocol.pixels import round8
 
@@ -132,17 +131,6 @@ def generate_params(mode: str, model: str, *, prompt: str = "", negative_prompt:
         params["strength"] = float(strength)
     params.update(extra or {})
     return params
-
-
-def loras_arg(name: str, weight: float, loras: list) -> list[dict]:
-    """generate's "loras" for the LoRA field ("" = none). ValueError naming the engine's LoRAs for a name it
-    lacks."""
-    name = name.strip()
-    names = [m["name"] for m in loras]
-    if name and name not in names:
-        raise ValueError(f"the engine has no LoRA {name!r}; it has: {', '.join(names) or 'none'} "
-                         "(leave the field empty for none)")
-    return forms.loras_arg(name, weight)
 
 
 def timeout_seconds() -> float:

@@ -414,7 +414,8 @@ class Controller(QObject):
             self.busy_changed.emit(bool(self.active_jobs))
             self.message.emit(d.get("message", "error"))
             if _tag(d).get("workflow"):   # the engine refused the values: show it at the field it names
-                param = (d.get("details") or {}).get("param") if isinstance(d.get("details"), dict) else None
+                details = d.get("details") if isinstance(d.get("details"), dict) else {}
+                param = details.get("param")
                 self.workflow_errors.emit({param if isinstance(param, str) else "": d.get("message", "error")})
             self.gallery_loading = False
         elif up.kind == "images":
