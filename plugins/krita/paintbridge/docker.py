@@ -372,9 +372,9 @@ class PaintbridgeDocker(DockWidget):
         self.source.setEnabled(mode != "txt2img")
         self.model.setEnabled(mode != "upscale")
         self.lora.setEnabled(mode != "upscale")
+        self.lora_weight.setEnabled(mode != "upscale")
         for spin in self.extend:
             spin.setEnabled(mode == "outpaint")
-        self.lora_weight.setEnabled(mode != "upscale")
         self.upscaler.setEnabled(mode == "upscale")
         self.scale.setEnabled(mode == "upscale")
 
