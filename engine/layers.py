@@ -1,0 +1,55 @@
+"""A layer on the wire ({sha256, w, h, format, x, y}) and the check every op that takes layers runs before
+queueing: each one is a blob the caller may read, with exactly the bytes its size and format imply."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .aio import run_blocking
+from .errors import BadRequest
+from .opspec import Args
+from .store.owners import owned
+
+
+class Layer(Args):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    w: int = Field(ge=1, le=65536)
+    h: int = Field(ge=1, le=65536)
+    format: Literal["rgba8", "gray8"] = "rgba8"
+    x: int = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
+    y: int = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
+    name: str | None = Field(default=None, max_length=256)
+
+
+def node_layer(nid: str, literals: dict) -> dict:
+    """The layer of an image_input/mask_input node of a validated graph; bad_request naming the node if it is
+    not one."""
+    try:
+        return Layer.model_validate(literals["layer"]).model_dump()
+    except Exception as exc:
+        raise BadRequest(f"node {nid!r}: layer: not a valid layer ({exc.__class__.__name__})",
+                         details={"node": nid, "field": "layer"}) from None
+
+
+async def check_layers(ctx, layers: list[dict]):
+    """Every referenced layer must be a blob the caller may read, with exactly the bytes its size implies.
+    ctx: an OpContext."""
+    if not layers:
+        return
+    app = ctx.app
+    hashes = [lay["sha256"] for lay in layers]
+    ok = await app.db.run(owned, ctx.conn.uid, hashes, ctx.conn.is_admin)
+    for lay in layers:
+        if lay["sha256"] not in ok:
+            raise BadRequest(f"layer {lay['sha256'][:12]}… is not a blob you uploaded: blob.put it first",
+                             details={"sha256": lay["sha256"]})
+        try:
+            size = await run_blocking(app.blobs.size, lay["sha256"])
+        except FileNotFoundError:
+            raise BadRequest(f"layer {lay['sha256'][:12]}… is missing on the engine", details={"sha256": lay["sha256"]})
+        want = lay["w"] * lay["h"] * (4 if lay.get("format", "rgba8") == "rgba8" else 1)
+        if size != want:
+            raise BadRequest(f"layer {lay['sha256'][:12]}… has {size} bytes but a {lay.get('format', 'rgba8')} "
+                             f"{lay['w']}x{lay['h']} layer needs {want}", details={"sha256": lay["sha256"]})
