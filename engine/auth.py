@@ -20,7 +20,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .errors import BadRequest, NotFound, RateLimited, TokenExpired, Unauthenticated
+from .errors import BadRequest, EngineError, NotFound, RateLimited, TokenExpired, Unauthenticated
+from .store.db import Database
 
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 USERNAME_MAX = 64
@@ -211,9 +212,6 @@ def mint_token(config, user_name: str | None = None, ttl_s: int | None = None,
                remember: bool = False) -> tuple[str, float, str]:
     """(token, expires_at, user name) signed with the data dir's secret, for a named user or the first enabled
     admin. For the CLI on the engine's own machine: whoever can read the data dir can sign tokens anyway."""
-    from .errors import EngineError
-    from .store.db import Database
-
     db = Database(config.db_path)
     try:
         db.sync(ensure_admin)

@@ -7,7 +7,7 @@ an edge, the default passes min/max/choices and the node's own constraints). Eve
 carries the version of its type at save time; running re-checks those versions against this engine, so a
 workflow saved for an older or newer node gives a clear bad_request instead of a strange failure.
 
-Used by engine/ops/workflows.py (wire ops) and engine/cli_workflows.py (import/export JSON files).
+Used by engine/ops/workflows.py (wire ops) and engine/cli/workflows.py (import/export JSON files).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import BadRequest, NotFound
 from .graph import graph as graphs
 from .graph.node import NODES
+from .layers import Layer
 
 FILE_FORMAT = 1                      # "paintbridge_workflow" in exported files
 NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
@@ -156,7 +157,6 @@ def check_value(p: Param, value: Any) -> Any:
         if not isinstance(value, bool):
             raise bad(f"expected true or false, got {type(value).__name__}")
     else:   # image / mask: a layer
-        from .ops.jobs import Layer
         try:
             value = Layer.model_validate(value).model_dump(exclude_none=True)
         except ValidationError as exc:

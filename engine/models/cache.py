@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import events
 from ..errors import ModelError
 from .registry import ModelRegistry
 
@@ -159,7 +160,7 @@ class ModelCache:
         with self._lock:
             self._loaded[name] = _Slot(name, kind, value, size, device, sig)
         self._make_room(device, 0, keep=name)
-        self.on_event("model.loaded", {"model": name, "type": kind, "size_mb": round(size / MiB, 1)})
+        self.on_event(*events.model_loaded(name, kind, round(size / MiB, 1)))
         return value
 
     def _used(self, device: str) -> int:
@@ -183,7 +184,7 @@ class ModelCache:
                 self.evictions += 1
             log.info("models: evicting %s (%s, %.1f MiB) to make room", victim.name, victim.kind, victim.size / MiB)
             self._free()
-            self.on_event("model.unloaded", {"model": victim.name})
+            self.on_event(*events.model_unloaded(victim.name))
 
     def unload(self, name: str | None = None) -> list[str]:
         with self._lock:
@@ -191,7 +192,7 @@ class ModelCache:
             dropped = [n for n in names if self._loaded.pop(n, None) is not None]
         self._free()
         for n in dropped:
-            self.on_event("model.unloaded", {"model": n})
+            self.on_event(*events.model_unloaded(n))
         return dropped
 
     def loaded(self) -> list[str]:

@@ -21,16 +21,4 @@ class Lora(Node):
         model: ModelValue
 
     def invoke(self, ctx) -> Out:
-        from ..models.patch import ModelRef, check_base
-
-        base = self.model
-        raw = base.raw if isinstance(base, ModelRef) else base.loaded
-        prev = base.loras if isinstance(base, ModelRef) else ()
-        entry = ctx.queue.registry.get(self.lora, type="lora")
-        try:
-            check_base(entry, raw.family, raw.name)
-        except Exception as exc:
-            raise ctx.error(getattr(exc, "message", str(exc))) from None
-        weights = ctx.queue.cache.get_lora(self.lora)
-        return self.Out(model=ModelRef(raw, base.name, prev + ((self.lora, float(self.weight), weights),),
-                                       getattr(base, "sha256", "")))
+        return self.Out(model=ctx.add_lora(self.model, self.lora, self.weight))

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from ..graph.node import LINK_TYPES, Image, Node
+from ..models.upscale import upscale_image
 
 
 @dataclass(eq=False)
@@ -30,7 +31,7 @@ class LoadUpscaler(Node):
         upscaler: UpscalerValue
 
     def invoke(self, ctx) -> Out:
-        return self.Out(upscaler=UpscalerValue(ctx.queue.cache.get_upscaler(self.model), self.model))
+        return self.Out(upscaler=UpscalerValue(ctx.load_upscaler(self.model), self.model))
 
 
 class Upscale(Node):
@@ -50,8 +51,6 @@ class Upscale(Node):
         image: Image
 
     def invoke(self, ctx) -> Out:
-        from ..models.upscale import upscale_image
-
         im = self.image
         rgba = upscale_image(self.model.upscaler, im.rgba, self.width, self.height, tile=self.tile,
                              pad=self.overlap, is_canceled=ctx.is_canceled)

@@ -282,28 +282,28 @@ def stats(store: BlobStore, db_path: Path, retention) -> dict:
 class Collector:
     """The engine's GC: at start and every gc_interval_min, plus blobs.gc; one run at a time, on its own thread."""
 
-    def __init__(self, server):
-        self.server = server
+    def __init__(self, config, blobs: BlobStore):
+        self.config, self.blobs = config, blobs
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-gc")
         self.stopping = threading.Event()
         self.task: asyncio.Task | None = None
 
     async def run(self, dry_run: bool = False) -> dict:
-        cfg = self.server.config
+        cfg = self.config
         loop = asyncio.get_running_loop()
-        report = await loop.run_in_executor(self.executor, lambda: collect(self.server.blobs, cfg.db_path,
-                                                                           cfg.blobs, dry_run, self.stopping))
+        report = await loop.run_in_executor(self.executor, lambda: collect(self.blobs, cfg.db_path, cfg.blobs,
+                                                                           dry_run, self.stopping))
         if report["deleted"] and not dry_run:
             log.info("blob GC: deleted %d blob(s), %.1f MiB freed, %d kept", report["deleted"],
                      report["bytes"] / 1048576, report["kept"])
         return report
 
     def start(self):
-        if float(self.server.config.blobs.gc_interval_min) > 0:
+        if float(self.config.blobs.gc_interval_min) > 0:
             self.task = asyncio.create_task(self._loop())
 
     async def _loop(self):
-        interval = float(self.server.config.blobs.gc_interval_min) * 60.0
+        interval = float(self.config.blobs.gc_interval_min) * 60.0
         while True:
             try:
                 await self.run()

@@ -1,0 +1,63 @@
+"""Pub/sub: the signed-in connections by user, and the events sent to them (names and payloads in events.py).
+
+A job's events go to its owner's connections and to admins'; engine-wide facts (a model loading) to every
+signed-in connection. Everything here runs on the event loop; `publish_threadsafe` is the door for job threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from protocol import codec
+
+from .errors import Busy
+from .events import Event
+
+
+class Hub:
+    def __init__(self, max_connections_per_user: int):
+        self.max_per_user = max_connections_per_user
+        self.connections: dict[int, set] = {}   # user id -> engine.server.Connection
+        self.loop: asyncio.AbstractEventLoop | None = None   # set when the engine starts
+
+    def check_room(self, conn, user: dict):
+        """Busy if signing conn in as user would pass the per-user connection limit."""
+        others = self.connections.get(user["id"], set()) - {conn}
+        if len(others) >= self.max_per_user:
+            raise Busy(f"user {user['name']} already has {self.max_per_user} connections open")
+
+    def attach(self, conn):
+        self.connections.setdefault(conn.uid, set()).add(conn)
+
+    def detach(self, conn):
+        if conn.user is not None:
+            conns = self.connections.get(conn.uid)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del self.connections[conn.uid]
+
+    def all(self) -> list:
+        return [conn for conns in self.connections.values() for conn in conns]
+
+    def publish(self, uid: int, event: Event, droppable: bool = False):
+        """Send an event to every connection of user uid, and to admins' connections."""
+        msg = codec.event(event.name, event.data)
+        for owner_uid, conns in self.connections.items():
+            for conn in conns:
+                if owner_uid == uid or conn.is_admin:
+                    conn.send(msg, droppable)
+
+    def broadcast(self, event: Event):
+        """An event for every signed-in connection (engine-wide facts like a model loading); droppable."""
+        msg = codec.event(event.name, event.data)
+        for conns in self.connections.values():
+            for conn in conns:
+                conn.send(msg, droppable=True)
+
+    def publish_threadsafe(self, uid: int, event: Event, droppable: bool = False):
+        self.loop.call_soon_threadsafe(self.publish, uid, event, droppable)
+
+    def broadcast_threadsafe(self, event: Event):
+        if self.loop is not None:   # nobody is connected before the engine starts
+            self.loop.call_soon_threadsafe(self.broadcast, event)

@@ -1,0 +1,118 @@
+"""JobContext: the one door nodes have to the engine while a job runs (the `ctx` of Node.invoke).
+
+A node loads models, LoRAs and upscalers, reads its input layers, writes result layers, reports progress and
+checks for cancel through it, and nothing else: no server, no queue, no registry. The job queue
+(engine/queue.py) builds one per job; ops never see one (they get an OpContext, engine/opspec.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from . import events
+from .errors import BadRequest, Canceled, EngineError
+from .graph.node import Image, Mask, ModelValue
+from .store.owners import record
+
+log = logging.getLogger("paintbridge.queue")
+
+
+class JobContext:
+    def __init__(self, row: dict, *, config, db, blobs, registry, cache, hub):
+        self.job = row["id"]
+        self.uid = row["user_id"]
+        self.config = config
+        self._db, self._blobs, self._registry, self._cache, self._hub = db, blobs, registry, cache, hub
+        self.canceled = threading.Event()
+        self.results: list[dict] = []
+        self.progress_state: dict | None = None
+        self.node_id = ""
+        self.node_index = 0
+        self.node_count = 0
+
+    # -- cancel / errors
+    def is_canceled(self) -> bool:
+        return self.canceled.is_set()
+
+    def check_canceled(self):
+        if self.canceled.is_set():
+            raise Canceled("canceled")
+
+    def error(self, message: str) -> EngineError:
+        return BadRequest(f"node {self.node_id!r}: {message}", details={"node": self.node_id})
+
+    # -- models (engine.models.patch and engine.diffusion import torch: only once a job runs, not at start)
+    def load_model(self, name: str) -> ModelValue:
+        from .models.patch import ModelRef
+        return ModelRef(self._cache.get(name), name)
+
+    def add_lora(self, model: ModelValue, lora: str, weight: float) -> ModelValue:
+        """model with the LoRA `lora` on it for everything downstream; refused for another base model."""
+        from .models.patch import ModelRef, check_base
+
+        raw = model.raw if isinstance(model, ModelRef) else model.loaded
+        prev = model.loras if isinstance(model, ModelRef) else ()
+        entry = self._registry.get(lora, type="lora")
+        try:
+            check_base(entry, raw.family, raw.name)
+        except Exception as exc:
+            raise self.error(getattr(exc, "message", str(exc))) from None
+        weights = self._cache.get_lora(lora)
+        return ModelRef(raw, model.name, prev + ((lora, float(weight), weights),), getattr(model, "sha256", ""))
+
+    def load_upscaler(self, name: str):
+        """An engine.models.upscale.Upscaler, cached between jobs."""
+        return self._cache.get_upscaler(name)
+
+    def expand_prompt(self, text: str, model: ModelValue) -> str:
+        """`<name>` of a registered textual-inversion embedding -> its tokens, loaded into the model for this job."""
+        from .models.patch import expand_prompt
+        return expand_prompt(self._registry, self._cache, text, model)
+
+    # -- pixels in and out
+    def _read_layer(self, layer: dict, fmt: str) -> np.ndarray:
+        if layer.get("format", fmt) != fmt:
+            raise self.error(f"expected a {fmt} layer, got {layer.get('format')}")
+        data = self._blobs.read(layer["sha256"])
+        w, h = int(layer["w"]), int(layer["h"])
+        channels = 4 if fmt == "rgba8" else 1
+        if len(data) != w * h * channels:
+            raise self.error(f"blob {layer['sha256'][:12]}… has {len(data)} bytes, a {fmt} {w}x{h} layer needs "
+                             f"{w * h * channels}")
+        arr = np.frombuffer(data, np.uint8)
+        return arr.reshape(h, w, 4) if channels == 4 else arr.reshape(h, w)
+
+    def load_image(self, layer: dict) -> Image:
+        return Image(self._read_layer(layer, "rgba8"), int(layer.get("x", 0)), int(layer.get("y", 0)))
+
+    def load_mask(self, layer: dict) -> Mask:
+        return Mask(self._read_layer(layer, "gray8"), int(layer.get("x", 0)), int(layer.get("y", 0)))
+
+    def add_result(self, image: Image, name: str, seed: int | None):
+        rgba = np.ascontiguousarray(image.rgba, dtype=np.uint8)
+        sha, size = self._blobs.write(rgba.tobytes())
+        self._db.sync(record, sha, size, self.uid)
+        layer = {"sha256": sha, "w": image.w, "h": image.h, "format": "rgba8", "x": image.x, "y": image.y,
+                 "name": name}
+        if seed is not None:
+            layer["seed"] = seed
+        self.results.append(layer)
+
+    # -- progress
+    def progress(self, step: int, total: int, loaded, latents):
+        from . import diffusion   # torch, diffusers: see above
+
+        self.progress_state = {"step": step, "total": total, "node": self.node_id}
+        preview = None
+        try:
+            rgb = diffusion.preview(loaded, latents)
+            h, w = rgb.shape[:2]
+            rgba = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
+            preview = {"w": w, "h": h, "format": "rgba8", "x": 0, "y": 0, "data": rgba.tobytes()}
+        except Exception:   # a preview is a nicety; never fail a job for it
+            log.debug("preview failed", exc_info=True)
+        self._hub.publish_threadsafe(self.uid, events.job_progress(self.job, step, total, self.node_id, preview),
+                                     droppable=True)

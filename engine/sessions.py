@@ -1,0 +1,45 @@
+"""Token policy for a signed-in connection: what `hello`/`auth.login`/`auth.whoami` answer, the revocation
+re-check before each op, and the sliding refresh (`auth.refreshed`) after a mutating request."""
+
+from __future__ import annotations
+
+import time
+
+from protocol import PROTOCOL_VERSION
+
+from . import __version__, auth, events
+from .errors import TokenExpired, Unauthenticated
+
+
+def welcome(config, conn) -> dict:
+    lim = config.limits
+    return {"protocol": PROTOCOL_VERSION, "server": {"name": "paintbridge", "version": __version__},
+            "user": auth.public_user(conn.user), "expires_at": conn.claims.exp,
+            "limits": {"frame_limit": lim.frame_limit, "max_blob_size": lim.max_blob_size,
+                       "max_pixels": lim.max_pixels, "max_steps": lim.max_steps, "max_batch": lim.max_batch}}
+
+
+def refresh_token(tokens: auth.Tokens, conn) -> dict:
+    """A fresh token for conn's user (same remember_me); the connection switches to it: {token, expires_at}."""
+    token, exp = tokens.issue(conn.uid, conn.user["epoch"], conn.claims.rm)
+    conn.claims, conn.token = tokens.verify(token), token
+    return {"token": token, "expires_at": exp}
+
+
+def sliding_refresh(config, tokens: auth.Tokens, conn) -> events.Event | None:
+    """After a successful mutating request: a new token once the current one is refresh_after_s old."""
+    if conn.claims is not None and time.time() - conn.claims.iat >= config.refresh_after_s:
+        return events.auth_refreshed(**refresh_token(tokens, conn))
+    return None
+
+
+async def check_signed_in(db, conn):
+    """Before an op that needs sign-in: a valid, unexpired token whose user is still enabled."""
+    if conn.user is None:
+        raise Unauthenticated("sign in first: send hello with a token, or auth.login")
+    if conn.claims.exp <= time.time():
+        raise TokenExpired("token expired: sign in again")
+    # Revocation (password change, disable) is re-checked at most once a second per connection.
+    if time.monotonic() - conn.checked_at > 1.0:
+        user = await db.run(auth.check_user, conn.claims)
+        conn.user, conn.checked_at = user, time.monotonic()
