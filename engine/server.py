@@ -1,8 +1,9 @@
-"""The daemon: an aiohttp app serving GET /v1/health and the WebSocket endpoint /v1/ws.
+"""The transport: an aiohttp app serving GET /v1/health and the WebSocket endpoint /v1/ws.
 
-A frame comes in on Connection.serve → decoded → Server.dispatch looks the op up in engine.ops.OPS (one module
-per op prefix), checks sign-in and admin rights, validates args with the op's pydantic model, runs the handler
-and replies. Events go out through Server.publish to the owner's connections (and admins').
+A frame comes in on Connection.serve → decoded → Server.dispatch looks the op up in engine.opspec.OPS (op `X.y`
+lives in engine/ops/X.py), checks sign-in and admin rights, validates args with the op's pydantic model, runs
+the handler with an OpContext (the engine's services, built by engine/app.py, and this connection) and replies.
+Events go out through the hub (engine/hub.py) to the owner's connections (and admins').
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 from typing import Any
 
 import msgpack
@@ -21,12 +21,10 @@ from protocol import PROTOCOL_VERSION, WS_PATH
 from protocol import codec
 from protocol.errors import ProtocolError
 
-from . import __version__, auth, ops
-from .config import Config
-from .errors import Busy, EngineError, Forbidden, TokenExpired, Unauthenticated
-from .store.blobs import BlobStore
-from .store.db import Database
-from .store.gc import Collector
+from . import auth, ops, sessions
+from .app import Services
+from .errors import EngineError, Forbidden
+from .opspec import OpContext, bad_args
 
 log = logging.getLogger("paintbridge.server")
 
@@ -60,15 +58,13 @@ class Connection:
         return bool(self.user and self.user["admin"])
 
     def sign_in(self, user: dict, claims: auth.Claims, token: str, client_info: dict):
-        limit = self.server.config.limits.max_connections_per_user
-        others = self.server.connections.get(user["id"], set()) - {self}
-        if len(others) >= limit:
-            raise Busy(f"user {user['name']} already has {limit} connections open")
+        hub = self.server.services.hub
+        hub.check_room(self, user)
         if self.user is not None and self.user["id"] != user["id"]:
-            self.server.detach(self)
+            hub.detach(self)
         self.user, self.claims, self.token, self.client_info = user, claims, token, client_info
         self.checked_at = time.monotonic()
-        self.server.attach(self)
+        hub.attach(self)
 
     def send(self, message: dict, droppable: bool = False):
         if droppable and self.outbox.qsize() > OUTBOX_SOFT_LIMIT:
@@ -87,7 +83,7 @@ class Connection:
 
     async def serve(self):
         writer = asyncio.create_task(self.writer())
-        limits = self.server.config.limits
+        limits = self.server.services.config.limits
         try:
             async for msg in self.ws:
                 if msg.type == WSMsgType.BINARY:
@@ -104,14 +100,14 @@ class Connection:
         finally:
             self.outbox.put_nowait(None)
             await writer
-            self.server.detach(self)
+            self.server.services.hub.detach(self)
 
     def refuse(self, re: Any, code: str, message: str, details: Any = None):
         self.bad_frames += 1
         self.send(codec.reply_error(re, code, message, details))
 
     async def handle_frame(self, data: bytes):
-        limit = self.server.config.limits.frame_limit
+        limit = self.server.services.config.limits.frame_limit
         if len(data) > limit:
             self.refuse(_peek_id(data), "too_large",
                         f"frame of {len(data)} bytes exceeds the {limit} byte limit: send large data in chunks",
@@ -148,91 +144,10 @@ def _peek_id(data: bytes):
         return None
 
 
-class Ctx:
-    """What a handler sees: the server and the calling connection."""
-
-    __slots__ = ("server", "conn", "rid")
-
-    def __init__(self, server: "Server", conn: Connection, rid: int):
-        self.server, self.conn, self.rid = server, conn, rid
-
-
 class Server:
-    def __init__(self, config: Config):
-        self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(config.db_path)
-        created = self.db.sync(auth.ensure_admin)
-        if created:
-            log.warning("created admin user 'admin'; get a token with `paintbridge token` or set a password "
-                        "with `paintbridge users passwd admin`")
-        self.tokens = auth.Tokens(auth.load_secret(config.data_dir), config.token_ttl_s, config.remember_ttl_s)
-        self.login_limiter = auth.LoginLimiter(config.limits.login_failures, config.limits.login_window_s)
-        self.blobs = BlobStore(config.blob_dir)
-        self.uploads: dict[tuple[int, str], Any] = {}
-        self.gc = Collector(self)   # blob garbage collection: at start, then every [blobs] gc_interval_min
-        self.connections: dict[int, set[Connection]] = {}
-        self.services: dict[str, Any] = {}   # optional subsystems (queue, models, ...) register here
-        ops.load_all()
-        self._startup_hooks: list = []
-        self._shutdown_hooks: list = []
-
-    # ---- plumbing ---------------------------------------------------------------------------------------
-    async def run_blocking(self, fn, *args):
-        """Run blocking work (hashing, file I/O) on the default thread pool, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
-
-    def attach(self, conn: Connection):
-        self.connections.setdefault(conn.uid, set()).add(conn)
-
-    def detach(self, conn: Connection):
-        if conn.user is not None:
-            conns = self.connections.get(conn.uid)
-            if conns is not None:
-                conns.discard(conn)
-                if not conns:
-                    del self.connections[conn.uid]
-
-    def publish(self, uid: int, name: str, data: dict, droppable: bool = False):
-        """Send an event to every connection of user uid, and to admins' connections."""
-        msg = codec.event(name, data)
-        for owner_uid, conns in self.connections.items():
-            for conn in conns:
-                if owner_uid == uid or conn.is_admin:
-                    conn.send(msg, droppable)
-
-    def broadcast(self, name: str, data: dict):
-        """An event for every signed-in connection (engine-wide facts like a model loading)."""
-        msg = codec.event(name, data)
-        for conns in self.connections.values():
-            for conn in conns:
-                conn.send(msg, droppable=True)
-
-    def welcome(self, conn: Connection) -> dict:
-        lim = self.config.limits
-        return {"protocol": PROTOCOL_VERSION, "server": {"name": "paintbridge", "version": __version__},
-                "user": auth.public_user(conn.user), "expires_at": conn.claims.exp,
-                "limits": {"frame_limit": lim.frame_limit, "max_blob_size": lim.max_blob_size,
-                           "max_pixels": lim.max_pixels, "max_steps": lim.max_steps, "max_batch": lim.max_batch}}
-
-    def refresh_token(self, conn: Connection) -> dict:
-        token, exp = self.tokens.issue(conn.uid, conn.user["epoch"], conn.claims.rm)
-        conn.claims, conn.token = self.tokens.verify(token), token
-        return {"token": token, "expires_at": exp}
-
-    async def expire_uploads(self):
-        """Drop chunked uploads idle for longer than the limit (dict changes on the loop, file I/O off it)."""
-        idle = self.config.limits.upload_idle_s
-        now = time.monotonic()
-        expired = [self.uploads.pop(k) for k, up in list(self.uploads.items()) if now - up.touched > idle]
-        for up in expired:
-            await self.abort_upload(up)
-
-    async def abort_upload(self, up):
-        """Delete a dropped upload's temp file once its queued writes are over (never close a file under one)."""
-        if up.tail is not None:
-            await asyncio.gather(up.tail, return_exceptions=True)
-        await self.run_blocking(up.abort)
+    def __init__(self, services: Services):
+        self.services = services
+        self.config = services.config
 
     # ---- dispatch ---------------------------------------------------------------------------------------
     async def dispatch(self, conn: Connection, rid: int, name: str, args: dict) -> dict:
@@ -241,14 +156,14 @@ class Server:
             return codec.reply_error(rid, "bad_request", f"unknown op {name!r}", {"op": name})
         try:
             if spec.auth:
-                await self._check_auth(conn)
+                await sessions.check_signed_in(self.services.db, conn)
                 if spec.admin and not conn.is_admin:
                     raise Forbidden(f"{name} needs an admin user")
             try:
                 parsed = spec.args.model_validate(args)
             except ValidationError as exc:
-                raise _bad_args(name, exc) from None
-            result = await spec.handler(Ctx(self, conn, rid), parsed)
+                raise bad_args(name, exc) from None
+            result = await spec.handler(OpContext(self.services, conn, rid), parsed)
         except EngineError as exc:
             return codec.reply_error(rid, exc.code, exc.message, exc.details)
         except asyncio.CancelledError:
@@ -261,19 +176,11 @@ class Server:
         except Exception as exc:  # a bug: keep serving, tell the client something honest
             log.exception("op %s failed", name)
             return codec.reply_error(rid, "internal", f"internal error in {name}: {type(exc).__name__}")
-        if spec.mutating and conn.claims is not None and time.time() - conn.claims.iat >= self.config.refresh_after_s:
-            conn.send(codec.event("auth.refreshed", self.refresh_token(conn)))
+        if spec.mutating:
+            refreshed = sessions.sliding_refresh(self.config, self.services.tokens, conn)
+            if refreshed is not None:
+                conn.send(codec.event(refreshed.name, refreshed.data))
         return codec.reply_ok(rid, result if result is not None else {})
-
-    async def _check_auth(self, conn: Connection):
-        if conn.user is None:
-            raise Unauthenticated("sign in first: send hello with a token, or auth.login")
-        if conn.claims.exp <= time.time():
-            raise TokenExpired("token expired: sign in again")
-        # Revocation (password change, disable) is re-checked at most once a second per connection.
-        if time.monotonic() - conn.checked_at > 1.0:
-            user = await self.db.run(auth.check_user, conn.claims)
-            conn.user, conn.checked_at = user, time.monotonic()
 
     # ---- HTTP -------------------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -291,8 +198,8 @@ class Server:
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
             try:
-                claims = self.tokens.verify(bearer[7:].strip())
-                user = await self.db.run(auth.check_user, claims)
+                claims = self.services.tokens.verify(bearer[7:].strip())
+                user = await self.services.db.run(auth.check_user, claims)
                 conn.sign_in(user, claims, bearer[7:].strip(), {})
             except EngineError as exc:
                 status = 429 if exc.code == "busy" else 401
@@ -311,40 +218,10 @@ class Server:
         app.on_shutdown.append(self._on_shutdown)
         return app
 
-    def on_startup(self, fn):
-        self._startup_hooks.append(fn)
-
-    def on_shutdown(self, fn):
-        self._shutdown_hooks.append(fn)
-
     async def _on_startup(self, app):
-        self._sweeper = asyncio.create_task(self._sweep())
-        for fn in self._startup_hooks:
-            await fn(self)
-        self.gc.start()   # after the queue has marked interrupted jobs; runs on its own thread
-
-    async def _sweep(self):
-        """Drop idle chunked uploads (and their temp files) even when nobody starts a new one."""
-        while True:
-            await asyncio.sleep(min(60.0, self.config.limits.upload_idle_s / 4))
-            await self.expire_uploads()
+        await self.services.start()
 
     async def _on_shutdown(self, app):
-        self._sweeper.cancel()
-        await self.gc.stop()
-        for conns in list(self.connections.values()):
-            for conn in list(conns):
-                await conn.ws.close(code=1001, message=b"server shutting down")
-        for fn in self._shutdown_hooks:
-            await fn(self)
-
-
-def _bad_args(op_name: str, exc: ValidationError) -> EngineError:
-    problems = []
-    for err in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in err["loc"]) or "args"
-        problems.append({"field": where, "problem": err["msg"]})
-    first = problems[0]
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    from .errors import BadRequest
-    return BadRequest(f"{op_name}: {first['field']}: {first['problem']}{more}", details={"fields": problems})
+        for conn in self.services.hub.all():
+            await conn.ws.close(code=1001, message=b"server shutting down")
+        await self.services.stop()

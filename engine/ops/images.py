@@ -1,32 +1,27 @@
-"""The gallery: images.list|get|delete|star|move|import and boards.create|list|rename|delete.
+"""The gallery's images: images.list|get|delete|star|move|import.
 
-Images are recorded by engine.gallery when a job completes. Another user's image or board is `not_found`;
-admins reach everyone's (images.list / boards.list need everyone=true for that). An image is listed for its
-owner from any app: the app it was made from is only a filter.
+Images are recorded by engine/gallery/record.py when a job completes. Another user's image is `not_found`;
+admins reach everyone's (images.list needs everyone=true for that). An image is listed for its owner from any
+app: the app it was made from is only a filter.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Literal
 
+from PIL import Image
 from pydantic import Field, model_validator
 
-from .. import gallery
 from ..errors import BadRequest, NotFound, TooLarge
-from . import Args, op
-from .blobs import read_readable
+from ..gallery import db as gallery
+from ..gallery.png import read_png_meta
+from ..opspec import Args, op
+from .blob import read_readable
 
 ID = Field(pattern=r"^[0-9a-f]{8,32}$")
-BoardName = Field(min_length=1, max_length=128)
-
-
-def board_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise BadRequest("a board needs a name", details={"field": "name"})
-    return name
 
 
 class ListArgs(Args):
@@ -50,17 +45,15 @@ class ListArgs(Args):
         return self
 
 
-def _rgba8_thumbs(server, items: list[dict], size: int) -> None:
+def _rgba8_thumbs(blobs, items: list[dict], size: int) -> None:
     """Decode the WebP thumbnails to rgba8 at most `size` px per side: host plug-ins (Blender, GIMP, Krita
     without Qt's WebP plug-in) cannot decode WebP with the standard library."""
-    from PIL import Image
-
     for it in items:
         th = it.get("thumbnail")
         if not th:
             continue
         try:
-            with Image.open(io.BytesIO(server.blobs.read(th["sha256"]))) as im:
+            with Image.open(io.BytesIO(blobs.read(th["sha256"]))) as im:
                 im = im.convert("RGBA")
                 im.thumbnail((size, size))
                 it["thumbnail"] = {"w": im.width, "h": im.height, "format": "rgba8", "data": im.tobytes()}
@@ -68,12 +61,12 @@ def _rgba8_thumbs(server, items: list[dict], size: int) -> None:
             it["thumbnail"] = None
 
 
-def _read_thumbs(server, items: list[dict]) -> None:
+def _read_thumbs(blobs, items: list[dict]) -> None:
     for it in items:
         th = it.get("thumbnail")
         if th:
             try:
-                th["data"] = server.blobs.read(th["sha256"])
+                th["data"] = blobs.read(th["sha256"])
             except FileNotFoundError:
                 it["thumbnail"] = None
 
@@ -82,7 +75,7 @@ def _read_thumbs(server, items: list[dict]) -> None:
 async def images_list(ctx, args: ListArgs):
     """Your gallery, newest first, filtered by app, document, board, starred and words of the prompt; page
     with limit + offset, or pass next_cursor back as cursor."""
-    rows, total = await ctx.server.db.run(
+    rows, total = await ctx.app.db.run(
         lambda db: gallery.list_images(db, ctx.conn.uid, ctx.conn.is_admin, everyone=args.everyone, app=args.app,
                                        document=args.document, board=args.board, unsorted=args.unsorted,
                                        starred=args.starred, q=args.q, limit=args.limit + 1, offset=args.offset,
@@ -91,12 +84,12 @@ async def images_list(ctx, args: ListArgs):
     rows = rows[:args.limit]
     items = [gallery.summary(r) for r in rows]
     if args.thumbnails == "rgba8":
-        if args.limit * args.thumb_size ** 2 * 4 > ctx.server.config.limits.frame_limit // 2:
+        if args.limit * args.thumb_size ** 2 * 4 > ctx.app.config.limits.frame_limit // 2:
             raise BadRequest("rgba8 thumbnails for that many images would not fit in a frame: lower limit or "
                              "thumb_size", details={"field": "limit"})
-        await ctx.server.run_blocking(_rgba8_thumbs, ctx.server, items, args.thumb_size)
+        await ctx.run_blocking(_rgba8_thumbs, ctx.app.blobs, items, args.thumb_size)
     elif args.thumbnails:
-        await ctx.server.run_blocking(_read_thumbs, ctx.server, items)
+        await ctx.run_blocking(_read_thumbs, ctx.app.blobs, items)
     next_cursor = str(rows[-1]["seq"]) if more else None
     return {"images": items, "total": total, "next_cursor": next_cursor}
 
@@ -113,23 +106,23 @@ class GetArgs(ImageArgs):
 async def images_get(ctx, args: GetArgs):
     """One image: its summary, `params` (generate's arguments; null for graph jobs), the full `graph`, the
     metadata, the pixel layer and the thumbnail (with its WebP bytes); png=true adds the PNG file's bytes."""
-    server = ctx.server
-    row = await server.db.run(gallery.get_row, args.image, ctx.conn.uid, ctx.conn.is_admin)
+    app = ctx.app
+    row = await app.db.run(gallery.get_row, args.image, ctx.conn.uid, ctx.conn.is_admin)
     out = gallery.summary(row)
     meta = json.loads(row["meta"])
     out.update(params=json.loads(row["params"]) if row["params"] else None, graph=meta.get("graph"), meta=meta)
 
     def read():
-        _read_thumbs(server, [out])
+        _read_thumbs(app.blobs, [out])
         if args.png:
-            path = server.config.data_dir / row["path"]
-            if path.stat().st_size > server.config.limits.frame_limit - 65536:
+            path = app.config.data_dir / row["path"]
+            if path.stat().st_size > app.config.limits.frame_limit - 65536:
                 raise TooLarge("the PNG is larger than a frame: fetch the pixel layer with blob.get instead",
-                               details={"limit": server.config.limits.frame_limit})
+                               details={"limit": app.config.limits.frame_limit})
             out["png"] = path.read_bytes()
 
     try:
-        await server.run_blocking(read)
+        await ctx.run_blocking(read)
     except FileNotFoundError:
         raise NotFound(f"the PNG file of image {args.image} is missing on the engine") from None
     return out
@@ -139,9 +132,9 @@ async def images_get(ctx, args: GetArgs):
 async def images_delete(ctx, args: ImageArgs):
     """Remove an image from the gallery and delete its PNG file; its blobs stay readable until blob GC finds
     them unreferenced (the job's result retention)."""
-    server = ctx.server
-    row = await server.db.run(gallery.delete_image, args.image, ctx.conn.uid, ctx.conn.is_admin)
-    await server.run_blocking(lambda: (server.config.data_dir / row["path"]).unlink(missing_ok=True))
+    app = ctx.app
+    row = await app.db.run(gallery.delete_image, args.image, ctx.conn.uid, ctx.conn.is_admin)
+    await ctx.run_blocking(lambda: (app.config.data_dir / row["path"]).unlink(missing_ok=True))
     return {}
 
 
@@ -152,7 +145,7 @@ class StarArgs(ImageArgs):
 @op("images.star", StarArgs, mutating=True)
 async def images_star(ctx, args: StarArgs):
     """Star (or unstar with starred=false) an image."""
-    await ctx.server.db.run(gallery.star, args.image, ctx.conn.uid, ctx.conn.is_admin, args.starred)
+    await ctx.app.db.run(gallery.star, args.image, ctx.conn.uid, ctx.conn.is_admin, args.starred)
     return {"starred": args.starred}
 
 
@@ -162,7 +155,6 @@ class MoveArgs(Args):
 
     @model_validator(mode="after")
     def ids(self):
-        import re
         for i in self.images:
             if not re.fullmatch(r"[0-9a-f]{8,32}", i):
                 raise ValueError(f"{i!r} is not an image id")
@@ -172,8 +164,8 @@ class MoveArgs(Args):
 @op("images.move", MoveArgs, mutating=True)
 async def images_move(ctx, args: MoveArgs):
     """Put images on a board (board=null: on no board)."""
-    n = await ctx.server.db.run(gallery.move_images, list(dict.fromkeys(args.images)), args.board, ctx.conn.uid,
-                                ctx.conn.is_admin)
+    n = await ctx.app.db.run(gallery.move_images, list(dict.fromkeys(args.images)), args.board, ctx.conn.uid,
+                             ctx.conn.is_admin)
     return {"moved": n}
 
 
@@ -192,15 +184,14 @@ class ImportArgs(Args):
 async def images_import(ctx, args: ImportArgs):
     """Read a PNG written by Paintbridge (dropped back in): {params (for generate), graph, meta, image (its
     gallery id when it is one of yours, else null)}."""
-    server = ctx.server
     data = args.data
     if data is None:
         data = await read_readable(ctx, args.sha256)
-    meta = await server.run_blocking(gallery.read_png_meta, data)
+    meta = await ctx.run_blocking(read_png_meta, data)
     image = meta.get("id")
     if isinstance(image, str):
         try:
-            await server.db.run(gallery.get_row, image, ctx.conn.uid, ctx.conn.is_admin)
+            await ctx.app.db.run(gallery.get_row, image, ctx.conn.uid, ctx.conn.is_admin)
         except NotFound:
             image = None
     else:
@@ -209,46 +200,3 @@ async def images_import(ctx, args: ImportArgs):
     if params is not None and not isinstance(params, dict):
         raise BadRequest("the PNG's Paintbridge metadata is damaged (params)")
     return {"params": params, "graph": meta.get("graph"), "meta": meta, "image": image}
-
-
-# ---- boards -----------------------------------------------------------------------------------------------------
-class BoardCreateArgs(Args):
-    name: str = BoardName
-
-
-@op("boards.create", BoardCreateArgs, mutating=True)
-async def boards_create(ctx, args: BoardCreateArgs):
-    """A new board (names are unique per user): {board}."""
-    return {"board": await ctx.server.db.run(gallery.create_board, ctx.conn.uid, board_name(args.name))}
-
-
-class BoardListArgs(Args):
-    everyone: bool = False
-
-
-@op("boards.list", BoardListArgs)
-async def boards_list(ctx, args: BoardListArgs):
-    """Your boards with their image counts (admins: everyone's with everyone=true)."""
-    return {"boards": await ctx.server.db.run(gallery.list_boards, ctx.conn.uid, ctx.conn.is_admin, args.everyone)}
-
-
-class BoardArgs(Args):
-    board: str = ID
-
-
-class BoardRenameArgs(BoardArgs):
-    name: str = BoardName
-
-
-@op("boards.rename", BoardRenameArgs, mutating=True)
-async def boards_rename(ctx, args: BoardRenameArgs):
-    """Rename a board: {board}."""
-    return {"board": await ctx.server.db.run(gallery.rename_board, args.board, ctx.conn.uid, ctx.conn.is_admin,
-                                             board_name(args.name))}
-
-
-@op("boards.delete", BoardArgs, mutating=True)
-async def boards_delete(ctx, args: BoardArgs):
-    """Delete a board; its images stay in the gallery on no board: {unsorted: how many}."""
-    n = await ctx.server.db.run(gallery.delete_board, args.board, ctx.conn.uid, ctx.conn.is_admin)
-    return {"unsorted": n}

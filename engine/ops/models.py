@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from ..errors import BadRequest
-from . import Args, op
+from ..opspec import Args, op
 
 
 class ListArgs(Args):
@@ -15,31 +15,18 @@ class ListArgs(Args):
     base: Literal["sd1", "sd2", "sdxl", "flux"] | None = None
 
 
-def _registry(ctx):
-    registry = ctx.server.services.get("models")
-    if registry is None:
-        raise BadRequest("this engine runs without models")
-    return registry
-
-
 @op("models.list", ListArgs)
 async def models_list(ctx, args: ListArgs):
     """Models the engine can use (filter by type/base), whether each is loaded, and the cache's state."""
-    registry = ctx.server.services.get("models")
-    cache = ctx.server.services.get("cache")
-    if registry is None:
-        return {"models": []}
-    entries = await ctx.server.run_blocking(registry.list, args.type, args.base)
-    loaded = set(cache.loaded()) if cache else set()
+    registry, cache = ctx.app.registry, ctx.app.cache
+    entries = await ctx.run_blocking(registry.list, args.type, args.base)
+    loaded = set(cache.loaded())
     admin = ctx.conn.is_admin
     out = [{**e.public(admin), "loaded": e.name in loaded} for e in entries]
-    result = {"models": out}
-    if cache is not None:
-        stats = cache.stats()
-        if not admin:
-            stats.pop("loaded", None)
-        result["cache"] = stats
-    return result
+    stats = cache.stats()
+    if not admin:
+        stats.pop("loaded", None)
+    return {"models": out, "cache": stats}
 
 
 class UnloadArgs(Args):
@@ -49,8 +36,7 @@ class UnloadArgs(Args):
 @op("models.unload", UnloadArgs, admin=True)
 async def models_unload(ctx, args: UnloadArgs):
     """Free a loaded model (or all); the next job that needs it loads it again (admin)."""
-    cache = ctx.server.services.get("cache")
-    return {"unloaded": await ctx.server.run_blocking(cache.unload, args.model) if cache else []}
+    return {"unloaded": await ctx.run_blocking(ctx.app.cache.unload, args.model)}
 
 
 class ScanArgs(Args):
@@ -61,13 +47,11 @@ class ScanArgs(Args):
 async def models_scan(ctx, args: ScanArgs):
     """Register every model in a folder on the engine's machine (default: the engine's --models folders)
     (admin) → {added, updated, unchanged, removed, skipped: [{path, reason}]}."""
-    from pathlib import Path
-
-    registry = _registry(ctx)
+    registry = ctx.app.registry
     dirs = [Path(args.dir)] if args.dir else registry.dirs
     total = {"added": [], "updated": [], "unchanged": 0, "removed": [], "skipped": []}
     for d in dirs:
-        rep = (await ctx.server.run_blocking(registry.scan, d)).public()
+        rep = (await ctx.run_blocking(registry.scan, d)).public()
         for k in ("added", "updated", "removed", "skipped"):
             total[k] += rep[k]
         total["unchanged"] += rep["unchanged"]
@@ -84,8 +68,7 @@ class InstallArgs(Args):
 async def models_install(ctx, args: InstallArgs):
     """Register one model file/folder on the engine's machine; copy=true copies it into the data folder (admin)
     → {model}."""
-    registry = _registry(ctx)
-    entry = await ctx.server.run_blocking(registry.install, args.path, args.copy_file, args.name)
+    entry = await ctx.run_blocking(ctx.app.registry.install, args.path, args.copy_file, args.name)
     return {"model": entry.public(True)}
 
 
@@ -97,9 +80,6 @@ class RemoveArgs(Args):
 async def models_remove(ctx, args: RemoveArgs):
     """Unregister a model (admin): a copy in the data folder is deleted, a file in a --models folder is hidden
     from later scans, an installed path stays on disk. A loaded copy is unloaded. → {model}."""
-    registry = _registry(ctx)
-    cache = ctx.server.services.get("cache")
-    entry = await ctx.server.run_blocking(registry.remove, args.model)
-    if cache is not None:
-        await ctx.server.run_blocking(cache.unload, entry.name)
+    entry = await ctx.run_blocking(ctx.app.registry.remove, args.model)
+    await ctx.run_blocking(ctx.app.cache.unload, entry.name)
     return {"model": entry.public(True)}

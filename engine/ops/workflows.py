@@ -12,10 +12,10 @@ from typing import Any
 from pydantic import Field
 
 from .. import workflows as wfs
-from ..errors import BadRequest
+from ..budgets import check_graph_budget
 from ..graph import graph as graphs
-from . import Args, op
-from .jobs import Layer, _queue, check_layers
+from ..layers import check_layers, node_layer
+from ..opspec import Args, op
 
 Name = Field(min_length=1, max_length=128)
 
@@ -27,8 +27,8 @@ class SaveArgs(Args, wfs.WorkflowIn):
 @op("workflows.save", SaveArgs, mutating=True)
 async def workflows_save(ctx, args: SaveArgs):
     """Save (or, with the same name, replace) a graph with exposed parameters: {workflow, replaced}."""
-    name, graph, params = await ctx.server.run_blocking(wfs.prepare, args)
-    saved = await ctx.server.db.run(wfs.save, ctx.conn.uid, name, args.description, graph, params, args.replace)
+    name, graph, params = await ctx.run_blocking(wfs.prepare, args)
+    saved = await ctx.app.db.run(wfs.save, ctx.conn.uid, name, args.description, graph, params, args.replace)
     replaced = saved.pop("replaced")
     return {"workflow": saved, "replaced": replaced}
 
@@ -36,7 +36,7 @@ async def workflows_save(ctx, args: SaveArgs):
 @op("workflows.list")
 async def workflows_list(ctx, args):
     """Your workflows with their parameter schemas (no graphs): {workflows}."""
-    return {"workflows": await ctx.server.db.run(wfs.list_, ctx.conn.uid)}
+    return {"workflows": await ctx.app.db.run(wfs.list_, ctx.conn.uid)}
 
 
 class NameArgs(Args):
@@ -46,14 +46,14 @@ class NameArgs(Args):
 @op("workflows.get", NameArgs)
 async def workflows_get(ctx, args: NameArgs):
     """One workflow with its graph: {workflow}; the same content as an exported file under `file`."""
-    row = await ctx.server.db.run(wfs.get, ctx.conn.uid, args.name)
+    row = await ctx.app.db.run(wfs.get, ctx.conn.uid, args.name)
     return {"workflow": wfs.public(row, full=True), "file": wfs.to_file(row)}
 
 
 @op("workflows.delete", NameArgs, mutating=True)
 async def workflows_delete(ctx, args: NameArgs):
     """Delete a workflow."""
-    await ctx.server.db.run(wfs.delete, ctx.conn.uid, args.name)
+    await ctx.app.db.run(wfs.delete, ctx.conn.uid, args.name)
     return {}
 
 
@@ -66,26 +66,19 @@ class RunArgs(Args):
 @op("workflows.run", RunArgs, mutating=True)
 async def workflows_run(ctx, args: RunArgs):
     """Run a workflow with parameter values (others take their defaults): {job}."""
-    from ..queue import check_graph_budget
-
-    queue = _queue(ctx)
-    server = ctx.server
-    row = await server.db.run(wfs.get, ctx.conn.uid, args.name)
-    graph_raw = await server.run_blocking(wfs.build_run_graph, row, args.values)
+    app = ctx.app
+    row = await app.db.run(wfs.get, ctx.conn.uid, args.name)
+    graph_raw = await ctx.run_blocking(wfs.build_run_graph, row, args.values)
     graph = graphs.validate(graph_raw)
-    check_graph_budget(graph_raw, server.config.limits)
+    check_graph_budget(graph_raw, app.config.limits)
     layers = []
     for nid, cls in graph.nodes.items():
         lits = graph.literals[nid]
         if cls.type in ("image_input", "mask_input"):
-            try:
-                layers.append(Layer.model_validate(lits["layer"]).model_dump())
-            except Exception as exc:
-                raise BadRequest(f"node {nid!r}: layer: not a valid layer ({exc.__class__.__name__})",
-                                 details={"node": nid, "field": "layer"}) from None
+            layers.append(node_layer(nid, lits))
         if cls.type == "load_model":
-            await server.run_blocking(queue.registry.get, lits["model"])
+            await ctx.run_blocking(app.registry.get, lits["model"])
     await check_layers(ctx, layers)
-    job = await queue.submit(ctx.conn.uid, "workflow", {"workflow": row["name"], "values": args.values}, graph_raw,
-                             args.priority, ctx.conn.client_info.get("app", ""))
+    job = await app.queue.submit(ctx.conn.uid, "workflow", {"workflow": row["name"], "values": args.values}, graph,
+                                 args.priority, ctx.conn.client_info.get("app", ""))
     return {"job": job}

@@ -1,0 +1,12 @@
+"""The node types a graph can use: nodes.list."""
+
+from __future__ import annotations
+
+from ..graph.node import node_schema
+from ..opspec import op
+
+
+@op("nodes.list")
+async def nodes_list(ctx, args):
+    """Every node type: version, inputs (type, required, default), outputs."""
+    return {"nodes": node_schema()}

@@ -1,0 +1,58 @@
+"""Users: users.list|create|passwd|disable (admin, except changing your own password)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .. import auth
+from ..errors import BadRequest, Forbidden
+from ..opspec import Args, op
+
+
+class UserArgs(Args):
+    name: str = Field(max_length=auth.USERNAME_MAX)
+
+
+class CreateUserArgs(UserArgs):
+    password: str = Field(min_length=4, max_length=1024)
+    admin: bool = False
+
+
+class PasswdArgs(UserArgs):
+    password: str = Field(min_length=4, max_length=1024)
+
+
+@op("users.list", admin=True)
+async def users_list(ctx, args):
+    """All users (admin)."""
+    return {"users": await ctx.app.db.run(auth.list_users)}
+
+
+@op("users.create", CreateUserArgs, admin=True, mutating=True)
+async def users_create(ctx, args: CreateUserArgs):
+    """Create a user (admin)."""
+    user = await ctx.run_blocking(lambda: ctx.app.db.sync(auth.create_user, args.name, args.password,
+                                                                         args.admin))
+    return {"user": auth.public_user(user)}
+
+
+@op("users.passwd", PasswdArgs, mutating=False)
+async def users_passwd(ctx, args: PasswdArgs):
+    """Change a password: your own, or anyone's as admin. Every older token of that user stops working."""
+    if args.name != ctx.conn.user["name"] and not ctx.conn.user["admin"]:
+        raise Forbidden("only an admin can change another user's password")
+    await ctx.run_blocking(lambda: ctx.app.db.sync(auth.set_password, args.name, args.password))
+    return {}
+
+
+class DisableArgs(UserArgs):
+    disabled: bool = True
+
+
+@op("users.disable", DisableArgs, admin=True, mutating=True)
+async def users_disable(ctx, args: DisableArgs):
+    """Disable (or re-enable) a user; their tokens stop working (admin)."""
+    if args.name == ctx.conn.user["name"]:
+        raise BadRequest("you cannot disable yourself")
+    await ctx.app.db.run(auth.set_disabled, args.name, args.disabled)
+    return {}
