@@ -6,6 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+from .. import auth, events
+from ..config import load_config
+
 
 def _token(args) -> str:
     """--token, $PAINTBRIDGE_TOKEN, or (same machine) a short-lived token minted from the data dir."""
@@ -13,17 +16,15 @@ def _token(args) -> str:
         return args.token
     if os.environ.get("PAINTBRIDGE_TOKEN"):
         return os.environ["PAINTBRIDGE_TOKEN"]
-    from .auth import mint_token
-    from .config import load_config
-
     cfg = load_config(args.data_dir)
     if not (cfg.data_dir / "secret.key").exists():
         raise SystemExit(f"error: no token: pass --token, set PAINTBRIDGE_TOKEN, or run where the engine's data "
                          f"dir is ({cfg.data_dir})")
-    return mint_token(cfg, ttl_s=3600)[0]
+    return auth.mint_token(cfg, ttl_s=3600)[0]
 
 
 def cmd_generate(args) -> int:
+    # numpy, Pillow, tqdm and the client load here, not for every other subcommand
     import numpy as np
     from PIL import Image
     from tqdm import tqdm
@@ -62,15 +63,15 @@ def cmd_generate(args) -> int:
         done = 0
         while True:
             ev = client.next_event(timeout=3600, match=lambda e: e.data.get("job") == job)
-            if ev.name == "job.progress":
+            if ev.name == events.JOB_PROGRESS:
                 bar.total = max(bar.total, ev.data["total"])
                 done += 1
                 bar.update(1)
-            elif ev.name == "job.result":
+            elif ev.name == events.JOB_RESULT:
                 bar.close()
                 layers = ev.data["layers"]
                 break
-            elif ev.name in ("job.failed", "job.canceled"):
+            elif ev.name in (events.JOB_FAILED, events.JOB_CANCELED):
                 bar.close()
                 err = ev.data.get("error") or {"message": "canceled"}
                 print(f"error: {err['message']}", file=sys.stderr)
@@ -98,7 +99,7 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def register_cli(sub):
+def register(sub):
     p = sub.add_parser("generate", help="generate an image with a running engine")
     p.add_argument("prompt")
     p.add_argument("-o", "--output", required=True, help="PNG file (with --batch: numbered)")

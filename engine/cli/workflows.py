@@ -10,12 +10,13 @@ import json
 import sys
 from pathlib import Path
 
+from .. import auth
+from ..errors import EngineError
+from .common import add_data_dir, open_db
+
 
 def _open(args):
-    from . import auth, nodes  # noqa: F401  (nodes: registers the node types that workflows are checked against)
-    from .cli import _open_db
-
-    cfg, db = _open_db(args)
+    cfg, db = open_db(args)
     if args.user:
         user = db.sync(auth.get_user, None, args.user)
     else:
@@ -25,8 +26,9 @@ def _open(args):
 
 
 def cmd_workflows(args) -> int:
-    from . import workflows as wfs
-    from .errors import EngineError
+    # the node types (numpy, Pillow) load for this subcommand only, not for every `paintbridge` call
+    from .. import nodes  # noqa: F401  (registers the node types that workflows are checked against)
+    from .. import workflows as wfs
 
     db = None
     try:
@@ -69,11 +71,9 @@ def cmd_workflows(args) -> int:
     return 0
 
 
-def register_cli(sub):
-    from .cli import _add_data_dir
-
+def register(sub):
     p = sub.add_parser("workflows", help="import, export and list saved workflows (graphs with parameters)")
-    _add_data_dir(p)
+    add_data_dir(p)
     ws = p.add_subparsers(dest="wf_cmd", required=True)
     a = ws.add_parser("list", help="list workflows and their parameters")
     a.add_argument("--json", action="store_true")
@@ -87,6 +87,6 @@ def register_cli(sub):
     a = ws.add_parser("delete", help="delete a workflow")
     a.add_argument("name")
     for a in ws.choices.values():
-        _add_data_dir(a, nested=True)
+        add_data_dir(a, nested=True)
         a.add_argument("--user", help="whose workflows (default: the first admin)")
     p.set_defaults(func=cmd_workflows)

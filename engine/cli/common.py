@@ -1,0 +1,23 @@
+"""What several subcommands share: the --data-dir option and opening the data folder's database."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import auth
+from ..config import load_config
+from ..store.db import Database
+
+
+def add_data_dir(p: argparse.ArgumentParser, nested: bool = False):
+    # A nested parser must not overwrite a --data-dir given before its subcommand with its own default.
+    p.add_argument("--data-dir", default=argparse.SUPPRESS if nested else None,
+                   help="data folder (default: $PAINTBRIDGE_DATA_DIR or the platform's user data dir)")
+
+
+def open_db(args):
+    """(config, Database) of the data folder, with the admin user created if there is none yet."""
+    cfg = load_config(args.data_dir)
+    db = Database(cfg.db_path)
+    db.sync(auth.ensure_admin)
+    return cfg, db

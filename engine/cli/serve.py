@@ -1,0 +1,86 @@
+"""`paintbridge serve`: run the engine (the composition root builds it, the server carries it)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+from ..config import load_config
+from .common import add_data_dir
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args) -> int:
+    # aiohttp, numpy, Pillow and the node types load here, not for every other subcommand
+    from aiohttp import web
+
+    from ..app import build
+    from ..server import Server
+
+    cfg = load_config(args.data_dir, host=args.host, port=args.port,
+                      model_dirs=args.models or None, allow_origins=args.allow_origin or None,
+                      tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+                      tls_key=Path(args.tls_key) if args.tls_key else None)
+    if args.frame_limit:
+        cfg.limits.frame_limit = args.frame_limit
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ssl_ctx = None
+    if cfg.tls_cert or cfg.tls_key:
+        if not (cfg.tls_cert and cfg.tls_key):
+            print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    if not _is_loopback(cfg.host) and ssl_ctx is None:
+        print("WARNING: listening on a non-loopback address WITHOUT TLS: tokens and images cross the network in\n"
+              "WARNING: clear text. Use --tls-cert/--tls-key, or bind 127.0.0.1 and tunnel.", file=sys.stderr)
+    services = build(cfg)   # storage, auth, hub, models, job queue, gallery
+    server = Server(services)
+    scheme = "wss" if ssl_ctx else "ws"
+
+    async def run():
+        runner = web.AppRunner(server.app(), handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx, reuse_address=True)
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else cfg.port
+        print(f"Paintbridge listening on {scheme}://{cfg.host}:{port}/v1/ws (data: {cfg.data_dir})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(run())
+    services.db.close()
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("serve", help="run the engine")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 9180; 0 picks a free one)")
+    add_data_dir(p)
+    p.add_argument("--models", action="append", metavar="DIR", help="a folder of models (repeatable)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="a browser Origin allowed to connect (repeatable; default none)")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--frame-limit", type=int, help="largest accepted frame in bytes (default 16 MiB)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_serve)
