@@ -243,7 +243,7 @@ def test_graph_cannot_bypass_the_pixel_and_step_budgets(spawn_engine, tmp_path):
     assert wait_job(c, c.call("graph.submit", {"graph": g})["job"])["status"] == "completed"
     from engine.config import Limits
     from engine.errors import BadRequest
-    from engine.queue import check_graph_budget
+    from engine.budgets import check_graph_budget
     g2 = {"nodes": {"n": {"type": "noise", "width": 64, "height": 64}, "d1": {"type": "denoise", "steps": 4},
                     "d2": {"type": "denoise", "steps": 1}}}
     with pytest.raises(BadRequest) as e2:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from engine import ops
+from engine import ops  # importing it registers every op
 from engine.graph.node import NODES
 import engine.nodes  # noqa: F401  (registers node types)
 from protocol import codec
@@ -29,7 +29,6 @@ from protocol.errors import CODES, ProtocolError
 
 from .conftest import EngineProc, cli
 
-ops.load_all()
 OP_NAMES = sorted(ops.OPS)
 
 FUZZ_CONFIG = """

@@ -328,7 +328,7 @@ def test_store_interleavings_with_gc(tmp_path):
     records them after a GC run still has them; a GC run before the write means the write stores them again; a
     blob.has/layer check (owned) just before GC keeps the blob."""
     from engine.config import BlobRetention
-    from engine.ops.blobs import owned, record
+    from engine.store.owners import owned, record
     from engine.store.blobs import BlobStore
     from engine.store.db import connect
     from engine.store.gc import collect

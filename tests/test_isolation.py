@@ -19,14 +19,13 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from engine import ops
+from engine import ops  # importing it registers every op
 from protocol import codec
 from protocol.client import Client
 from protocol.errors import ProtocolError
 
 from .conftest import ROOT, cli
 
-ops.load_all()
 ID_FIELDS = ("job", "sha256", "hashes", "image", "workflow", "board", "id", "name")
 TRAVERSAL = ["../../../../../../etc/passwd", "/etc/passwd", "..\\..\\..\\windows\\win.ini", "a/../../../etc/passwd",
              "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "x\x00../../etc/passwd"]
