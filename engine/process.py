@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol.client import Client
+
 ROOT = Path(__file__).resolve().parents[1]
 LISTEN_RE = re.compile(r"listening on (wss?://[^\s]+)")
 
@@ -76,8 +78,6 @@ class EngineProcess:
         return self.proc.pid
 
     def client(self, token: str | None = "default", **kw):
-        from protocol.client import Client
-
         c = Client(self.url, self.token if token == "default" else token, app=self.app, **kw)
         c.connect()
         return c
