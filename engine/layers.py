@@ -48,7 +48,8 @@ async def check_layers(ctx, layers: list[dict]):
         try:
             size = await run_blocking(app.blobs.size, lay["sha256"])
         except FileNotFoundError:
-            raise BadRequest(f"layer {lay['sha256'][:12]}… is missing on the engine", details={"sha256": lay["sha256"]})
+            raise BadRequest(f"layer {lay['sha256'][:12]}… is missing on the engine",
+                             details={"sha256": lay["sha256"]})
         want = lay["w"] * lay["h"] * (4 if lay.get("format", "rgba8") == "rgba8" else 1)
         if size != want:
             raise BadRequest(f"layer {lay['sha256'][:12]}… has {size} bytes but a {lay.get('format', 'rgba8')} "

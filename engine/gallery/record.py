@@ -71,7 +71,6 @@ class Recorder:
                 cache[name] = None
         return cache[name]
 
-
     def _record_layer(self, row, request, graph, layer, out_id, parent, user_name, hashes):
         created = time.time()
         image_id = secrets.token_hex(8)
