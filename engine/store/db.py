@@ -40,7 +40,7 @@ SCHEMA = [
         format TEXT NOT NULL, size INTEGER NOT NULL, mtime REAL NOT NULL, sha256 TEXT, source TEXT NOT NULL,
         hidden INTEGER NOT NULL DEFAULT 0, added REAL NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS models_path ON models (path)""",
-    # gallery (engine/gallery.py): one row per result image; meta = the full metadata JSON also in the PNG
+    # gallery (engine/gallery/): one row per result image; meta = the full metadata JSON also in the PNG
     """CREATE TABLE IF NOT EXISTS images (
         id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id INTEGER NOT NULL, job_id TEXT, created REAL NOT NULL,
         app TEXT NOT NULL DEFAULT '', document TEXT NOT NULL DEFAULT '', board_id TEXT, starred INTEGER NOT NULL
