@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..models import cli as models_cli
 from .. import plugin_build
+from ..models import cli as models_cli
 from . import blobs, generate, serve, users, workflows
 
 
