@@ -1,4 +1,4 @@
-"""Every event the engine pushes, `{"event": NAME, "data": map}` on the wire (SPEC.md §7, §8, §3), with its payload.
+"""Every event the engine pushes, `{"event": NAME, "data": map}` on the wire (SPEC.md §4, §7, §8), with its payload.
 
 Emitters build events here and nowhere else, so "who sends X and with what" is one hop: the name's constant
 below, then its callers. An Event is a (name, data) pair; the hub (engine/hub.py) sends it to connections.

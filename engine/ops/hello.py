@@ -1,4 +1,4 @@
-"""Signing a connection in with a token: hello (the first request of every connection, SPEC.md §3)."""
+"""Signing a connection in with a token: hello (the first request of every connection, SPEC.md §4)."""
 
 from __future__ import annotations
 
