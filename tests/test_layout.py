@@ -222,8 +222,12 @@ def test_every_op_lives_in_the_module_named_after_its_prefix():
     assert not wrong, "\n".join(wrong)
 
 
+EMITTERS = {"publish", "broadcast", "publish_threadsafe", "broadcast_threadsafe", "on_event", "event", "Event"}
+
+
 def test_events_are_named_only_in_engine_events():
-    """Every emitter takes its event's name from engine/events.py; no other engine module spells one out."""
+    """Every emitter takes its event's name from engine/events.py: no other engine module spells out a known
+    event's name, or hands an emitter (publish, broadcast, on_event, codec.event, Event) a literal name."""
     from engine import events
 
     assert {"job.queued", "job.progress", "job.result", "auth.refreshed", "model.loaded"} <= set(events.NAMES)
@@ -234,4 +238,9 @@ def test_events_are_named_only_in_engine_events():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and node.value in events.NAMES:
                 spelled.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
-    assert not spelled, "use engine.events instead of these literals:\n" + "\n".join(spelled)
+            elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                    and isinstance(node.args[0].value, str) and "." in node.args[0].value:
+                func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if func in EMITTERS:
+                    spelled.append(f"{path.relative_to(ROOT)}:{node.lineno}: {func}({node.args[0].value!r}, ...)")
+    assert not spelled, "name events in engine/events.py and build them there:\n" + "\n".join(spelled)
