@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 from ..config import load_config
-from ..store import gc
-from ..store.blobs import BlobStore
 from .common import add_data_dir
 
 
@@ -16,6 +14,10 @@ def _mib(n: int) -> str:
 
 def cmd_blobs(args) -> int:
     """Blob store statistics and garbage collection on the data folder, whether or not an engine runs."""
+    # sqlite_utils (and numpy under it) load for the subcommands that open the database, not for every call
+    from ..store import gc
+    from ..store.blobs import BlobStore
+
     cfg = load_config(args.data_dir)
     store = BlobStore(cfg.blob_dir, clean_tmp=False)   # an engine may be writing temp files right now
     if args.blobs_cmd == "stats":

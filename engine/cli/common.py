@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import auth
 from ..config import load_config
-from ..store.db import Database
 
 
 def add_data_dir(p: argparse.ArgumentParser, nested: bool = False):
@@ -17,6 +15,10 @@ def add_data_dir(p: argparse.ArgumentParser, nested: bool = False):
 
 def open_db(args):
     """(config, Database) of the data folder, with the admin user created if there is none yet."""
+    # sqlite_utils (and numpy under it) load for the subcommands that open the database, not for every call
+    from .. import auth
+    from ..store.db import Database
+
     cfg = load_config(args.data_dir)
     db = Database(cfg.db_path)
     db.sync(auth.ensure_admin)

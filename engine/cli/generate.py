@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import auth, events
+from .. import events
 from ..config import load_config
 
 
@@ -16,6 +16,8 @@ def _token(args) -> str:
         return args.token
     if os.environ.get("PAINTBRIDGE_TOKEN"):
         return os.environ["PAINTBRIDGE_TOKEN"]
+    from .. import auth   # sqlite_utils: only when a token must be minted here
+
     cfg = load_config(args.data_dir)
     if not (cfg.data_dir / "secret.key").exists():
         raise SystemExit(f"error: no token: pass --token, set PAINTBRIDGE_TOKEN, or run where the engine's data "

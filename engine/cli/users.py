@@ -7,13 +7,15 @@ import getpass
 import json
 import sys
 
-from .. import auth
 from ..config import load_config
 from ..errors import EngineError
 from .common import add_data_dir, open_db
 
 
 def cmd_token(args) -> int:
+    # sqlite_utils (and numpy under it) load for the subcommands that open the database, not for every call
+    from .. import auth
+
     try:
         token, exp, name = auth.mint_token(load_config(args.data_dir), args.user, args.ttl, args.remember)
     except EngineError as exc:
@@ -40,6 +42,8 @@ def _password(args, confirm: bool = True) -> str:
 
 
 def cmd_users(args) -> int:
+    from .. import auth   # see cmd_token
+
     _, db = open_db(args)
     try:
         if args.users_cmd == "add":

@@ -10,12 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-from .. import auth
 from ..errors import EngineError
 from .common import add_data_dir, open_db
 
 
 def _open(args):
+    from .. import auth   # sqlite_utils: see common.open_db
+
     cfg, db = open_db(args)
     if args.user:
         user = db.sync(auth.get_user, None, args.user)
