@@ -1,4 +1,4 @@
-"""`paintbridge models ...`: make-demo, probe, scan, install, list, remove.
+"""`paintbridge models ...`: make-demo, probe, scan, install, list, remove, download, starter.
 
 The manager commands work on the data folder's database (--data-dir / $PAINTBRIDGE_DATA_DIR, like every other
 command), also while an engine runs on it: a running engine sees the change with its next request.
@@ -145,8 +145,81 @@ def cmd_remove(args) -> int:
     return 0
 
 
+def _read_token(args) -> str | None:
+    """A token from --token-file (`-`: stdin) or $PAINTBRIDGE_DOWNLOAD_TOKEN; never from the command line, where
+    every user of the machine could read it in the process list. Hub downloads also use HF_TOKEN or a stored
+    `hf auth login` when none is given here."""
+    import os
+
+    if args.token_file:
+        text = sys.stdin.read() if args.token_file == "-" else Path(args.token_file).expanduser().read_text()
+        return text.strip() or None
+    return os.environ.get("PAINTBRIDGE_DOWNLOAD_TOKEN") or None
+
+
+def cmd_download(args) -> int:
+    from tqdm import tqdm
+
+    from .download import Download, parse_source
+
+    bar = None
+
+    def progress(p):
+        nonlocal bar
+        if args.quiet:
+            return
+        if p.state in ("downloading", "verifying"):
+            if bar is None:
+                bar = tqdm(total=p.total, initial=p.bytes, unit="B", unit_scale=True, unit_divisor=1024,
+                           desc=p.name or "download", file=sys.stderr)
+            if p.total is not None and bar.total != p.total:
+                bar.total = p.total
+            bar.update(p.bytes - bar.n)
+
+    try:
+        source = parse_source(args.source, args.sha256, args.revision)
+        reg = _registry(args)
+        d = Download(source, reg.install_dir, reg, args.name, _read_token(args), progress)
+        try:
+            result = d.run()
+        except KeyboardInterrupt:
+            d.cancel(keep_partial=True)
+            print(f"\ninterrupted: run the same command again to resume", file=sys.stderr)
+            return 130
+        finally:
+            if bar is not None:
+                bar.close()
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(result))
+    elif "model" in result:
+        m = result["model"]
+        print(f"installed {m['name']}: {m['type']} {m['base'] or ''} ({m['path']}, sha256 {result['sha256']})")
+    else:
+        print(f"saved {result['path']} (sha256 {result['sha256']}; a support file, not a listed model)")
+    return 0
+
+
+def cmd_starter(args) -> int:
+    from .download import starter_list
+
+    entries = starter_list()
+    if args.json:
+        print(json.dumps(entries))
+        return 0
+    w = max(len(e["name"]) for e in entries)
+    for e in entries:
+        size = f"{e['size'] / 1e9:6.2f} GB" if e.get("size") else "     ? GB"
+        where = e.get("url") or f"{e['repo']}/{e['file']}"
+        print(f"{e['name']:<{w}}  {e['type']:<12} {e.get('base') or '-':<5} {size}  {e['title']}\n"
+              f"{'':<{w}}  {where}")
+    print("\nfetch one with: paintbridge models download starter:NAME")
+    return 0
+
+
 def register_cli(sub):
-    p = sub.add_parser("models", help="model files: demo models, probe, scan, install, list, remove")
+    p = sub.add_parser("models", help="model files: demo models, probe, scan, install, list, remove, download")
     ms = p.add_subparsers(dest="models_cmd", required=True)
     d = ms.add_parser("make-demo", help="write a tiny random-weight model (produces noise) for trying and tests")
     d.add_argument("dir")
@@ -188,6 +261,23 @@ def register_cli(sub):
     ls.add_argument("--base", choices=["sd1", "sd2", "sdxl", "flux"])
     data_dir(ls)
     ls.set_defaults(func=cmd_list)
+
+    dl = ms.add_parser("download", help="download a model (URL, Hugging Face OWNER/REPO[/FILE] or starter:NAME), "
+                                        "check it and register it")
+    dl.add_argument("source", help="https://... | OWNER/REPO[/FILE] | starter:NAME (see `models starter`)")
+    dl.add_argument("--name", help="model name (default: the file's stem)")
+    dl.add_argument("--sha256", help="expected content hash (checked; a hub file's own hash is always checked)")
+    dl.add_argument("--revision", help="hub branch, tag or commit (default main)")
+    dl.add_argument("--token-file", metavar="FILE", help="read an access token from FILE (- for stdin), for gated "
+                    "hub repos or sites that need one; or set $PAINTBRIDGE_DOWNLOAD_TOKEN (hub: also HF_TOKEN)")
+    dl.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    dl.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir(dl)
+    dl.set_defaults(func=cmd_download)
+
+    st = ms.add_parser("starter", help="the starter list: a few well-known models to begin with")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_starter)
 
     rm = ms.add_parser("remove", help="unregister a model (deletes it only if it was installed with --copy)")
     rm.add_argument("name")

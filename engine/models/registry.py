@@ -203,16 +203,17 @@ class ModelRegistry:
         rows = self._q("SELECT * FROM models WHERE name = ?", [name])
         return rows[0] if rows else None
 
-    def _upsert(self, name: str, path: Path, info: dict, sig: tuple[int, float], source: str):
+    def _upsert(self, name: str, path: Path, info: dict, sig: tuple[int, float], source: str,
+                sha256: str | None = None):
         with self._lock:
             self.conn.execute(
                 "INSERT INTO models (name, path, type, base, variant, prediction, format, size, mtime, sha256, source,"
-                " hidden, added) VALUES (?,?,?,?,?,?,?,?,?,NULL,?,0,?) ON CONFLICT(name) DO UPDATE SET path=excluded.path,"
+                " hidden, added) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?) ON CONFLICT(name) DO UPDATE SET path=excluded.path,"
                 " type=excluded.type, base=excluded.base, variant=excluded.variant, prediction=excluded.prediction,"
-                " format=excluded.format, size=excluded.size, mtime=excluded.mtime, sha256=NULL,"
+                " format=excluded.format, size=excluded.size, mtime=excluded.mtime, sha256=excluded.sha256,"
                 " source=excluded.source, hidden=0",
                 [name, str(path), info["type"], info["base"], info["variant"], info["prediction_type"], info["format"],
-                 sig[0], sig[1], source, time.time()])
+                 sig[0], sig[1], sha256, source, time.time()])
         self._hash_wake.set()
 
     # -- scanning
@@ -284,7 +285,11 @@ class ModelRegistry:
                 log.info("models: skipped %s: %s", path, reason)
 
     # -- manager operations
-    def install(self, path: Path, copy: bool = False, name: str | None = None) -> ModelEntry:
+    def install(self, path: Path, copy: bool = False, name: str | None = None, move: bool = False,
+                sha256: str | None = None) -> ModelEntry:
+        """Register a model file/folder where it is, or copied (copy) or renamed (move: a finished download in
+        the install folder's filesystem) into DATA_DIR/models/TYPE/; sha256, when the caller just computed it,
+        spares the background hasher a second read."""
         from .probe import probe
 
         src = Path(path).expanduser().resolve()
@@ -295,7 +300,7 @@ class ModelRegistry:
         if existing is not None and existing["path"] != str(src) and not (copy and existing["source"] == "copy"):
             raise BadRequest(f"a model named {name!r} already exists ({existing['path']}); remove it first or "
                              "choose another name", details={"model": name})
-        if copy:
+        if copy or move:
             if self.install_dir is None:
                 raise BadRequest("this registry has no install folder for --copy")
             folder = (self.install_dir / info["type"]).resolve()
@@ -305,19 +310,27 @@ class ModelRegistry:
             if dest.exists():
                 raise BadRequest(f"{dest} already exists", details={"model": name})
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".partial-{os.getpid()}-{dest.name}"
-            try:
-                if src.is_dir():
-                    shutil.copytree(src, tmp)
-                else:
-                    shutil.copy2(src, tmp)
-                os.replace(tmp, dest)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+            if move:
+                os.replace(src, dest)
+            else:
+                tmp = folder / f".partial-{os.getpid()}-{dest.name}"
+                try:
+                    if src.is_dir():
+                        shutil.copytree(src, tmp)
+                    else:
+                        shutil.copy2(src, tmp)
+                    os.replace(tmp, dest)
+                finally:
+                    if tmp.exists():
+                        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
             source = "copy"
         sig = _signature(dest)
-        self._upsert(name, dest, info, sig, source)
+        try:
+            self._upsert(name, dest, info, sig, source, sha256)
+        except BaseException:
+            if move:   # never leave an unregistered file behind in the install folder
+                dest.unlink(missing_ok=True)
+            raise
         return self._entry(self._row(name))
 
     def remove(self, name: str) -> ModelEntry:

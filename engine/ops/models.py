@@ -1,4 +1,5 @@
-"""Models: models.list, models.unload, and (admin) models.scan, models.install, models.remove."""
+"""Models: models.list, models.unload, and (admin) models.scan, models.install, models.remove, models.download
+(+ .cancel; the work is in engine/models/download.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..errors import EngineError
 from ..opspec import Args, op
 
 
@@ -83,3 +85,68 @@ async def models_remove(ctx, args: RemoveArgs):
     entry = await ctx.run_blocking(ctx.app.registry.remove, args.model)
     await ctx.run_blocking(ctx.app.cache.unload, entry.name)
     return {"model": entry.public(True)}
+
+
+class DownloadArgs(Args):
+    source: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    revision: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00]*$")
+    token: str | None = Field(default=None, min_length=1, max_length=4096, repr=False)   # never logged or echoed
+
+
+def _downloads(ctx):
+    """The engine's download manager, made on first use (its threads stop, keeping partial files, at shutdown)."""
+    from ..models.download import Downloads
+
+    downloads = ctx.server.services.get("downloads")
+    if downloads is None:
+        registry = _registry(ctx)
+        downloads = Downloads(registry, registry.install_dir or ctx.server.config.data_dir / "models")
+        ctx.server.services["downloads"] = downloads
+
+        async def stop(srv):
+            downloads.stop()
+        ctx.server.on_shutdown(stop)
+    return downloads
+
+
+@op("models.download", DownloadArgs, admin=True, mutating=True)
+async def models_download(ctx, args: DownloadArgs):
+    """Download a model (a URL, a Hugging Face OWNER/REPO[/FILE] or starter:NAME) into the data folder, check it
+    and register it (admin). Replies once the server's first answer passed the checks → {download, source, name,
+    total, resumed_from}; models.download.progress events follow until state done/failed/canceled."""
+    import asyncio
+
+    from ..models.download import parse_source
+
+    _registry(ctx)
+    source = await ctx.server.run_blocking(parse_source, args.source, args.sha256, args.revision)
+    loop = asyncio.get_running_loop()
+    started = loop.create_future()
+    uid = ctx.conn.uid
+
+    def publish(data: dict):
+        loop.call_soon_threadsafe(ctx.server.publish, uid, "models.download.progress", data)
+
+    def on_started():
+        loop.call_soon_threadsafe(lambda: started.done() or started.set_result(None))
+
+    did, d = _downloads(ctx).start(source, args.name, args.token, publish, on_started)
+    await started
+    if not d.accepted:
+        raise d.error or EngineError("the download ended before it started")
+    return {"download": did, "source": source.text, "name": d.name, "total": d.total,
+            "resumed_from": d.resumed_from}
+
+
+class DownloadCancelArgs(Args):
+    download: str = Field(min_length=1, max_length=64)
+
+
+@op("models.download.cancel", DownloadCancelArgs, admin=True, mutating=True)
+async def models_download_cancel(ctx, args: DownloadCancelArgs):
+    """Stop a running download (admin); its partial file is deleted and a models.download.progress event with
+    state canceled follows → {download}."""
+    _downloads(ctx).cancel(args.download)
+    return {"download": args.download}
