@@ -145,8 +145,9 @@ class Download:
 
     def __init__(self, source: Source, root: Path, registry=None, name: str | None = None,
                  token: str | None = None, progress: Callable[[Progress], None] | None = None,
-                 on_started: Callable[[], None] | None = None):
+                 on_started: Callable[[], None] | None = None, retries: int = RETRIES):
         self.source = source
+        self.retries = retries
         self.root = Path(root)
         self.registry = registry
         self.name = check_name(name) if name else None
@@ -206,7 +207,9 @@ class Download:
                     raise DownloadError(f"{self.source.text}: the downloaded file's sha256 is {digest}, expected "
                                         f"{expect_sha}: the file is corrupt or not the one expected; it was "
                                         "deleted", "hash_mismatch", expected=expect_sha, got=digest)
-                return self._install(part, filename, digest)
+                result = self._install(part, filename, digest)
+                _unlink(meta_path)
+                return result
             except DownloadError as exc:
                 if exc.details.get("reason") != "network":   # a broken connection keeps its bytes for a resume
                     _unlink(part, meta_path)
@@ -280,18 +283,19 @@ class Download:
                     break   # we already have every byte
                 err = _http_error(exc, self.source.text)
                 exc.close()
-                if err is None and failures < RETRIES:   # 5xx / 429: try again
+                if err is None and failures < self.retries:   # 5xx / 429: try again
                     failures += 1
                     self._wait(failures)
                     continue
                 raise err or DownloadError(f"{self.source.text}: the server answered HTTP {exc.code} "
-                                           f"{RETRIES + 1} times", "http_status", status=exc.code)
+                                           f"{failures + 1} times; run the same download again later to resume "
+                                           "it", "network", code="internal", status=exc.code)
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, ssl.SSLCertVerificationError):
                     raise DownloadError(f"{self.source.text}: the server's TLS certificate is not valid: "
                                         f"{exc.reason.verify_message}", "tls") from None
-                if failures >= RETRIES:
-                    raise _network_error(self.source.text, exc) from None
+                if failures >= self.retries:
+                    raise _network_error(self.source.text, exc, failures + 1) from None
                 failures += 1
                 self._wait(failures)
                 continue
@@ -304,6 +308,8 @@ class Download:
                 if start != have:
                     raise DownloadError(f"{self.source.text}: the server resumed at byte {start}, not {have}",
                                         "bad_range")
+                if total is not None:
+                    self.total = total
                 if first:
                     first = False
                     filename = _filename(resp, filename)
@@ -312,12 +318,11 @@ class Download:
                         self.name = self.name or check_name(Path(filename).stem)
                     self._check_name_free(filename)
                     self._accept()
-                if total is not None:
-                    self.total = total
                 validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
                 if validator and validator.startswith("W/"):
                     validator = None   # a weak validator cannot guard a byte range
-                _write_json(meta_path, {"total": total, "validator": validator})
+                saved = {"total": total, "validator": validator}
+                _write_json(meta_path, saved)
                 mode = "r+b" if have else "wb"
                 if not part.exists():
                     mode = "wb"
@@ -349,10 +354,11 @@ class Download:
                     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
                                                                    errno.EROFS, errno.EACCES):
                         raise _disk_error(exc) from None
-                    if got_bytes:
+                    if got_bytes:   # progress: resume at once
                         failures = 0
-                    if failures >= RETRIES:
-                        raise _network_error(self.source.text, exc) from None
+                        continue
+                    if failures >= self.retries:
+                        raise _network_error(self.source.text, exc, failures + 1) from None
                     failures += 1
                     self._wait(failures)
                     continue
@@ -360,9 +366,10 @@ class Download:
                 break
             if got_bytes:   # the connection ended early: resume where it stopped
                 failures = 0
-            if failures >= RETRIES:
+                continue
+            if failures >= self.retries:
                 raise _network_error(self.source.text, ConnectionError(f"the file ended at {have} of {total} "
-                                                                       "bytes"))
+                                                                       "bytes"), failures + 1)
             failures += 1
             self._wait(failures)
         size = part.stat().st_size
@@ -577,10 +584,11 @@ def _disk_error(exc: OSError) -> DownloadError:
                          "or read-only?); the partial file was deleted", reason, code="internal", errno=exc.errno)
 
 
-def _network_error(what: str, exc: BaseException) -> DownloadError:
+def _network_error(what: str, exc: BaseException, tries: int = 1) -> DownloadError:
     why = getattr(exc, "reason", None) or exc
-    return DownloadError(f"{what}: the connection failed {RETRIES + 1} times ({why}); run the same download again "
-                         "to resume it", "network", code="internal")
+    return DownloadError(f"{what}: the connection failed {tries} time{'s' if tries > 1 else ''} "
+                         f"({type(exc).__name__}: {why}); run the same download again to resume it", "network",
+                         code="internal")
 
 
 def _http_error(exc: urllib.error.HTTPError, what: str) -> EngineError | None:
@@ -606,9 +614,10 @@ def hub_resolve(repo: str, file: str | None, revision: str | None, token: str | 
     from huggingface_hub.utils import build_hf_headers
 
     what = f"{repo}/{file}" if file else repo
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")   # read now, not at import
     try:
         if file is None:
-            info = HfApi().model_info(repo, revision=revision, token=token)
+            info = HfApi(endpoint=endpoint).model_info(repo, revision=revision, token=token)
             files = sorted(s.rfilename for s in (info.siblings or []) if s.rfilename.lower().endswith(MODEL_SUFFIXES))
             if len(files) != 1:
                 listed = ", ".join(files[:20]) + (" ..." if len(files) > 20 else "")
@@ -617,8 +626,8 @@ def hub_resolve(repo: str, file: str | None, revision: str | None, token: str | 
                                details={"reason": "no_file" if not files else "ambiguous", "files": files[:100]})
             file = files[0]
             what = f"{repo}/{file}"
-        url = hf_hub_url(repo, file, revision=revision)
-        meta = get_hf_file_metadata(url, token=token, retry_on_errors=True)
+        url = hf_hub_url(repo, file, revision=revision, endpoint=endpoint)
+        meta = get_hf_file_metadata(url, token=token, endpoint=endpoint, retry_on_errors=True)
     except EngineError:
         raise
     except hf.GatedRepoError:
