@@ -581,6 +581,20 @@ def test_starter_entry_through_the_hub_checks_the_listed_size(hub, reg, files):
     assert not hub.cdn.log and reg.list() == []
 
 
+def test_support_file_is_kept_but_not_registered(hub, reg, files):
+    """Starter entries with register=false (FLUX's text encoders) are saved under DATA_DIR/models/FOLDER/ after
+    the same checks, without a probe (the registry has no such type) and without a registry entry."""
+    hub.add("acme/te", "clip_l.safetensors", files["junk"])
+    src = parse_source("acme/te/clip_l.safetensors")
+    src.register, src.folder = False, "text_encoder"
+    out = Download(src, reg.install_dir, reg).run()
+    assert out["path"] == str(reg.install_dir / "text_encoder" / "clip_l.safetensors") and "model" not in out
+    assert reg.list() == [] and leftovers(reg) == ["text_encoder/clip_l.safetensors"]
+    with pytest.raises(BadRequest, match="exists already"):
+        Download(src, reg.install_dir, reg).run()
+    assert len(hub.cdn.log) == 1   # refused before the second transfer
+
+
 # ---- the CLI -------------------------------------------------------------------------------------------------------
 def test_cli_download_list_and_bad_input(site, tmp_path, files):
     data_dir = tmp_path / "data"

@@ -199,6 +199,8 @@ class Download:
         key = self.source.key
         with _Lock(work / f"{key}.lock", self.source.text):
             url, headers, expect_size, expect_sha, filename = self._resolve()
+            if filename and filename.lower().endswith(MODEL_SUFFIXES):
+                self._check_name_free(filename)   # known before any transfer (hub files, most URLs)
             part = work / f"{key}.part"
             meta_path = work / f"{key}.json"
             try:
@@ -402,13 +404,21 @@ class Download:
                                 needed=need, free=free)
 
     def _check_name_free(self, filename: str) -> None:
-        if not self.source.register:
-            return
         if self.name is None:
             self.name = check_name(Path(filename).stem or "download")
+        if not self.source.register:
+            dest = self._support_path(filename)
+            if dest.exists():
+                raise BadRequest(f"{dest} exists already: delete it first to download it again",
+                                 details={"path": str(dest)})
+            return
         if self.registry is not None and self.registry.find(self.name) is not None:
             raise BadRequest(f"a model named {self.name!r} already exists: remove it first or choose another "
                              "name (--name / name)", details={"model": self.name})
+
+    def _support_path(self, filename: str, suffix: str | None = None) -> Path:
+        """Where a support file (register=False, e.g. a text encoder) goes: DATA_DIR/models/FOLDER/NAME.EXT."""
+        return self.root / (self.source.folder or "other") / (self.name + (suffix or Path(filename).suffix.lower()))
 
     # -- 4. install
     def _install(self, part: Path, filename: str, digest: str) -> dict:
@@ -420,11 +430,10 @@ class Download:
                 raise _not_a_model(self.source.text, f"{filename!r} is not a .safetensors/.ckpt/.pt/.pth/.bin "
                                    "file and its bytes are neither")
         if not self.source.register:
-            folder = self.root / (self.source.folder or "other")
-            folder.mkdir(parents=True, exist_ok=True)
-            dest = folder / (self.name + suffix if self.name else Path(filename).name)
+            dest = self._support_path(filename, suffix)
+            dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.exists():
-                raise BadRequest(f"{dest} already exists", details={"path": str(dest)})
+                raise BadRequest(f"{dest} exists already", details={"path": str(dest)})
             os.replace(part, dest)
             return {"name": dest.stem, "path": str(dest), "size": dest.stat().st_size, "sha256": digest}
         # probe() tells a model by its suffix and contents: give the finished file its real suffix first
