@@ -627,6 +627,32 @@ def test_cli_hub_download_with_progress_bar(hub, tmp_path, files):
     assert "100%" in res.stderr and "4.00M" in res.stderr   # tqdm's bar, in bytes
 
 
+def test_cli_ctrl_c_keeps_the_partial_file_and_the_same_command_resumes(site, tmp_path, files):
+    import signal
+
+    data_dir = tmp_path / "d"
+    site.files["/f/slow.safetensors"] = {"data": files["emb"], "slow": 0.05, "etag": '"s1"'}
+    cmd = [sys.executable, "-m", "engine.cli", "models", "download", site.url("/f/slow.safetensors"),
+           "--data-dir", str(data_dir), "--quiet"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    downloads = data_dir / "models" / ".downloads"
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not any(f.stat().st_size > 1048576 for f in downloads.glob("*.part")):
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "resume" in err, err
+    kept = next(downloads.glob("*.part")).stat().st_size
+    assert 1048576 < kept < len(files["emb"])
+    site.files["/f/slow.safetensors"]["slow"] = 0
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert site.requests("/f/slow.safetensors")[-1]["range"] == f"bytes={kept}-"
+    listed = json.loads(cli("models", "list", "--json", "--data-dir", str(data_dir)))
+    assert [(m["name"], m["sha256"]) for m in listed] == [("slow", sha(files["emb"]))]
+    assert not list(downloads.glob("*"))
+
+
 # ---- the engine op ----------------------------------------------------------------------------------------------
 def test_engine_op_progress_events_cancel_and_admin_only(spawn_engine, site, files):
     from protocol.client import Client

@@ -182,9 +182,8 @@ def cmd_download(args) -> int:
         d = Download(source, reg.install_dir, reg, args.name, _read_token(args), progress)
         try:
             result = d.run()
-        except KeyboardInterrupt:
-            d.cancel(keep_partial=True)
-            print(f"\ninterrupted: run the same command again to resume", file=sys.stderr)
+        except KeyboardInterrupt:   # the partial file stays in DATA_DIR/models/.downloads/
+            print("\ninterrupted: run the same command again to resume", file=sys.stderr)
             return 130
         finally:
             if bar is not None:

@@ -220,6 +220,8 @@ class Download:
                 if not self._keep_partial:
                     _unlink(part, meta_path)
                 raise
+            except KeyboardInterrupt:   # Ctrl-C in the CLI: keep the bytes, the same command resumes
+                raise
             except BaseException:
                 _unlink(part, meta_path)
                 raise
