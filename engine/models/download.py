@@ -638,7 +638,7 @@ def hub_resolve(repo: str, file: str | None, revision: str | None, token: str | 
             file = files[0]
             what = f"{repo}/{file}"
         url = hf_hub_url(repo, file, revision=revision, endpoint=endpoint)
-        meta = get_hf_file_metadata(url, token=token, endpoint=endpoint, retry_on_errors=True)
+        meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
     except EngineError:
         raise
     except hf.GatedRepoError:
@@ -649,7 +649,7 @@ def hub_resolve(repo: str, file: str | None, revision: str | None, token: str | 
                        details={"reason": "no_repo"}) from None
     except hf.RevisionNotFoundError:
         raise NotFound(f"{repo} has no revision {revision!r}", details={"reason": "no_revision"}) from None
-    except hf.RemoteEntryNotFoundError:
+    except getattr(hf, "RemoteEntryNotFoundError", hf.EntryNotFoundError):   # the name before huggingface_hub 1.0
         raise NotFound(f"{repo} has no file {file!r}", details={"reason": "no_file"}) from None
     except hf.OfflineModeIsEnabled:
         raise DownloadError(f"{what}: HF_HUB_OFFLINE is set: unset it to download", "offline") from None
