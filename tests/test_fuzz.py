@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import time
 import urllib.request
@@ -55,7 +56,16 @@ def fuzz_engine(tmp_path_factory, demo_models):
     data = tmp_path_factory.mktemp("fuzz")
     (data / "config.toml").write_text(FUZZ_CONFIG)
     proc = EngineProc(data, ["--models", str(demo_models), "--quiet"])
-    proc.start()
+    # a random OWNER/REPO given to models.download must never reach the network: the engine runs hub-offline
+    offline = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        proc.start()
+    finally:
+        if offline is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = offline
     cli("users", "--data-dir", str(data), "add", "fuzzer", "--password", "fuzzerpw")
     proc.user_token = cli("token", "--data-dir", str(data), "--user", "fuzzer").split()[-1]
     yield proc
