@@ -691,6 +691,9 @@ def test_engine_op_progress_events_cancel_and_admin_only(spawn_engine, site, fil
     # cancel a running download: its event says so, nothing stays behind
     site.files["/f/slow.safetensors"] = {"data": files["emb2"], "slow": 0.05}
     did = c.call("models.download", {"source": site.url("/f/slow.safetensors")})["download"]
+    running = c.call("models.download.list", {})["downloads"]
+    assert [(d["download"], d["name"], d["state"], d["total"]) for d in running] == \
+        [(did, "slow", "downloading", len(files["emb2"]))]
     assert c.call("models.download.cancel", {"download": did}) == {"download": did}
     ev = c.next_event(60, name="models.download.progress",
                       match=lambda e: e.data["download"] == did and e.data["state"] in ("canceled", "done", "failed"))
@@ -699,6 +702,7 @@ def test_engine_op_progress_events_cancel_and_admin_only(spawn_engine, site, fil
         c.call("models.download.cancel", {"download": did})
     assert e.value.code == "not_found"
     assert sorted(m["name"] for m in c.call("models.list", {})["models"]) == ["fox-emb"]
+    assert c.call("models.download.list", {}) == {"downloads": []}
     models_dir = proc.data_dir / "models"
     assert sorted(str(p.relative_to(models_dir)) for p in models_dir.rglob("*") if p.is_file()) == \
         ["embedding/fox-emb.safetensors"]
@@ -708,7 +712,7 @@ def test_engine_op_progress_events_cancel_and_admin_only(spawn_engine, site, fil
     bob = Client(proc.url, reconnect=False).connect()
     bob.login("bob", "bobpassword")
     for op, args in (("models.download", {"source": site.url("/f/slow.safetensors")}),
-                     ("models.download.cancel", {"download": "x"})):
+                     ("models.download.cancel", {"download": "x"}), ("models.download.list", {})):
         with pytest.raises(ProtocolError) as e:
             bob.call(op, args)
         assert e.value.code == "forbidden"

@@ -687,8 +687,8 @@ class Downloads:
 
     def start(self, source: Source, name: str | None, token: str | None, publish: Callable[[dict], None],
               on_started: Callable[[], None]) -> tuple[str, Download]:
-        """Start a download; publish(data) gets every models.download.progress payload (not the failure of a
-        download that was never accepted: its error is the caller's to report)."""
+        """Start a download; publish(data) gets every models.download.progress payload (not the end of a
+        download that was never accepted: that is the caller's to report, from d.error)."""
         import secrets
 
         did = secrets.token_hex(8)
@@ -704,25 +704,26 @@ class Downloads:
         d = Download(source, self.root, self.registry, name, token, progress, on_started)
 
         def work() -> None:
+            final = None
             try:
                 result = d.run()
                 extra = {"model": result["model"]} if "model" in result else {"path": result["path"]}
-                publish(_payload(did, source, Progress("done", d.bytes, d.total, result["name"], extra)))
+                final = Progress("done", d.bytes, d.total, result["name"], extra)
             except Canceled:
-                publish(_payload(did, source, Progress("canceled", d.bytes, d.total, d.name)))
+                final = Progress("canceled", d.bytes, d.total, d.name)
             except EngineError as exc:
-                if d.accepted:
-                    publish(_payload(did, source, Progress("failed", d.bytes, d.total, d.name, {"error": {
-                        "code": exc.code, "message": exc.message, "details": exc.details}})))
+                final = Progress("failed", d.bytes, d.total, d.name, {"error": {
+                    "code": exc.code, "message": exc.message, "details": exc.details}})
             except Exception as exc:   # a bug: say so, keep the engine
                 log.exception("download %s failed", source.text)
                 d.error = EngineError(f"download failed: {type(exc).__name__}")
-                if d.accepted:
-                    publish(_payload(did, source, Progress("failed", d.bytes, d.total, d.name, {"error": {
-                        "code": "internal", "message": d.error.message, "details": None}})))
+                final = Progress("failed", d.bytes, d.total, d.name, {"error": {
+                    "code": "internal", "message": d.error.message, "details": None}})
             finally:
-                with self._lock:
+                with self._lock:   # gone from list/cancel before its last event goes out
                     self.running.pop(did, None)
+            if d.accepted:   # before that, the outcome is the op's reply
+                publish(_payload(did, source, final))
 
         with self._lock:
             self.running[did] = d
@@ -736,6 +737,12 @@ class Downloads:
             raise NotFound(f"no running download {did!r}", details={"download": did})
         d.cancel()
         return d
+
+    def list(self) -> list[dict]:
+        with self._lock:
+            running = list(self.running.items())
+        return [_payload(did, d.source, Progress("downloading" if d.accepted else "resolving", d.bytes, d.total,
+                                                  d.name)) for did, d in running]
 
     def stop(self) -> None:
         """Engine shutdown: stop every download, keeping partial files so the same download resumes later."""

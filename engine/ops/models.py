@@ -150,3 +150,10 @@ async def models_download_cancel(ctx, args: DownloadCancelArgs):
     state canceled follows → {download}."""
     _downloads(ctx).cancel(args.download)
     return {"download": args.download}
+
+
+@op("models.download.list", admin=True)
+async def models_download_list(ctx, args):
+    """The downloads running now (admin), e.g. for a client that reconnected → {downloads: [{download, source,
+    state, name, bytes, total}]}."""
+    return {"downloads": _downloads(ctx).list()}
