@@ -579,6 +579,11 @@ def test_starter_entry_through_the_hub_checks_the_listed_size(hub, reg, files):
     assert err.value.details["reason"] in ("size_mismatch", "hash_mismatch")
     assert hub.site.requests(f"/{e['repo']}/resolve/main/{e['file']}", "HEAD")
     assert not hub.cdn.log and reg.list() == []
+    # without the listed size and hash the same entry goes through, named after the entry, not the repo's file
+    src = parse_source("starter:lcm-lora-sdxl")
+    src.size = src.sha256 = None
+    assert Download(src, reg.install_dir, reg).run()["name"] == "lcm-lora-sdxl"
+    assert reg.get("lcm-lora-sdxl").type == "lora"
 
 
 def test_support_file_is_kept_but_not_registered(hub, reg, files):

@@ -150,6 +150,8 @@ class Download:
         self.retries = retries
         self.root = Path(root)
         self.registry = registry
+        if not name and source.starter and source.register:
+            name = source.starter   # "lcm-lora-sdxl", not the repo's "pytorch_lora_weights"
         self.name = check_name(name) if name else None
         self._token = token
         self._progress = progress or (lambda p: None)
@@ -438,18 +440,16 @@ class Download:
                 raise BadRequest(f"{dest} exists already", details={"path": str(dest)})
             os.replace(part, dest)
             return {"name": dest.stem, "path": str(dest), "size": dest.stat().st_size, "sha256": digest}
-        # probe() tells a model by its suffix and contents: give the finished file its real suffix first
+        # the registry probes it (by suffix and contents): give the finished file its real suffix first
         ready = part.with_name(part.stem + suffix)
         os.replace(part, ready)
         try:
-            from .probe import probe
-            try:
-                probe(ready)
-            except ModelError as exc:
-                raise _not_a_model(self.source.text, exc.message) from None
             if self.registry is None:
                 raise BadRequest("no model registry to install into")
-            entry = self.registry.install(ready, name=self.name, move=True, sha256=digest)
+            try:
+                entry = self.registry.install(ready, name=self.name, move=True, sha256=digest)
+            except ModelError as exc:
+                raise _not_a_model(self.source.text, exc.message) from None
         finally:
             if ready.exists():
                 ready.unlink()
