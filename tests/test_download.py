@@ -14,14 +14,13 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.errors import BadRequest, Busy, Canceled, EngineError, Forbidden, NotFound
+from engine.errors import BadRequest, Busy, Canceled, Forbidden, NotFound
 from engine.models.download import Download, DownloadError, parse_source, starter_list
 from engine.models.registry import ModelRegistry
 from protocol.errors import ProtocolError

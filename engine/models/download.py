@@ -10,12 +10,12 @@
    hashing; hf_hub_download writes into its own cache and cannot be cancelled). Bytes go to
    DATA_DIR/models/.downloads/KEY.part; a broken connection is resumed with `Range` (and `If-Range`, so a file
    that changed on the server starts over), also by a later run with the same source. The token is sent only
-   to the URL's own host (never after a redirect to another one), and never logged.
+   to the URL itself or to the hub (never along a redirect, never to the hub's CDN), and never logged.
 3. Check: an HTML page is refused at its first bytes; the size must match what the server announced and what
    the caller or the starter list expects; the sha256 must match when one is known (given, listed, or the
    hub's LFS hash). A failed check deletes the partial file.
-4. Install: the file is probed (a file that is not a model is refused and deleted), then renamed into
-   DATA_DIR/models/TYPE/NAME.EXT and registered in the same step; a partial file is never registered.
+4. Install: the file is probed (a file that is not a model is refused and deleted), renamed into
+   DATA_DIR/models/TYPE/NAME.EXT (atomic: same disk) and registered; a partial file is never registered.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ class Download:
                 raise Canceled("download canceled")
             req = urllib.request.Request(url, headers={"User-Agent": "paintbridge", "Accept-Encoding": "identity"})
             for k, v in headers.items():
-                req.add_unredirected_header(k, v)   # a redirect to another host never carries the token
+                req.add_unredirected_header(k, v)   # a redirect (to another host, a CDN) never carries the token
             if have:
                 req.add_header("Range", f"bytes={have}-")
                 if saved.get("validator"):
@@ -467,7 +467,7 @@ class _Lock:
     def __enter__(self):
         try:
             import fcntl
-        except ImportError:   # Windows: no advisory locks; the partial file's exclusive open is the guard there
+        except ImportError:   # Windows: no advisory lock here, so two runs of one source are not kept apart
             return self
         while True:
             fh = open(self.path, "a+b")
