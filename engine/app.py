@@ -18,6 +18,7 @@ from .config import Config
 from .gallery.record import Recorder
 from .hub import Hub
 from .models.cache import ModelCache
+from .models.download import Downloads
 from .models.registry import ModelRegistry
 from .queue import JobQueue
 from .store.blobs import BlobStore
@@ -42,6 +43,7 @@ class Services:
     cache: ModelCache          # the models loaded now
     queue: JobQueue
     gallery: Recorder
+    downloads: Downloads       # model downloads running now (models.download)
 
     async def start(self):
         self.hub.loop = asyncio.get_running_loop()
@@ -51,6 +53,7 @@ class Services:
         self.gc.start()   # after the queue has marked interrupted jobs; runs on its own thread
 
     async def stop(self):
+        self.downloads.stop()   # partial files stay: the same download resumes after a restart
         self.uploads.stop()
         await self.gc.stop()
         self.registry.stop()
@@ -75,4 +78,5 @@ def build(config: Config) -> Services:
     queue.on_complete.append(gallery.on_job_complete)   # every result image into the gallery (PNG + metadata)
     return Services(config=config, db=db, tokens=tokens, login_limiter=limiter, blobs=blobs,
                     uploads=Uploads(config.limits), gc=Collector(config, blobs), hub=hub, registry=registry,
-                    cache=cache, queue=queue, gallery=gallery)
+                    cache=cache, queue=queue, gallery=gallery,
+                    downloads=Downloads(registry, config.data_dir / "models"))

@@ -17,9 +17,11 @@ JOB_CANCELED = "job.canceled"      # {job}
 MODEL_LOADED = "model.loaded"      # {model, type, size_mb}: to every signed-in connection
 MODEL_UNLOADED = "model.unloaded"  # {model}: to every signed-in connection
 AUTH_REFRESHED = "auth.refreshed"  # {token, expires_at}: after a mutating request, to that connection only
+MODEL_DOWNLOAD_PROGRESS = "models.download.progress"   # {download, source, state, name, bytes, total, ...}: to the
+#                                    admin who started it and every admin (engine/models/download.py)
 
 NAMES = (JOB_QUEUED, JOB_STARTED, JOB_PROGRESS, JOB_RESULT, JOB_FAILED, JOB_CANCELED, MODEL_LOADED,
-         MODEL_UNLOADED, AUTH_REFRESHED)
+         MODEL_UNLOADED, AUTH_REFRESHED, MODEL_DOWNLOAD_PROGRESS)
 
 
 class Event(NamedTuple):
@@ -65,3 +67,11 @@ def model_unloaded(model: str) -> Event:
 
 def auth_refreshed(token: str, expires_at: float) -> Event:
     return Event(AUTH_REFRESHED, {"token": token, "expires_at": expires_at})
+
+
+def model_download_progress(download: str, source: str, state: str, name: str | None, nbytes: int,
+                            total: int | None, **extra) -> Event:
+    """state: resolving | verifying (+ resumed_from) | downloading | done (+ model or path) | failed (+ error) |
+    canceled. total is None when the server does not say."""
+    return Event(MODEL_DOWNLOAD_PROGRESS, {"download": download, "source": source, "state": state, "name": name,
+                                           "bytes": nbytes, "total": total, **extra})

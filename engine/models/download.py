@@ -40,6 +40,7 @@ from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from ..errors import BadRequest, Busy, Canceled, EngineError, Forbidden, ModelError, NotFound
+from ..events import Event, model_download_progress
 from .registry import MODEL_SUFFIXES, check_name
 
 log = logging.getLogger("paintbridge.download")
@@ -685,10 +686,10 @@ class Downloads:
         self.running: dict[str, Download] = {}
         self._lock = threading.Lock()
 
-    def start(self, source: Source, name: str | None, token: str | None, publish: Callable[[dict], None],
+    def start(self, source: Source, name: str | None, token: str | None, publish: Callable[[Event], None],
               on_started: Callable[[], None]) -> tuple[str, Download]:
-        """Start a download; publish(data) gets every models.download.progress payload (not the end of a
-        download that was never accepted: that is the caller's to report, from d.error)."""
+        """Start a download; publish(event) gets its models.download.progress events, from the download's thread
+        (not the end of a download that was never accepted: that is the caller's to report, from d.error)."""
         import secrets
 
         did = secrets.token_hex(8)
@@ -699,7 +700,7 @@ class Downloads:
             if p.state == "downloading" and now - last[0] < self.EVERY_S:
                 return
             last[0] = now
-            publish(_payload(did, source, p))
+            publish(_event(did, source, p))
 
         d = Download(source, self.root, self.registry, name, token, progress, on_started)
 
@@ -723,7 +724,7 @@ class Downloads:
                 with self._lock:   # gone from list/cancel before its last event goes out
                     self.running.pop(did, None)
             if d.accepted:   # before that, the outcome is the op's reply
-                publish(_payload(did, source, final))
+                publish(_event(did, source, final))
 
         with self._lock:
             self.running[did] = d
@@ -741,8 +742,8 @@ class Downloads:
     def list(self) -> list[dict]:
         with self._lock:
             running = list(self.running.items())
-        return [_payload(did, d.source, Progress("downloading" if d.accepted else "resolving", d.bytes, d.total,
-                                                  d.name)) for did, d in running]
+        return [_event(did, d.source, Progress("downloading" if d.accepted else "resolving", d.bytes, d.total,
+                                                d.name)).data for did, d in running]
 
     def stop(self) -> None:
         """Engine shutdown: stop every download, keeping partial files so the same download resumes later."""
@@ -752,6 +753,5 @@ class Downloads:
             d.cancel(keep_partial=True)
 
 
-def _payload(did: str, source: Source, p: Progress) -> dict:
-    return {"download": did, "source": source.text, "state": p.state, "name": p.name, "bytes": p.bytes,
-            "total": p.total, **p.extra}
+def _event(did: str, source: Source, p: Progress) -> Event:
+    return model_download_progress(did, source.text, p.state, p.name, p.bytes, p.total, **p.extra)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from ..errors import EngineError
+from ..models.download import parse_source
 from ..opspec import Args, op
 
 
@@ -95,44 +97,23 @@ class DownloadArgs(Args):
     token: str | None = Field(default=None, min_length=1, max_length=4096, repr=False)   # never logged or echoed
 
 
-def _downloads(ctx):
-    """The engine's download manager, made on first use (its threads stop, keeping partial files, at shutdown)."""
-    from ..models.download import Downloads
-
-    downloads = ctx.server.services.get("downloads")
-    if downloads is None:
-        registry = _registry(ctx)
-        downloads = Downloads(registry, registry.install_dir or ctx.server.config.data_dir / "models")
-        ctx.server.services["downloads"] = downloads
-
-        async def stop(srv):
-            downloads.stop()
-        ctx.server.on_shutdown(stop)
-    return downloads
-
-
 @op("models.download", DownloadArgs, admin=True, mutating=True)
 async def models_download(ctx, args: DownloadArgs):
     """Download a model (a URL, a Hugging Face OWNER/REPO[/FILE] or starter:NAME) into the data folder, check it
     and register it (admin). Replies once the server's first answer passed the checks → {download, source, name,
     total, resumed_from}; models.download.progress events follow until state done/failed/canceled."""
-    import asyncio
-
-    from ..models.download import parse_source
-
-    _registry(ctx)
-    source = await ctx.server.run_blocking(parse_source, args.source, args.sha256, args.revision)
+    source = await ctx.run_blocking(parse_source, args.source, args.sha256, args.revision)
     loop = asyncio.get_running_loop()
     started = loop.create_future()
     uid = ctx.conn.uid
 
-    def publish(data: dict):
-        loop.call_soon_threadsafe(ctx.server.publish, uid, "models.download.progress", data)
+    def publish(event):   # from the download's thread
+        ctx.app.hub.publish_threadsafe(uid, event)
 
     def on_started():
         loop.call_soon_threadsafe(lambda: started.done() or started.set_result(None))
 
-    did, d = _downloads(ctx).start(source, args.name, args.token, publish, on_started)
+    did, d = ctx.app.downloads.start(source, args.name, args.token, publish, on_started)
     await started
     if not d.accepted:
         raise d.error or EngineError("the download ended before it started")
@@ -148,7 +129,7 @@ class DownloadCancelArgs(Args):
 async def models_download_cancel(ctx, args: DownloadCancelArgs):
     """Stop a running download (admin); its partial file is deleted and a models.download.progress event with
     state canceled follows → {download}."""
-    _downloads(ctx).cancel(args.download)
+    ctx.app.downloads.cancel(args.download)
     return {"download": args.download}
 
 
@@ -156,4 +137,4 @@ async def models_download_cancel(ctx, args: DownloadCancelArgs):
 async def models_download_list(ctx, args):
     """The downloads running now (admin), e.g. for a client that reconnected → {downloads: [{download, source,
     state, name, bytes, total}]}."""
-    return {"downloads": _downloads(ctx).list()}
+    return {"downloads": ctx.app.downloads.list()}
