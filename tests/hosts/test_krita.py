@@ -1,4 +1,5 @@
-"""The Krita plug-in inside real Krita (under Xvfb), against a real engine with a tiny model."""
+"""The Krita plug-in inside real Krita (under Xvfb, with its GUI and event loop), against a real engine with a tiny
+model, on two versions: the machine's Krita 5.1 and Krita 5.2 from the trixie host chroot."""
 
 from __future__ import annotations
 
@@ -10,25 +11,32 @@ import pytest
 
 from engine.plugin_build import build
 
-from .krita.krita_host import find_krita, run_in_krita
+from .krita.krita_host import HOSTS, run_in_krita, unavailable_reason
 from .krita.scripts.pattern import pattern_bgra, pattern_rgba
 
 pytestmark = pytest.mark.host
 SCRIPTS = Path(__file__).parent / "krita" / "scripts"
 
 
+@pytest.fixture(scope="module", params=HOSTS)
+def host(request):
+    """Krita 5.1 (the machine's) and Krita 5.2 (the trixie host chroot)."""
+    why = unavailable_reason(request.param)
+    if why:
+        if os.environ.get("PAINTBRIDGE_REQUIRE_HOSTS") == "1":
+            pytest.fail(f"{why} (PAINTBRIDGE_REQUIRE_HOSTS is set)")
+        pytest.skip(why)
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory):
-    if find_krita() is None:
-        if os.environ.get("PAINTBRIDGE_REQUIRE_HOSTS") == "1":
-            pytest.fail("krita and xvfb-run are required (PAINTBRIDGE_REQUIRE_HOSTS is set)")
-        pytest.skip("krita or xvfb-run not installed (apt-get install krita python3-pyqt5 xvfb xauth)")
     return build("krita", tmp_path_factory.mktemp("krita") / "paintbridge-krita.zip")
 
 
-def test_krita_pixel_facts(plugin_zip):
+def test_krita_pixel_facts(host, plugin_zip):
     """What the plug-in relies on (BGRA, selection masks, positioned layers in a group, the docker), no engine."""
-    res = run_in_krita(plugin_zip, SCRIPTS / "pixel_facts.py", timeout=180)
+    res = run_in_krita(plugin_zip, SCRIPTS / "pixel_facts.py", host=host, timeout=180)
     assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")
     assert res["roundtrip"] and res["is_bgra"]
     assert res["selection_bounds"] == [8, 6, 20, 10] and res["selection_values"] == [0, 255]
@@ -39,7 +47,7 @@ def test_krita_pixel_facts(plugin_zip):
     assert res["paintbridge_docker"] and res["paintbridge_docker_visible"]
 
 
-def test_inpaint_and_pixel_exact_roundtrip_in_krita(plugin_zip, engine_server):
+def test_inpaint_and_pixel_exact_roundtrip_in_krita(host, plugin_zip, engine_server):
     import time
 
     from ..conftest import cli
@@ -48,7 +56,7 @@ def test_inpaint_and_pixel_exact_roundtrip_in_krita(plugin_zip, engine_server):
     cli("users", "--data-dir", d, "add", "kira", "--password", "kira-pw")
     expired = cli("token", "--data-dir", d, "--user", "kira", "--ttl", "1").split()[-1]
     time.sleep(1.1)
-    res = run_in_krita(plugin_zip, SCRIPTS / "inpaint_roundtrip.py", timeout=400,
+    res = run_in_krita(plugin_zip, SCRIPTS / "inpaint_roundtrip.py", host=host, timeout=400,
                        params={"url": engine_server.url, "token": engine_server.token,
                                "model": engine_server.model_name, "expired_token": expired,
                                "username": "kira", "password": "kira-pw"})
@@ -86,7 +94,7 @@ SHIFT_PARAMS = [
     {"name": "name", "type": "str", "node": "o", "field": "name"}]
 
 
-def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
+def test_gallery_and_workflows_in_krita(host, plugin_zip, engine_server):
     """The docker's Gallery (thumbnails, search, star, Use settings, Add to document, paging) and Workflows
     (a form built from the schema, a field error that queues nothing, a run whose result is applied)."""
     from ..test_gallery import new_user
@@ -98,7 +106,7 @@ def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
                                   "params": PARAMS})
         c.call("workflows.save", {"name": "KritaShift", "description": "move the selected pixels",
                                   "graph": SHIFT, "params": SHIFT_PARAMS})
-        res = run_in_krita(plugin_zip, SCRIPTS / "gallery_workflow.py", timeout=500,
+        res = run_in_krita(plugin_zip, SCRIPTS / "gallery_workflow.py", host=host, timeout=500,
                            params={"url": engine_server.url, "token": c.token, "model": engine_server.model_name,
                                    "fox": "KritaFox", "shift": "KritaShift", "lora": "tiny-lora-sd15"})
         assert res["ok"], res.get("error", "") + "\n" + str(res.get("messages")) + "\n" + res.get("log", "")
@@ -176,10 +184,10 @@ def test_gallery_and_workflows_in_krita(plugin_zip, engine_server):
         c.close()
 
 
-def test_outpaint_preview_and_upscaler_in_krita(plugin_zip, engine_server):
+def test_outpaint_preview_and_upscaler_in_krita(host, plugin_zip, engine_server):
     """Outpaint from the docker (with the live preview and progress), then Upscale through an upscaler model
     picked in the docker: the pickers hold main models and upscalers apart."""
-    res = run_in_krita(plugin_zip, SCRIPTS / "outpaint_upscale.py", timeout=150,
+    res = run_in_krita(plugin_zip, SCRIPTS / "outpaint_upscale.py", host=host, timeout=150,
                        params={"url": engine_server.url, "token": engine_server.token,
                                "model": engine_server.model_name, "upscaler": "tiny-esrgan"})
     assert res["ok"], res.get("error", "") + "\n" + str(res.get("messages")) + "\n" + res.get("log", "")
