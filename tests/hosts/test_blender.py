@@ -1,11 +1,13 @@
-"""The Blender add-on inside a real headless Blender, on two hosts (see blender_host.py):
+"""The Blender add-on inside a real Blender, on three hosts (see blender_host.py):
 
-  blender  `blender -b --factory-startup` (Debian's 3.4), the zip installed as a legacy add-on
-  bpy42    Blender 4.2 LTS as a Python module (tests/hosts/blender/setup_bpy.sh), the zip installed as a 4.2
-           extension (manifest checked, module bl_ext.user_default.paintbridge)
+  blender    `blender -b --factory-startup` (Debian 12's 3.4), the zip installed as a legacy add-on
+  blender43  the Blender 4.3 program from the trixie host chroot (tests/hosts/chroot/setup_chroot.sh), without
+             numpy like every Debian Blender, the zip installed as an extension
+  bpy42      Blender 4.2 LTS as a Python module (tests/hosts/blender/setup_bpy.sh), the zip installed as a 4.2
+             extension (manifest checked, module bl_ext.user_default.paintbridge)
 
-A host that is missing is skipped, unless PAINTBRIDGE_REQUIRE_HOSTS=1 (then it fails). Blender's Python must
-have numpy for the pixel-fact checks (official builds do; on Debian: apt-get install python3-numpy).
+and with the UI and its event loop (no -b, under Xvfb) on the two programs: test_generate_in_the_ui_event_loop.
+A host that is missing is skipped, unless PAINTBRIDGE_REQUIRE_HOSTS=1 (then it fails).
 """
 
 from __future__ import annotations
@@ -20,24 +22,35 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE / "blender"))
 
-from blender_host import HOSTS, SCRIPTS, describe_failure, find_host, run_in_blender  # noqa: E402
+from blender_host import (GUI_HOSTS, HOSTS, SCRIPTS, describe_failure, run_in_blender,  # noqa: E402
+                           unavailable_reason)
 
 pytestmark = pytest.mark.host
 
-MISSING = {"blender": "Blender not installed (apt-get install blender, or set PAINTBRIDGE_BLENDER)",
-           "bpy42": "bpy 4.2 venv missing (run tests/hosts/blender/setup_bpy.sh)"}
 # where each host puts the installed zip, under the isolated user directory
 INSTALLED_AT = {"blender": ("scripts/addons/paintbridge", "paintbridge"),
+                "blender43": ("extensions/user_default/paintbridge", "bl_ext.user_default.paintbridge"),
                 "bpy42": ("extensions/user_default/paintbridge", "bl_ext.user_default.paintbridge")}
+VERSION = {"blender": "3.", "blender43": "4.3", "bpy42": "4.2"}
+
+
+def _require(host, gui=False):
+    why = unavailable_reason(host, gui)
+    if why:
+        if os.environ.get("PAINTBRIDGE_REQUIRE_HOSTS") == "1":
+            pytest.fail(f"{why} and PAINTBRIDGE_REQUIRE_HOSTS=1")
+        pytest.skip(why)
+    return host
 
 
 @pytest.fixture(scope="session", params=HOSTS)
 def host(request):
-    if find_host(request.param) is None:
-        if os.environ.get("PAINTBRIDGE_REQUIRE_HOSTS") == "1":
-            pytest.fail(f"{MISSING[request.param]} and PAINTBRIDGE_REQUIRE_HOSTS=1")
-        pytest.skip(MISSING[request.param])
-    return request.param
+    return _require(request.param)
+
+
+@pytest.fixture(scope="session", params=GUI_HOSTS)
+def gui_host(request):
+    return _require(request.param, gui=True)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +70,7 @@ def test_pixel_facts(host):
     out = _run(host, None, "pixel_facts.py", 60)
     assert out["startup_s"] < 30
     assert out["result"]["ref_after_undo"] == "ReferenceError"
-    assert out["blender_version"].startswith("4.2" if host == "bpy42" else "3.")
+    assert out["blender_version"].startswith(VERSION[host])
 
 
 def test_addon_installs_and_places_results(host, addon_zip, tmp_path):
@@ -195,3 +208,16 @@ def test_gallery_and_workflows(host, addon_zip, engine_server, tmp_path):
     assert r["workflow_recalled"] == {"workflow": names["fox"], "prompt": f"a gallery fox {nonce}", "seed": 5,
                                       "cfg": 4.5, "scheduler": "ddim", "message": r["workflow_recalled"]["message"]}
     assert not r["last_error"] and r["thumbs_freed"]
+
+
+def test_generate_in_the_ui_event_loop(gui_host, addon_zip, engine_server, tmp_path):
+    """Blender with its UI (no -b): the add-on's own timer brings the job's progress and result in - nothing calls
+    drain() - and the result is shown in the Image Editor; no job stays active afterwards."""
+    out = _run(gui_host, addon_zip, "ui_loop.py", timeout=400, user_dir=tmp_path / "u", gui=True,
+               params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name})
+    r = out["result"]
+    assert r["background"] is False and out["stage"] == "done"
+    assert r["result"] == {"size": [64, 48], "packed": True, "shown": True}
+    assert r["statuses"][0] in ("sending", "submitted", "queued") and "running" in r["statuses"], r["statuses"]
+    assert r["job_status"] == ["done"] and r["active_jobs"] == r["active_jobs_later"] == 0
+    assert r["results_later"] == 1

@@ -1,8 +1,9 @@
-"""Run scripts inside a real, headless Blender with a Paintbridge add-on installed.
+"""Run scripts inside a real Blender with a Paintbridge add-on installed: headless, or with its UI under Xvfb.
 
     result = run_in_blender(addon_zip, script_path, timeout=120, params={...})
+    result = run_in_blender(addon_zip, script_path, gui=True, ...)       # the UI and its event loop, timers firing
 
-starts `blender -b --factory-startup` with an isolated user configuration (BLENDER_USER_CONFIG,
+starts `blender -b --factory-startup` (or, with gui=True, `blender --factory-startup` under xvfb-run) with an isolated user configuration (BLENDER_USER_CONFIG,
 BLENDER_USER_SCRIPTS, BLENDER_USER_DATAFILES point into a temporary directory, so nothing of the real user's
 Blender set-up is read or written), installs the add-on zip with bpy.ops.preferences.addon_install, enables it
 with bpy.ops.preferences.addon_enable, runs the script (see bootstrap.py for the globals it gets) and returns
@@ -19,14 +20,22 @@ the JSON result as a dict:
 No pytest dependency: usable from a plain Python prompt too. Blender is found through $PAINTBRIDGE_BLENDER or
 `blender` on PATH (find_blender()).
 
-Two hosts run the same scripts (host=...):
-  "blender"  `blender -b --factory-startup` (Debian's 3.4); the zip is installed as a legacy add-on, so its
+Three hosts run the same scripts (host=...):
+  "blender"  `blender -b --factory-startup` (Debian 12's 3.4); the zip is installed as a legacy add-on, so its
              module is the zip's top-level package ("paintbridge").
+  "blender43" the Blender 4.3 program from the trixie host chroot (tests/hosts/chroot/setup_chroot.sh), Debian 13's
+             package: no numpy, like every Debian/Ubuntu Blender. The zip is installed as a 4.2+ extension (see
+             "bpy42"). The run's files are bound into the chroot at their own paths (tests/hosts/chroot/trixie.py).
   "bpy42"    Blender 4.2 LTS as a Python module (`python bootstrap.py` with `import bpy`) from the venv that
              setup_bpy.sh makes (find_bpy42()); the zip is installed as a 4.2 *extension* with
              bpy.ops.extensions.package_install_files into the "user_default" repository, so its manifest is
              validated and its module is "bl_ext.user_default.<manifest id>". BLENDER_USER_RESOURCES (4.2+)
              keeps config, scripts and extensions in the isolated user directory.
+
+gui=True ("blender" and "blender43"): Blender starts without -b under Xvfb, so its window manager runs, timers
+fire and the add-on drains its session on its own. bootstrap.py runs the script at start-up; a script that
+defines STEPS (a generator) is then stepped from a bpy.app.timers timer - each `yield` gives the event loop
+control for the number of seconds yielded - and Blender exits when it ends.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -44,9 +54,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BOOTSTRAP = HERE / "bootstrap.py"
 SCRIPTS = HERE / "scripts"
+sys.path.insert(0, str(HERE.parent / "chroot"))
+import trixie  # noqa: E402
 
-
-HOSTS = ("blender", "bpy42")
+HOSTS = ("blender", "blender43", "bpy42")
+GUI_HOSTS = ("blender", "blender43")            # bpy as a module has no window
+CHROOT_BLENDER = "/usr/bin/blender"
 BPY42_VENV = "/var/cache/paintbridge/bpy-4.2"   # made by setup_bpy.sh
 EXTENSION_REPO = "user_default"                 # the local repository 4.2 creates by default
 
@@ -65,7 +78,20 @@ def find_bpy42() -> str | None:
 def find_host(host: str) -> str | None:
     if host not in HOSTS:
         raise ValueError(f"unknown host {host!r}: choose one of {', '.join(HOSTS)}")
+    if host == "blender43":
+        return None if trixie.unavailable_reason(CHROOT_BLENDER) else CHROOT_BLENDER
     return find_blender() if host == "blender" else find_bpy42()
+
+
+def unavailable_reason(host: str, gui: bool = False) -> str | None:
+    """Why `host` cannot run here (None when it can)."""
+    if gui and not shutil.which("xvfb-run"):
+        return "xvfb-run not installed (apt-get install xvfb xauth)"
+    if find_host(host):
+        return None
+    return {"blender": "Blender not installed (apt-get install blender, or set PAINTBRIDGE_BLENDER)",
+            "blender43": trixie.unavailable_reason(CHROOT_BLENDER),
+            "bpy42": "bpy 4.2 venv missing (run tests/hosts/blender/setup_bpy.sh)"}[host]
 
 
 def extension_module_name(addon_zip: str | os.PathLike) -> str:
@@ -101,21 +127,25 @@ def run_in_blender(
     env: dict | None = None,
     blender: str | None = None,
     host: str = "blender",
+    gui: bool = False,
 ) -> dict:
     """Run `script_path` in headless Blender; see the module docstring for the returned dict.
 
     addon_zip: zip to install and enable, or None to run the script in bare Blender.
     host: "blender" (legacy add-on in `blender -b`) or "bpy42" (extension in bpy 4.2); `blender` overrides the
       executable (the Blender binary, or the bpy venv's python).
+    gui: run with the UI under Xvfb (not -b); see the module docstring.
     blend_file: a .blend to open before the script runs (e.g. one saved by an earlier run).
     user_dir: reuse an isolated user directory from an earlier run (token files, installed add-on); by default a
       fresh temporary one is made and removed afterwards unless the run failed or PAINTBRIDGE_KEEP_TMP=1.
     """
     exe = blender or find_host(host)
     if not exe:
-        raise FileNotFoundError("bpy 4.2 venv not found (run tests/hosts/blender/setup_bpy.sh)" if host == "bpy42"
-                                else "blender not found (set PAINTBRIDGE_BLENDER or put blender on PATH)")
-    extension = host == "bpy42"
+        raise FileNotFoundError(unavailable_reason(host))
+    if gui and host not in GUI_HOSTS:
+        raise ValueError(f"{host} has no UI to run")
+    bpy_module = host == "bpy42"
+    extension = host in ("bpy42", "blender43")
     own_dir = user_dir is None
     root = Path(user_dir) if user_dir else Path(tempfile.mkdtemp(prefix="pb-blender-"))
     for sub in ("config", "scripts", "datafiles", "work"):
@@ -131,10 +161,11 @@ def run_in_blender(
         "addon_zip": str(Path(addon_zip).resolve()) if addon_zip else None,
         "module": module,
         "install_as": "extension" if extension else "addon",
-        "bpy_module": extension,
+        "bpy_module": bpy_module,
+        "gui": gui,
         "extension_repo": EXTENSION_REPO,
         # bpy as a module opens no file from the command line: bootstrap.py opens it
-        "blend_file": str(Path(blend_file).resolve()) if blend_file and extension else None,
+        "blend_file": str(Path(blend_file).resolve()) if blend_file and bpy_module else None,
         "script_path": str(Path(script_path).resolve()),
         "result_path": str(result_path),
         "work_dir": str(root / "work"),
@@ -158,14 +189,25 @@ def run_in_blender(
     if env:
         run_env.update(env)
 
-    if extension:
+    if bpy_module:
         # `import bpy` starts Blender; it reads no userpref.blend (checked on 4.2), and the user dirs are isolated
         cmd = [exe, str(BOOTSTRAP), "--", str(config_path)]
     else:
-        cmd = [exe, "-b", "--factory-startup", "--python-exit-code", "1"]
+        cmd = [exe, *([] if gui else ["-b"]), "--factory-startup", "--python-exit-code", "1"]
         if blend_file:
-            cmd.append(str(blend_file))
+            cmd.append(str(Path(blend_file).resolve()))
         cmd += ["--python", str(BOOTSTRAP), "--", str(config_path)]
+    if host == "blender43":
+        # Blender gets only our variables; the run's files are bound into the chroot at their own paths
+        ours = {k: run_env[k] for k in ("BLENDER_USER_CONFIG", "BLENDER_USER_SCRIPTS", "BLENDER_USER_DATAFILES",
+                                        "BLENDER_USER_RESOURCES", "PYTHONNOUSERSITE")}
+        ours.update(env or {})
+        binds = [HERE, Path(script_path).resolve().parent, root]
+        binds += [Path(p).resolve().parent for p in (addon_zip, blend_file) if p]
+        cmd = trixie.command(cmd, env=trixie.base_env(home=root / "work", **ours), binds=binds, display=gui)
+    if gui:
+        # -noreset: a resetting Xvfb can drop the next connection while a program opens and closes some
+        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24 -nolisten tcp -noreset", *cmd]
 
     t_launch = time.time()
     proc = subprocess.Popen(

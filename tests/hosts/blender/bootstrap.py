@@ -13,6 +13,11 @@ The test script runs with these globals:
   WORK_DIR      a scratch directory private to this run
 and `__name__ == "__main__"`. An uncaught exception (including AssertionError) fails the run; its traceback is
 in the result's "traceback".
+
+With the UI (config "gui", Blender started without -b), a script may define STEPS, a generator: after the script
+body it is stepped from a bpy.app.timers timer while Blender's event loop runs (the add-on's own timers fire in
+between); each `yield` returns control for the seconds yielded (None: at once). When it ends, or raises, the
+result is written and Blender exits.
 """
 
 import json
@@ -108,6 +113,10 @@ def _main() -> int:
         with open(config["script_path"], encoding="utf-8") as fh:
             code = compile(fh.read(), config["script_path"], "exec")
         exec(code, globs)
+        if config.get("gui") and globs.get("STEPS") is not None:
+            out["stage"] = "event loop"
+            _step_in_event_loop(globs["STEPS"], out, write, t)
+            return None
         out["timings"]["script"] = time.time() - t
         out["stage"] = "done"
         out["ok"] = True
@@ -136,4 +145,29 @@ def _raise(exc):
     raise exc
 
 
-sys.exit(_main())
+def _step_in_event_loop(steps, out, write, t_script):
+    import bpy
+
+    def tick():
+        try:
+            delay = next(steps)
+            return 0.0 if delay is None else float(delay)
+        except StopIteration:
+            out["stage"], out["ok"], status = "done", True, 0
+        except BaseException as exc:  # noqa: BLE001
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            out["traceback"] = traceback.format_exc()
+            status = 1
+        out["timings"]["script"] = time.time() - t_script
+        out["t_end"] = time.time()
+        write()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)   # at once: no "save changes?" on quit, no wait for the add-on's threads
+
+    bpy.app.timers.register(tick, first_interval=0.0)
+
+
+_status = _main()
+if _status is not None:
+    sys.exit(_status)

@@ -1,10 +1,27 @@
-"""Checks, in real Blender, the image facts the add-on relies on. Runs in bare Blender (no add-on)."""
+"""Checks, in real Blender, the image facts the add-on relies on. Runs in bare Blender (no add-on).
+
+No numpy: Debian's Blender has none (array.array('f') is what the add-on uses there).
+"""
 
 import os
+from array import array
 
 import bpy
-import numpy as np
 from _png import read_rgba, write_rgba
+
+
+def floats(n):
+    return array("f", bytes(4 * n))
+
+
+def to_bytes(values):
+    return bytes(round(v * 255) for v in values)
+
+
+def rows_flipped(data, w):
+    """Top-down rows <-> bottom-up rows."""
+    rows = [data[i:i + 4 * w] for i in range(0, len(data), 4 * w)]
+    return b"".join(reversed(rows))
 
 R = RESULT
 W, H = 4, 3
@@ -20,38 +37,35 @@ write_rgba(src, W, H, pattern)
 # 1. A loaded 8-bit PNG: byte buffer, sRGB, straight alpha, values byte/255, rows bottom-up.
 img = bpy.data.images.load(src)
 assert (img.is_float, img.colorspace_settings.name, img.alpha_mode) == (False, "sRGB", "STRAIGHT")
-a = np.empty(W * H * 4, np.float32)
+a = floats(W * H * 4)
 img.pixels.foreach_get(a)
-got = np.round(a * 255).astype(np.uint8).reshape(H, W, 4)
-top_down = np.frombuffer(pattern, np.uint8).reshape(H, W, 4)
-assert np.array_equal(got, top_down[::-1]), "rows are bottom-up"
-assert np.array_equal(a, np.frombuffer(pattern, np.uint8).reshape(H, W, 4)[::-1].ravel() * np.float32(1 / 255)) or \
-    np.abs(a * 255 - got.ravel()).max() < 1e-4
+got = to_bytes(a)
+assert rows_flipped(got, W) == pattern, "rows are bottom-up"
+assert max(abs(v * 255 - g) for v, g in zip(a, got)) < 1e-4
 R["loaded_png"] = "byte, sRGB, straight, bottom-up, value = byte/255"
 
 # 2. New byte image: every byte value survives foreach_set(v/255) -> foreach_get -> round(x*255); colour under
 #    alpha 0 is kept (straight alpha).
 b = bpy.data.images.new("bytes", 16, 16, alpha=True, float_buffer=False)
 assert (b.is_float, b.colorspace_settings.name, b.alpha_mode) == (False, "sRGB", "STRAIGHT")
-allv = (np.arange(1024) % 256).astype(np.uint8)
-b.pixels.foreach_set(allv.astype(np.float32) / np.float32(255))
-r = np.empty(1024, np.float32)
+allv = bytes(i % 256 for i in range(1024))
+b.pixels.foreach_set(array("f", [v / 255 for v in allv]))
+r = floats(1024)
 b.pixels.foreach_get(r)
-assert np.array_equal(np.round(r * 255).astype(np.uint8), allv)
-b.pixels.foreach_set(np.tile(np.array([1, 0.5, 0.25, 0], np.float32), 256))
+assert to_bytes(r) == allv
+b.pixels.foreach_set(array("f", [1, 0.5, 0.25, 0] * 256))
 b.pixels.foreach_get(r)
-assert np.array_equal(np.round(r[:4] * 255), [255, 128, 64, 0]), r[:4]
+assert list(to_bytes(r[:4])) == [255, 128, 64, 0], r[:4]
 R["byte_roundtrip"] = "exact for all 256 values; colour under alpha 0 kept"
 
-# 3. foreach_get wants float32 (float64 raises TypeError); array.array('f') works as well as numpy.
+# 3. foreach_get wants float32 (float64 raises TypeError); array.array('f') works.
 try:
-    b.pixels.foreach_get(np.empty(1024, np.float64))
+    b.pixels.foreach_get(array("d", bytes(1024 * 8)))
     R["float64"] = "accepted"
 except TypeError as exc:
     R["float64"] = f"TypeError: {exc}"
-import array  # noqa: E402
 
-aa = array.array("f", bytes(1024 * 4))
+aa = floats(1024)
 b.pixels.foreach_get(aa)
 assert aa[0] == 1.0
 R["array_f"] = "works"
@@ -60,15 +74,15 @@ R["array_f"] = "works"
 f = bpy.data.images.new("floats", 4, 3, alpha=True, float_buffer=True)
 # (the scene-linear space is called "Linear" up to 3.x and "Linear Rec.709" from 4.0)
 assert f.is_float and f.colorspace_settings.name in ("Linear", "Linear Rec.709"), f.colorspace_settings.name
-vals = np.linspace(0, 1, 48, dtype=np.float32)
+vals = array("f", [i / 47 for i in range(48)])
 f.pixels.foreach_set(vals)
-rf = np.empty(48, np.float32)
+rf = floats(48)
 f.pixels.foreach_get(rf)
-assert np.array_equal(rf, vals)
+assert rf == vals
 
 # 5. Saving a byte image writes the bottom Blender row last (PNG top row = Blender's last row).
 b2 = bpy.data.images.new("orient", 2, 2, alpha=True)
-b2.pixels.foreach_set(np.array([1, 0, 0, 1] * 2 + [0, 1, 0, 1] * 2, np.float32))  # bottom row red
+b2.pixels.foreach_set(array("f", [1, 0, 0, 1] * 2 + [0, 1, 0, 1] * 2))  # bottom row red
 out_png = os.path.join(WORK_DIR, "orient.png")
 b2.filepath_raw = out_png
 b2.file_format = "PNG"
@@ -80,10 +94,10 @@ assert data[:4] == bytes((0, 255, 0, 255)) and data[8:12] == bytes((255, 0, 0, 2
 #    until pack() is called again (is_dirty shows it). Images need a user (or fake user) to be saved.
 g = bpy.data.images.new("packed", 5, 2, alpha=True)
 g.use_fake_user = True
-g.pixels.foreach_set(np.full(40, 0.2, np.float32))
+g.pixels.foreach_set(array("f", [0.2] * 40))
 g.pack()
 R["pack_generated"] = {"source": g.source, "format": g.file_format, "size": g.packed_file.size}
-g.pixels.foreach_set(np.full(40, 0.6, np.float32))
+g.pixels.foreach_set(array("f", [0.6] * 40))
 R["dirty_after_set"] = g.is_dirty
 g.pack()
 R["dirty_after_repack"] = g.is_dirty
@@ -94,7 +108,7 @@ R["dirty_after_repack"] = g.is_dirty
 win = bpy.context.window_manager.windows[0]
 g["rev"] = 1
 bpy.ops.ed.undo_push(message="before")
-g.pixels.foreach_set(np.full(40, 0.8, np.float32))
+g.pixels.foreach_set(array("f", [0.8] * 40))
 g.pack()
 g["rev"] = 2
 bpy.ops.ed.undo_push(message="after")
@@ -106,10 +120,11 @@ try:
 except ReferenceError:
     R["ref_after_undo"] = "ReferenceError"
 g = bpy.data.images["packed"]
-g.pixels.foreach_get(r[:40])
+r = floats(40)
+g.pixels.foreach_get(r)
 R["buffer_after_undo"] = float(r[0])
 g.reload()
-g.pixels.foreach_get(r[:40])
+g.pixels.foreach_get(r)
 R["buffer_after_undo_reload"] = float(r[0])
 R["rev_after_undo"] = g.get("rev")
 assert abs(R["buffer_after_undo_reload"] - 0.6) < 0.01 and R["rev_after_undo"] == 1
