@@ -1,6 +1,7 @@
-"""The GIMP 3 plug-in inside real GIMP 3.0 (gimp-console, batch mode) from the Debian 13 chroot.
+"""The GIMP 3 plug-in inside real GIMP 3.0 (gimp-console, batch mode; and gimp-3.0 with its GUI under Xvfb) from
+the trixie host chroot.
 
-Build the chroot once with `sudo tests/hosts/gimp/setup_chroot.sh`. Without it these tests skip, unless
+Build the chroot once with `sudo tests/hosts/chroot/setup_chroot.sh`. Without it these tests skip, unless
 PAINTBRIDGE_REQUIRE_HOSTS is set (CI on a prepared machine), in which case they fail.
 
 The plug-in is installed the way users get it: `paintbridge plugin build gimp` (engine.plugin_build), unzipped
@@ -819,3 +820,43 @@ def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
     assert "Fox" in out["wf_status"] and out["wf_recall"] == ["Fox", {"steps": 4}]
     kinds = [c[0] for c in out["calls"]]
     assert kinds == ["list", "images.star", "recall", "list"] and out["calls"][-1][1]["cursor"] == "c1"
+
+
+# ---- GIMP with its GUI (gimp-3.0 under Xvfb) ------------------------------------------------------------------------
+
+@pytest.mark.host
+@needs_gimp
+def test_plugin_in_gimp_gui(gimp, gimp_plugin, engine_server):
+    """The same procedures in GIMP with its windows: the image has a display, the procedure runs from GIMP's own
+    main loop (as after a menu click, progress in that window's status bar), and its layer lands pixel-exact."""
+    why = gimp.unavailable_reason(gui=True)
+    if why:
+        (pytest.fail if REQUIRED else pytest.skip)(why)
+    res = gimp.run_batch(gimp_script(r'''
+W, H = 40, 24
+img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+base = Gimp.Layer.new(img, "base", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(base, None, 0)
+put(base, pattern(W, H, 5))
+display = Gimp.Display.new(img)
+try:
+    OUT["display"] = display.is_valid()
+    expected = get(base, 4, 2, 20, 12)
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 2, 20, 12)
+    OUT["run"] = run("paintbridge-refine", img, [base], strength=0.0, steps=1, model=os.environ["PB_MODEL"],
+                     server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
+    top = img.get_layers()[0]
+    ok, x, y = top.get_offsets()
+    OUT["placed"] = [x, y, top.get_width(), top.get_height()]
+    OUT["exact"] = get(top) == expected
+    OUT["display_after"] = display.is_valid()
+finally:
+    display.delete()
+'''), plugins=[gimp_plugin], env=_engine_env(engine_server), gui=True, timeout=300)
+    res.check()
+    out = res.result
+    assert isinstance(out, dict), f"the GIMP script wrote no result\n{res.output[-4000:]}"
+    assert "exception" not in out, out["exception"] + "\n--- GIMP output ---\n" + res.output[-4000:]
+    assert out["display"] and out["display_after"]
+    assert out["run"]["status"] == "success", out["run"]
+    assert out["placed"] == [4, 2, 20, 12] and out["exact"]

@@ -49,11 +49,11 @@ def root() -> Path:
     return Path(os.environ.get("PAINTBRIDGE_HOST_ROOT") or os.environ.get("PAINTBRIDGE_GIMP_ROOT") or DEFAULT_ROOT)
 
 
-def unavailable_reason(program: str) -> str | None:
+def unavailable_reason(program: str, chroot: os.PathLike | None = None) -> str | None:
     """Why `program` (an absolute path inside the chroot) cannot be run there, or None."""
     if os.geteuid() != 0:
         return "the trixie host chroot needs root (unshare, chroot)"
-    r = root()
+    r = Path(chroot) if chroot else root()
     if not (r / ".paintbridge-ready").is_file() or not (r / program.lstrip("/")).exists():
         return (f"{program} not found in the trixie host chroot at {r}; build it with `sudo {SETUP}` "
                 f"(or set PAINTBRIDGE_HOST_ROOT)")
@@ -67,12 +67,13 @@ def base_env(home: str | os.PathLike = "/root", **extra) -> dict:
     return env
 
 
-def command(argv: list[str], *, env: dict, binds=(), display: bool = False) -> list[str]:
-    """The argv that runs `argv` inside the chroot (see the module docstring)."""
+def command(argv: list[str], *, env: dict, binds=(), display: bool = False,
+            chroot: os.PathLike | None = None) -> list[str]:
+    """The argv that runs `argv` inside the chroot (`chroot`, default root()); see the module docstring."""
     paths = sorted({str(Path(b).resolve()) for b in binds})
     # a path under another bound path is already visible
     paths = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
     # PB_DISPLAY is read by ENTER in the namespace, before env -i; the launcher (xvfb-run) sets DISPLAY there
     prefix = ["env", "PB_DISPLAY=1"] if display else []
     return [*prefix, "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", ENTER, "sh",
-            str(root()), *paths, "--", *[f"{k}={v}" for k, v in env.items()], *argv]
+            str(chroot or root()), *paths, "--", *[f"{k}={v}" for k, v in env.items()], *argv]

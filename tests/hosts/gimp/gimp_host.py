@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Run GIMP 3 (batch, no display) inside the Debian 13 chroot built by setup_chroot.sh.
+"""Run GIMP 3 inside the trixie host chroot (tests/hosts/chroot/setup_chroot.sh): batch mode without a display
+(gimp-console-3.0), or GIMP's GUI under Xvfb (gimp-3.0, gui=True).
 
 Library use (tests)::
 
     from tests.hosts.gimp.gimp_host import GimpHost
-    host = GimpHost()                       # $PAINTBRIDGE_GIMP_ROOT or /var/cache/paintbridge/gimp3-root
+    host = GimpHost()                       # $PAINTBRIDGE_HOST_ROOT or /var/cache/paintbridge/trixie-root
     if not host.available(): pytest.skip(host.unavailable_reason())
     res = host.run_batch(script, plugins=["plugins/gimp/paintbridge"], timeout=120)
+    res = host.run_batch(script, plugins=[...], gui=True)    # the same script in GIMP with its windows
     res.stdout, res.stderr, res.returncode, res.result   # result: JSON the script wrote to $PAINTBRIDGE_RESULT
 
 Command line::
@@ -16,10 +18,14 @@ Command line::
 The script is Python run by GIMP's python-fu-eval batch interpreter (``Gimp``, ``Gegl``... must be imported
 by the script itself). It runs inside the chroot as root with HOME=/root; the chroot shares the host's
 network namespace, so a server on 127.0.0.1 is reachable. The environment variable PAINTBRIDGE_RESULT names a
-file (inside the chroot) where the script may write JSON; it is read back into ``BatchResult.result``.
+file where the script may write JSON; it is read back into ``BatchResult.result``.
 
-Runs are serialized with a lock file (they share one GIMP profile). proc and a tmpfs /dev/shm are mounted for
-the run and unmounted afterwards, even on timeout.
+With gui=True GIMP starts with its windows on the machine's Xvfb and runs the batch script from its own main
+loop once the GUI is up, so procedures run the way a menu click runs them (progress in the image window's status
+bar when the image has a display).
+
+Runs are serialized with a lock file (they share one GIMP profile). Each run has its own mount namespace
+(proc, /dev/shm, /tmp: see tests/hosts/chroot/trixie.py), gone when the run ends, even on timeout.
 """
 from __future__ import annotations
 
@@ -33,12 +39,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from pathlib import Path
 
-DEFAULT_ROOT = "/var/cache/paintbridge/gimp3-root"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "chroot"))
+import trixie  # noqa: E402
+
 GIMP = "/usr/bin/gimp-console-3.0"
+GIMP_GUI = "/usr/bin/gimp-3.0"
 PLUGIN_DIR = "root/.config/GIMP/3.0/plug-ins"
 
 
@@ -64,24 +73,15 @@ class BatchResult:
         return self
 
 
-def _mounted(path: Path) -> bool:
-    target = str(path)
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == target for line in f if len(line.split()) > 1)
-
-
 class GimpHost:
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root or os.environ.get("PAINTBRIDGE_GIMP_ROOT") or DEFAULT_ROOT)
+        self.root = Path(root) if root else trixie.root()
 
     # --- availability -------------------------------------------------------------------------------
-    def unavailable_reason(self) -> str | None:
-        if os.geteuid() != 0:
-            return "GIMP host tests need root (chroot)"
-        if not (self.root / ".paintbridge-ready").is_file() or not (self.root / GIMP.lstrip("/")).exists():
-            return (f"GIMP 3 chroot not found at {self.root}; build it with "
-                    f"`sudo tests/hosts/gimp/setup_chroot.sh` (or set PAINTBRIDGE_GIMP_ROOT)")
-        return None
+    def unavailable_reason(self, gui: bool = False) -> str | None:
+        if gui and not shutil.which("xvfb-run"):
+            return "xvfb-run not installed (apt-get install xvfb xauth)"
+        return trixie.unavailable_reason(GIMP_GUI if gui else GIMP, self.root)
 
     def available(self) -> bool:
         return self.unavailable_reason() is None
@@ -110,44 +110,21 @@ class GimpHost:
     # --- running ------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _session(self):
-        lock_path = self.root.parent / f".{self.root.name}.run.lock"
+        lock_path = self.root.parent / f".{self.root.name}.gimp.lock"
         with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            mounted = []
-            try:
-                for target, args in ((self.root / "proc", ["-t", "proc", "proc"]),
-                                     (self.root / "dev/shm", ["-t", "tmpfs", "-o", "mode=1777,size=2g", "shm"])):
-                    target.mkdir(parents=True, exist_ok=True)
-                    if not _mounted(target):
-                        subprocess.run(["mount", *args, str(target)], check=True)
-                        mounted.append(target)
-                yield
-            finally:
-                for target in reversed(mounted):
-                    if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
-                        subprocess.run(["umount", "-l", str(target)], capture_output=True)
-
-    def _env(self, extra: dict | None) -> list[str]:
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            "HOME": "/root",
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "GIO_USE_VFS": "local",
-            "NO_AT_BRIDGE": "1",
-        }
-        env.update({k: str(v) for k, v in (extra or {}).items()})
-        return [f"{k}={v}" for k, v in env.items()]
+            fcntl.flock(lock, fcntl.LOCK_EX)   # one GIMP profile: one run at a time
+            yield
 
     def run_in_root(self, argv: list[str], *, stdin: str | None = None, timeout: float = 120,
-                    env: dict | None = None) -> BatchResult:
-        """Run any command inside the chroot (proc and /dev/shm mounted)."""
-        why = self.unavailable_reason()
+                    env: dict | None = None, binds=(), gui: bool = False) -> BatchResult:
+        """Run any command inside the chroot; with gui=True on a fresh Xvfb display (xvfb-run)."""
+        why = self.unavailable_reason(gui)
         if why:
             raise RuntimeError(why)
-        cmd = ["chroot", str(self.root), "/usr/bin/env", "-i", *self._env(env), *argv]
+        cmd = trixie.command(argv, env=trixie.base_env(PYTHONUNBUFFERED=1, GIO_USE_VFS="local", **(env or {})),
+                             binds=binds, display=gui, chroot=self.root)
+        if gui:
+            cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24 -nolisten tcp -noreset", *cmd]
         with self._session():
             t0 = time.monotonic()
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -174,25 +151,27 @@ class GimpHost:
                 continue
 
     def run_batch(self, script: str, *, plugins=(), timeout: float = 180, env: dict | None = None,
-                  extra_args: list[str] | None = None) -> BatchResult:
-        """Run `script` through gimp-console-3.0's python-fu-eval batch interpreter; plug-in folders in
-        `plugins` are installed first. Does not raise on failure: call ``.check()``."""
+                  extra_args: list[str] | None = None, gui: bool = False) -> BatchResult:
+        """Run `script` through GIMP's python-fu-eval batch interpreter: gimp-console-3.0 without a display, or
+        with gui=True gimp-3.0 with its windows under Xvfb. Plug-in folders in `plugins` are installed first.
+        Does not raise on failure: call ``.check()``."""
         for p in plugins:
             self.install_plugin(p)
-        token = uuid.uuid4().hex
-        result_in_root = f"/tmp/pb-result-{token}.json"
-        result_host = self.root / result_in_root.lstrip("/")
+        work = Path(tempfile.mkdtemp(prefix="pb-gimp-"))
+        result = work / "result.json"
         env = dict(env or {})
-        env["PAINTBRIDGE_RESULT"] = result_in_root
-        argv = [GIMP, "-i", "--no-splash", *(extra_args or []),
+        env["PAINTBRIDGE_RESULT"] = str(result)
+        argv = [GIMP_GUI if gui else GIMP, *([] if gui else ["-i"]), "--no-splash", *(extra_args or []),
                 "--batch-interpreter", "python-fu-eval", "-b", "-", "--quit"]
-        res = self.run_in_root(argv, stdin=script, timeout=timeout, env=env)
-        if result_host.exists():
-            try:
-                res.result = json.loads(result_host.read_text())
-            except ValueError as e:
-                res.result = {"_unparsable": str(e), "_text": result_host.read_text()[:2000]}
-            result_host.unlink()
+        try:
+            res = self.run_in_root(argv, stdin=script, timeout=timeout, env=env, binds=[work], gui=gui)
+            if result.exists():
+                try:
+                    res.result = json.loads(result.read_text())
+                except ValueError as e:
+                    res.result = {"_unparsable": str(e), "_text": result.read_text()[:2000]}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         return res
 
 
@@ -202,16 +181,17 @@ def main(argv=None) -> int:
     ap.add_argument("--plugin", action="append", default=[], help="plug-in folder to install (repeatable)")
     ap.add_argument("--timeout", type=float, default=180)
     ap.add_argument("--env", action="append", default=[], metavar="K=V")
+    ap.add_argument("--gui", action="store_true", help="gimp-3.0 with its windows under Xvfb")
     ap.add_argument("--root", default=None)
     a = ap.parse_args(argv)
     host = GimpHost(a.root)
-    why = host.unavailable_reason()
+    why = host.unavailable_reason(a.gui)
     if why:
         print(why, file=sys.stderr)
         return 2
     script = sys.stdin.read() if a.script == "-" else Path(a.script).read_text()
     env = dict(kv.split("=", 1) for kv in a.env)
-    res = host.run_batch(script, plugins=a.plugin, timeout=a.timeout, env=env)
+    res = host.run_batch(script, plugins=a.plugin, timeout=a.timeout, env=env, gui=a.gui)
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr)
     if res.result is not None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run_gimp.sh PLUGINS-DIR SCRIPT.py [TIMEOUT]
 # Installs every plug-in folder under PLUGINS-DIR (or PLUGINS-DIR itself if it holds NAME/NAME.py) into the GIMP 3
-# chroot and runs SCRIPT.py (or - for stdin) with gimp-console-3.0's python-fu-eval batch interpreter.
+# trixie host chroot and runs SCRIPT.py (or - for stdin) with gimp-console-3.0's python-fu-eval batch interpreter.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 [[ $# -ge 2 ]] || { echo "usage: $0 PLUGINS-DIR SCRIPT.py [TIMEOUT]" >&2; exit 2; }
