@@ -5,6 +5,7 @@
 #   sudo tests/hosts/chroot/setup_chroot.sh        # build or verify; a second run is a quick no-op
 #   PAINTBRIDGE_HOST_ROOT=/some/dir ... setup_chroot.sh
 #   setup_chroot.sh --rebuild                      # throw the chroot away and build it again
+#   setup_chroot.sh --print-mirror                 # only say which Debian mirror it would use (no root needed)
 #
 # One chroot for all three apps, not one each: they share most of what they install (Qt/GTK, Mesa, Python 3.13,
 # ffmpeg), so one debootstrap and one apt run cost less time and disk than three, and the runners share one way
@@ -35,55 +36,6 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 log() { printf '[setup_chroot %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-if [[ "${1:-}" == "--rebuild" ]]; then REBUILD=1; else REBUILD=0; fi
-
-ready() {
-    [[ $REBUILD == 0 && -f "$READY" && "$(cat "$READY")" == "$RECIPE" ]] || return 1
-    local p
-    for p in $PROGRAMS; do [[ -x "$ROOT$p" ]] || return 1; done
-}
-
-# Quick path: already built with this recipe and the programs are there.
-if ready; then
-    log "chroot ready at $ROOT"
-    exit 0
-fi
-
-[[ $(id -u) == 0 ]] || die "must run as root (debootstrap and chroot need it)"
-
-# Serialize concurrent setups (two CI jobs, a test and a human).
-mkdir -p "$(dirname "$ROOT")"
-exec 9>"$(dirname "$ROOT")/.$(basename "$ROOT").lock"
-flock 9
-# Someone else may have finished while we waited.
-if ready; then
-    log "chroot ready at $ROOT"
-    exit 0
-fi
-
-MOUNTED=()
-unmount_all() {
-    local m
-    for ((i=${#MOUNTED[@]}-1; i>=0; i--)); do
-        m="${MOUNTED[$i]}"
-        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    done
-    MOUNTED=()
-}
-trap unmount_all EXIT
-
-is_mounted() { awk -v p="$1" '$2 == p {f=1} END {exit !f}' /proc/mounts; }
-
-# Unmount whatever a killed earlier run may have left mounted inside ROOT (before deleting anything!).
-release_stale_mounts() {
-    local p
-    # deepest first
-    for p in $(awk -v r="$ROOT/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
-        log "unmounting stale $p"
-        umount "$p" 2>/dev/null || umount -l "$p"
-    done
-}
 
 # "URI SUITE" for every enabled `deb` entry of apt's sources, one-line (sources.list, *.list) and deb822
 # (*.sources) alike, in the order apt reads them.
@@ -134,13 +86,77 @@ debian_mirror() {
             && $1 ~ /^(https?|file):/ { print $1; exit }'
 }
 
+mirror_or_die() {
+    MIRROR=$(debian_mirror)
+    [[ -n "$MIRROR" ]] || die "no Debian mirror in this machine's apt sources (apt's sources.list and \
+sources.list.d/*.list or *.sources, normally under /etc/apt: a 'deb' entry for a Debian release such as \
+bookworm or trixie). Add one, or name a mirror with PAINTBRIDGE_DEBIAN_MIRROR=URL."
+}
+
+
+REBUILD=0
+case "${1:-}" in
+    --rebuild) REBUILD=1 ;;
+    --print-mirror | "") ;;
+    *) die "unknown option ${1} (--rebuild, --print-mirror)" ;;
+esac
+if [[ "${1:-}" == "--print-mirror" ]]; then
+    mirror_or_die
+    echo "$MIRROR"
+    exit 0
+fi
+
+ready() {
+    [[ $REBUILD == 0 && -f "$READY" && "$(cat "$READY")" == "$RECIPE" ]] || return 1
+    local p
+    for p in $PROGRAMS; do [[ -x "$ROOT$p" ]] || return 1; done
+}
+
+# Quick path: already built with this recipe and the programs are there.
+if ready; then
+    log "chroot ready at $ROOT"
+    exit 0
+fi
+
+[[ $(id -u) == 0 ]] || die "must run as root (debootstrap and chroot need it)"
+
+# Serialize concurrent setups (two CI jobs, a test and a human).
+mkdir -p "$(dirname "$ROOT")"
+exec 9>"$(dirname "$ROOT")/.$(basename "$ROOT").lock"
+flock 9
+# Someone else may have finished while we waited.
+if ready; then
+    log "chroot ready at $ROOT"
+    exit 0
+fi
+
+MOUNTED=()
+unmount_all() {
+    local m
+    for ((i=${#MOUNTED[@]}-1; i>=0; i--)); do
+        m="${MOUNTED[$i]}"
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done
+    MOUNTED=()
+}
+trap unmount_all EXIT
+
+is_mounted() { awk -v p="$1" '$2 == p {f=1} END {exit !f}' /proc/mounts; }
+
+# Unmount whatever a killed earlier run may have left mounted inside ROOT (before deleting anything!).
+release_stale_mounts() {
+    local p
+    # deepest first
+    for p in $(awk -v r="$ROOT/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
+        log "unmounting stale $p"
+        umount "$p" 2>/dev/null || umount -l "$p"
+    done
+}
+
 release_stale_mounts
 
 if [[ $REBUILD == 1 || ! -f "$BOOTSTRAPPED" ]]; then
-    MIRROR=$(debian_mirror)
-    [[ -n "$MIRROR" ]] || die "no Debian mirror in this machine's apt sources (/etc/apt/sources.list, \
-/etc/apt/sources.list.d/*.list or *.sources: a 'deb' entry for a Debian release such as bookworm or trixie). \
-Add one, or name a mirror with PAINTBRIDGE_DEBIAN_MIRROR=URL."
+    mirror_or_die
     if [[ -e "$ROOT" ]]; then
         log "removing incomplete chroot $ROOT"
         rm -rf --one-file-system "$ROOT"
