@@ -11,7 +11,7 @@ import pytest
 
 from engine.plugin_build import build
 
-from .krita.krita_host import HOSTS, run_in_krita, unavailable_reason
+from .krita.krita_host import HOSTS, run_in_krita, unavailable_reason, write_blank_png
 from .krita.scripts.pattern import pattern_bgra, pattern_rgba
 
 pytestmark = pytest.mark.host
@@ -27,6 +27,21 @@ def host(request):
             pytest.fail(f"{why} (PAINTBRIDGE_REQUIRE_HOSTS is set)")
         pytest.skip(why)
     return request.param
+
+
+# These scripts make their documents with createDocument(): on Krita 5.2.9 (Debian 13, under this harness) such a
+# document never gets an active layer (activeNode() stays None, setActiveNode() does nothing; a SAFE ASSERT "shape"
+# in kis_node_manager.cpp), while a document Krita opens itself works (test_document_krita_opened). They run, and
+# must fail there until that is understood; an unexpected pass fails too, so the marker cannot go stale.
+MAKE_THEIR_OWN_DOCUMENTS = {"test_krita_pixel_facts", "test_inpaint_and_pixel_exact_roundtrip_in_krita",
+                            "test_gallery_and_workflows_in_krita", "test_outpaint_preview_and_upscaler_in_krita"}
+
+
+@pytest.fixture(autouse=True)
+def _krita52_scripted_documents(request):
+    if request.node.originalname in MAKE_THEIR_OWN_DOCUMENTS and request.node.callspec.params.get("host") == "krita52":
+        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
+                                              reason="Krita 5.2.9: a document made by a script has no active layer"))
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +232,17 @@ def test_outpaint_preview_and_upscaler_in_krita(host, plugin_zip, engine_server)
     with engine_server.client() as c:
         ups = c.call("models.list", {"type": "upscaler"})["models"]
     assert [(m["name"], m["loaded"]) for m in ups] == [("tiny-esrgan", True)]
+
+
+def test_document_krita_opened(host, plugin_zip, engine_server, tmp_path):
+    """The docker on a document Krita opened at start-up (as File > Open does), on 5.1 and 5.2: Refine at strength
+    0 from the layer comes back pixel for pixel, an inpaint lands at the selection."""
+    png = write_blank_png(tmp_path / "start.png", 128, 128)
+    res = run_in_krita(plugin_zip, SCRIPTS / "startup_document.py", host=host, timeout=400, documents=[png],
+                       params={"url": engine_server.url, "token": engine_server.token,
+                               "model": engine_server.model_name})
+    assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")
+    assert res["krita_version"].startswith("5.2" if host == "krita52" else "5.")
+    assert res["active_layer"] == "paintlayer"
+    assert res["roundtrip_exact"] is True
+    assert res["inpaint_bounds"] == [40, 32, 48, 40]

@@ -15,11 +15,13 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,8 +50,23 @@ def unavailable_reason(host: str) -> str | None:
     return None if find_krita(host) else "krita not installed (apt-get install krita python3-pyqt5)"
 
 
+def write_blank_png(path: Path, w: int, h: int) -> Path:
+    """A transparent RGBA PNG, for documents=... below."""
+    raw = b"".join(b"\x00" + bytes(4 * w) for _ in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return Path(path)
+
+
 def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: dict | None = None,
-                 host: str = "krita") -> dict:
+                 host: str = "krita", documents=()) -> dict:
+    """documents: image files Krita opens at start-up, as from its command line (`krita FILE`), before the
+    script runs. Krita 5.2.9 gives only such documents an active layer: one made with createDocument() or
+    openDocument() after start-up keeps activeNode() None (setActiveNode() does nothing) under this harness."""
     krita = find_krita(host)
     if krita is None:
         raise RuntimeError(unavailable_reason(host) or "krita not found")
@@ -70,6 +87,7 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
     runtime = home / "runtime"
     runtime.mkdir(mode=0o700)
     script = Path(script).resolve()
+    documents = [str(Path(d).resolve()) for d in documents]
     ours = dict(XDG_CONFIG_HOME=str(cfg), XDG_DATA_HOME=str(data), HOME=str(home),
                 XDG_CACHE_HOME=str(home / "cache"), XDG_RUNTIME_DIR=str(runtime),
                 PAINTBRIDGE_TEST_SCRIPT=str(script), PAINTBRIDGE_TEST_RESULT=str(result),
@@ -77,13 +95,13 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
                 PAINTBRIDGE_TEST_T0=repr(time.time()))   # scripts report how long Krita took to bring its window up
     if host == "krita52":
         env = dict(os.environ)   # for xvfb-run; Krita itself gets only `ours` (and the display)
-        argv = trixie.command([krita, "--nosplash"], env=trixie.base_env(**ours), binds=[home, script.parent],
-                              display=True)
+        argv = trixie.command([krita, "--nosplash", *documents], env=trixie.base_env(**ours),
+                              binds=[home, script.parent, *{str(Path(d).parent) for d in documents}], display=True)
     else:
         env = dict(os.environ, **ours)
         for var in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
             env.pop(var, None)
-        argv = [krita, "--nosplash"]
+        argv = [krita, "--nosplash", *documents]
     start = time.monotonic()
     xvfb = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp -noreset"]
     proc = subprocess.Popen([*xvfb, *argv], env=env,
