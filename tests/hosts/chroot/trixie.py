@@ -5,7 +5,8 @@ Blender 4.3 program from Debian 13.
     subprocess.Popen(["xvfb-run", ..., *argv])        # or any other launcher
 
 The command enters a private mount namespace (unshare), mounts proc, sysfs, a fresh /dev/shm and /tmp there, binds
-each path in `binds` at the same path inside the chroot, and with display=True also the X server's sockets
+each path in `binds` at the same path inside the chroot (a bound path outside /tmp leaves an empty directory
+behind in the chroot as its mount point), and with display=True also the X server's sockets
 (/tmp/.X11-unix) and the Xauthority file of the launcher's $DISPLAY, then runs the program with exactly `env`
 (plus DISPLAY/XAUTHORITY). Everything it mounted goes away with the last process of the run, so a killed test
 leaves no mount behind and runs do not share any. The network namespace is the machine's own: an engine
@@ -28,6 +29,7 @@ set -e
 root=$1; shift
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys" 2>/dev/null || true
+mkdir -p "$root/dev/shm"
 mount -t tmpfs -o mode=1777,size=4g tmpfs "$root/dev/shm"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 bind() { mkdir -p "$root$1"; mount --bind "$1" "$root$1"; }
