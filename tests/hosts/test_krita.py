@@ -68,13 +68,14 @@ def test_inpaint_and_pixel_exact_roundtrip_in_krita(host, plugin_zip, engine_ser
     from ..conftest import cli
 
     d = str(engine_server.data_dir)
-    cli("users", "--data-dir", d, "add", "kira", "--password", "kira-pw")
-    expired = cli("token", "--data-dir", d, "--user", "kira", "--ttl", "1").split()[-1]
+    user = f"kira-{host}"   # one per Krita version: the engine is shared by the whole session
+    cli("users", "--data-dir", d, "add", user, "--password", "kira-pw")
+    expired = cli("token", "--data-dir", d, "--user", user, "--ttl", "1").split()[-1]
     time.sleep(1.1)
     res = run_in_krita(plugin_zip, SCRIPTS / "inpaint_roundtrip.py", host=host, timeout=400,
                        params={"url": engine_server.url, "token": engine_server.token,
                                "model": engine_server.model_name, "expired_token": expired,
-                               "username": "kira", "password": "kira-pw"})
+                               "username": user, "password": "kira-pw"})
     assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")
     assert res["roundtrip_exact"] is True
     assert res["layer_bounds"] == [40, 32, 48, 40]
