@@ -7,19 +7,24 @@ invalidates every token issued before. The secret lives in DATA_DIR/secret.key, 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
+import math
 import os
 import secrets
 import time
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
 
+from . import names
 from .errors import BadRequest, EngineError, NotFound, RateLimited, TokenExpired, Unauthenticated
 from .store.db import Database
 
@@ -27,21 +32,61 @@ SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 USERNAME_MAX = 64
 
 
+SECRET_BYTES = 32
+
+
 def load_secret(data_dir: Path) -> bytes:
+    """The token-signing key, made on first start. A short or unreadable key is refused, never used: tokens
+    signed with an empty key could be forged by anyone."""
     path = data_dir / "secret.key"
     try:
-        return bytes.fromhex(path.read_text().strip())
+        return _read_secret(path)
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
+    secret = secrets.token_bytes(SECRET_BYTES)
+    # Write a private temp file, fsync it, then link it into place: a crash leaves either no key or a whole one,
+    # and link (unlike rename) never replaces a key another process made first.
+    tmp = data_dir / f".secret.key.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:   # another process created it first: use theirs
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(fd, "w") as f:
-        f.write(secret.hex())
+        with os.fdopen(fd, "w") as f:
+            f.write(secret.hex())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:   # another process created it first: use theirs
+            return _read_secret(path)
+        _fsync_dir(data_dir)
+    finally:
+        tmp.unlink(missing_ok=True)
     return secret
+
+
+def _read_secret(path: Path) -> bytes:
+    text = path.read_text(errors="replace").strip()
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) < SECRET_BYTES:
+        raise EngineError(f"{path} is damaged ({len(text)} characters, need {2 * SECRET_BYTES} hex digits); "
+                          "delete it to make a new key (this signs every user out)")
+    return secret
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:   # not possible on every platform (Windows): the file itself is fsynced
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def hash_password(password: str, salt: bytes | None = None) -> tuple[str, str]:
@@ -113,13 +158,19 @@ def validate_username(name: object) -> str:
     if not isinstance(name, str) or not (1 <= len(name) <= USERNAME_MAX) or not name.isprintable() \
             or name.strip() != name or "/" in name or "\\" in name:
         raise BadRequest("a username is 1-64 printable characters without slashes or surrounding spaces")
+    names.visible_name(name, "user", max_len=USERNAME_MAX)
+    if len(names.scripts(name)) > 1:
+        raise BadRequest(f"a username cannot mix {' and '.join(sorted(names.scripts(name))).title()} letters "
+                         "(look-alike names)", details={"field": "name"})
     return name
 
 
 def create_user(db: sqlite_utils.Database, name: str, password: str | None, admin: bool = False) -> dict:
     validate_username(name)
-    if db.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
-        raise BadRequest(f"user {name!r} already exists")
+    same = [u["name"] for u in db.query("SELECT name FROM users") if names.identity(u["name"]) == names.identity(name)]
+    if same:
+        raise BadRequest(f"user {name!r} already exists" if same[0] == name else
+                         f"user {name!r} would be confused with the existing user {same[0]!r}")
     pw_hash, pw_salt = hash_password(password) if password else (None, None)
     db["users"].insert({"name": name, "pw_hash": pw_hash, "pw_salt": pw_salt, "admin": int(admin),
                         "disabled": 0, "epoch": 0, "created": time.time()})
@@ -134,6 +185,11 @@ def get_user(db: sqlite_utils.Database, uid: int | None = None, name: str | None
     if not rows:
         raise NotFound(f"no user {name if name is not None else uid!r}")
     return rows[0]
+
+
+def users_by_id(db: sqlite_utils.Database, ids: list[int]) -> list[dict]:
+    marks = ",".join("?" * len(ids))
+    return list(db.query(f"SELECT id, name, admin, disabled, epoch FROM users WHERE id IN ({marks})", ids))
 
 
 def list_users(db: sqlite_utils.Database) -> list[dict]:
@@ -179,33 +235,95 @@ def check_user(db: sqlite_utils.Database, claims: Claims) -> dict:
     return user
 
 
-class LoginLimiter:
-    """Failed logins per username and per peer address inside a sliding window."""
+ADDRESS_FACTOR = 4
 
-    def __init__(self, max_failures: int, window_s: float):
+
+class LoginLimiter:
+    """Sign-in attempts per account and per source address.
+
+    An attempt is reserved before the password is checked (so simultaneous guesses cannot all be evaluated), at
+    most `concurrent` per key at once. After `max_failures` failures inside the window (an address:
+    ADDRESS_FACTOR times that) a key backs off: 1 s after
+    its last failure, doubling with each further failure, up to the window. The back-off ends by itself, so a
+    stranger's failures delay the account's owner but never lock the right password out for good. Every loopback
+    address is one source (127.0.0.2 is the same machine as 127.0.0.1)."""
+
+    def __init__(self, max_failures: int, window_s: float, concurrent: int = 2):
         self.max_failures = max_failures
         self.window_s = window_s
+        self.concurrent = concurrent
         self._fails: dict[str, deque] = defaultdict(deque)
+        self._busy: dict[str, int] = defaultdict(int)
 
-    def check(self, *keys: str):
-        now = time.monotonic()
-        for key in keys:
-            q = self._fails.get(key)
-            if not q:
-                continue
-            while q and now - q[0] > self.window_s:
-                q.popleft()
-            if len(q) >= self.max_failures:
-                raise RateLimited("too many failed sign-ins; wait a minute and try again",
-                                  details={"retry_after_s": round(self.window_s - (now - q[0]), 1)})
+    @staticmethod
+    def keys(user: str, remote: str) -> tuple[str, str]:
+        try:
+            loopback = ipaddress.ip_address(remote.split("%")[0]).is_loopback
+        except ValueError:
+            loopback = False
+        return f"user:{user.casefold()}", "addr:loopback" if loopback else f"addr:{remote}"
 
-    def failed(self, *keys: str):
+    def retry_after(self, key: str, now: float) -> float:
+        q = self._fails.get(key)
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        # An address gets more tries than an account: it stands for every local user and app at once.
+        limit = self.max_failures * (ADDRESS_FACTOR if key.startswith("addr:") else 1)
+        if not q or len(q) < limit:
+            return 0.0
+        backoff = min(self.window_s, 2.0 ** (len(q) - limit))
+        return max(0.0, q[-1] + backoff - now)
+
+    def reserve(self, *keys: str):
+        """Take an attempt slot on every key or raise RateLimited; give it back with release()."""
         now = time.monotonic()
-        for key in keys:
-            self._fails[key].append(now)
+        wait = max(self.retry_after(k, now) for k in keys)
+        if wait > 0:
+            raise RateLimited(f"too many failed sign-ins; try again in {math.ceil(wait)} s",
+                              details={"retry_after_s": round(wait, 1)})
+        if any(self._busy[k] >= self.concurrent for k in keys):
+            raise RateLimited("another sign-in for this account or address is being checked; try again",
+                              details={"retry_after_s": 1.0})
+        for k in keys:
+            self._busy[k] += 1
+
+    def release(self, *keys: str, failed: bool):
+        now = time.monotonic()
+        for k in keys:
+            self._busy[k] -= 1
+            if self._busy[k] <= 0:
+                del self._busy[k]
+            if failed:
+                self._fails[k].append(now)
         if len(self._fails) > 10000:   # bound memory against address spraying
-            for key in [k for k, q in self._fails.items() if not q or now - q[-1] > self.window_s]:
-                del self._fails[key]
+            for k in [k for k, q in self._fails.items() if not q or now - q[-1] > self.window_s]:
+                del self._fails[k]
+
+
+class PasswordChecker:
+    """scrypt on a few threads of its own: a flood of sign-ins must not hold the database thread (every user's
+    requests go through it) nor queue without bound."""
+
+    def __init__(self, workers: int, queue: int):
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="paintbridge-scrypt")
+        self.queue = queue
+        self.pending = 0
+
+    async def check(self, password: str, user: dict | None) -> bool:
+        """True when user exists, is enabled and password is right; the same cost whether or not it exists."""
+        if self.pending >= self.queue:
+            raise RateLimited("too many sign-ins at once; try again", details={"retry_after_s": 1.0})
+        self.pending += 1
+        try:
+            pw_hash, pw_salt = (user["pw_hash"], user["pw_salt"]) if user else (None, None)
+            ok = await asyncio.get_running_loop().run_in_executor(self.pool, check_password, password, pw_hash,
+                                                                  pw_salt)
+        finally:
+            self.pending -= 1
+        return ok and user is not None and not user["disabled"]
+
+    def close(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def mint_token(config, user_name: str | None = None, ttl_s: int | None = None,

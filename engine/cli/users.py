@@ -32,6 +32,8 @@ def _fmt_time(ts: float) -> str:
 
 def _password(args, confirm: bool = True) -> str:
     if args.password is not None:
+        print("warning: --password is visible to other users in the process list; leave it out to be asked, "
+              "or pipe the password on standard input", file=sys.stderr)
         return args.password
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")

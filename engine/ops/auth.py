@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .. import auth, sessions
-from ..errors import Unauthenticated
+from ..errors import NotFound, Unauthenticated
 from ..opspec import Args, op
 
 
@@ -19,22 +19,18 @@ class LoginArgs(Args):
 async def login(ctx, args: LoginArgs):
     """Exchange a username and password for a token; the connection is signed in."""
     app = ctx.app
-    keys = (f"user:{args.username}", f"addr:{ctx.conn.remote}")
-    app.login_limiter.check(*keys)
-
-    def verify(db):
+    keys = auth.LoginLimiter.keys(args.username, ctx.conn.remote)
+    app.login_limiter.reserve(*keys)   # counted before the (slow) check, so parallel guesses are not all run
+    failed = False
+    try:
         try:
-            user = auth.get_user(db, name=args.username)
-        except Exception:
-            auth.check_password(args.password, None, None)   # same cost whether or not the user exists
-            return None
-        if not auth.check_password(args.password, user["pw_hash"], user["pw_salt"]) or user["disabled"]:
-            return None
-        return user
-
-    user = await ctx.run_blocking(lambda: app.db.sync(verify))
-    if user is None:
-        app.login_limiter.failed(*keys)
+            user = await app.db.run(auth.get_user, None, args.username)
+        except NotFound:
+            user = None
+        failed = not await app.passwords.check(args.password, user)
+    finally:
+        app.login_limiter.release(*keys, failed=failed)
+    if failed:
         raise Unauthenticated("wrong username or password")
     token, expires_at = app.tokens.issue(user["id"], user["epoch"], args.remember_me)
     ctx.conn.sign_in(user, app.tokens.verify(token), token, ctx.conn.client_info)

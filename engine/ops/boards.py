@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ..errors import BadRequest
+from .. import names
 from ..gallery import db as gallery
 from ..opspec import Args, op
 
@@ -14,10 +14,7 @@ BoardName = Field(min_length=1, max_length=128)
 
 
 def board_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise BadRequest("a board needs a name", details={"field": "name"})
-    return name
+    return names.visible_name(name, "board")
 
 
 class BoardCreateArgs(Args):

@@ -20,6 +20,7 @@ class CreateUserArgs(UserArgs):
 
 class PasswdArgs(UserArgs):
     password: str = Field(min_length=4, max_length=1024)
+    current_password: str | None = Field(default=None, max_length=1024)
 
 
 @op("users.list", admin=True)
@@ -39,9 +40,27 @@ async def users_create(ctx, args: CreateUserArgs):
 @op("users.passwd", PasswdArgs, mutating=False)
 async def users_passwd(ctx, args: PasswdArgs):
     """Change a password: your own, or anyone's as admin. Every older token of that user stops working."""
-    if args.name != ctx.conn.user["name"] and not ctx.conn.user["admin"]:
-        raise Forbidden("only an admin can change another user's password")
-    await ctx.run_blocking(lambda: ctx.app.db.sync(auth.set_password, args.name, args.password))
+    app, me = ctx.app, ctx.conn.user
+    if args.name != me["name"]:
+        if not me["admin"]:
+            raise Forbidden("only an admin can change another user's password")
+    else:
+        # Your own password needs the current one, so a stolen token cannot become a permanent takeover. Each try
+        # counts against the same limit as a sign-in: this must not be a way around it.
+        if args.current_password is None:
+            raise BadRequest("current_password is required to change your own password",
+                             details={"field": "current_password"})
+        keys = auth.LoginLimiter.keys(me["name"], ctx.conn.remote)
+        app.login_limiter.reserve(*keys)
+        wrong = False
+        try:
+            user = await app.db.run(auth.get_user, me["id"])
+            wrong = not await app.passwords.check(args.current_password, user)
+        finally:
+            app.login_limiter.release(*keys, failed=wrong)
+        if wrong:
+            raise Forbidden("the current password is wrong", details={"field": "current_password"})
+    await ctx.run_blocking(lambda: app.db.sync(auth.set_password, args.name, args.password))
     return {}
 
 
