@@ -12,7 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from . import auth, events
+from . import auth, events, sessions
 from . import nodes  # noqa: F401  (registers the node types graphs are checked against)
 from .config import Config
 from .gallery.record import Recorder
@@ -35,6 +35,7 @@ class Services:
     db: Database
     tokens: auth.Tokens
     login_limiter: auth.LoginLimiter
+    passwords: auth.PasswordChecker   # scrypt on its own bounded pool, never the database thread
     blobs: BlobStore
     uploads: Uploads           # chunked uploads in progress
     gc: Collector              # blob garbage collection: at start, then every [blobs] gc_interval_min
@@ -48,6 +49,7 @@ class Services:
     async def start(self):
         self.hub.loop = asyncio.get_running_loop()
         self.uploads.start()
+        self._session_sweeper = asyncio.create_task(sessions.sweep_forever(self.db, self.hub))
         await self.queue.start()
         self.registry.start_hasher()   # content hashes in the background, never in a request
         self.gc.start()   # after the queue has marked interrupted jobs; runs on its own thread
@@ -55,6 +57,8 @@ class Services:
     async def stop(self):
         self.downloads.stop()   # partial files stay: the same download resumes after a restart
         self.uploads.stop()
+        self._session_sweeper.cancel()
+        self.passwords.close()
         await self.gc.stop()
         self.registry.stop()
         await self.queue.stop()
@@ -67,16 +71,18 @@ def build(config: Config) -> Services:
         log.warning("created admin user 'admin'; get a token with `paintbridge token` or set a password "
                     "with `paintbridge users passwd admin`")
     tokens = auth.Tokens(auth.load_secret(config.data_dir), config.token_ttl_s, config.remember_ttl_s)
-    limiter = auth.LoginLimiter(config.limits.login_failures, config.limits.login_window_s)
+    limiter = auth.LoginLimiter(config.limits.login_failures, config.limits.login_window_s,
+                                config.limits.login_concurrent)
+    passwords = auth.PasswordChecker(config.limits.login_workers, config.limits.login_queue)
     blobs = BlobStore(config.blob_dir)
-    hub = Hub(config.limits.max_connections_per_user)
+    hub = Hub(config.limits.max_connections_per_user, config.limits.max_unauthenticated)
     registry = ModelRegistry(config.model_dirs, db_path=config.db_path, install_dir=config.data_dir / "models")
     cache = ModelCache(registry, on_event=lambda name, data: hub.broadcast_threadsafe(events.Event(name, data)),
                        ram_budget_mb=config.ram_budget_mb, vram_budget_mb=config.vram_budget_mb)
     queue = JobQueue(config, db, blobs, hub, registry, cache)
     gallery = Recorder(config, db, blobs, registry)
     queue.on_complete.append(gallery.on_job_complete)   # every result image into the gallery (PNG + metadata)
-    return Services(config=config, db=db, tokens=tokens, login_limiter=limiter, blobs=blobs,
+    return Services(config=config, db=db, tokens=tokens, login_limiter=limiter, passwords=passwords, blobs=blobs,
                     uploads=Uploads(config.limits), gc=Collector(config, blobs), hub=hub, registry=registry,
                     cache=cache, queue=queue, gallery=gallery,
                     downloads=Downloads(registry, config.data_dir / "models"))

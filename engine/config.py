@@ -25,9 +25,19 @@ class Limits:
     max_steps: int = 200
     max_batch: int = 16
     max_queued_per_user: int = 200
+    max_job_bytes: int = 2048 * MiB        # images/tensors one job may hold at once (intermediate results)
+    max_outputs: int = 64                  # output nodes in one graph
     max_connections_per_user: int = 64
-    login_failures: int = 5                # failed logins allowed per user and per address ...
-    login_window_s: float = 60.0           # ... within this window, then rate_limited
+    max_connections: int = 1024            # open TCP connections, engine-wide (descriptors are raised to fit)
+    max_unauthenticated: int = 64          # WebSockets not signed in yet; at the cap the oldest is closed
+    preauth_bytes: int = 64 * 1024         # bytes a connection may send before it signs in (hello is ~1 KiB)
+    header_timeout_s: float = 10.0         # a connection must complete a request (or TLS handshake) this fast
+    outbox_bytes: int = 64 * MiB           # replies queued for a slow reader: past this its requests wait
+    login_failures: int = 5                # failed logins allowed per user (per address: 4x) ...
+    login_window_s: float = 60.0           # ... within this window, then a back-off (1 s, doubling, up to the window)
+    login_concurrent: int = 2              # sign-ins being checked at once per account and per source address
+    login_workers: int = 2                 # threads that run scrypt (never the database thread)
+    login_queue: int = 32                  # sign-ins waiting for those threads, engine-wide; more are rate_limited
     bad_frames_before_close: int = 50      # consecutive undecodable frames before we drop the peer
 
 

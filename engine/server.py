@@ -24,6 +24,7 @@ from protocol.errors import ProtocolError
 from . import auth, ops, sessions
 from .app import Services
 from .errors import EngineError, Forbidden
+from .netguard import ConnectionGuard
 from .opspec import OpContext, bad_args
 
 log = logging.getLogger("paintbridge.server")
@@ -47,6 +48,11 @@ class Connection:
         self.client_info: dict = {}
         self.checked_at = 0.0
         self.outbox: asyncio.Queue = asyncio.Queue()
+        self.outbox_bytes = 0                 # bytes queued in outbox, not yet written
+        self.drained = asyncio.Event()        # set while outbox_bytes is within the limit
+        self.drained.set()
+        self.in_request = False
+        self.pending_close: tuple[int, str] | None = None
         self.bad_frames = 0
 
     @property
@@ -69,23 +75,46 @@ class Connection:
     def send(self, message: dict, droppable: bool = False):
         if droppable and self.outbox.qsize() > OUTBOX_SOFT_LIMIT:
             return
-        self.outbox.put_nowait(codec.encode(message))
+        frame = codec.encode(message)
+        self.outbox_bytes += len(frame)
+        if self.outbox_bytes > self.server.config.limits.outbox_bytes:
+            self.drained.clear()
+        self.outbox.put_nowait(frame)
 
     async def writer(self):
+        limit = self.server.config.limits.outbox_bytes
         while True:
             frame = await self.outbox.get()
             if frame is None:
+                return
+            if isinstance(frame, tuple):   # close_soon's turn: everything queued before it has gone out
+                await self.ws.close(code=frame[0], message=frame[1].encode())
                 return
             try:
                 await self.ws.send_bytes(frame)
             except Exception:
                 return
+            finally:
+                self.outbox_bytes -= len(frame)
+                if self.outbox_bytes <= limit:
+                    self.drained.set()
+
+    def close_soon(self, code: int, reason: str):
+        """Close from outside the connection's own task (revoked, expired, evicted before sign-in), after the
+        reply to a request in progress: a user who changes their own password still gets the answer."""
+        if self.pending_close is None:
+            self.pending_close = (code, reason)
+            if not self.in_request:
+                self.outbox.put_nowait(self.pending_close)
 
     async def serve(self):
         writer = asyncio.create_task(self.writer())
         limits = self.server.services.config.limits
         try:
             async for msg in self.ws:
+                # A peer that does not read its replies stops being read: its outbox stays bounded and TCP
+                # pushes back on it, instead of our memory growing with every reply it asks for.
+                await self.drained.wait()
                 if msg.type == WSMsgType.BINARY:
                     await self.handle_frame(msg.data)
                 elif msg.type == WSMsgType.TEXT:
@@ -100,7 +129,7 @@ class Connection:
         finally:
             self.outbox.put_nowait(None)
             await writer
-            self.server.services.hub.detach(self)
+            self.server.services.hub.leave(self)
 
     def refuse(self, re: Any, code: str, message: str, details: Any = None):
         self.bad_frames += 1
@@ -130,8 +159,50 @@ class Connection:
             self.refuse(rid, "bad_request", "args must be a map")
             return
         self.bad_frames = 0
-        reply = await self.server.dispatch(self, rid, msg["op"], args)
-        self.send(reply)
+        self.in_request = True
+        try:
+            reply = await self.server.dispatch(self, rid, msg["op"], args)
+            self.send(reply)
+        finally:
+            self.in_request = False
+            if self.pending_close is not None:
+                self.outbox.put_nowait(self.pending_close)
+
+
+class _PreauthGate:
+    """Sits in front of aiohttp's WebSocket frame parser and counts the bytes a connection sends before it signs
+    in: past the budget the connection is cut. aiohttp's own limit (the frame limit x HARD_FRAME_FACTOR) is fixed
+    when the socket is prepared, so without this a stranger could make us buffer 64 MiB per socket."""
+
+    def __init__(self, parser, transport, conn: Connection, budget: int):
+        self.parser, self.transport, self.conn, self.budget, self.used = parser, transport, conn, budget, 0
+
+    def feed_data(self, data):
+        if self.conn.user is None:
+            self.used += len(data)
+            if self.used > self.budget:
+                if not self.transport.is_closing():
+                    log.info("closing %s: %d bytes before signing in", self.conn.remote, self.used)
+                    self.transport.abort()
+                return False, b""
+        return self.parser.feed_data(data)
+
+    def feed_eof(self):
+        return self.parser.feed_eof()
+
+
+def _limit_preauth_bytes(request: web.Request, conn: Connection, budget: int):
+    protocol = request.protocol
+    parser = getattr(protocol, "_payload_parser", None)
+    if parser is None:   # aiohttp changed its internals: the waiting-room cap and header deadline still hold
+        log.warning("cannot limit pre-sign-in bytes with this aiohttp version")
+        return
+    protocol._payload_parser = _PreauthGate(parser, request.transport, conn, budget)
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse):
+    # aiohttp names its and Python's exact versions: do not help anyone pick an exploit.
+    response.headers["Server"] = "paintbridge"
 
 
 def _peek_id(data: bytes):
@@ -148,6 +219,7 @@ class Server:
     def __init__(self, services: Services):
         self.services = services
         self.config = services.config
+        self.guard = ConnectionGuard(self.config.limits.max_connections, self.config.limits.header_timeout_s)
 
     # ---- dispatch ---------------------------------------------------------------------------------------
     async def dispatch(self, conn: Connection, rid: int, name: str, args: dict) -> dict:
@@ -207,13 +279,21 @@ class Server:
             await ws.prepare(request)
         else:
             await ws.prepare(request)
+            self.services.hub.admit(conn)
+            _limit_preauth_bytes(request, conn, self.config.limits.preauth_bytes)
         await conn.serve()
         return ws
 
+    @web.middleware
+    async def _settle(self, request: web.Request, handler):
+        self.guard.settled(request.transport)   # the request's headers arrived in time
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[self._settle])
         app.router.add_get("/v1/health", self.health)
         app.router.add_get(WS_PATH, self.websocket)
+        app.on_response_prepare.append(_plain_server_header)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app

@@ -1,14 +1,20 @@
 """Token policy for a signed-in connection: what `hello`/`auth.login`/`auth.whoami` answer, the revocation
-re-check before each op, and the sliding refresh (`auth.refreshed`) after a mutating request."""
+re-check before each op, the sliding refresh (`auth.refreshed`) after a mutating request, and the sweep that
+closes expired and revoked sessions."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 from protocol import PROTOCOL_VERSION
 
 from . import __version__, auth, events
 from .errors import TokenExpired, Unauthenticated
+from .hub import CLOSE_SIGNED_OUT
+
+log = logging.getLogger("paintbridge.sessions")
 
 
 def welcome(config, conn) -> dict:
@@ -43,3 +49,34 @@ async def check_signed_in(db, conn):
     if time.monotonic() - conn.checked_at > 1.0:
         user = await db.run(auth.check_user, conn.claims)
         conn.user, conn.checked_at = user, time.monotonic()
+
+
+async def sweep(db, hub):
+    """Detach and close connections whose token expired or whose user was disabled or changed password (also
+    from the CLI, which only changes the database): they must stop receiving events at once, not only be refused
+    on their next request."""
+    conns = hub.all()
+    if not conns:
+        return
+    now = time.time()
+    users = {u["id"]: u for u in await db.run(auth.users_by_id, sorted({c.uid for c in conns}))}
+    for conn in conns:
+        user = users.get(conn.uid)
+        if conn.claims.exp <= now:
+            why = "token expired: sign in again"
+        elif user is None or user["disabled"] or user["epoch"] != conn.claims.ep:
+            why = "signed out: the account was disabled or its password changed"
+        else:
+            continue
+        hub.detach(conn)
+        conn.user = None
+        conn.close_soon(CLOSE_SIGNED_OUT, why)
+
+
+async def sweep_forever(db, hub, every_s: float = 1.0):
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await sweep(db, hub)
+        except Exception:   # never let it die: it is what closes revoked sessions
+            log.exception("session sweep failed")

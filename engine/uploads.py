@@ -13,6 +13,7 @@ class Uploads:
     def __init__(self, limits):
         self.limits = limits
         self.open: dict[tuple[int, str], object] = {}   # (uid, upload id) -> engine.store.blobs.Upload
+        self.starting = asyncio.Lock()   # held while an upload is checked against the limit, created, registered
         self._sweeper: asyncio.Task | None = None
 
     def count(self, uid: int) -> int:

@@ -10,6 +10,7 @@ import ssl
 import sys
 from pathlib import Path
 
+from .. import netguard
 from ..config import load_config
 from .common import add_data_dir
 
@@ -48,22 +49,31 @@ def cmd_serve(args) -> int:
     if not _is_loopback(cfg.host) and ssl_ctx is None:
         print("WARNING: listening on a non-loopback address WITHOUT TLS: tokens and images cross the network in\n"
               "WARNING: clear text. Use --tls-cert/--tls-key, or bind 127.0.0.1 and tunnel.", file=sys.stderr)
+    fds = netguard.raise_descriptor_limit()
+    if fds and fds < cfg.limits.max_connections + 64:
+        logging.getLogger("paintbridge").warning("only %d file descriptors: lowering max_connections to %d", fds,
+                                                 max(16, fds - 64))
+        cfg.limits.max_connections = max(16, fds - 64)
     services = build(cfg)   # storage, auth, hub, models, job queue, gallery
     server = Server(services)
     scheme = "wss" if ssl_ctx else "ws"
 
     async def run():
-        runner = web.AppRunner(server.app(), handle_signals=False, access_log=None)
+        loop = asyncio.get_running_loop()
+        netguard.quiet_loop_errors(loop)
+        runner = web.AppRunner(server.app(), handle_signals=False, access_log=None, keepalive_timeout=15)
         await runner.setup()
-        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx, reuse_address=True)
-        await site.start()
-        port = runner.addresses[0][1] if runner.addresses else cfg.port
+        # Our own listener instead of web.TCPSite: every accepted socket passes the connection guard first.
+        listener = await loop.create_server(
+            server.guard.wrap(runner.server), cfg.host, cfg.port, ssl=ssl_ctx, reuse_address=True,
+            ssl_handshake_timeout=cfg.limits.header_timeout_s if ssl_ctx else None)
+        port = listener.sockets[0].getsockname()[1]
         print(f"Paintbridge listening on {scheme}://{cfg.host}:{port}/v1/ws (data: {cfg.data_dir})", flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        listener.close()
         await runner.cleanup()
 
     asyncio.run(run())

@@ -75,12 +75,18 @@ async def blob_put(ctx, args: PutArgs):
     if up is None:
         if args.offset != 0:
             raise BadRequest(f"unknown upload {args.upload!r}: start it at offset 0", details={"expected": 0})
-        await uploads.expire()
-        if uploads.count(uid) >= limits.max_pending_uploads:
-            raise Busy(f"at most {limits.max_pending_uploads} chunked uploads at once; finish or abandon one")
-        up = await ctx.run_blocking(app.blobs.begin)
-        up.lock = asyncio.Lock()   # two connections of one user may feed the same upload id
-        uploads.open[key] = up
+        # Check, create and register under one lock: with awaits in between, parallel starts on other
+        # connections all passed the limit, and two starts of one id each made a temp file (one orphaned).
+        async with uploads.starting:
+            await uploads.expire()
+            up = uploads.open.get(key)
+            if up is None:   # else another connection started this id meanwhile: the offset check below decides
+                if uploads.count(uid) >= limits.max_pending_uploads:
+                    raise Busy(f"at most {limits.max_pending_uploads} chunked uploads at once; finish or abandon "
+                               "one")
+                up = await ctx.run_blocking(app.blobs.begin)
+                up.lock = asyncio.Lock()   # two connections of one user may feed the same upload id
+                uploads.open[key] = up
     async with up.lock:
         if uploads.open.get(key) is not up:
             raise BadRequest(f"upload {args.upload!r} was finished or dropped meanwhile", details={"expected": 0})
