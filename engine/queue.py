@@ -170,7 +170,7 @@ class JobQueue:
         """On the job thread. Returns (status, result, error); never raises."""
         try:
             graph = self.validated.pop(row["id"], None) or graphs.validate(json.loads(row["graph"]))
-            graphs.execute(graph, ctx)
+            graphs.execute(graph, ctx, max_live_bytes=self.config.limits.max_job_bytes)
             for fn in self.on_complete:
                 fn(row, graph, ctx.results)
             return "completed", {"layers": ctx.results}, None

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from ..errors import BadRequest
+from ..errors import BadRequest, TooLarge
 from .node import NODES, Node, compatible
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -155,24 +155,59 @@ def _cache_key(graph: Graph, nid: str, keys: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def execute(graph: Graph, ctx, on_node: Callable[[str, Node], None] | None = None) -> dict[str, Node.Out]:
-    """Run the nodes in dependency order. Nodes with identical inputs run once (cache by input hash)."""
+def execute(graph: Graph, ctx, on_node: Callable[[str, Node], None] | None = None,
+            max_live_bytes: int | None = None) -> dict[str, Node.Out]:
+    """Run the nodes in dependency order. Nodes with identical inputs run once (cache by input hash).
+
+    Each node's outputs are dropped after their last consumer has run (or at once when nothing consumes them),
+    and the pixels/tensors alive at any moment must stay within max_live_bytes: a graph of many nodes each within
+    the pixel budget must not add up to tens of GiB. Returns the outputs still alive (those nothing consumed
+    are gone)."""
+    last_use: dict[str, int] = {}
+    for index, nid in enumerate(graph.order):
+        for src, _ in graph.edges[nid].values():
+            last_use[src] = index
     keys: dict[str, str] = {}
     results: dict[str, Node.Out] = {}
     cache: dict[str, Node.Out] = {}
+    live: dict[str, int] = {}   # bytes held per cache key
     ctx.node_count = len(graph.order)
     for index, nid in enumerate(graph.order):
         ctx.check_canceled()
         key = keys[nid] = _cache_key(graph, nid, keys)
         if key in cache and not getattr(graph.nodes[nid], "is_output", False):
             results[nid] = cache[key]
-            continue
-        values = dict(graph.literals[nid])
-        for fname, (src, out) in graph.edges[nid].items():
-            values[fname] = getattr(results[src], out)
-        node = graph.nodes[nid].model_validate(values)
-        ctx.node_id, ctx.node_index = nid, index
-        if on_node:
-            on_node(nid, node)
-        results[nid] = cache[key] = node.invoke(ctx)
+        else:
+            values = dict(graph.literals[nid])
+            for fname, (src, out) in graph.edges[nid].items():
+                values[fname] = getattr(results[src], out)
+            node = graph.nodes[nid].model_validate(values)
+            ctx.node_id, ctx.node_index = nid, index
+            if on_node:
+                on_node(nid, node)
+            results[nid] = cache[key] = node.invoke(ctx)
+            live[key] = _nbytes(results[nid])
+            if max_live_bytes is not None and sum(live.values()) > max_live_bytes:
+                raise TooLarge(f"node {nid!r}: the job holds {sum(live.values()) / 2 ** 20:.0f} MiB of images and "
+                               f"tensors, over the per-job budget of {max_live_bytes / 2 ** 20:.0f} MiB "
+                               "(max_job_bytes)", details={"node": nid})
+        # Free what no later node reads. A cache entry goes with the last node that holds it.
+        for done in [s for s, _ in graph.edges[nid].values()] + [nid]:
+            if last_use.get(done, -1) <= index and done in results:
+                gone = results.pop(done)
+                if not any(r is gone for r in results.values()):
+                    cache.pop(keys[done], None)
+                    live.pop(keys[done], None)
     return results
+
+
+def _nbytes(out: Node.Out) -> int:
+    """Bytes of the arrays and tensors in a node's outputs (one level into Image/Mask/Latents-like values)."""
+    total = 0
+    for name in type(out).model_fields:
+        value = getattr(out, name, None)
+        for part in (value, *getattr(value, "__dict__", {}).values()):
+            size = getattr(part, "nbytes", None)
+            if isinstance(size, int):
+                total += size
+    return total
