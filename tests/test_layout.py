@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # modules). A module may import modules on its own floor or below, never above; nothing may form a circle.
 FLOORS: list[tuple[str, list[str]]] = [
     ("wire",      ["protocol"]),
-    ("base",      ["engine", "engine.errors", "engine.config", "engine.events", "engine.aio"]),
+    ("base",      ["engine", "engine.errors", "engine.config", "engine.events", "engine.aio", "engine.names",
+                   "engine.netguard"]),
     ("storage",   ["engine.store", "engine.auth", "engine.graph", "engine.opspec"]),
     ("rules",     ["engine.layers", "engine.budgets", "engine.canvas", "engine.workflows"]),
     ("models",    ["engine.models", "engine.diffusion"]),
