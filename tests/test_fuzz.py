@@ -526,3 +526,46 @@ def test_limits_from_config_toml_are_enforced(fuzz_engine):
     assert codes.count("unauthenticated") <= 3
     anon.close()
     c.close()
+
+
+# ---- every field of every template, with each hostile value (issue 17: values the random fuzz rarely makes) -----
+HOSTILE = ["é🦊\u202e\u200b", "\x00", "ｔｉｎｙ", b"\xff\x00bytes", msgpack.ExtType(7, b"\x01\x02"),
+           2 ** 63, 2 ** 64 - 1, -(2 ** 63), -(2 ** 63) + 1, 1e308, -0.0, float("nan"), [], {}, None, True]
+
+
+def _set(args, path, value):
+    import copy
+    args = copy.deepcopy(args)
+    parent = args
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    return args
+
+
+def test_every_field_with_every_hostile_value(fuzz_engine, admin_ws, user_ws, templates):
+    """Non-ASCII and control text, bytes and msgpack ext values, integers at and past 2^63 in every field of a
+    valid request (tokens and passwords included, and free-form maps like a graph's meta): typed replies only."""
+    sent = 0
+    hello = ("hello", {"protocol": 1, "token": fuzz_engine.user_token, "client": {"app": "a", "version": "1"}})
+    for name, args in templates + [hello]:
+        paths = [p for p in _paths(args)] or []
+        if name in ("generate", "graph.submit", "workflows.save"):   # the free-form places
+            paths += [("source",), ("meta",), ("graph", "meta", "x")] if name != "generate" else [("source", "app")]
+        batch = []
+        for path in paths:
+            for value in HOSTILE:
+                try:
+                    batch.append((1000 + len(batch), name, _set(args, path, value)))
+                except (KeyError, IndexError, TypeError):
+                    pass
+        batch = keep_signed_in(batch)
+        for ws in (user_ws, admin_ws) if name not in ("hello",) else (user_ws,):
+            for i in range(0, len(batch), 40):
+                send_requests(ws, batch[i:i + 40])
+                sent += len(batch[i:i + 40])
+            # a hostile hello may have signed this socket out or in as someone else: sign it back in
+            ws.send(codec.encode(codec.request(2, "hello", {"protocol": 1, "token": fuzz_engine.user_token
+                                                            if ws is user_ws else fuzz_engine.token})))
+            collect(ws, 1)
+    assert sent > 1000 and healthy(fuzz_engine)
