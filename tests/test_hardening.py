@@ -483,3 +483,34 @@ def test_server_header_names_no_versions(spine_server):
     url = spine_server.url.replace("ws://", "http://").replace("/v1/ws", "/v1/health")
     with urllib.request.urlopen(url, timeout=5) as res:
         assert res.headers["Server"] == "paintbridge"
+
+
+# ---- weak spot: a workflow's free-form text could pin other users' blobs ----------------------------------------
+def test_a_workflow_cannot_pin_another_users_blob(spawn_engine, tmp_path):
+    import sqlite3
+
+    (tmp_path / "config.toml").write_text("[blobs]\ngc_interval_min = 0\n")
+    eng = spawn_engine(data_dir=tmp_path)
+    admin = eng.client()
+    theirs = admin.upload(b"admin's private bytes" * 10)
+    cli("users", "--data-dir", str(tmp_path), "add", "ivan", "--password", "ivanpw")
+    ivan = Client(eng.url, reconnect=False).connect()
+    ivan.login("ivan", "ivanpw")
+    mine = ivan.upload(bytes(16))
+    layer = {"sha256": mine, "w": 2, "h": 2, "format": "rgba8", "x": 0, "y": 0}
+    graph = {"nodes": {"i": {"type": "image_input", "layer": layer}, "o": {"type": "output"}},
+             "edges": [{"from": ["i", "image"], "to": ["o", "image"]}], "meta": {"pin": theirs}}
+    ivan.call("workflows.save", {"name": "pinner", "graph": graph, "description": f"see {theirs}"})
+    con = sqlite3.connect(tmp_path / "paintbridge.db", isolation_level=None)
+    con.execute("UPDATE blobs SET touched = touched - 1e7, created = created - 1e7")
+    con.close()
+    for sha in (theirs, mine):
+        p = tmp_path / "blobs" / sha[:2] / sha
+        os_t = p.stat().st_mtime - 1e7
+        import os
+        os.utime(p, (os_t, os_t))
+    admin.call("blobs.gc", {})
+    assert admin.call("blob.has", {"hashes": [theirs]})["missing"] == [theirs]   # collected: not pinned
+    assert ivan.download(mine) == bytes(16)                                      # ivan's own layer kept
+    admin.close()
+    ivan.close()

@@ -10,7 +10,8 @@ A blob is **live** while
   "have it", a generate/graph.submit/workflows.run that takes it; and the file's mtime, refreshed by every
   write of the same bytes), or after the oldest running job started (its results are written before the job
   row says so). Never younger than MIN_AGE_S, whatever the configuration.
-"Names it" is any 64-hex-digit string in the stored JSON: deliberately loose, it can only keep too much.
+"Names it" is any 64-hex-digit string in the stored JSON that the job's or workflow's owner may read (an admin's:
+any): loose enough to only keep too much, but a user cannot pin someone else's blobs by naming them.
 Chunked uploads in progress are temp files under blobs/tmp, which GC never touches.
 
 Everything else is garbage. One run: read what is live (no lock), then delete in batches of BATCH; each batch
@@ -73,23 +74,43 @@ def live_hashes(conn, job_cutoff: float) -> set[str]:
         live.add(sha)
         if thumb:
             live.add(thumb)
-    rows = conn.execute("SELECT request, graph, result FROM jobs WHERE status IN ('queued', 'running') "
+    rows = conn.execute("SELECT user_id, request, graph, result FROM jobs WHERE status IN ('queued', 'running') "
                         "OR COALESCE(finished, created) >= ?", [job_cutoff])
-    for row in rows:
-        live |= _hashes(row)
-    for row in conn.execute("SELECT graph, params FROM workflows"):
-        live |= _hashes(row)
+    live |= _readable_refs(conn, rows)
+    live |= _readable_refs(conn, conn.execute("SELECT user_id, graph, params FROM workflows"))
     return live
+
+
+def _readable_refs(conn, rows) -> set[str]:
+    """The hashes named in each (user_id, text...) row that this user may read. Free-form text (a workflow's
+    description or meta, a graph's meta) can name any hash: without this check a user could keep another user's
+    blobs from ever being collected."""
+    admins = {r[0] for r in conn.execute("SELECT id FROM users WHERE admin = 1")}
+    out: set[str] = set()
+    for uid, *texts in rows:
+        named = _hashes(texts)
+        if not named:
+            continue
+        if uid in admins:
+            out |= named
+            continue
+        named = sorted(named)
+        for i in range(0, len(named), 500):
+            part = named[i:i + 500]
+            marks = ",".join("?" * len(part))
+            out.update(r[0] for r in conn.execute(
+                f"SELECT sha256 FROM blob_owners WHERE user_id = ? AND sha256 IN ({marks})", [uid, *part]))
+    return out
 
 
 def _fresh_refs(conn, since: float) -> set[str]:
     """References that may have appeared after the scan: active jobs, jobs and workflows written since."""
     refs: set[str] = set()
-    for row in conn.execute("SELECT request, graph, result FROM jobs WHERE status IN ('queued', 'running') "
-                            "OR created >= ? OR COALESCE(finished, 0) >= ?", [since, since]):
-        refs |= _hashes(row)
-    for row in conn.execute("SELECT graph, params FROM workflows WHERE updated >= ?", [since]):
-        refs |= _hashes(row)
+    refs |= _readable_refs(conn, conn.execute(
+        "SELECT user_id, request, graph, result FROM jobs WHERE status IN ('queued', 'running') "
+        "OR created >= ? OR COALESCE(finished, 0) >= ?", [since, since]))
+    refs |= _readable_refs(conn, conn.execute("SELECT user_id, graph, params FROM workflows WHERE updated >= ?",
+                                              [since]))
     return refs
 
 
