@@ -514,3 +514,23 @@ def test_a_workflow_cannot_pin_another_users_blob(spawn_engine, tmp_path):
     assert ivan.download(mine) == bytes(16)                                      # ivan's own layer kept
     admin.close()
     ivan.close()
+
+
+# ---- weak spot: models.scan and symlink loops -------------------------------------------------------------------
+def test_scan_survives_symlink_loops(tmp_path):
+    import os
+
+    from engine.models.demo import make_demo
+    from engine.models.registry import ModelRegistry, candidates
+
+    root = tmp_path / "models"
+    (root / "a" / "b").mkdir(parents=True)
+    make_demo(tmp_path / "build", "lora-sd15").rename(root / "a" / "b" / "tiny-lora.safetensors")
+    os.symlink(root, root / "a" / "b" / "up")          # a loop back to the top
+    os.symlink(root / "a", root / "a" / "again")       # and a second way into a/
+    os.symlink("self", root / "self")                  # a link to itself (ELOOP)
+    found = candidates(root)
+    assert [p.name for p in found] == ["tiny-lora.safetensors"]
+    reg = ModelRegistry([], db_path=tmp_path / "reg.db", install_dir=tmp_path / "installed")
+    rep = reg.scan(root)
+    assert rep.added == ["tiny-lora"], rep

@@ -98,25 +98,38 @@ def _is_model_folder(p: Path) -> bool:
                                            "learned_embeds.bin"))
 
 
-def candidates(root: Path) -> list[Path]:
-    """Model files and model folders under root (not descending into model folders or hidden entries)."""
+def candidates(root: Path, unreadable: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Model files and model folders under root (not descending into model folders or hidden entries). Each
+    folder is entered once, whatever symlinks lead to it again (a loop ends there); an entry that cannot be read
+    is listed in `unreadable` (path, why) and the walk goes on."""
     out: list[Path] = []
+    seen: set[tuple[int, int]] = set()
 
     def walk(d: Path, depth: int):
         try:
+            st = d.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
             children = sorted(d.iterdir())
-        except OSError:
+        except OSError as exc:
+            if unreadable is not None:
+                unreadable.append((str(d), f"cannot read: {exc.strerror or exc}"))
             return
         for p in children:
             if p.name.startswith("."):
                 continue
-            if p.is_dir():
-                if _is_model_folder(p):
+            try:
+                if p.is_dir():
+                    if _is_model_folder(p):
+                        out.append(p)
+                    elif depth < MAX_DEPTH:
+                        walk(p, depth + 1)
+                elif p.is_file() and p.suffix.lower() in MODEL_SUFFIXES:
                     out.append(p)
-                elif depth < MAX_DEPTH:
-                    walk(p, depth + 1)
-            elif p.is_file() and p.suffix.lower() in MODEL_SUFFIXES:
-                out.append(p)
+            except OSError as exc:   # permission denied on a stat, a file vanishing mid-scan
+                if unreadable is not None:
+                    unreadable.append((str(p), f"cannot read: {exc.strerror or exc}"))
 
     if Path(root).is_dir():
         walk(Path(root), 1)
@@ -225,12 +238,16 @@ class ModelRegistry:
         if not root.is_dir():
             raise ModelError(f"{root} is not a folder")
         rep = ScanReport([], [], [], [], [])
-        found = candidates(root)
+        found = candidates(root, rep.skipped)
         by_path = {r["path"]: r for r in self._q("SELECT * FROM models")}
         for p in found:
             if progress is not None:
                 progress(p)
-            p = p.resolve()
+            try:
+                p = p.resolve()
+            except OSError as exc:
+                rep.skipped.append((str(p), f"cannot read: {exc.strerror or exc}"))
+                continue
             sig = _signature(p)
             if sig is None:
                 continue
