@@ -451,3 +451,113 @@ def _write_new_file(path, data: bytes) -> float:
         f.flush()
         os.fsync(f.fileno())
     return time.perf_counter() - t0
+
+
+# ---- B7: a signed-in user's latency while strangers flood the engine ---------------------------------------------
+UPGRADE = (b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _pings(c, n: int, gap: float) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        c.call("ping", timeout=30)
+        out.append(time.perf_counter() - t0)
+        time.sleep(gap)
+    return out
+
+
+def b7_flood(ctx) -> list[Result]:
+    """1,000 unauthenticated sockets (half-sent headers, and finished upgrades that never say hello) plus a login
+    flood, all on loopback, bounded in count and time; a signed-in user pings meanwhile."""
+    import socket
+    from urllib.parse import urlparse
+
+    from protocol.client import Client
+    from protocol.errors import ProtocolError
+
+    n_socks = 100 if ctx.smoke else 1000
+    n_pings = 30 if ctx.smoke else 300
+    r7 = Result("B7", "A signed-in user's ping while 1,000 strangers' sockets and a login flood hit the engine")
+    with Daemon(ctx.tmp / "engine-b7", []) as dmn:
+        dmn.cli("users", "add", "victim", "--password", "victim-pw")
+        u = urlparse(dmn.url)
+        c = dmn.client()
+        try:
+            quiet = _pings(c, n_pings, 0.01)
+            stop = threading.Event()
+            socks: list[socket.socket] = []
+            logins = {"tries": 0, "rate_limited": 0, "unauthenticated": 0, "other": 0}
+
+            def open_sockets():
+                for i in range(n_socks):
+                    if stop.is_set():
+                        return
+                    try:
+                        s = socket.create_connection((u.hostname, u.port), timeout=5)
+                        s.sendall(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n" if i % 2 else UPGRADE)
+                        socks.append(s)
+                    except OSError:
+                        pass
+
+            def flood_logins():
+                while not stop.is_set():
+                    try:
+                        with Client(dmn.url, reconnect=False) as x:
+                            x.connect()
+                            for _ in range(20):
+                                if stop.is_set():
+                                    break
+                                logins["tries"] += 1
+                                try:
+                                    x.login("victim", "guess")
+                                except ProtocolError as exc:
+                                    logins[exc.code if exc.code in logins else "other"] += 1
+                    except Exception:
+                        logins["other"] += 1
+
+            threads = [threading.Thread(target=open_sockets, daemon=True)] + \
+                [threading.Thread(target=flood_logins, daemon=True) for _ in range(4)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            flooded = _pings(c, n_pings, 0.01)
+            stop.set()
+            for t in threads:
+                t.join(30)
+            flood_s = time.perf_counter() - t0
+            time.sleep(2.0)   # let the engine's close frames and cuts arrive
+            cut = 0   # sockets the engine closed or sent a close frame to
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    got = s.recv(4096)
+                    cut += got == b"" or b"\x88" in got
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    cut += 1
+                s.close()
+            status = proc_status(dmn.pid)
+        finally:
+            c.close()
+
+    def row(name, xs):
+        xs = sorted(xs)
+        return [name, ms(median(xs)), ms(xs[int(len(xs) * 0.99) - 1]), ms(xs[-1])]
+
+    r7.setup = (f"fresh daemon (no models), default limits; one signed-in client sends {n_pings} pings 10 ms apart, "
+                f"first alone, then while {n_socks} raw sockets open (half of them never finish their headers, "
+                f"half finish a WebSocket upgrade and never sign in) and 4 threads sign in with a wrong password "
+                f"in a loop; all on loopback, {flood_s:.1f} s in all")
+    r7.tables.append((["pings", "p50 ms", "p99 ms", "max ms"], [row("alone", quiet), row("during the flood", flooded)]))
+    r7.tables.append((["sockets opened", "cut by the engine by the end", "login tries", "rate_limited",
+                       "unauthenticated (checked)", "engine RSS MiB after"],
+                      [[str(len(socks)), str(cut), str(logins["tries"]), str(logins["rate_limited"]),
+                        str(logins["unauthenticated"]), f"{status['VmRSS'] / 2**20:.0f}"]]))
+    p99 = sorted(flooded)[int(len(flooded) * 0.99) - 1]
+    r7.checks.append(Check("B7", "signed-in ping p99 during the flood", p99 * MS, 50.0, "ms"))
+    r7.raw = {"quiet": quiet, "flooded": flooded, "sockets": len(socks), "cut": cut, **logins}
+    return [r7]

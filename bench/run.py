@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import cases
 
             plan = [("B1", cases.b1_b2_transport), ("B3", cases.b3_b6_engine), ("B4", cases.b4_queue),
-                    ("B5", cases.b5_memory)]
+                    ("B5", cases.b5_memory), ("B7", cases.b7_flood)]
             for key, fn in plan:
                 if only and key not in only and not ({"B2", "B6"} & only and key in ("B1", "B3")):
                     continue
@@ -155,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"machine": machine(), "versions": versions(), "smoke": args.smoke, "started": started,
             "duration_s": time.time() - started, "command": "python -m bench" + (" --smoke" if args.smoke else "")}
+    old = args.out / "results.json"
+    if only and old.exists():   # a partial run replaces its own sections and keeps the others
+        from .cases import Check, Result
+        fresh = {r.id for r in results}
+        for d in json.loads(old.read_text()).get("results", []):
+            if d["id"] not in fresh:
+                results.append(Result(**{**d, "checks": [Check(**c) for c in d.get("checks", [])],
+                                         "tables": [tuple(t) for t in d.get("tables", [])]}))
     results.sort(key=lambda r: r.id)
     md = render(meta, results)
     (args.out / "RESULTS.md").write_text(md)
