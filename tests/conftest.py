@@ -2,36 +2,20 @@
 
 `spawn_engine(...)` starts `paintbridge serve` on a free port in its own data dir and returns an EngineProc
 (url, token, data_dir, model_name; stop/kill/restart). `engine_server` is one engine with a tiny demo SD1.5
-model shared by the whole session; tests that restart or kill the engine spawn their own.
+model shared by the whole session; tests that restart or kill the engine spawn their own. Helpers that are not
+fixtures live in tests/helpers.py.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.process import EngineProcess  # noqa: E402
-
-
-class EngineProc(EngineProcess):
-    """An engine process for tests (see engine/process.py)."""
-
-    def __init__(self, data_dir: Path, args: list[str]):
-        super().__init__(data_dir, args, app="pytest")
-
-
-def cli(*args: str, input: str | None = None, check: bool = True) -> str:
-    res = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                         input=input, timeout=300)
-    if check and res.returncode != 0:
-        raise RuntimeError(f"paintbridge {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res.stdout
+from .helpers import ROOT, EngineProc, cli  # noqa: E402,F401  (ROOT, cli: for imports written before helpers.py)
 
 
 @pytest.fixture

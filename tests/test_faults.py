@@ -12,34 +12,13 @@ import shutil
 import sqlite3
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from protocol.errors import ProtocolError
 
-from .conftest import cli
-
-
-def copy_graph(layer, name="copy"):
-    return {"nodes": {"i": {"type": "image_input", "layer": layer}, "o": {"type": "output", "name": name}},
-            "edges": [{"from": ["i", "image"], "to": ["o", "image"]}]}
-
-
-def wait_job(client, job, timeout=120):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        info = client.call("job.get", {"job": job})
-        if info["status"] in ("completed", "failed", "canceled"):
-            return info
-        time.sleep(0.1)
-    raise AssertionError(f"job {job} did not finish: {info}")
-
-
-def upload_layer(client, w=4, h=4, seed=0):
-    data = bytes((seed + i) % 256 for i in range(w * h * 4))
-    return {"sha256": client.upload(data), "w": w, "h": h, "format": "rgba8", "x": 0, "y": 0}, data
+from .helpers import copy_graph, upload_layer, wait_job
 
 
 def check_store(data_dir: Path):

@@ -8,11 +8,9 @@ example) and its memory stays bounded. Deterministic: hypothesis runs derandomiz
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 import time
-import urllib.request
 
 import msgpack
 import pytest
@@ -28,7 +26,7 @@ from protocol import codec
 from protocol.client import Client
 from protocol.errors import CODES, ProtocolError
 
-from .conftest import EngineProc, cli
+from .helpers import EngineProc, cli, health, raw
 
 OP_NAMES = sorted(ops.OPS)
 
@@ -72,24 +70,16 @@ def fuzz_engine(tmp_path_factory, demo_models):
     proc.kill()
 
 
-def open_ws(eng, token):
-    ws = ws_connect(eng.url, compression=None, max_size=None)
-    ws.send(codec.encode(codec.request(0, "hello", {"protocol": 1, "token": token,
-                                                    "client": {"app": "fuzz", "version": "0"}})))
-    assert codec.decode(ws.recv(10))["ok"] is True
-    return ws
-
-
 @pytest.fixture(scope="module")
 def user_ws(fuzz_engine):
-    ws = open_ws(fuzz_engine, fuzz_engine.user_token)
+    ws = raw(fuzz_engine, fuzz_engine.user_token, app="fuzz")
     yield ws
     ws.close()
 
 
 @pytest.fixture(scope="module")
 def admin_ws(fuzz_engine):
-    ws = open_ws(fuzz_engine, fuzz_engine.token)
+    ws = raw(fuzz_engine, fuzz_engine.token, app="fuzz")
     yield ws
     ws.close()
 
@@ -99,11 +89,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-def healthy(eng) -> bool:
-    url = eng.url.replace("ws://", "http://").replace("/v1/ws", "/v1/health")
-    return json.loads(urllib.request.urlopen(url, timeout=10).read()) == {"status": "ok", "protocol": 1}
 
 
 # ---- strategies --------------------------------------------------------------------------------------------
@@ -405,7 +390,7 @@ def test_daemon_alive_and_memory_bounded_after_fuzzing(fuzz_engine, user_ws):
     """Runs after the fuzz tests above (file order): the daemon answers, and thousands of frames later its
     resident memory has not grown without bound."""
     assert fuzz_engine.proc.poll() is None
-    assert healthy(fuzz_engine)
+    assert health(fuzz_engine) == {"status": "ok", "protocol": 1}
     before = rss_kib(fuzz_engine.proc.pid)
     # another round of big-but-legal frames: each just under the 256 KiB frame limit, all refused or stored
     for i in range(200):
@@ -421,7 +406,7 @@ def test_daemon_alive_and_memory_bounded_after_fuzzing(fuzz_engine, user_ws):
 
 
 def test_oversized_frames(fuzz_engine):
-    ws = open_ws(fuzz_engine, fuzz_engine.user_token)
+    ws = raw(fuzz_engine, fuzz_engine.user_token, app="fuzz")
     ws.send(codec.encode(codec.request(7, "blob.put", {"data": b"x" * 300_000})))   # over 256 KiB: refused
     r = collect(ws, 1)[0]
     assert r["re"] == 7 and r["error"]["code"] == "too_large" and r["error"]["details"]["limit"] == 262144
@@ -436,16 +421,16 @@ def test_oversized_frames(fuzz_engine):
         ws.recv(10)
     assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1009
     # a client that streams the whole oversized frame is cut too (close frame or reset), and the engine lives on
-    ws = open_ws(fuzz_engine, fuzz_engine.user_token)
+    ws = raw(fuzz_engine, fuzz_engine.user_token, app="fuzz")
     with pytest.raises(ConnectionClosed):
         ws.send(b"\x00" * (5 * 262144))
         for _ in range(5):
             ws.recv(5)
-    assert healthy(fuzz_engine)
+    assert health(fuzz_engine) == {"status": "ok", "protocol": 1}
 
 
 def test_malformed_frames_in_a_row_close_the_connection(fuzz_engine):
-    ws = open_ws(fuzz_engine, fuzz_engine.user_token)
+    ws = raw(fuzz_engine, fuzz_engine.user_token, app="fuzz")
     for _ in range(20):   # bad_frames_before_close = 20
         ws.send(b"\xc1")
     codes = []

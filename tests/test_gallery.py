@@ -6,43 +6,16 @@ import io
 import json
 import re
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from protocol.client import Client
-from protocol.errors import ProtocolError
-
-from .conftest import cli
-from .test_generation import fetch
+from .helpers import app_client, errcode, fetch, new_user, run
 
 BASE = {"model": "tiny-sd15", "prompt": "a red fox in the snow", "negative_prompt": "blurry", "width": 64,
         "height": 64, "steps": 2, "guidance": 6.5}
-
-
-def app_client(engine, app, token=None):
-    return Client(engine.url, token or engine.token, app=app, reconnect=False).connect()
-
-
-def run(client, op, args, timeout=300):
-    job = client.call(op, args)["job"]
-    while True:
-        ev = client.next_event(timeout, match=lambda e: e.data.get("job") == job)
-        if ev.name in ("job.result", "job.failed", "job.canceled"):
-            assert ev.name == "job.result", ev.data
-            return job, ev.data["layers"]
-
-
-def new_user(engine, admin=False):
-    name = f"u{uuid.uuid4().hex[:8]}"
-    cli("users", "--data-dir", str(engine.data_dir), "add", name, "--password", "pw-" + name,
-        *(["--admin"] if admin else []))
-    c = Client(engine.url, app="krita", reconnect=False).connect()
-    c.login(name, "pw-" + name)
-    return c
 
 
 def registry_sha256(client, name, timeout=120):
@@ -54,12 +27,6 @@ def registry_sha256(client, name, timeout=120):
             return sha
         time.sleep(0.2)
     raise AssertionError(f"{name} was not hashed in {timeout}s")
-
-
-def errcode(fn, *a):
-    with pytest.raises(ProtocolError) as e:
-        fn(*a)
-    return e.value
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,7 @@ import uuid
 
 import pytest
 
-from protocol.client import Client
-from protocol.errors import ProtocolError
-
-from .conftest import EngineProc, cli
-from .test_faults import wait_job
+from .helpers import EngineProc, cli, errcode, layer_ref, new_user, wait_job
 
 DAY = 24 * 3600.0
 OLD = 30 * DAY          # older than both default retentions (24 h uploads, 7 days jobs)
@@ -78,24 +74,14 @@ def exists(client, sha) -> bool:
     return not client.call("blob.has", {"hashes": [sha]})["missing"]
 
 
-def code_of(fn, *a) -> str:
-    with pytest.raises(ProtocolError) as e:
-        fn(*a)
-    return e.value.code
-
-
 def gc(client, dry_run=False) -> dict:
     res = client.call("blobs.gc", {"dry_run": dry_run}, timeout=300)
     assert set(res) == {"deleted", "bytes", "kept"} and all(isinstance(v, int) for v in res.values()), res
     return res
 
 
-def rgba(n=16) -> dict:
+def rgba(n=16) -> bytes:
     return os.urandom(n * n * 4)
-
-
-def layer(sha, n=16) -> dict:
-    return {"sha256": sha, "w": n, "h": n, "format": "rgba8", "x": 0, "y": 0}
 
 
 # ---- uploads ---------------------------------------------------------------------------------------------------
@@ -105,7 +91,7 @@ def test_old_upload_is_collected_fresh_one_kept_and_can_be_sent_again(eng, admin
     age_blobs(eng, [old])
     res = gc(admin)
     assert res["deleted"] >= 1 and res["bytes"] >= len(old_data) and res["kept"] >= 1
-    assert code_of(admin.call, "blob.get", {"sha256": old}) == "not_found"
+    assert errcode(admin.call, "blob.get", {"sha256": old}).code == "not_found"
     assert not exists(admin, old)
     assert not (eng.data_dir / "blobs" / old[:2] / old).exists()
     con = db(eng)
@@ -185,8 +171,8 @@ def test_gallery_blobs_survive_then_go_after_delete_and_job_retention(eng, admin
 
     age_job(eng, job)   # now past job retention, and nothing else references them
     gc(admin)
-    assert code_of(admin.call, "blob.get", {"sha256": lay["sha256"]}) == "not_found"
-    assert code_of(admin.call, "blob.get", {"sha256": thumb}) == "not_found"
+    assert errcode(admin.call, "blob.get", {"sha256": lay["sha256"]}).code == "not_found"
+    assert errcode(admin.call, "blob.get", {"sha256": thumb}).code == "not_found"
     assert admin.call("job.get", {"job": job})["status"] == "completed"   # the job record itself stays
 
 
@@ -196,7 +182,7 @@ def test_queued_job_input_survives(eng, admin):
     # a long job holds the worker so the next one stays queued while we collect
     blocker = admin.call("generate", {**TXT, "steps": 200, "seed": 1})["job"]
     job = admin.call("generate", {"mode": "img2img", "model": "tiny-sd15", "prompt": "gc", "steps": 2,
-                                  "strength": 0.5, "width": 64, "height": 64, "image": layer(src, 64)})["job"]
+                                  "strength": 0.5, "width": 64, "height": 64, "image": layer_ref(src, 64, 64)})["job"]
     try:
         assert admin.call("job.get", {"job": job})["status"] in ("queued", "running")
         age_blobs(eng, [src])
@@ -212,7 +198,7 @@ def test_queued_job_input_survives(eng, admin):
 def test_workflow_layers_survive_until_the_workflow_goes(eng, admin):
     data = rgba(16)
     sha = admin.upload(data)
-    graph = {"nodes": {"i": {"type": "image_input", "layer": layer(sha)},
+    graph = {"nodes": {"i": {"type": "image_input", "layer": layer_ref(sha, 16, 16)},
                        "r": {"type": "resize", "width": 8, "height": 8},
                        "o": {"type": "output", "name": "small"}},
              "edges": [{"from": ["i", "image"], "to": ["r", "image"]}, {"from": ["r", "image"], "to": ["o", "image"]}]}
@@ -228,15 +214,12 @@ def test_workflow_layers_survive_until_the_workflow_goes(eng, admin):
 
 # ---- access, serving, CLI --------------------------------------------------------------------------------------
 def test_non_admin_gets_forbidden(eng):
-    name = f"u{uuid.uuid4().hex[:8]}"
-    cli("users", "--data-dir", str(eng.data_dir), "add", name, "--password", "pw-" + name)
-    c = Client(eng.url, app="pytest", reconnect=False).connect()
+    c = new_user(eng, app="pytest")
     try:
-        c.login(name, "pw-" + name)
         sha = c.upload(os.urandom(100))
         age_blobs(eng, [sha])
-        assert code_of(c.call, "blobs.gc", {}) == "forbidden"
-        assert code_of(c.call, "blobs.gc", {"dry_run": True}) == "forbidden"
+        assert errcode(c.call, "blobs.gc", {}).code == "forbidden"
+        assert errcode(c.call, "blobs.gc", {"dry_run": True}).code == "forbidden"
         assert exists(c, sha)   # refused: nothing collected
     finally:
         c.close()
@@ -287,7 +270,7 @@ def test_cli_stats_and_gc_while_the_engine_runs(eng, admin):
     last = cli("blobs", "gc", "--data-dir", str(eng.data_dir)).strip().splitlines()[-1]
     fields = dict(kv.split("=") for kv in last.split())
     assert int(fields["deleted"]) >= 1 and int(fields["bytes"]) >= len(data)
-    assert code_of(admin.call, "blob.get", {"sha256": sha}) == "not_found"
+    assert errcode(admin.call, "blob.get", {"sha256": sha}).code == "not_found"
     assert admin.call("ping")
 
 

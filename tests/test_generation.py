@@ -2,59 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from protocol.client import Client
 from protocol.errors import ProtocolError
 
-from .conftest import cli
+from .helpers import cli, fetch, new_user, pattern, run_job, upload_mask, upload_rgba, wait_job
 
 ARCHS = ["sd15", "sd2", "sdxl", "flux"]
-
-
-def run_job(client, args, timeout=300):
-    reply = client.call("generate", args)
-    job = reply["job"]
-    events = []
-    while True:
-        ev = client.next_event(timeout, match=lambda e: e.data.get("job") == job)
-        events.append(ev)
-        if ev.name in ("job.result", "job.failed", "job.canceled"):
-            return job, reply, ev, events
-
-
-def fetch(client, layer):
-    data = client.download(layer["sha256"])
-    return np.frombuffer(data, np.uint8).reshape(layer["h"], layer["w"], 4)
-
-
-def upload_rgba(client, rgba, x=0, y=0):
-    rgba = np.ascontiguousarray(rgba, np.uint8)
-    sha = client.upload(rgba.tobytes())
-    return {"sha256": sha, "w": rgba.shape[1], "h": rgba.shape[0], "format": "rgba8", "x": x, "y": y}
-
-
-def upload_mask(client, gray, x=0, y=0):
-    gray = np.ascontiguousarray(gray, np.uint8)
-    sha = client.upload(gray.tobytes())
-    return {"sha256": sha, "w": gray.shape[1], "h": gray.shape[0], "format": "gray8", "x": x, "y": y}
-
-
-def pattern(w=64, h=64):
-    """Asymmetric, so flips and channel swaps show."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    rgba = np.zeros((h, w, 4), np.uint8)
-    rgba[..., 0] = (xx * 255 // max(1, w - 1)).astype(np.uint8)
-    rgba[..., 1] = (yy * 255 // max(1, h - 1)).astype(np.uint8)
-    rgba[..., 2] = ((xx + 2 * yy) % 256).astype(np.uint8)
-    rgba[..., 3] = 255
-    rgba[:8, :16] = (255, 0, 0, 255)
-    return rgba
 
 
 @pytest.fixture(scope="module")
@@ -174,15 +130,13 @@ def test_bad_requests_are_refused_before_queueing(client, engine_server):
 
 
 def test_layer_of_another_user_is_refused(engine_server):
-    cli("users", "--data-dir", str(engine_server.data_dir), "add", "mallory", "--password", "mallorypw")
     owner = engine_server.client()
     layer = upload_rgba(owner, pattern())
-    other = Client(engine_server.url, reconnect=False).connect()
-    other.login("mallory", "mallorypw")
+    other = new_user(engine_server)
     with pytest.raises(ProtocolError) as e:
         other.call("generate", {"mode": "img2img", "model": "tiny-sd15", "image": layer})
     assert e.value.code == "bad_request"
-    # and events of owner's jobs never reach mallory; her job.get of them is not_found
+    # and events of owner's jobs never reach the other user; their job.get of them is not_found
     job, _, res, _ = run_job(owner, {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 1, "seed": 1})
     with pytest.raises(ProtocolError) as e:
         other.call("job.get", {"job": job})
@@ -221,10 +175,7 @@ def test_restart_runs_queued_and_reports_interrupted(spawn_engine, demo_models):
     eng.kill()                                     # kill -9 mid-job
     eng.start()
     c = eng.client()
-    deadline = time.monotonic() + 120
-    while c.call("job.get", {"job": queued})["status"] != "completed" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    info = c.call("job.get", {"job": queued})
+    info = wait_job(c, queued)
     assert info["status"] == "completed" and info["layers"]
     assert c.download(info["layers"][0]["sha256"])
     lost = c.call("job.get", {"job": running})

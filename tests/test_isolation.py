@@ -9,7 +9,6 @@ refused; secret files are private; traversal strings in names and paths get nowh
 from __future__ import annotations
 
 import ast
-import os
 import stat
 import time
 import typing
@@ -20,11 +19,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from engine import ops  # importing it registers every op
-from protocol import codec
 from protocol.client import Client
 from protocol.errors import ProtocolError
 
-from .conftest import ROOT, cli
+from .helpers import ROOT, cli, copy_graph, hello_reply, layer_ref, wait_job
 
 ID_FIELDS = ("job", "sha256", "hashes", "image", "workflow", "board", "id", "name")
 TRAVERSAL = ["../../../../../../etc/passwd", "/etc/passwd", "..\\..\\..\\windows\\win.ini", "a/../../../etc/passwd",
@@ -73,10 +71,7 @@ def world(spine_server):
                    "o": {"type": "output", "name": "alice-secret"}},
          "edges": [{"from": ["i", "image"], "to": ["r", "image"]}, {"from": ["r", "image"], "to": ["o", "image"]}]}
     job = alice.call("graph.submit", {"graph": g})["job"]
-    end = time.monotonic() + 60
-    while (info := alice.call("job.get", {"job": job}))["status"] not in ("completed", "failed"):
-        assert time.monotonic() < end
-        time.sleep(0.1)
+    info = wait_job(alice, job, timeout=60)
     assert info["status"] == "completed", info
     result_sha = info["layers"][0]["sha256"]
     # things other helpers' ops may own (gallery images, saved workflows): found through their list ops
@@ -163,7 +158,6 @@ def test_other_users_ids_look_missing_for_every_op(world):
             # allowed only where it reveals nothing: same answer as for something that does not exist
             assert got_fake[0] == "ok", (name, got_real, got_fake)
         else:
-            norm = {v for v in (real_args | fake_args).values() if isinstance(v, (str, int))}
             msg_real, msg_fake = str(got_real[1]), str(got_fake[1])
             for a, b in zip(real_args.values(), fake_args.values()):
                 if isinstance(a, (str, int)) and isinstance(b, (str, int)):
@@ -174,7 +168,6 @@ def test_other_users_ids_look_missing_for_every_op(world):
                 assert got_real[0] == "forbidden", (name, got_real)
             elif name.split(".")[0] not in ("users",):
                 assert got_real[0] in ("not_found", "bad_request"), (name, got_real)
-            del norm
         checked.append(name)
     assert {"job.get", "job.cancel", "blob.get", "blob.has"} <= set(checked), checked
     print("isolation checked:", checked, {k: w[k] for k in ("image", "workflow", "board")})
@@ -189,8 +182,7 @@ def test_other_users_ids_look_missing_for_every_op(world):
 
 def test_cannot_use_another_users_blob_as_a_layer(world):
     w = world
-    g = {"nodes": {"i": {"type": "image_input", "layer": {"sha256": w["sha"], "w": 4, "h": 4, "format": "rgba8"}},
-                   "o": {"type": "output"}}, "edges": [{"from": ["i", "image"], "to": ["o", "image"]}]}
+    g = copy_graph(layer_ref(w["sha"], 4, 4))
     with pytest.raises(ProtocolError) as e:
         w["bob"].call("graph.submit", {"graph": g})
     assert e.value.code == "bad_request"
@@ -204,21 +196,13 @@ def test_cannot_use_another_users_blob_as_a_layer(world):
 def test_job_events_reach_only_the_owner(world, spine_server):
     w = world
     bob2 = spine_server.client(token=w["tokens"]["bob"])
-    layer = {"sha256": w["sha"], "w": 4, "h": 4, "format": "rgba8"}
-    g = {"nodes": {"i": {"type": "image_input", "layer": layer}, "o": {"type": "output"}},
-         "edges": [{"from": ["i", "image"], "to": ["o", "image"]}]}
+    g = copy_graph(layer_ref(w["sha"], 4, 4))
     bob2.drain(1000)
     job = w["alice"].call("graph.submit", {"graph": g})["job"]
     w["admin"].next_event(30, name="job.result", match=lambda e: e.data["job"] == job)   # admins see all
     time.sleep(0.3)
     assert not [e for e in bob2.drain(1000) if e.data.get("job") == job]
     bob2.close()
-
-
-def _raw_hello(server, token):
-    with ws_connect(server.url, compression=None) as ws:
-        ws.send(codec.encode(codec.request(1, "hello", {"protocol": 1, "token": token})))
-        return codec.decode(ws.recv(10))
 
 
 def test_tampered_forged_foreign_expired_and_revoked_tokens(spine_server, spawn_engine, world):
@@ -236,7 +220,7 @@ def test_tampered_forged_foreign_expired_and_revoked_tokens(spine_server, spawn_
              "foreign secret": foreign, "no signature": body, "empty": "", "huge": "a." + "b" * 5000,
              "expired": expired}
     for what, token in cases.items():
-        r = _raw_hello(spine_server, token)
+        r = hello_reply(spine_server, token)
         want = "token_expired" if what == "expired" else ("bad_request" if what == "huge" else "unauthenticated")
         assert r["ok"] is False and r["error"]["code"] == want, (what, r)
         if what not in ("huge", "empty"):   # an empty Bearer header is just no header
@@ -248,19 +232,19 @@ def test_tampered_forged_foreign_expired_and_revoked_tokens(spine_server, spawn_
     d = str(spine_server.data_dir)
     cli("users", "--data-dir", d, "add", "carl", "--password", "carl-pw")
     t1 = cli("token", "--data-dir", d, "--user", "carl").split()[-1]
-    assert _raw_hello(spine_server, t1)["ok"]
+    assert hello_reply(spine_server, t1)["ok"]
     cli("users", "--data-dir", d, "passwd", "carl", "--password", "carl-pw2")
-    assert _raw_hello(spine_server, t1)["error"]["code"] == "unauthenticated"
+    assert hello_reply(spine_server, t1)["error"]["code"] == "unauthenticated"
     t2 = cli("token", "--data-dir", d, "--user", "carl").split()[-1]
     cli("users", "--data-dir", d, "disable", "carl")
-    assert _raw_hello(spine_server, t2)["error"]["code"] == "unauthenticated"
+    assert hello_reply(spine_server, t2)["error"]["code"] == "unauthenticated"
     c = Client(spine_server.url, reconnect=False).connect()
     with pytest.raises(ProtocolError) as e:   # a disabled user cannot sign in with the password either
         c.login("carl", "carl-pw2")
     assert e.value.code == "unauthenticated"
     c.close()
     cli("users", "--data-dir", d, "disable", "carl", "--enable")
-    assert _raw_hello(spine_server, t2)["error"]["code"] == "unauthenticated"
+    assert hello_reply(spine_server, t2)["error"]["code"] == "unauthenticated"
 
 
 def test_browser_origins_refused(spine_server):

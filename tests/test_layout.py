@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .helpers import ROOT
 
 # Bottom first. A module belongs to the floor of the longest prefix that names it (a package name covers its
 # modules). A module may import modules on its own floor or below, never above; nothing may form a circle.

@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 
 from protocol import codec
 
-from .conftest import cli
+from .helpers import cli, copy_graph
 
 USERS = 5
 CONNS_PER_USER = 10
@@ -46,11 +46,6 @@ class Conn:
         reply = await asyncio.wait_for(fut, 120)
         assert reply["ok"], reply
         return reply["result"]
-
-
-def copy_graph(layer):
-    return {"nodes": {"i": {"type": "image_input", "layer": layer}, "o": {"type": "output", "name": "copy"}},
-            "edges": [{"from": ["i", "image"], "to": ["o", "image"]}]}
 
 
 async def scenario(url, tokens):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from engine.models.demo import make_demo, tiny_lora
 from engine.models.probe import probe
 from protocol.errors import ProtocolError
 
-from .conftest import ROOT, EngineProc, cli
+from .helpers import EngineProc, cli, cli_run, new_user, run_job
 
 warnings.filterwarnings("ignore")
 H = torch.float16
@@ -149,8 +147,7 @@ def test_probe_cli_json_and_errors(stripped, tmp_path):
     bad.write_bytes(b"\x00\x01garbage" * 50)
     unknown = _st(tmp_path / "unknown.safetensors", {"foo.bar": (3,)})
     for p in (bad, unknown, tmp_path / "missing.safetensors", tmp_path / "notes.txt"):
-        res = subprocess.run([sys.executable, "-m", "engine.cli", "models", "probe", str(p), "--json"], cwd=ROOT,
-                             capture_output=True, text=True)
+        res = cli_run("models", "probe", str(p), "--json")
         assert res.returncode != 0 and res.stdout == "", p
         assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr, res.stderr
 
@@ -196,8 +193,7 @@ def test_manager_cli_scan_install_list_remove(stripped, tmp_path):
     assert not copied.exists() and src.exists()
     # traversal in names is refused; nothing is written outside
     for bad in ("../evil", "a/b", ".hidden"):
-        res = subprocess.run([sys.executable, "-m", "engine.cli", "models", "install", str(src), "--copy", "--name",
-                              bad, "--data-dir", str(data)], cwd=ROOT, capture_output=True, text=True)
+        res = cli_run("models", "install", str(src), "--copy", "--name", bad, "--data-dir", str(data))
         assert res.returncode == 1 and "invalid model name" in res.stderr
     assert not (data / "models" / "evil.safetensors").exists()
     # a scanned model removed stays on disk and stays hidden on the next scan
@@ -362,7 +358,6 @@ def engine(tmp_path_factory, tiny):
 
 
 def _run(client, args):
-    from .test_generation import run_job
     _, _, res, _ = run_job(client, args)
     assert res.name == "job.result", res.data
     return client.download(res.data["layers"][0]["sha256"])
@@ -438,10 +433,7 @@ def test_engine_manager_ops_are_admin_only_and_work(engine, tmp_path):
     assert e.value.code == "bad_request"
     got = c.call("models.install", {"path": str(extra / "new-emb.safetensors"), "name": "again"})
     assert got["model"]["type"] == "embedding"
-    cli("users", "--data-dir", str(proc.data_dir), "add", "bob", "--password", "bobpassword")
-    from protocol.client import Client
-    bob = Client(proc.url, reconnect=False).connect()
-    bob.login("bob", "bobpassword")
+    bob = new_user(proc)
     for op, args in (("models.scan", {"dir": str(extra)}), ("models.install", {"path": str(extra)}),
                      ("models.remove", {"model": "again"}), ("models.unload", {})):
         with pytest.raises(ProtocolError) as e:

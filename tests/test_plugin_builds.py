@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli
+from .helpers import cli
 
 
 @pytest.fixture(scope="module")

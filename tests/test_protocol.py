@@ -7,16 +7,16 @@ import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from websockets.sync.client import connect as ws_connect
 
 from protocol import codec, pixels
 from protocol.errors import ProtocolError
 from protocol.tokens import TokenStore
 
-VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "vectors"
+from .helpers import ROOT, raw, rpc
+
+VECTORS = ROOT / "protocol" / "vectors"
 
 
 def from_json(o):
@@ -42,17 +42,14 @@ def test_frame_vectors(vec):
 
 @pytest.mark.parametrize("vec", EXCHANGES, ids=[v["name"] for v in EXCHANGES])
 def test_exchange_vectors_against_engine(vec, spine_server):
-    with ws_connect(spine_server.url, compression=None) as ws:
-        ws.send(codec.encode(codec.request(0, "hello", {"protocol": 1, "token": spine_server.token})))
-        assert codec.decode(ws.recv(5))["ok"]
+    with raw(spine_server, spine_server.token) as ws:
         ws.send(vec["text"] if "text" in vec else bytes.fromhex(vec["hex"]))
         reply = codec.decode(ws.recv(10))
         assert reply["ok"] is False
         assert reply["re"] == vec["reply"]["re"]
         assert reply["error"]["code"] == vec["reply"]["code"]
         assert isinstance(reply["error"]["message"], str) and reply["error"]["message"]
-        ws.send(codec.encode(codec.request(99, "ping")))
-        assert codec.decode(ws.recv(5))["ok"]
+        assert rpc(ws, 99, "ping")["ok"]
 
 
 def test_decode_rejects_non_maps_and_garbage():
@@ -72,7 +69,7 @@ def test_protocol_imports_without_heavy_packages():
     code = ("import sys; import protocol, protocol.client, protocol.session, protocol.pixels, protocol.tokens; "
             "bad = [m for m in ('torch', 'aiohttp', 'pydantic_core', 'numpy', 'engine') if m in sys.modules]; "
             "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_protocol_runs_on_pure_python_msgpack():
@@ -80,7 +77,7 @@ def test_protocol_runs_on_pure_python_msgpack():
     code = ("import msgpack, msgpack.fallback; from protocol import codec; "
             "assert msgpack.Packer is msgpack.fallback.Packer; "
             "assert codec.decode(codec.encode({'a': b'x'})) == {'a': b'x'}")
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
 
 
 def test_pixel_helpers():
@@ -140,7 +137,7 @@ def test_spec_documents_every_op_and_event():
     from engine.events import NAMES
     from engine.ops import OPS
 
-    spec = (Path(__file__).resolve().parents[1] / "protocol" / "SPEC.md").read_text()
+    spec = (ROOT / "protocol" / "SPEC.md").read_text()
     documented = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)`", spec)) | set(re.findall(r"`(hello|ping|generate)`", spec))
     missing = sorted(set(OPS) - documented)
     assert not missing, f"ops missing from SPEC.md: {missing}"

@@ -6,13 +6,11 @@ import numpy as np
 
 from protocol.client import Client
 
-from .conftest import cli
+from .helpers import cli, copy_graph, layer_ref
 
 
 def tiny_graph(sha: str, name: str) -> dict:
-    return {"nodes": {"in": {"type": "image_input", "layer": {"sha256": sha, "w": 2, "h": 2, "format": "rgba8"}},
-                      "out": {"type": "output", "name": name}},
-            "edges": [{"from": ["in", "image"], "to": ["out", "image"]}]}
+    return copy_graph(layer_ref(sha, 2, 2), name)
 
 
 def test_priority_round_robin_and_fifo(spawn_engine, demo_models):

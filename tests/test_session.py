@@ -9,48 +9,8 @@ import pytest
 
 from protocol import forms
 from protocol.pixels import Pixels, swap_red_blue
-from protocol.session import Session
 
-from .test_gallery import app_client
-from .test_workflows import GRAPH, PARAMS, RESIZE
-
-
-_BACKLOG: dict[int, list] = {}   # updates drained by poll() but not consumed yet, per session
-
-
-def wait_for(session: Session, kind: str, timeout: float = 240, pred=lambda d: True) -> dict:
-    """Drain updates like a host timer would until one of `kind` arrives; fail on errors. Updates drained in
-    the same poll but not consumed stay for the next call (a fast job's result can come with its job id)."""
-    backlog = _BACKLOG.setdefault(id(session), [])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        backlog.extend(session.poll())
-        while backlog:
-            up = backlog.pop(0)
-            if up.kind in ("error", "failed"):
-                raise AssertionError(f"{up.kind}: {up.data}")
-            if up.kind == kind and pred(up.data):
-                return up.data
-        time.sleep(0.02)
-    raise AssertionError(f"no {kind} update in {timeout}s")
-
-
-def wait_error(session: Session, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        err = next((u.data for u in session.poll() if u.kind == "error"), None)
-        if err is not None:
-            return err
-        time.sleep(0.02)
-    raise AssertionError(f"no error update in {timeout}s")
-
-
-def open_session(engine, tmp_path, app="blender", pixel_order="rgba") -> Session:
-    s = Session(app, "test", str(tmp_path / app), url=engine.url, use_keyring=False, pixel_order=pixel_order)
-    s.connect(token=engine.token)
-    wait_for(s, "state", pred=lambda d: d["state"] == "connected")
-    return s
-
+from .helpers import GRAPH, PARAMS, RESIZE, app_client, open_session, wait_error, wait_for
 
 @pytest.fixture(scope="module")
 def sessions(engine_server, tmp_path_factory):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli
+from .helpers import cli
 
 CLIENT = Path(__file__).parent / "spec_client" / "client.mjs"
 

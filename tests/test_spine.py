@@ -16,30 +16,11 @@ from protocol import codec
 from protocol.client import EXPIRED, SIGNED_OUT, Client
 from protocol.errors import ProtocolError
 
-from .conftest import cli
-
-
-def raw(server, token=None, headers=None):
-    ws = ws_connect(server.url, compression=None, max_size=None, additional_headers=headers)
-    if token:
-        ws.send(codec.encode(codec.request(1, "hello", {"protocol": 1, "token": token,
-                                                          "client": {"app": "raw", "version": "0"}})))
-        assert codec.decode(ws.recv(5))["ok"] is True
-    return ws
-
-
-def rpc(ws, rid, op, args=None):
-    ws.send(codec.encode(codec.request(rid, op, args or {})))
-    return codec.decode(ws.recv(10))
+from .helpers import cli, health, raw, rpc
 
 
 def test_health_is_unauthenticated_and_data_free(spine_server):
-    import urllib.request
-    url = spine_server.url.replace("ws://", "http://").replace("/v1/ws", "/v1/health")
-    body = urllib.request.urlopen(url, timeout=5).read()
-    assert msgpack.unpackb(msgpack.packb(1)) == 1
-    import json
-    assert json.loads(body) == {"status": "ok", "protocol": 1}
+    assert health(spine_server) == {"status": "ok", "protocol": 1}
 
 
 def test_ops_before_hello_are_unauthenticated(spine_server):

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from engine.models.demo import tiny_esrgan
 from engine.models.upscale import load_upscaler, upscale_image, upscale_pass
 
-from .conftest import EngineProc
+from .helpers import EngineProc, fetch, run_job, upload_rgba
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +72,6 @@ def test_large_image_in_tiles(up):
 
 def test_generate_upscale_through_the_engine(tmp_path_factory, esrgan_file, up):
     import shutil
-
-    from .test_generation import fetch, run_job, upload_rgba
 
     d = tmp_path_factory.mktemp("up-models")
     shutil.copy(esrgan_file, d / esrgan_file.name)

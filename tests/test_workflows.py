@@ -6,47 +6,19 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
 from protocol.errors import ProtocolError
 
-from .conftest import ROOT
-from .test_gallery import app_client, errcode, new_user, run
-from .test_generation import fetch, pattern, upload_rgba
-
-GRAPH = {"nodes": {"m": {"type": "load_model", "model": "tiny-sd15"},
-                   "p": {"type": "prompt", "text": "a red fox"},
-                   "n": {"type": "noise", "seed": 1, "width": 64, "height": 64},
-                   "d": {"type": "denoise", "steps": 2},
-                   "v": {"type": "vae_decode"},
-                   "o": {"type": "output", "name": "fox"}},
-         "edges": [{"from": ["m", "model"], "to": ["p", "model"]}, {"from": ["m", "model"], "to": ["d", "model"]},
-                   {"from": ["p", "conditioning"], "to": ["d", "conditioning"]},
-                   {"from": ["n", "noise"], "to": ["d", "noise"]}, {"from": ["m", "model"], "to": ["v", "model"]},
-                   {"from": ["d", "latents"], "to": ["v", "latents"]}, {"from": ["v", "image"], "to": ["o", "image"]}]}
-PARAMS = [{"name": "prompt", "type": "str", "node": "p", "field": "text", "label": "Prompt", "multiline": True},
-          {"name": "seed", "type": "int", "node": "n", "field": "seed", "min": 0},
-          {"name": "steps", "type": "int", "node": "d", "field": "steps", "min": 1, "max": 8, "default": 2},
-          {"name": "scheduler", "type": "str", "node": "d", "field": "scheduler"},
-          {"name": "cfg", "type": "float", "node": "d", "field": "guidance", "min": 0, "max": 20, "step": 0.5,
-           "label": "Guidance"}]
-
-# no model: an exposed image layer, resized (runs in milliseconds)
-RESIZE = {"nodes": {"i": {"type": "image_input"}, "r": {"type": "resize", "width": 32, "height": 16},
-                    "o": {"type": "output", "name": "small"}},
-          "edges": [{"from": ["i", "image"], "to": ["r", "image"]}, {"from": ["r", "image"], "to": ["o", "image"]}]}
+from .helpers import GRAPH, PARAMS, RESIZE, app_client, cli_run, errcode, fetch, new_user, pattern, run, upload_rgba
 
 
 def wf_cli(engine, *args, check=True):
-    res = subprocess.run([sys.executable, "-m", "engine.cli", "workflows", "--data-dir", str(engine.data_dir),
-                          *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = cli_run("workflows", "--data-dir", str(engine.data_dir), *args)
     if check:
         assert res.returncode == 0, res.stderr
     return res
-
 
 @pytest.fixture(scope="module")
 def client(engine_server):
