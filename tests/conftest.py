@@ -4,6 +4,11 @@
 (url, token, data_dir, model_name; stop/kill/restart). `engine_server` is one engine with a tiny demo SD1.5
 model shared by the whole session; tests that restart or kill the engine spawn their own. Helpers that are not
 fixtures live in tests/helpers.py.
+
+The fast lane (`pytest -m "not slow"`): a test is marked `slow` here when it uses a fixture that starts an
+engine, builds demo models or runs a host app (SLOW_FIXTURES, through fixtures that depend on them too), or
+carries the `host` marker; tests that load a model by other means carry `slow` themselves. An engine started
+by a test that is not marked slow fails that test, so the fast lane stays fast.
 """
 
 from __future__ import annotations
@@ -15,7 +20,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from . import helpers  # noqa: E402
 from .helpers import ROOT, EngineProc, cli  # noqa: E402,F401  (ROOT, cli: for imports written before helpers.py)
+
+SLOW_FIXTURES = {"spawn_engine", "spine_server", "engine_server", "demo_models",
+                 "host", "gimp", "gimp_plugin", "plugin_zip", "addon_zip"}   # tests/hosts/
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("host") or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    helpers.ENGINE_ALLOWED = item.get_closest_marker("slow") is not None
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from protocol.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = ("job.result", "job.failed", "job.canceled")
+ENGINE_ALLOWED = True   # conftest.py sets it per test: False in tests not marked slow
 
 
 # ---- engine processes and the CLI ------------------------------------------------------------------------------
@@ -33,6 +34,11 @@ class EngineProc(EngineProcess):
     def __init__(self, data_dir: Path, args: list[str]):
         super().__init__(data_dir, args, app="pytest")
 
+    def start(self, timeout: float = 120.0) -> "EngineProc":
+        if not ENGINE_ALLOWED:
+            raise RuntimeError("this test starts an engine but is not marked slow: use a fixture from "
+                               "conftest.SLOW_FIXTURES or mark it @pytest.mark.slow")
+        return super().start(timeout)
 
 
 def cli_run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:

@@ -9,7 +9,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .helpers import ROOT
+
+pytestmark = pytest.mark.slow   # runs every benchmark against engines it starts
 
 
 def test_bench_smoke(tmp_path):

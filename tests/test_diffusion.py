@@ -16,6 +16,8 @@ from engine.models.loader import detect_family, load_model, read_safetensors_hea
 
 warnings.filterwarnings("ignore")
 
+pytestmark = pytest.mark.slow   # builds demo models and loads them into diffusers pipelines
+
 W = H = 64
 CASES = [("sd15", "diffusers"), ("sd15", "single-file"), ("sd2", "diffusers"), ("sd2", "single-file"),
          ("sdxl", "diffusers"), ("sdxl", "single-file"), ("flux", "diffusers")]

@@ -234,6 +234,7 @@ def send_requests(ws, batch):
 
 
 # ---- tests -------------------------------------------------------------------------------------------------
+@pytest.mark.slow   # 2,000 examples
 @settings(max_examples=2000, **SETTINGS)
 @given(st.binary(max_size=300) | st.builds(lambda v: msgpack.packb(v, use_bin_type=True), values))
 def test_decoder_returns_a_map_or_bad_request(data):

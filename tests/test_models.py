@@ -139,6 +139,7 @@ def test_probe_diffusers_folders(tmp_path):
     assert probe(cn) == _expect("controlnet", "sd2", "diffusers")
 
 
+@pytest.mark.slow   # each `paintbridge` command starts a Python that imports torch
 def test_probe_cli_json_and_errors(stripped, tmp_path):
     _, files = stripped
     path, expected = files["lora-kohya-sd1.safetensors"]
@@ -167,6 +168,7 @@ def test_probe_never_unpickles_code(tmp_path):
 
 
 # ---- manager ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow   # each `paintbridge` command starts a Python that imports torch
 def test_manager_cli_scan_install_list_remove(stripped, tmp_path):
     d, files = stripped
     data = tmp_path / "data"
@@ -244,6 +246,7 @@ def _img(m, prompt="a red fox", seed=3):
     return diffusion.decode(m, lat)
 
 
+@pytest.mark.slow   # builds and loads a demo model
 @pytest.mark.parametrize("layout", ["kohya", "peft"])
 def test_lora_changes_output_and_comes_off_exactly(tiny, tmp_path, layout):
     from engine.models.patch import load_lora, patcher_for
@@ -268,6 +271,7 @@ def test_lora_changes_output_and_comes_off_exactly(tiny, tmp_path, layout):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow   # builds and loads a demo model
 def test_lora_for_another_model_size_is_refused(tiny, tmp_path):
     from engine.models.patch import load_lora, patcher_for
     from engine.models.registry import ModelEntry
@@ -282,6 +286,7 @@ def test_lora_for_another_model_size_is_refused(tiny, tmp_path):
     assert np.array_equal(_img(m), base)          # nothing left half-applied
 
 
+@pytest.mark.slow   # builds and loads a demo model
 def test_embedding_changes_output_and_comes_off(tiny, tmp_path):
     from engine.models.patch import load_embedding, patcher_for
     from engine.models.registry import ModelEntry
@@ -307,6 +312,7 @@ def test_embedding_changes_output_and_comes_off(tiny, tmp_path):
 
 
 # ---- the cache -------------------------------------------------------------------------------------------------
+@pytest.mark.slow   # builds and loads a demo model
 def test_cache_keeps_within_budget_and_evicts_lru(tmp_path):
     from engine.models.cache import ModelCache
     from engine.models.registry import ModelRegistry
@@ -363,6 +369,7 @@ def _run(client, args):
     return client.download(res.data["layers"][0]["sha256"])
 
 
+@pytest.mark.slow   # builds a demo model and starts an engine
 def test_engine_lists_and_filters_models(engine):
     _, c, _ = engine
     res = c.call("models.list", {})
@@ -373,6 +380,7 @@ def test_engine_lists_and_filters_models(engine):
     assert "loads" in res["cache"]
 
 
+@pytest.mark.slow   # builds a demo model and starts an engine
 def test_engine_lora_and_embedding_jobs_then_original_pixels(engine):
     _, c, _ = engine
     args = {"model": "tiny-sd15", "prompt": "a red fox", "width": 64, "height": 64, "steps": 2, "seed": 11}
@@ -389,6 +397,7 @@ def test_engine_lora_and_embedding_jobs_then_original_pixels(engine):
     assert stats["loads"] == loads + 2 and stats["hits"] > 0
 
 
+@pytest.mark.slow   # builds a demo model and starts an engine
 def test_engine_refuses_addons_for_another_base_before_queueing(engine):
     _, c, _ = engine
     before = len(c.call("job.list", {"limit": 500})["jobs"])
@@ -420,6 +429,7 @@ def test_engine_refuses_addons_for_another_base_before_queueing(engine):
     assert ev.name == "job.result", ev.data
 
 
+@pytest.mark.slow   # builds a demo model and starts an engine
 def test_engine_manager_ops_are_admin_only_and_work(engine, tmp_path):
     proc, c, d = engine
     extra = tmp_path / "extra"
@@ -443,6 +453,7 @@ def test_engine_manager_ops_are_admin_only_and_work(engine, tmp_path):
     bob.close()
 
 
+@pytest.mark.slow   # builds and loads a demo model
 def test_sdxl_kohya_lora_te1_te2_and_embedding(tmp_path):
     """kohya SDXL names (lora_unet_ / lora_te1_ / lora_te2_) and a clip_l + clip_g embedding on the tiny SDXL."""
     from engine.models.loader import load_model

@@ -70,6 +70,7 @@ def test_large_image_in_tiles(up):
     assert len(seen) == 12                      # 3 x 4 tiles of 256 px: one tile's activations at a time
 
 
+@pytest.mark.slow   # starts an engine
 def test_generate_upscale_through_the_engine(tmp_path_factory, esrgan_file, up):
     import shutil
 
