@@ -125,6 +125,7 @@ def test_probe_every_type_and_base(stripped):
         assert probe(path) == expected, name
 
 
+@pytest.mark.slow   # builds a demo model
 def test_probe_diffusers_folders(tmp_path):
     main = make_demo(tmp_path / "build", "sd15")
     assert probe(main) == _expect("main", "sd1", "diffusers", prediction="epsilon")

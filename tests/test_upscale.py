@@ -12,6 +12,8 @@ from engine.models.upscale import load_upscaler, upscale_image, upscale_pass
 
 from .helpers import EngineProc, fetch, run_job, upload_rgba
 
+pytestmark = pytest.mark.slow   # every test loads the tiny ESRGAN model; one also starts an engine
+
 
 @pytest.fixture(scope="module")
 def esrgan_file(tmp_path_factory):
@@ -70,7 +72,6 @@ def test_large_image_in_tiles(up):
     assert len(seen) == 12                      # 3 x 4 tiles of 256 px: one tile's activations at a time
 
 
-@pytest.mark.slow   # starts an engine
 def test_generate_upscale_through_the_engine(tmp_path_factory, esrgan_file, up):
     import shutil
 
