@@ -19,10 +19,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from engine import ops  # importing it registers every op
-from protocol.client import Client
+from protocol.client import EXPIRED, SIGNED_OUT, Client
 from protocol.errors import ProtocolError
 
-from .helpers import ROOT, cli, copy_graph, hello_reply, layer_ref, wait_job
+from .helpers import ROOT, cli, copy_graph, errcode, hello_reply, layer_ref, wait_job
 
 ID_FIELDS = ("job", "sha256", "hashes", "image", "workflow", "board", "id", "name")
 TRAVERSAL = ["../../../../../../etc/passwd", "/etc/passwd", "..\\..\\..\\windows\\win.ini", "a/../../../etc/passwd",
@@ -205,7 +205,7 @@ def test_job_events_reach_only_the_owner(world, spine_server):
     bob2.close()
 
 
-def test_tampered_forged_foreign_expired_and_revoked_tokens(spine_server, spawn_engine, world):
+def test_tampered_forged_foreign_and_expired_tokens(spine_server, spawn_engine, world):
     import base64
     import json
     good = world["tokens"]["bob"]
@@ -227,33 +227,64 @@ def test_tampered_forged_foreign_expired_and_revoked_tokens(spine_server, spawn_
             with pytest.raises(InvalidStatus) as e:   # and as a Bearer header: 401 before the upgrade
                 ws_connect(spine_server.url, additional_headers={"Authorization": f"Bearer {token}"})
             assert e.value.response.status_code == 401, what
+    c = Client(spine_server.url, expired, reconnect=False)
+    c.connect()
+    assert c.state == EXPIRED   # the client tells "expired" from "signed out"
+    c.close()
 
-    # revocation: a password change, a disable, and a re-enable do not bring old tokens back
+
+def test_sign_in_password_change_and_disable_revoke(spine_server):
+    """A password sign-in gives a token; a password change or a disable revokes every token, also on open
+    connections; a re-enable does not bring old tokens back."""
     d = str(spine_server.data_dir)
     cli("users", "--data-dir", d, "add", "carl", "--password", "carl-pw")
+    carl = Client(spine_server.url, reconnect=False)
+    carl.connect()
+    assert carl.state == SIGNED_OUT
+    res = carl.login("carl", "carl-pw", remember_me=True)
+    assert res["user"]["name"] == "carl" and res["expires_at"] > time.time() + 6 * 86400
+    assert errcode(carl.call, "users.list", {}).code == "forbidden"
+    admin = spine_server.client()
+    assert "carl" in {u["name"] for u in admin.call("users.list")["users"]}
     t1 = cli("token", "--data-dir", d, "--user", "carl").split()[-1]
     assert hello_reply(spine_server, t1)["ok"]
+
+    old_token = carl.token
     cli("users", "--data-dir", d, "passwd", "carl", "--password", "carl-pw2")
+    time.sleep(2.5)   # the session sweep (about once a second) closes the open connection with 4401
+    assert errcode(carl.call, "ping").code == "disconnected"   # the open connection too
     assert hello_reply(spine_server, t1)["error"]["code"] == "unauthenticated"
+    c = Client(spine_server.url, old_token, reconnect=False).connect()
+    assert c.state == SIGNED_OUT
+    c.login("carl", "carl-pw2")
+    assert c.call("ping")
+
     t2 = cli("token", "--data-dir", d, "--user", "carl").split()[-1]
-    cli("users", "--data-dir", d, "disable", "carl")
+    admin.call("users.disable", {"name": "carl"})
+    time.sleep(2.5)
+    assert errcode(c.call, "ping").code == "disconnected"   # the open connection too
     assert hello_reply(spine_server, t2)["error"]["code"] == "unauthenticated"
-    c = Client(spine_server.url, reconnect=False).connect()
-    with pytest.raises(ProtocolError) as e:   # a disabled user cannot sign in with the password either
-        c.login("carl", "carl-pw2")
-    assert e.value.code == "unauthenticated"
-    c.close()
+    anon = Client(spine_server.url, reconnect=False).connect()
+    # a disabled user cannot sign in with the password either
+    assert errcode(anon.login, "carl", "carl-pw2").code == "unauthenticated"
     cli("users", "--data-dir", d, "disable", "carl", "--enable")
     assert hello_reply(spine_server, t2)["error"]["code"] == "unauthenticated"
+    for x in (carl, c, anon, admin):
+        x.close()
 
 
-def test_browser_origins_refused(spine_server):
+def test_browser_origins_refused_unless_allowed(spine_server, spawn_engine):
     port = spine_server.url.split(":")[2].split("/")[0]
     for origin in ("http://evil.example", "null", f"http://127.0.0.1:{port}", "http://localhost", "file://"):
         for headers in (None, {"Authorization": f"Bearer {spine_server.token}"}):
             with pytest.raises(InvalidStatus) as e:
                 ws_connect(spine_server.url, origin=origin, additional_headers=headers)
             assert e.value.response.status_code == 403, origin
+    other = spawn_engine("--allow-origin", "http://localhost:3000")
+    ws_connect(other.url, origin="http://localhost:3000").close()
+    with pytest.raises(InvalidStatus) as e:
+        ws_connect(other.url, origin="http://localhost:3001")
+    assert e.value.response.status_code == 403
 
 
 def test_secret_files_are_private(spine_server):

