@@ -134,8 +134,7 @@ def test_gallery_and_workflows(host, addon_zip, engine_server, tmp_path):
     """Gallery (list, thumbnails, Use settings, Open as image, Star, paging) and workflow forms in Blender."""
     import time
 
-    from ..test_gallery import app_client
-    from ..test_workflows import GRAPH, PARAMS, RESIZE
+    from ..helpers import GRAPH, PARAMS, RESIZE, app_client
 
     nonce = f"n{time.time_ns()}"
     names = {"fox": f"BlenderFox_{nonce}", "shrink": f"BlenderShrink_{nonce}", "paste": f"BlenderPaste_{nonce}"}

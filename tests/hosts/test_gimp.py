@@ -384,9 +384,7 @@ import pb_workflow as pbw  # noqa: E402
 from protocol import forms  # noqa: E402
 from protocol.pixels import Pixels  # noqa: E402
 
-from ..test_gallery import app_client, run  # noqa: E402
-from ..test_session import open_session, wait_for  # noqa: E402
-from ..test_workflows import GRAPH, PARAMS, RESIZE  # noqa: E402
+from ..helpers import GRAPH, PARAMS, RESIZE, app_client, open_session, run, wait_for  # noqa: E402
 
 GENERATE_ARGS = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "seed", "batch",
                  "server-url", "token"]

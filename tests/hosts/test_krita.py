@@ -65,7 +65,7 @@ def test_krita_pixel_facts(host, plugin_zip):
 def test_inpaint_and_pixel_exact_roundtrip_in_krita(host, plugin_zip, engine_server):
     import time
 
-    from ..conftest import cli
+    from ..helpers import cli
 
     d = str(engine_server.data_dir)
     user = f"kira-{host}"   # one per Krita version: the engine is shared by the whole session
@@ -113,8 +113,7 @@ SHIFT_PARAMS = [
 def test_gallery_and_workflows_in_krita(host, plugin_zip, engine_server):
     """The docker's Gallery (thumbnails, search, star, Use settings, Add to document, paging) and Workflows
     (a form built from the schema, a field error that queues nothing, a run whose result is applied)."""
-    from ..test_gallery import new_user
-    from ..test_workflows import GRAPH, PARAMS
+    from ..helpers import GRAPH, PARAMS, new_user
 
     c = new_user(engine_server)   # a fresh user: the gallery holds only what this test makes
     try:
