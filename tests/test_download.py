@@ -25,7 +25,7 @@ from engine.models.download import Download, DownloadError, parse_source, starte
 from engine.models.registry import ModelRegistry
 from protocol.errors import ProtocolError
 
-from .conftest import ROOT, cli
+from .helpers import ROOT, cli
 
 
 # ---- the stand-in servers -----------------------------------------------------------------------------------
@@ -600,6 +600,7 @@ def test_support_file_is_kept_but_not_registered(hub, reg, files):
 
 
 # ---- the CLI -------------------------------------------------------------------------------------------------------
+@pytest.mark.slow   # runs `paintbridge`, a Python that imports torch
 def test_cli_download_list_and_bad_input(site, tmp_path, files):
     data_dir = tmp_path / "data"
     site.files["/f/fox-lora.safetensors"] = {"data": files["lora"]}
@@ -621,6 +622,7 @@ def test_cli_download_list_and_bad_input(site, tmp_path, files):
     assert "starter:NAME" in out and "sdxl-base" in out
 
 
+@pytest.mark.slow   # runs `paintbridge`, a Python that imports torch
 def test_cli_hub_download_with_progress_bar(hub, tmp_path, files):
     hub.add("acme/emb", "big.safetensors", files["emb"])
     res = subprocess.run([sys.executable, "-m", "engine.cli", "models", "download", "acme/emb/big.safetensors",
@@ -631,6 +633,7 @@ def test_cli_hub_download_with_progress_bar(hub, tmp_path, files):
     assert "100%" in res.stderr and "4.00M" in res.stderr   # tqdm's bar, in bytes
 
 
+@pytest.mark.slow   # runs `paintbridge`, a Python that imports torch
 def test_cli_ctrl_c_keeps_the_partial_file_and_the_same_command_resumes(site, tmp_path, files):
     import signal
 
