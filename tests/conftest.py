@@ -24,7 +24,7 @@ from . import helpers  # noqa: E402
 from .helpers import ROOT, EngineProc, cli  # noqa: E402,F401  (ROOT, cli: for imports written before helpers.py)
 
 SLOW_FIXTURES = {"spawn_engine", "spine_server", "engine_server", "demo_models",
-                 "host", "gimp", "gimp_plugin", "plugin_zip", "addon_zip"}   # tests/hosts/
+                 "host", "gui_host", "gimp", "gimp_plugin", "plugin_zip", "addon_zip"}   # tests/hosts/
 
 
 def pytest_collection_modifyitems(config, items):
