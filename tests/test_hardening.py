@@ -17,7 +17,7 @@ from engine.nodes.image import grow_mask
 from protocol.client import Client
 from protocol.errors import ProtocolError
 
-from .conftest import ROOT, cli
+from .helpers import ROOT, cli
 
 
 # ---- #4 mask_grow: O(pixels) whatever the radius ---------------------------------------------------------------
@@ -130,6 +130,7 @@ def test_import_of_a_huge_png_decodes_no_pixels(spawn_engine):
 
 
 # ---- #11 secret.key ---------------------------------------------------------------------------------------------
+@pytest.mark.slow   # eight CLI processes
 def test_empty_or_short_secret_key_is_refused(tmp_path):
     cli("token", "--data-dir", str(tmp_path))   # first use writes a whole key
     key = tmp_path / "secret.key"
@@ -517,6 +518,7 @@ def test_a_workflow_cannot_pin_another_users_blob(spawn_engine, tmp_path):
 
 
 # ---- weak spot: models.scan and symlink loops -------------------------------------------------------------------
+@pytest.mark.slow   # builds a demo LoRA with torch
 def test_scan_survives_symlink_loops(tmp_path):
     import os
 
