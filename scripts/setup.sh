@@ -19,7 +19,25 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     .venv/bin/pip install -q "$TORCH"
   fi
 fi
+# CLIP's BPE table, from which the engine builds the tokenizers single-file SD/SDXL checkpoints lack (offline, at
+# load time): copied out of the open-clip-torch wheel, without its dependencies (it would pull torchvision).
+BPE=engine/configs/tokenizers/bpe_simple_vocab_16e6.txt.gz
+if [ ! -s "$BPE" ]; then
+  tmp=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps --only-binary=:all: 'open-clip-torch>=2.20,<4' -d "$tmp"
+  .venv/bin/python - "$tmp" "$BPE" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "open_clip_torch-*.whl"))[0]
+data = zipfile.ZipFile(wheel).read("open_clip/bpe_simple_vocab_16e6.txt.gz")
+os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)
+with open(sys.argv[2] + ".part", "wb") as f:
+    f.write(data)
+os.replace(sys.argv[2] + ".part", sys.argv[2])
+PY
+  rm -rf "$tmp"
+fi
 .venv/bin/pip install -q -e '.[dev]'
+.venv/bin/python -c 'from engine.models.tokenizers import clip_merges; assert len(clip_merges()) == 48894'
 # Upscalers (spandrel): --no-deps, because its torchvision requirement would make pip replace our torch build;
 # Paintbridge works without torchvision (see engine/models/upscale.py). Its other needs (einops, ...) are ours.
 .venv/bin/pip install -q --no-deps 'spandrel>=0.4,<0.5'

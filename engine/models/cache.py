@@ -20,6 +20,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from .. import events
@@ -113,7 +114,9 @@ class ModelCache:
     def get(self, name: str):
         """A main model (LoadedModel), loaded once and kept."""
         from .loader import load_model
-        return self._get(name, "main", lambda e: load_model(e.path, name=name))
+        # The data dir's cache keeps what a checkpoint needs fetched once (FLUX's T5 tokenizer).
+        cache_dir = Path(self.registry.install_dir).parent / "cache" if self.registry.install_dir else None
+        return self._get(name, "main", lambda e: load_model(e.path, name=name, cache_dir=cache_dir))
 
     def get_lora(self, name: str):
         from .patch import load_lora

@@ -4,16 +4,17 @@ Two on-disk forms are supported:
 - a diffusers folder (model_index.json + component folders);
 - one .safetensors file in the original key layout (CompVis SD1/SD2, SGM SDXL, BFL/ComfyUI FLUX), loaded
   with diffusers' from_single_file against a LOCAL config folder. The configs come from the file's own
-  safetensors metadata (`paintbridge_configs`, written by our demo models) or else from engine/configs/<family>/.
+  safetensors metadata (`paintbridge_configs`, written by our demo models) or else from engine/configs/<family>/,
+  with tokenizers built offline from CLIP's BPE table (engine/models/tokenizers.py).
 
-Nothing is ever fetched from a hub: every from_pretrained/from_single_file gets a local path and
-local_files_only=True.
+Every from_pretrained/from_single_file gets a local path and local_files_only=True. The one thing ever fetched
+is FLUX's T5 tokenizer for a single-file FLUX checkpoint, once, into the data dir's cache.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -23,12 +24,10 @@ from typing import Any
 import torch
 
 from engine.errors import ModelError
+from engine.models import tokenizers
 
 FAMILIES = ("sd1", "sd2", "sdxl", "flux")
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-# Where a user can drop real tokenizer files (CLIP vocab.json+merges.txt, T5 spiece.model/tokenizer.json) for
-# single-file checkpoints: $PAINTBRIDGE_TOKENIZERS/{clip,clip_g,t5}/ ; default engine/configs/tokenizers/.
-TOKENIZERS_ENV = "PAINTBRIDGE_TOKENIZERS"
 META_CONFIGS = "paintbridge_configs"
 MAX_HEADER = 100 * 1024 * 1024
 
@@ -149,13 +148,8 @@ def _pipeline_class(family: str):
     }[family]
 
 
-def _tokenizer_dir(kind: str) -> Path | None:
-    root = Path(os.environ.get(TOKENIZERS_ENV, CONFIGS_DIR / "tokenizers"))
-    d = root / kind
-    return d if d.is_dir() and any(d.iterdir()) else None
-
-
-def _write_config_dir(dest: Path, family: str, meta: dict, keys: dict, name: str) -> None:
+def _write_config_dir(dest: Path, family: str, meta: dict, keys: dict, name: str,
+                      cache_dir: Path | None = None) -> None:
     """Fill `dest` with a diffusers config folder (no weights) that matches the single file."""
     if META_CONFIGS in meta:
         # Our own files (demo models) carry every config + tokenizer file they need.
@@ -170,6 +164,11 @@ def _write_config_dir(dest: Path, family: str, meta: dict, keys: dict, name: str
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
         return
+    if family == "flux" and not any(k.startswith(("vae.", "first_stage_model.")) for k in keys):
+        raise ModelError(
+            f"{name} holds only the FLUX transformer; Paintbridge needs an all-in-one FLUX checkpoint "
+            "(with VAE and text encoders) or a diffusers folder"
+        )
     variant = family
     if family == "flux":
         variant = "flux-dev" if any(k.endswith("guidance_in.in_layer.weight") for k in keys) else "flux-schnell"
@@ -181,31 +180,29 @@ def _write_config_dir(dest: Path, family: str, meta: dict, keys: dict, name: str
             t = dest / f.relative_to(src)
             t.parent.mkdir(parents=True, exist_ok=True)
             t.write_bytes(f.read_bytes())
-    # Real checkpoints need the real tokenizers, which we cannot download at run time.
-    needed = {"sd1": {"tokenizer": "clip"}, "sd2": {"tokenizer": "clip"},
-              "sdxl": {"tokenizer": "clip", "tokenizer_2": "clip"},
+    # Single files carry no tokenizer: build CLIP's from the BPE table (engine/models/tokenizers.py), offline.
+    needed = {"sd1": {"tokenizer": "clip"}, "sd2": {"tokenizer": "open_clip"},
+              "sdxl": {"tokenizer": "clip", "tokenizer_2": "open_clip"},
               "flux": {"tokenizer": "clip", "tokenizer_2": "t5"}}[family]
     for sub, kind in needed.items():
-        tdir = _tokenizer_dir(kind)
-        if tdir is None:
-            root = os.environ.get(TOKENIZERS_ENV, str(CONFIGS_DIR / "tokenizers"))
-            raise ModelError(
-                f"{name} is a {family} single-file checkpoint; loading it needs the {kind.upper()} tokenizer "
-                f"files in {root}/{kind}/ (vocab.json + merges.txt for CLIP, tokenizer.json for T5), "
-                "or use the model in diffusers folder form"
-            )
-        for f in tdir.iterdir():
-            if f.is_file():
-                (dest / sub).mkdir(parents=True, exist_ok=True)
-                (dest / sub / f.name).write_bytes(f.read_bytes())
-    if family == "flux" and not any(k.startswith(("vae.", "first_stage_model.")) for k in keys):
-        raise ModelError(
-            f"{name} holds only the FLUX transformer; Paintbridge needs an all-in-one FLUX checkpoint "
-            "(with VAE and text encoders) or a diffusers folder"
-        )
+        user = tokenizers.user_tokenizer_dir(kind)
+        if user is not None:
+            shutil.copytree(user, dest / sub, dirs_exist_ok=True)
+        elif kind == "t5":
+            shutil.copytree(tokenizers.t5_tokenizer_dir(cache_dir), dest / sub, dirs_exist_ok=True)
+        else:
+            tokenizers.write_clip_tokenizer(dest / sub, kind)
 
 
-def load_model(path: Path, name: str | None = None, device=None, dtype=None) -> LoadedModel:
+def _check_folder_tokenizers(path: Path) -> None:
+    for sub in ("tokenizer", "tokenizer_2"):
+        if (path / sub).is_dir():
+            tokenizers.check_tokenizer_dir(path / sub, f"{path.name}/{sub}")
+
+
+def load_model(path: Path, name: str | None = None, device=None, dtype=None,
+               cache_dir: Path | None = None) -> LoadedModel:
+    """Load a main model. `cache_dir` (the engine's data dir cache) keeps a FLUX T5 tokenizer fetched once."""
     path = Path(path)
     name = name or path.stem
     family = detect_family(path)
@@ -219,11 +216,12 @@ def load_model(path: Path, name: str | None = None, device=None, dtype=None) -> 
     extra = {"safety_checker": None, "requires_safety_checker": False} if family in ("sd1", "sd2") else {}
     try:
         if path.is_dir():
+            _check_folder_tokenizers(path)
             pipe = cls.from_pretrained(path, dtype=dtype, local_files_only=True, **extra)
         else:
             keys, meta = read_safetensors_header(path)
             with tempfile.TemporaryDirectory(prefix="pb-config-") as cfg:
-                _write_config_dir(Path(cfg), family, meta, keys, path.name)
+                _write_config_dir(Path(cfg), family, meta, keys, path.name, cache_dir)
                 pipe = cls.from_single_file(
                     str(path), config=cfg, local_files_only=True, dtype=dtype, **extra
                 )
