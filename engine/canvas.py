@@ -72,17 +72,20 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
         g.add("out", "output", {"image": ("up", "image")}, name=f"upscale ×{args.scale:g}")
         return g.graph()
 
+    load = {"model": args.model, **({"vae": args.vae} if args.vae else {})}
     if args.loras:   # load_model -> lora -> lora ... ; everything downstream uses the last one, named "model"
-        g.add("base", "load_model", model=args.model)
+        g.add("base", "load_model", **load)
         src = "base"
         for i, ref in enumerate(args.loras):
             nid = "model" if i == len(args.loras) - 1 else f"lora{i}"
             g.add(nid, "lora", {"model": (src, "model")}, lora=ref.model, weight=float(ref.weight))
             src = nid
     else:
-        g.add("model", "load_model", model=args.model)
-    g.add("cond", "prompt", {"model": ("model", "model")}, text=args.prompt, negative=args.negative_prompt)
-    sampler = {"steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler}
+        g.add("model", "load_model", **load)
+    clip = {"clip_skip": args.clip_skip} if args.clip_skip != 1 else {}
+    g.add("cond", "prompt", {"model": ("model", "model")}, text=args.prompt, negative=args.negative_prompt, **clip)
+    sampler = {"steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler,
+               **({"schedule": args.schedule} if args.schedule != "default" else {})}
 
     if mode == "txt2img":
         for i, seed in enumerate(seeds):

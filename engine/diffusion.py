@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine import conditioning, prompts, samplers
 from engine.errors import BadRequest, Canceled
 from engine.models.loader import LoadedModel
 from engine.models.preview import latent_preview, unpack_flux
 
-SCHEDULERS = ("euler", "euler_a", "dpmpp_2m_karras", "ddim")
+SCHEDULERS = tuple(samplers.SAMPLERS)   # ids; A1111 labels are accepted too (engine/samplers.py)
+TCD_GAMMA = 0.3   # TCD's stochasticity (its authors' default), passed as the pipeline's eta
 FLUX_MAX_SEQUENCE_LENGTH = 512
 
 
@@ -32,25 +34,25 @@ class Conditioning:
     tensors: dict = field(default_factory=dict, repr=False)
 
 
-def encode_prompt(model: LoadedModel, prompt: str, negative: str = "") -> Conditioning:
+def encode_prompt(model: LoadedModel, prompt: str, negative: str = "", clip_skip: int = 1) -> Conditioning:
+    """Prompt tensors for `model`. SD1/SD2/SDXL: long prompts in 75-token chunks, A1111 weights and BREAK, clip
+    skip (engine/conditioning.py). FLUX: the words without weight syntax (T5 reads 512 tokens)."""
+    if not 1 <= int(clip_skip) <= 12:
+        raise BadRequest(f"clip_skip must be between 1 and 12, got {clip_skip}")
     pipe = model.pipe
     t: dict = {}
     with torch.inference_mode():
         if model.family in ("sd1", "sd2"):
             # Always encode the negative too, so any guidance > 1 can use it.
-            pe, npe = pipe.encode_prompt(prompt, model.device, 1, True, negative_prompt=negative)
-            t = {"prompt_embeds": pe, "negative_prompt_embeds": npe}
+            t = conditioning.encode([(pipe.tokenizer, pipe.text_encoder)], prompt, negative, clip_skip)
         elif model.family == "sdxl":
-            pe, npe, ppe, nppe = pipe.encode_prompt(
-                prompt=prompt, device=model.device, num_images_per_prompt=1,
-                do_classifier_free_guidance=True, negative_prompt=negative or None,
-            )
-            t = {"prompt_embeds": pe, "negative_prompt_embeds": npe,
-                 "pooled_prompt_embeds": ppe, "negative_pooled_prompt_embeds": nppe}
+            t = conditioning.encode(
+                [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)], prompt, negative,
+                clip_skip, sdxl=True, zero_negative=bool(pipe.config.get("force_zeros_for_empty_prompt", False)))
         elif model.family == "flux":
             # FLUX-dev uses distilled guidance, not CFG: the negative prompt is recorded but not encoded.
             pe, ppe, _ = pipe.encode_prompt(
-                prompt=prompt, prompt_2=None, device=model.device, num_images_per_prompt=1,
+                prompt=prompts.plain(prompt), prompt_2=None, device=model.device, num_images_per_prompt=1,
                 max_sequence_length=FLUX_MAX_SEQUENCE_LENGTH,
             )
             t = {"prompt_embeds": pe, "pooled_prompt_embeds": ppe}
@@ -59,26 +61,42 @@ def encode_prompt(model: LoadedModel, prompt: str, negative: str = "") -> Condit
     return Conditioning(family=model.family, prompt=prompt, negative=negative, tensors=t)
 
 
-def _make_scheduler(model: LoadedModel, name: str):
+def _make_scheduler(model: LoadedModel, sampler: str, schedule: str, seed: int):
+    """A fresh diffusers scheduler for a resolved (sampler id, schedule), from the model's own config."""
     import diffusers
 
     cfg = model.pipe.scheduler.config
     if model.family == "flux":
         return diffusers.FlowMatchEulerDiscreteScheduler.from_config(cfg)  # the only one that applies
-    if name == "euler":
-        return diffusers.EulerDiscreteScheduler.from_config(cfg)
-    if name == "euler_a":
-        return diffusers.EulerAncestralDiscreteScheduler.from_config(cfg)
-    if name == "dpmpp_2m_karras":
-        return diffusers.DPMSolverMultistepScheduler.from_config(
-            cfg, use_karras_sigmas=True, algorithm_type="dpmsolver++", solver_order=2
-        )
-    if name == "ddim":
+    extra: dict = {}
+    if schedule == "karras":
+        extra["use_karras_sigmas"] = True
+    elif schedule == "trailing":
+        extra["timestep_spacing"] = "trailing"
+    if sampler == "euler":
+        return diffusers.EulerDiscreteScheduler.from_config(cfg, **extra)
+    if sampler == "euler_a":
+        return diffusers.EulerAncestralDiscreteScheduler.from_config(cfg, **extra)
+    if sampler == "heun":
+        return diffusers.HeunDiscreteScheduler.from_config(cfg, **extra)
+    if sampler in ("dpmpp_2m", "dpmpp_2m_sde"):
+        algo = "dpmsolver++" if sampler == "dpmpp_2m" else "sde-dpmsolver++"
+        return diffusers.DPMSolverMultistepScheduler.from_config(cfg, algorithm_type=algo, solver_order=2, **extra)
+    if sampler == "dpmpp_sde":
+        # Its Brownian-tree noise is seeded from the job's seed, so the same seed gives the same image.
+        return diffusers.DPMSolverSDEScheduler.from_config(cfg, noise_sampler_seed=int(seed) % 2 ** 63, **extra)
+    if sampler == "ddim":
         # SD configs predate DDIM's clip_sample default; latents must not be clipped to [-1, 1].
         return diffusers.DDIMScheduler.from_config(
-            cfg, clip_sample=cfg.get("clip_sample", False), set_alpha_to_one=cfg.get("set_alpha_to_one", False)
-        )
-    raise BadRequest(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+            cfg, clip_sample=cfg.get("clip_sample", False), set_alpha_to_one=cfg.get("set_alpha_to_one", False),
+            **extra)
+    if sampler == "unipc":
+        return diffusers.UniPCMultistepScheduler.from_config(cfg, **extra)
+    if sampler == "lcm":
+        return diffusers.LCMScheduler.from_config(cfg, **extra)
+    if sampler == "tcd":
+        return diffusers.TCDScheduler.from_config(cfg, **extra)
+    raise BadRequest(f"unknown scheduler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}")
 
 
 def _variant(model: LoadedModel, mode: str):
@@ -104,11 +122,13 @@ def _variant(model: LoadedModel, mode: str):
     return model.variants[mode]
 
 
-def _check_args(model, cond, width, height, steps, strength, init_image, mask, scheduler):
+def _check_args(model, cond, width, height, steps, strength, init_image, mask, scheduler, schedule):
     if cond.family != model.family:
         raise BadRequest(f"conditioning was encoded for {cond.family}, model is {model.family}")
-    if scheduler not in SCHEDULERS:
-        raise BadRequest(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    try:
+        resolved = samplers.resolve(scheduler, schedule)
+    except ValueError as e:
+        raise BadRequest(str(e), details={"field": "scheduler"}) from None
     mult = model.pipe.vae_scale_factor * (2 if model.family == "flux" else 1)
     mult = max(mult, 8)
     if width < mult or height < mult or width % mult or height % mult:
@@ -127,6 +147,7 @@ def _check_args(model, cond, width, height, steps, strength, init_image, mask, s
             raise BadRequest(f"mask must be a {height}x{width} uint8 array, got {mask.dtype} {mask.shape}")
     if init_image is not None and mask is None and strength * steps < 1:
         raise BadRequest(f"strength {strength} with {steps} steps leaves no step to run")
+    return resolved
 
 
 def denoise(
@@ -139,6 +160,7 @@ def denoise(
     guidance: float,
     seed: int,
     scheduler: str = "euler",
+    schedule: str = "default",
     strength: float = 1.0,
     init_image: np.ndarray | None = None,
     mask: np.ndarray | None = None,
@@ -146,13 +168,14 @@ def denoise(
     is_canceled: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Final latents, (1, C, height/f, width/f) in the model's scaled latent space (FLUX: unpacked)."""
-    _check_args(model, cond, width, height, steps, strength, init_image, mask, scheduler)
+    sampler, schedule = _check_args(model, cond, width, height, steps, strength, init_image, mask, scheduler,
+                                    schedule)
     if is_canceled is not None and is_canceled():
         raise Canceled("canceled before the first step")
     mode = "txt2img" if init_image is None else ("img2img" if mask is None else "inpaint")
     pipe = _variant(model, mode)
     # Fresh scheduler per call; assigning it on a from_pipe variant does not touch the base pipeline.
-    pipe.scheduler = _make_scheduler(model, scheduler)
+    pipe.scheduler = _make_scheduler(model, sampler, schedule, seed)
     is_flux = model.family == "flux"
 
     def callback(p, i, t, kwargs):
@@ -174,7 +197,9 @@ def denoise(
     )
     if is_flux:
         kwargs["max_sequence_length"] = FLUX_MAX_SEQUENCE_LENGTH
-    elif guidance <= 1.0:
+    elif sampler == "tcd":
+        kwargs["eta"] = TCD_GAMMA
+    if not is_flux and guidance <= 1.0:
         kwargs.pop("negative_prompt_embeds", None)
         kwargs.pop("negative_pooled_prompt_embeds", None)
     if mode != "txt2img":
@@ -190,25 +215,37 @@ def denoise(
     return latents
 
 
+def _vae_decode(vae, latents: torch.Tensor, device, dtype) -> torch.Tensor:
+    z = latents.to(device, dtype) / vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift:
+        z = z + shift
+    return vae.decode(z, return_dict=False)[0]
+
+
 def decode(model: LoadedModel, latents: torch.Tensor) -> np.ndarray:
-    """HxWx3 uint8 RGB of the first batch item."""
+    """HxWx3 uint8 RGB of the first batch item.
+
+    fp16 VAEs: SDXL's original VAE overflows in fp16 (NaN -> black images). A VAE whose config says
+    force_upcast decodes in fp32; any other fp16 decode that still gives a non-finite value is redone in fp32
+    (so the fp16-fixed SDXL VAE runs in fp16, and an unmarked one costs one extra decode, never a black image)."""
     vae = model.pipe.vae
     if latents.ndim == 3:
         latents = unpack_flux(latents)
+    half = vae.dtype == torch.float16
     with torch.inference_mode():
-        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        dtype = torch.float32 if upcast else vae.dtype
-        if upcast:
-            vae.to(torch.float32)  # SDXL's VAE overflows in fp16
-        try:
-            z = latents.to(model.device, dtype) / vae.config.scaling_factor
-            shift = getattr(vae.config, "shift_factor", None)
-            if shift:
-                z = z + shift
-            img = vae.decode(z, return_dict=False)[0]
-        finally:
-            if upcast:
-                vae.to(model.dtype)
+        img = None
+        if not (half and getattr(vae.config, "force_upcast", False)):
+            img = _vae_decode(vae, latents, model.device, vae.dtype)
+            if half and not bool(torch.isfinite(img).all()):
+                img = None
+        if img is None:
+            own_dtype = vae.dtype
+            vae.to(torch.float32)
+            try:
+                img = _vae_decode(vae, latents, model.device, torch.float32)
+            finally:
+                vae.to(own_dtype)
     img = (img[0].float().clamp(-1, 1) + 1) * 127.5
     return img.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 

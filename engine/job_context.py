@@ -45,9 +45,20 @@ class JobContext:
         return BadRequest(f"node {self.node_id!r}: {message}", details={"node": self.node_id})
 
     # -- models (engine.models.patch and engine.diffusion import torch: only once a job runs, not at start)
-    def load_model(self, name: str) -> ModelValue:
-        from .models.patch import ModelRef
-        return ModelRef(self._cache.get(name), name)
+    def load_model(self, name: str, vae: str | None = None) -> ModelValue:
+        """A main model; with `vae`, a registered VAE used instead of the model's own downstream of it."""
+        from .models.patch import ModelRef, check_vae
+
+        loaded = self._cache.get(name)
+        if not vae:
+            return ModelRef(loaded, name)
+        entry = self._registry.get(vae, type="vae")
+        try:
+            check_vae(entry, loaded.family, loaded.name)
+        except Exception as exc:
+            raise self.error(getattr(exc, "message", str(exc))) from None
+        module = self._cache.get_vae(vae, loaded.family, loaded.device, loaded.dtype)
+        return ModelRef(loaded, name, vae=(vae, module))
 
     def add_lora(self, model: ModelValue, lora: str, weight: float) -> ModelValue:
         """model with the LoRA `lora` on it for everything downstream; refused for another base model."""
@@ -61,6 +72,8 @@ class JobContext:
         except Exception as exc:
             raise self.error(getattr(exc, "message", str(exc))) from None
         weights = self._cache.get_lora(lora)
+        if isinstance(model, ModelRef):
+            return model.with_lora(lora, weight, weights)   # keeps its VAE
         return ModelRef(raw, model.name, prev + ((lora, float(weight), weights),), getattr(model, "sha256", ""))
 
     def load_upscaler(self, name: str):

@@ -59,6 +59,9 @@ def cmd_generate(args) -> int:
                "scheduler": args.scheduler, "source": {"app": "paintbridge-cli", "document": str(args.output)}}
         if args.seed is not None:
             req["seed"] = args.seed
+        for k in ("schedule", "clip_skip", "vae"):
+            if getattr(args, k) is not None:
+                req[k] = getattr(args, k)
         reply = client.call("generate", req)
         job = reply["job"]
         bar = tqdm(total=args.steps * args.batch, unit="step", disable=args.quiet, desc=f"seed {reply['seed']}")
@@ -112,7 +115,10 @@ def register(sub):
     p.add_argument("--seed", type=int)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--negative", default="")
-    p.add_argument("--scheduler", default="euler", choices=["euler", "euler_a", "dpmpp_2m_karras", "ddim"])
+    p.add_argument("--scheduler", default="euler", help='sampler: an id or A1111 label, e.g. "DPM++ 2M Karras"')
+    p.add_argument("--schedule", help="default | karras | trailing")
+    p.add_argument("--clip-skip", type=int, help="1 = the model's standard text-encoder layer, 2 = one earlier")
+    p.add_argument("--vae", help="a registered VAE to decode (and encode) with instead of the model's")
     p.add_argument("--url", help="engine URL (default ws://127.0.0.1:PORT/v1/ws)")
     p.add_argument("--port", type=int, default=9180)
     p.add_argument("--token", help="token (default: $PAINTBRIDGE_TOKEN, or minted from the local data dir)")

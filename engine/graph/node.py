@@ -133,6 +133,15 @@ class Node(BaseModel):
         return cls.inputs()[field][0] in LINK_TYPES.values()
 
 
+def _choices(annotation: Any) -> list | None:
+    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else annotation
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return None
+
+
 def node_schema() -> dict:
     """Every node type with its version, inputs and outputs: what a graph editor (or a person) needs."""
     out = {}
@@ -144,6 +153,9 @@ def node_schema() -> dict:
                 spec["default"] = f.default
             if f.description:
                 spec["description"] = f.description
+            choices = _choices(f.annotation)
+            if choices:
+                spec["choices"] = choices   # a Literal: the values a client may offer in a picker
             inputs[field] = spec
         out[name] = {"version": cls.version, "title": cls.title or name, "doc": (cls.__doc__ or "").strip(),
                      "inputs": inputs, "outputs": cls.outputs()}

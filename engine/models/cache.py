@@ -118,6 +118,11 @@ class ModelCache:
         cache_dir = Path(self.registry.install_dir).parent / "cache" if self.registry.install_dir else None
         return self._get(name, "main", lambda e: load_model(e.path, name=name, cache_dir=cache_dir))
 
+    def get_vae(self, name: str, family: str, device=None, dtype=None):
+        """A VAE from the registry, on the device/dtype of the model it will serve (kept like a model)."""
+        from .loader import load_vae
+        return self._get(name, "vae", lambda e: load_vae(e.path, family, device, dtype))
+
     def get_lora(self, name: str):
         from .patch import load_lora
         return self._get(name, "lora", lambda e: load_lora(e))
@@ -143,7 +148,7 @@ class ModelCache:
         if slot is not None:   # changed on disk (or a different kind under that name): load it again
             self.unload(name)
         device = "cpu"
-        if kind in ("main", "upscaler"):
+        if kind in ("main", "upscaler", "vae"):
             from .loader import pick_device
             device = "gpu" if pick_device()[0].type != "cpu" else "cpu"
         self._make_room(device, entry.size)
@@ -159,7 +164,7 @@ class ModelCache:
             raise ModelError(f"cannot load {kind} {name!r}: {type(e).__name__}: {str(e)[:300]}") from e
         self.loads += 1
         size = value_size(value) or entry.size
-        device = _device_kind(value) if kind in ("main", "upscaler") else "cpu"
+        device = _device_kind(value) if kind in ("main", "upscaler", "vae") else "cpu"
         with self._lock:
             self._loaded[name] = _Slot(name, kind, value, size, device, sig)
         self._make_room(device, 0, keep=name)

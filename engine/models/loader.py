@@ -241,3 +241,37 @@ def load_model(path: Path, name: str | None = None, device=None, dtype=None,
         name=name, path=path, family=family, pipe=pipe, device=device, dtype=dtype,
         native_size=native, prediction_type=prediction_type,
     )
+
+
+def load_vae(path: Path, family: str, device=None, dtype=None):
+    """A VAE (AutoencoderKL) from a diffusers folder or a single .safetensors (original or diffusers key layout),
+    for a model of `family`, to use instead of the model's own (the `vae` generate argument)."""
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+    if device is None or dtype is None:
+        d, t = pick_device()
+        device, dtype = device if device is not None else d, dtype if dtype is not None else t
+    cfg_family = "sd1" if family in ("sd1", "sd2") else ("flux-dev" if family == "flux" else family)
+    config = CONFIGS_DIR / cfg_family / "vae"
+    try:
+        if path.is_dir():
+            vae = AutoencoderKL.from_pretrained(path, dtype=dtype, local_files_only=True)
+        else:
+            keys, _ = read_safetensors_header(path)
+            if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in keys):
+                from safetensors.torch import load_file
+
+                vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config))
+                missing, unexpected = vae.load_state_dict(load_file(str(path)), strict=False)
+                if missing:
+                    raise ModelError(f"VAE {path.name} lacks {len(missing)} weights, e.g. {missing[:2]}")
+                vae.to(dtype=dtype)
+            else:
+                vae = AutoencoderKL.from_single_file(str(path), config=str(config.parent), subfolder="vae",
+                                                     local_files_only=True, dtype=dtype)
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"cannot load VAE {path.name}: {type(e).__name__}: {e}") from e
+    return vae.to(device).eval()

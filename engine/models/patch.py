@@ -101,6 +101,15 @@ def check_base(addon, family: str | None, model_name: str) -> None:
                          details={"model": addon.name, "base": base, "model_base": family})
 
 
+def check_vae(entry, family: str | None, model_name: str) -> None:
+    """A VAE fits a model of its base; SD1's VAE is SD2's too (the same autoencoder)."""
+    base = entry.family
+    if family and base and base != family and not (base == "sd1" and family == "sd2"):
+        raise BadRequest(f"VAE {entry.name!r} is for {base.upper()} models, but {model_name!r} is {family.upper()}: "
+                         f"choose a {family.upper()} VAE", details={"model": entry.name, "base": base,
+                                                                    "model_base": family})
+
+
 def embedding_names(text: str) -> list[str]:
     return [m.group(1) for m in EMBEDDING_RE.finditer(text or "")]
 
@@ -138,6 +147,9 @@ def check_graph(registry, graph) -> None:
         lits = graph.literals[nid]
         if cls.type == "load_upscaler":
             registry.get(lits["model"], type="upscaler")
+        elif cls.type == "load_model" and lits.get("vae"):
+            check_vae(registry.get(lits["vae"], type="vae"), registry.get(lits["model"], type="main").family,
+                      lits["model"])
         elif cls.type == "lora":
             main = upstream_model(nid)
             entry = registry.get(lits["lora"], type="lora")
@@ -154,16 +166,23 @@ class ModelRef(ModelValue):
     """A cached model plus the LoRAs this branch of the graph wants. Reading `.loaded` puts exactly those LoRAs
     on the shared pipeline (undoing others) and returns it."""
 
-    def __init__(self, loaded, name: str, loras: tuple = (), sha256: str = ""):
+    def __init__(self, loaded, name: str, loras: tuple = (), sha256: str = "", vae: tuple | None = None):
         self._loaded = loaded
         self.name = name
         self.sha256 = sha256
         self.loras = tuple(loras)
+        self.vae = vae   # (name, AutoencoderKL) used instead of the model's own, or None
 
     @property
     def loaded(self):
-        patcher_for(self._loaded).set_loras(self.loras)
+        patcher = patcher_for(self._loaded)
+        patcher.set_loras(self.loras)
+        patcher.set_vae(self.vae)
         return self._loaded
+
+    def with_lora(self, name: str, weight: float, weights) -> "ModelRef":
+        return ModelRef(self._loaded, self.name, self.loras + ((name, float(weight), weights),), self.sha256,
+                        self.vae)
 
     @property
     def raw(self):
@@ -322,10 +341,24 @@ class ModelPatcher:
         self._ti_saved: dict[str, Any] = {}     # attr -> original tokenizer / embedding module
         self._ti_text: dict[str, str] = {}      # embedding name -> replacement text
         self._ti_count = 0
+        self._vae_saved = None                  # the model's own VAE while another is on
 
     @property
     def dirty(self) -> bool:
-        return bool(self._backup or self._ti_saved)
+        return bool(self._backup or self._ti_saved or self._vae_saved is not None)
+
+    # -- VAE override
+    def set_vae(self, vae: tuple | None) -> None:
+        """Put a registry VAE ((name, module)) on the pipeline and its img2img/inpaint variants; None = own."""
+        pipe = self.loaded.pipe
+        want = vae[1] if vae is not None else (self._vae_saved if self._vae_saved is not None else pipe.vae)
+        if vae is not None and self._vae_saved is None:
+            self._vae_saved = pipe.vae
+        for p in (pipe, *self.loaded.variants.values()):
+            if p.vae is not want:
+                p.vae = want
+        if vae is None:
+            self._vae_saved = None
 
     # -- LoRA
     def set_loras(self, loras: tuple) -> None:
@@ -414,4 +447,7 @@ class ModelPatcher:
         try:
             self._restore_weights()
         finally:
-            self._restore_embeddings()
+            try:
+                self._restore_embeddings()
+            finally:
+                self.set_vae(None)

@@ -9,21 +9,26 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from .. import samplers
 from ..graph.node import ConditioningValue, Image, Latents, Mask, ModelValue, Node, Noise
 
-Scheduler = Literal["euler", "euler_a", "dpmpp_2m_karras", "ddim"]
+# Ids only in the schema (nodes.list lists them); A1111 labels and ComfyUI names are turned into ids on input.
+Scheduler = Literal[tuple(samplers.SAMPLERS)]
+Schedule = Literal[samplers.SCHEDULES]
 
 
 class PromptEncode(Node):
-    """Encode a prompt and a negative prompt with the model's text encoders."""
+    """Encode a prompt and a negative prompt with the model's text encoders. Long prompts go in 75-token chunks
+    (BREAK starts one); A1111 weights like (word:1.2) apply; clip_skip 2 uses the penultimate layer."""
 
     type = "prompt"
     title = "Prompt"
     model: ModelValue
     text: str = Field(default="", max_length=10000)
     negative: str = Field(default="", max_length=10000)
+    clip_skip: int = Field(default=1, ge=1, le=12)
 
     class Out(Node.Out):
         conditioning: ConditioningValue
@@ -33,7 +38,7 @@ class PromptEncode(Node):
 
         text = ctx.expand_prompt(self.text, self.model)
         negative = ctx.expand_prompt(self.negative, self.model)
-        cond = diffusion.encode_prompt(self.model.loaded, text, negative)
+        cond = diffusion.encode_prompt(self.model.loaded, text, negative, clip_skip=self.clip_skip)
         return self.Out(conditioning=ConditioningValue(cond, self.model.name))
 
 
@@ -68,6 +73,22 @@ class Denoise(Node):
     guidance: float = Field(default=7.0, ge=0.0, le=50.0)
     strength: float = Field(default=1.0, ge=0.0, le=1.0)
     scheduler: Scheduler = "euler"
+    schedule: Schedule = "default"
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _sampler_name(cls, v):
+        return samplers.normalize(v)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_name(cls, v):
+        return samplers.normalize_schedule(v)
+
+    @model_validator(mode="after")
+    def _schedule_applies(self):
+        samplers.resolve(self.scheduler, self.schedule)   # e.g. karras with DDIM: refused before queueing
+        return self
 
     class Out(Node.Out):
         latents: Latents
@@ -88,7 +109,7 @@ class Denoise(Node):
             mask = self.mask.gray
         latents = diffusion.denoise(
             loaded, self.conditioning.cond, width=w, height=h, steps=self.steps, guidance=self.guidance,
-            seed=self.noise.seed, scheduler=self.scheduler, strength=self.strength if init is not None else 1.0,
+            seed=self.noise.seed, scheduler=self.scheduler, schedule=self.schedule, strength=self.strength if init is not None else 1.0,
             init_image=init, mask=mask,
             on_step=lambda step, total, lat: ctx.progress(step, total, loaded, lat),
             is_canceled=ctx.is_canceled)

@@ -12,8 +12,9 @@ import random
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from .. import samplers
 from ..budgets import check_generate_budget
 from ..canvas import compile_generate
 from ..errors import BadRequest
@@ -47,7 +48,11 @@ class GenerateArgs(Args):
     guidance: float = Field(default=7.0, ge=0.0, le=50.0)
     seed: int | None = Field(default=None, ge=0, le=2 ** 53)
     strength: float = Field(default=0.75, ge=0.0, le=1.0)
-    scheduler: Literal["euler", "euler_a", "dpmpp_2m_karras", "ddim"] = "euler"
+    # A sampler id, A1111 label ("DPM++ 2M Karras") or ComfyUI name; stored as the id (engine/samplers.py).
+    scheduler: str = Field(default="euler", max_length=64)
+    schedule: str = Field(default="default", max_length=32)   # default | karras | trailing (= sgm_uniform)
+    clip_skip: int = Field(default=1, ge=1, le=12)
+    vae: str | None = Field(default=None, min_length=1, max_length=256)   # a registered VAE instead of the model's
     image: Layer | None = None
     mask: Layer | None = None
     batch: int = Field(default=1, ge=1)
@@ -61,8 +66,19 @@ class GenerateArgs(Args):
     source: SourceInfo | None = None
     recall: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,32}$")   # a gallery image id
 
+    @field_validator("scheduler")
+    @classmethod
+    def _sampler_name(cls, v):
+        return samplers.normalize(v)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_name(cls, v):
+        return samplers.normalize_schedule(v)
+
     @model_validator(mode="after")
     def consistent(self):
+        samplers.resolve(self.scheduler, self.schedule)
         if self.recall is not None:   # checked once merged with the recalled image's params (resolve_recall)
             return self
         if (self.width is None) != (self.height is None):
@@ -125,6 +141,11 @@ async def generate(ctx, args: GenerateArgs):
         native = await ctx.run_blocking(native_size, entry)   # reads config files: off the loop
         # LoRAs and `<embedding>`s for another base are refused here, before anything is queued
         await ctx.run_blocking(check_addons, app.registry, entry, args.loras, [args.prompt, args.negative_prompt])
+        if args.vae:
+            from ..models.patch import check_vae
+
+            vae = await ctx.run_blocking(app.registry.get, args.vae, "vae")
+            check_vae(vae, entry.family, entry.name)
     elif args.upscaler:
         await ctx.run_blocking(app.registry.get, args.upscaler, "upscaler")
     if args.seed is None:
