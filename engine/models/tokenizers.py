@@ -52,18 +52,24 @@ def bytes_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(bs, cs)}
 
 
+def _open_clip_dir() -> Path | None:
+    """An installed open_clip's folder, found without importing it (it would import torchvision)."""
+    try:
+        spec = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
 def bpe_table_path() -> Path:
     """Where the BPE table is: $PAINTBRIDGE_TOKENIZERS, engine/configs/tokenizers, or an installed open_clip."""
     candidates = []
     if os.environ.get(TOKENIZERS_ENV):
         candidates.append(Path(os.environ[TOKENIZERS_ENV]) / BPE_NAME)
     candidates.append(CONFIGS_DIR / "tokenizers" / BPE_NAME)
-    try:
-        spec = importlib.util.find_spec("open_clip")   # finds the file without importing open_clip (torchvision)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / BPE_NAME)
+    oc = _open_clip_dir()
+    if oc is not None:
+        candidates.append(oc / BPE_NAME)
     for c in candidates:
         if c.is_file():
             return c
