@@ -65,7 +65,9 @@ def _make_scheduler(model: LoadedModel, sampler: str, schedule: str, seed: int):
     """A fresh diffusers scheduler for a resolved (sampler id, schedule), from the model's own config."""
     import diffusers
 
-    cfg = model.pipe.scheduler.config
+    if model.scheduler_config is None:
+        model.scheduler_config = model.pipe.scheduler.config
+    cfg = model.scheduler_config
     if model.family == "flux":
         return diffusers.FlowMatchEulerDiscreteScheduler.from_config(cfg)  # the only one that applies
     extra: dict = {}

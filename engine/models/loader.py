@@ -46,6 +46,9 @@ class LoadedModel:
     variants: dict = field(default_factory=dict, repr=False)
     # LoRAs/embeddings put on for the running job (engine/models/patch.py), undone after it.
     patcher: Any = field(default=None, repr=False)
+    # The scheduler config the model came with: every job's scheduler is built from it, never from the previous
+    # job's (whose karras/trailing choices would otherwise carry over). Filled on first use.
+    scheduler_config: Any = field(default=None, repr=False)
 
 
 def pick_device() -> tuple[torch.device, torch.dtype]:
@@ -239,7 +242,7 @@ def load_model(path: Path, name: str | None = None, device=None, dtype=None,
         native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
     return LoadedModel(
         name=name, path=path, family=family, pipe=pipe, device=device, dtype=dtype,
-        native_size=native, prediction_type=prediction_type,
+        native_size=native, prediction_type=prediction_type, scheduler_config=pipe.scheduler.config,
     )
 
 
