@@ -258,3 +258,80 @@ def test_flux_t5_tokenizer_offline_is_a_clear_error(tmp_path, monkeypatch):
     for f in tokenizers.T5_FILES:
         (d / f).write_text("{}")
     assert tokenizers.t5_tokenizer_dir(tmp_path / "cache") == d
+
+
+def test_flux_t5_tokenizer_fetched_once_from_the_hub(tmp_path):
+    """The hub stood in for by a local server answering the one route hf_hub_download uses (HF_ENDPOINT)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from engine.models.demo import t5_demo_tokenizer
+
+    src = tmp_path / "t5-src"
+    t5_demo_tokenizer().save_pretrained(src)
+    files = {f"/{tokenizers.T5_REPO}/resolve/main/tokenizer_2/{f}": (src / f).read_bytes()
+             for f in tokenizers.T5_FILES}
+    hits = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def _answer(self, body: bool):
+            data = files.get(self.path)
+            hits.append((self.command, self.path))
+            if data is None:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", "a" * 40)
+            self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def do_HEAD(self):
+            self._answer(False)
+
+        def do_GET(self):
+            self._answer(True)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = ("import sys; from pathlib import Path; from engine.models.tokenizers import t5_tokenizer_dir; "
+            "from transformers import AutoTokenizer; d = t5_tokenizer_dir(Path(sys.argv[1])); "
+            "print(d); print(AutoTokenizer.from_pretrained(d)('a cat').input_ids)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}", HF_HOME=str(tmp_path / "hf"),
+               PYTHONPATH=str(tokenizers.CONFIGS_DIR.parents[1]))
+    try:
+        run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        lines = run.stdout.strip().splitlines()
+        want = t5_demo_tokenizer()("a cat").input_ids
+        assert lines[0] == str(tmp_path / "cache" / "tokenizers" / "t5") and lines[1] == str(want)
+        assert set(files) <= {p for _, p in hits}
+        assert not list((tmp_path / "cache" / "tokenizers").glob("t5-*"))   # no staging left behind
+        # the second time: from the cache, offline, not a single request
+        hits.clear()
+        run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")],
+                             env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert not [h for h in hits if "tokenizer" in h[1]]
+        # a hub without the files: a clear error, nothing cached
+        files.clear()
+        run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache2")], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode != 0 and "fetches once from the Hugging Face hub" in run.stderr
+        assert not (tmp_path / "cache2" / "tokenizers" / "t5").exists()
+    finally:
+        server.shutdown()

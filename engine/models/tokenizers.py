@@ -159,7 +159,7 @@ def user_tokenizer_dir(kind: str) -> Path | None:
 # FLUX's T5 tokenizer is a SentencePiece model that cannot be derived from anything on PyPI: fetched once from the
 # hub (the Apache-2.0 FLUX.1-schnell repo, not gated) when the machine is online, then kept in the data dir.
 T5_REPO = "black-forest-labs/FLUX.1-schnell"
-T5_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+T5_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def t5_tokenizer_dir(cache_dir: Path | None) -> Path:
