@@ -109,7 +109,7 @@ def test_workflow_form_from_schema_and_run(sessions, engine_server):
     assert form["cfg"].widget == forms.FLOAT and form["cfg"].label == "Guidance" and form["cfg"].step == 0.5
     # raw text from entries, as GIMP gives it; mistakes are reported per field before anything is sent
     values, errors = forms.collect(list(form.values()), {"prompt": "a blue fox", "seed": "12", "steps": "9",
-                                                         "scheduler": "heun", "cfg": "x"})
+                                                         "scheduler": "plms", "cfg": "x"})
     assert set(errors) == {"steps", "scheduler", "cfg"} and "at most 8" in errors["steps"]
     assert values == {"prompt": "a blue fox", "seed": 12}
     values, errors = forms.collect(list(form.values()), {"prompt": "a blue fox", "seed": 12, "steps": 2,

@@ -38,8 +38,8 @@ def test_save_list_get_schema(client):
                             "description": "", "default": "a red fox", "choices": None, "multiline": True,
                             "required": False}
     assert by["seed"]["default"] == 1 and by["seed"]["min"] == 0 and by["seed"]["max"] is None
-    assert by["scheduler"]["choices"][:3] == ["euler", "euler_a", "heun"] and "dpmpp_2m_karras" in by["scheduler"]["choices"]
-    assert len(by["scheduler"]["choices"]) == 13   # every sampler id (engine/samplers.py)
+    assert by["scheduler"]["choices"][:3] == ["euler", "euler_a", "heun"]   # every sampler id (engine/samplers.py)
+    assert "dpmpp_2m_karras" in by["scheduler"]["choices"] and len(by["scheduler"]["choices"]) == 13
     assert by["cfg"]["default"] == 7.0 and by["cfg"]["label"] == "Guidance"
     assert "Fox" in [w["name"] for w in client.call("workflows.list", {})["workflows"]]
     got = client.call("workflows.get", {"name": "Fox"})

@@ -41,7 +41,7 @@ SETUP_HINT = "run scripts/setup.sh (it copies the table from the open-clip-torch
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP byte-level alphabet: every byte maps to one printable unicode character."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):

@@ -109,7 +109,8 @@ class Denoise(Node):
             mask = self.mask.gray
         latents = diffusion.denoise(
             loaded, self.conditioning.cond, width=w, height=h, steps=self.steps, guidance=self.guidance,
-            seed=self.noise.seed, scheduler=self.scheduler, schedule=self.schedule, strength=self.strength if init is not None else 1.0,
+            seed=self.noise.seed, scheduler=self.scheduler, schedule=self.schedule,
+            strength=self.strength if init is not None else 1.0,
             init_image=init, mask=mask,
             on_step=lambda step, total, lat: ctx.progress(step, total, loaded, lat),
             is_canceled=ctx.is_canceled)
