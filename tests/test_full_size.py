@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from .test_generation import fetch, run_job
+from .helpers import fetch, run_job
 
 pytestmark = [pytest.mark.heavy, pytest.mark.slow]
 

@@ -17,7 +17,9 @@ from engine.errors import BadRequest
 from engine.models.demo import build_pipeline, make_demo
 from engine.models.loader import load_model
 
-from .test_generation import fetch, run_job
+from .helpers import fetch, run_job
+
+pytestmark = pytest.mark.slow   # every test here builds or loads demo models with torch
 
 warnings.filterwarnings("ignore")
 

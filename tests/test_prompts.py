@@ -260,6 +260,7 @@ def test_flux_t5_tokenizer_offline_is_a_clear_error(tmp_path, monkeypatch):
     assert tokenizers.t5_tokenizer_dir(tmp_path / "cache") == d
 
 
+@pytest.mark.slow   # starts a local hub stand-in and huggingface_hub
 def test_flux_t5_tokenizer_fetched_once_from_the_hub(tmp_path):
     """The hub stood in for by a local server answering the one route hf_hub_download uses (HF_ENDPOINT)."""
     import hashlib
