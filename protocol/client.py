@@ -58,6 +58,7 @@ class Client:
         self.on_event = on_event
         self.state = DISCONNECTED_STATE
         self.user: dict | None = None
+        self.limits: dict | None = None   # hello's / auth.login's "limits" (protocol.limits.Limits reads it)
         self._ids = itertools.count(1)
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
@@ -110,13 +111,17 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def _set_state(self, state: str, message: str):
+    def _set_state(self, state: str, message: str, **extra):
+        """extra: "lost" and "retry_in" (seconds) with disconnected; "user" and "limits" are added to connected."""
         changed = state != self.state
         self.state = state
         if state != CONNECTING:
             self._ready.set()
         if changed:
-            self._emit(Event("client.state", {"state": state, "message": message}))
+            data = {"state": state, "message": message, **extra}
+            if state == CONNECTED:
+                data.update(user=self.user, limits=self.limits)
+            self._emit(Event("client.state", data))
 
     def _emit(self, ev: Event):
         if self.on_event is not None:
@@ -151,7 +156,8 @@ class Client:
             self._fail_pending(ProtocolError(DISCONNECTED, "connection lost"))
             if self._closed.is_set():
                 return
-            self._set_state(DISCONNECTED_STATE, "connection lost" if opened else self._last_error)
+            self._set_state(DISCONNECTED_STATE, "connection lost" if opened else self._last_error, lost=opened,
+                            retry_in=delay if self.reconnect else None)
             if not self.reconnect or self._closed.wait(delay):
                 return
             delay = min(delay * 2, 30.0)
@@ -163,7 +169,7 @@ class Client:
         try:
             result = self.request("hello", {"protocol": PROTOCOL_VERSION, "token": self.token,
                                             "client": {"app": self.app, "version": self.app_version}}).result(30)
-            self.user = result.get("user")
+            self.user, self.limits = result.get("user"), result.get("limits")
             self._set_state(CONNECTED, "")
         except ProtocolError as exc:
             if exc.code == TOKEN_EXPIRED:
@@ -243,7 +249,7 @@ class Client:
     def login(self, username: str, password: str, remember_me: bool = False) -> dict:
         result = self.call("auth.login", {"username": username, "password": password, "remember_me": remember_me})
         self.token = result["token"]
-        self.user = result.get("user")
+        self.user, self.limits = result.get("user"), result.get("limits")
         self._set_state(CONNECTED, "")
         return result
 

@@ -3,9 +3,14 @@
 The split (after krita-ai-diffusion, but with all encoding, hashing and transfers off the UI thread):
   - Client (client.py): the socket, on its own threads.
   - Session (here): a worker thread that signs in, uploads layers, submits jobs and downloads results, and a
-    queue of ready-to-use Updates.
-  - The host adapter: calls session methods (all non-blocking) from its UI, and drains `poll()` on its main
+    queue of ready-to-use typed updates (updates.py).
+  - The host's controller: calls session methods (all non-blocking) from its UI, and drains `poll()` on its main
     thread from a timer (Krita QTimer, Blender bpy.app.timers, GIMP GLib timeout), touching host data only there.
+
+A Session acts only on the jobs it submitted: job events of other jobs (another app of the same user, or any
+user's when signed in as an admin, who receives everyone's) are dropped, never downloaded. After a reconnect it
+re-reads every job it still tracks (`job.get`), so a result or failure sent while it was away is delivered, and
+a cancel always ends in JobCanceled, JobFailed (code "not_found" when the job is gone) or JobResult.
 """
 
 from __future__ import annotations
@@ -13,49 +18,25 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import default_url, forms
 from .client import CONNECTED, EXPIRED, SIGNED_OUT, Client, Event
-from .errors import TOKEN_EXPIRED, UNAUTHENTICATED, ProtocolError
+from .errors import DISCONNECTED, NOT_FOUND, TIMEOUT, TOKEN_EXPIRED, UNAUTHENTICATED, ProtocolError
+from .gallery import layer_name
+from .generate import error_field
+from .jobs import JobTable
+from .limits import Limits
 from .pixels import Pixels, swap_red_blue
 from .tokens import TokenStore
+from .updates import (CancelAcknowledged, EngineEvent, ErrorUpdate, ImagesPage, JobAccepted, JobCanceled, JobFailed,
+                      JobProgress, JobQueued, JobResult, JobStarted, ModelsChanged, Recalled, Reply, ResultLayer,
+                      SignedIn, StateChanged, Update, WorkflowsChanged)
 
+__all__ = ["Session", "Update", "ResultLayer", "layer_name"]
 
-@dataclass
-class Update:
-    """One thing the host should show. kind is one of:
-    state {state, message} · signed_in {user, expires_at} ·
-    models {models, upscalers, loras} (main models for a picker, upscaler and LoRA models; none with a
-    missing file) ·
-    job {request, job, tag} ·
-    queued/started {job, tag} ·
-    progress {job, tag, step, total, preview: Pixels|None} · result {job, tag, layers: [ResultLayer]} ·
-    failed {job, tag, code, message} · canceled {job, tag} · error {message, code?, details?, request?, tag?} · event {name, data} ·
-    workflows {workflows} · images {images, total, next_cursor, tag} (each summary's "thumbnail" is Pixels|None in
-    the host's pixel order) · recalled {image, params, values, workflow, summary, tag} (values: forms.recalled,
-    workflow: forms.recalled_workflow) · reply {op, result, tag}
-    An error from a call made with a tag carries that tag.
-    A gallery image fetched with open_image() arrives as a result {job, tag, image, layers}.
-    """
-
-    kind: str
-    data: dict = field(default_factory=dict)
-
-
-def layer_name(summary: dict) -> str:
-    """A layer name for a gallery image: its prompt (shortened) and seed."""
-    prompt = (summary.get("prompt") or "Paintbridge").strip()
-    name = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-    return f"{name} [{summary['seed']}]" if summary.get("seed") is not None else name
-
-
-@dataclass
-class ResultLayer:
-    name: str
-    pixels: Pixels          # carries x, y in the sender's document coordinates
-    seed: int | None = None
+_JOB_EVENTS = ("job.queued", "job.started", "job.progress", "job.result", "job.failed", "job.canceled")
+_EARLY_MAX = 64        # events kept per unknown job while a submission waits for its job id
 
 
 class Session:
@@ -70,18 +51,29 @@ class Session:
         self.app_version = app_version
         self.url = url or default_url()
         self.tokens = TokenStore(config_dir, use_keyring=use_keyring)
+        # Main-thread state, updated by poll():
         self.state = "disconnected"
         self.message = ""
         self.models: list[dict] = []      # main models (usable as generate's "model")
         self.upscalers: list[dict] = []   # upscaler models (generate's "upscaler", mode upscale)
         self.loras: list[dict] = []       # LoRA models (generate's "loras"; "base" must match the model's)
+        self.limits = Limits()            # the engine's, from hello (defaults until connected)
         self.user: dict | None = None
+        self.jobs = JobTable()            # the jobs this session submitted, as the host shows them
         self.client: Client | None = None
         self._updates: "queue.Queue[Update]" = queue.Queue()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-session")
-        self._jobs: dict[str, Any] = {}     # job id -> tag given to generate()
         self._requests = 0
-        self._lock = threading.Lock()
+        # Reader/worker-thread state, under _lock: the jobs whose events we act on (job id -> tag), results being
+        # downloaded, how many submissions still wait for their job id (their early events are kept in _early),
+        # request id -> job id, and the jobs whose cancel was asked for (re-sent after a reconnect).
+        self._lock = threading.RLock()
+        self._mine: dict[str, Any] = {}
+        self._fetching: dict[str, Any] = {}
+        self._inflight = 0
+        self._early: dict[str, list[Event]] = {}
+        self._request_jobs: dict[str, str] = {}
+        self._cancel_wanted: set[str] = set()
 
     # ---- commands (all non-blocking; results come back through poll()) -------------------------------
     def connect(self, url: str | None = None, token: str | None = None) -> None:
@@ -99,8 +91,10 @@ class Session:
 
     def generate(self, params: dict, image: Pixels | None = None, mask: Pixels | None = None,
                  tag: Any = None) -> str:
-        """Queue a generate request; returns a local request id. The job id arrives as Update('job')."""
+        """Queue a generate request (params: e.g. generate.generate_args); returns a local request id, which is
+        also the key of its row in `jobs`. The job id arrives as JobAccepted. Call on the host's main thread."""
         rid = self._next_request()
+        self.jobs.add(rid, tag)
         self._submit(self._generate, rid, dict(params), image, mask, tag)
         return rid
 
@@ -113,6 +107,7 @@ class Session:
         """Queue a saved workflow; values as from forms.collect (image/mask values are host Pixels, uploaded
         here). Returns a local request id; then the same updates as generate()."""
         rid = self._next_request()
+        self.jobs.add(rid, tag)
         self._submit(self._run_workflow, rid, name, dict(values), tag, priority)
         return rid
 
@@ -120,37 +115,54 @@ class Session:
         self._submit(self._refresh_workflows)
 
     def list_images(self, thumb_size: int = 96, limit: int = 24, tag: Any = None, **filters) -> None:
-        """One gallery page (filters: app, document, board, starred, q, offset, cursor), newest first."""
+        """One gallery page (filters: app, document, board, starred, q, offset, cursor), newest first.
+        gallery.GalleryBrowser does the paging."""
         self._submit(self._list_images, thumb_size, limit, tag, filters, tag=tag)
 
     def recall(self, image: str, tag: Any = None) -> None:
-        """Fetch an image's parameters so the host can refill its form (Update 'recalled')."""
+        """Fetch an image's parameters so the host can refill its form (Recalled; generate.recalled_fields)."""
         self._submit(self._recall, image, tag, tag=tag)
 
     def open_image(self, image: str, tag: Any = None) -> None:
-        """Download a gallery image's pixels; it arrives like a job result, for the host to place."""
+        """Download a gallery image's pixels; it arrives as a JobResult with `image` set, for the host to place."""
         self._submit(self._open_image, image, tag, tag=tag)
 
     def call(self, op: str, args: dict | None = None, tag: Any = None) -> None:
-        """Any other op (images.star, images.delete, boards.*): the reply arrives as Update 'reply'."""
+        """Any other op (images.star, images.delete, boards.*): the reply arrives as Reply."""
         self._submit(self._call, op, dict(args or {}), tag, tag=tag)
 
     def cancel(self, job: str) -> None:
-        self._submit(self._call_quietly, "job.cancel", {"job": job})
+        """Cancel a job of this session, by job id or by the request id generate() returned (also before the
+        job id is known). Ends in JobCanceled, or JobResult/JobFailed when the job ended first."""
+        row = self.jobs.rows.get(job) or self.jobs.by_job(job)
+        if row is not None:
+            row.cancel_requested = True
+        if job in self.jobs.rows:
+            self._submit(self._cancel_request, job)
+        else:
+            self._submit(self._cancel, job)
+
+    def cancel_all(self) -> None:
+        for row in self.jobs.active():
+            self.cancel(row.request)
 
     def poll(self, max_items: int = 100) -> list[Update]:
-        """Drain ready updates. Call on the host's main thread; never blocks."""
+        """Drain ready updates and apply them to state, models, limits and jobs. Call on the host's main thread;
+        never blocks."""
         out = []
         while len(out) < max_items:
             try:
                 up = self._updates.get_nowait()
             except queue.Empty:
                 break
-            if up.kind == "state":
-                self.state, self.message = up.data["state"], up.data.get("message", "")
-            elif up.kind == "models":
-                self.models, self.upscalers, self.loras = (up.data["models"], up.data["upscalers"],
-                                                           up.data["loras"])
+            if isinstance(up, StateChanged):
+                self.state, self.message = up.state, up.message
+                if up.state == CONNECTED:
+                    self.user = up.user or self.user
+                    self.limits = up.limits or self.limits
+            elif isinstance(up, ModelsChanged):
+                self.models, self.upscalers, self.loras = up.models, up.upscalers, up.loras
+            self.jobs.apply(up)
             out.append(up)
         return out
 
@@ -161,7 +173,7 @@ class Session:
 
     # ---- worker-thread side ---------------------------------------------------------------------------
     def _submit(self, fn, *args, tag: Any = None):
-        """Run fn on the worker; an error becomes an 'error' update (carrying tag when given)."""
+        """Run fn on the worker; an error becomes an ErrorUpdate (carrying tag when given)."""
         extra = {} if tag is None else {"tag": tag}
 
         def run():
@@ -170,19 +182,23 @@ class Session:
             except ProtocolError as exc:
                 self._protocol_error(exc, **extra)
             except Exception as exc:  # keep the worker alive; tell the person
-                self._put("error", message=f"{type(exc).__name__}: {exc}", **extra)
-        self._worker.submit(run)
+                self._put(ErrorUpdate(f"{type(exc).__name__}: {exc}", **extra))
+        try:
+            self._worker.submit(run)
+        except RuntimeError:   # closed
+            pass
 
-    def _put(self, kind: str, **data):
-        self._updates.put(Update(kind, data))
+    def _put(self, up: Update):
+        self._updates.put(up)
 
     def _protocol_error(self, exc: ProtocolError, **extra):
         if exc.code == TOKEN_EXPIRED:
-            self._put("state", state=EXPIRED, message="your session expired: sign in again")
+            self._put(StateChanged(EXPIRED, "your session expired: sign in again"))
         elif exc.code == UNAUTHENTICATED:
-            self._put("state", state=SIGNED_OUT, message=exc.message)
+            self._put(StateChanged(SIGNED_OUT, exc.message))
         # details (e.g. {"param": name} from workflows.run) let a host put the message beside the right field
-        self._put("error", message=exc.message, code=exc.code, details=exc.details, **extra)
+        self._put(ErrorUpdate(exc.message, code=exc.code, details=exc.details, field=error_field(exc.details),
+                              **extra))
 
     def _new_client(self, url: str, token: str | None) -> Client:
         if self.client is not None:
@@ -205,14 +221,14 @@ class Session:
             client.connect()
         result = client.login(username, password, remember_me)
         self.tokens.set(url, result["token"])
-        self._put("signed_in", user=result.get("user"), expires_at=result.get("expires_at"))
+        self._put(SignedIn(result.get("user"), result.get("expires_at")))
 
     def _sign_out(self):
         self.tokens.delete(self.url)
         if self.client is not None:
             self.client.close()
             self.client = None
-        self._put("state", state=SIGNED_OUT, message="signed out")
+        self._put(StateChanged(SIGNED_OUT, "signed out"))
 
     def _refresh_models(self):
         if self.client is None:
@@ -220,13 +236,9 @@ class Session:
         # One list from the engine, split for the host's pickers: a LoRA or an upscaler is no main model, and a
         # registered model whose file is gone can't be used.
         usable = [m for m in self.client.call("models.list", {})["models"] if not m.get("missing")]
-        self._put("models", models=[m for m in usable if m.get("type") == "main"],
-                  upscalers=[m for m in usable if m.get("type") == "upscaler"],
-                  loras=[m for m in usable if m.get("type") == "lora"])
-
-    def _call_quietly(self, op: str, args: dict):
-        if self.client is not None:
-            self.client.call(op, args)
+        self._put(ModelsChanged([m for m in usable if m.get("type") == "main"],
+                                [m for m in usable if m.get("type") == "upscaler"],
+                                [m for m in usable if m.get("type") == "lora"]))
 
     def _generate(self, rid: str, params: dict, image: Pixels | None, mask: Pixels | None, tag: Any):
         for key, px in (("image", image), ("mask", mask)):
@@ -240,12 +252,15 @@ class Session:
 
     def _queue(self, rid: str, tag: Any, op: str, args: dict, layers: dict | None = None):
         """Upload the Pixels values of `layers` (default: args itself), replace them with layer references,
-        and send the op that queues a job."""
+        and send the op that queues a job. Events of the new job that arrive before its id are kept meanwhile."""
         client = self.client
         if client is None:
-            self._put("error", message="not connected", request=rid, tag=tag)
+            self._put(ErrorUpdate("not connected", request=rid, tag=tag))
             return
         layers = args if layers is None else layers
+        with self._lock:
+            self._inflight += 1
+        reply = None
         try:
             for key, px in list(layers.items()):
                 if isinstance(px, Pixels):
@@ -253,16 +268,26 @@ class Session:
                     sha = px.sha256()
                     client.upload(px.data, sha)   # blob.has first: an unchanged layer is not re-sent
                     layers[key] = px.layer(sha)
-            job = client.call(op, args)["job"]
+            reply = client.call(op, args)
         except ProtocolError as exc:
             self._protocol_error(exc, request=rid, tag=tag)
-            return
-        self._jobs[job] = tag
-        self._put("job", request=rid, job=job, tag=tag)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                if reply is not None:
+                    job = reply["job"]
+                    self._mine[job] = tag
+                    self._request_jobs[rid] = job
+                    # under the lock: no event of this job can be handed over before JobAccepted
+                    self._put(JobAccepted(rid, job, tag, reply.get("seed", args.get("seed"))))
+                    for ev in self._early.pop(job, []):
+                        self._job_event(ev)
+                if self._inflight == 0:
+                    self._early.clear()
 
     def _refresh_workflows(self):
         if self.client is not None:
-            self._put("workflows", workflows=self.client.call("workflows.list", {})["workflows"])
+            self._put(WorkflowsChanged(self.client.call("workflows.list", {})["workflows"]))
 
     def _list_images(self, thumb_size: int, limit: int, tag: Any, filters: dict):
         if self.client is None:
@@ -274,27 +299,26 @@ class Session:
             th = it.get("thumbnail")
             it["thumbnail"] = (self._to_wire(Pixels(th["data"], th["w"], th["h"], "rgba8"))
                                if th and th.get("data") is not None else None)
-        self._put("images", images=page["images"], total=page["total"], next_cursor=page.get("next_cursor"),
-                  tag=tag)
+        self._put(ImagesPage(page["images"], page["total"], page.get("next_cursor"), tag))
 
     def _recall(self, image: str, tag: Any):
         if self.client is None:
             return
         got = self.client.call("images.get", {"image": image})
         got.pop("thumbnail", None)
-        self._put("recalled", image=image, params=got.get("params"), values=forms.recalled(got.get("params")),
-                  workflow=forms.recalled_workflow(got), summary=got, tag=tag)
+        self._put(Recalled(image, got.get("params"), forms.recalled(got.get("params")),
+                           forms.recalled_workflow(got), got, tag))
 
     def _open_image(self, image: str, tag: Any):
         if self.client is None:
             return
         got = self.client.call("images.get", {"image": image})
         layer = dict(got["layer"], name=got.get("name") or layer_name(got), seed=got.get("seed"))
-        self._fetch_results(got.get("job"), [layer], tag=tag, image=image)
+        self._put(JobResult(got.get("job"), tag, self._download(self.client, [layer]), image))
 
     def _call(self, op: str, args: dict, tag: Any):
         if self.client is not None:
-            self._put("reply", op=op, result=self.client.call(op, args), tag=tag)
+            self._put(Reply(op, self.client.call(op, args), tag))
 
     def _to_wire(self, px: Pixels) -> Pixels:
         """Host order -> wire order (and back: the swap is its own inverse)."""
@@ -302,29 +326,165 @@ class Session:
             return Pixels(swap_red_blue(px.data), px.w, px.h, px.format, px.x, px.y)
         return px
 
-    def _fetch_results(self, job: str, layers: list[dict], **extra):
+    def _download(self, client: Client, layers: list[dict]) -> list[ResultLayer]:
         out = []
         for layer in layers:
-            data = self.client.download(layer["sha256"])
+            data = client.download(layer["sha256"])
             px = self._to_wire(Pixels(data, layer["w"], layer["h"], layer.get("format", "rgba8"),
                                       layer.get("x", 0), layer.get("y", 0)))
             out.append(ResultLayer(layer.get("name", "Paintbridge"), px, layer.get("seed")))
-        extra.setdefault("tag", self._jobs.get(job))
-        self._put("result", job=job, layers=out, **extra)
+        return out
+
+    def _fetch_results(self, job: str, layers: list[dict], tag: Any):
+        """Download a finished job's layers (claimed into _fetching) and hand them over. A connection lost on
+        the way puts the job back among the tracked ones: the resync after the reconnect fetches it again."""
+        client = self.client
+        try:
+            if client is None:
+                raise ProtocolError(DISCONNECTED, "not connected")
+            out = self._download(client, layers)
+        except ProtocolError as exc:
+            with self._lock:
+                self._fetching.pop(job, None)
+                if exc.code in (DISCONNECTED, TIMEOUT):
+                    self._mine[job] = tag
+                    again = self.client is not None and self.client.state == CONNECTED
+                else:
+                    self._put(JobFailed(job, tag, exc.code, f"could not download the result: {exc.message}"))
+                    return
+            if again:   # reconnected while downloading: the reconnect's resync may have run already
+                self._submit(self._resync)
+            return
+        with self._lock:
+            self._fetching.pop(job, None)
+            self._put(JobResult(job, tag, out))
+
+    def _resync(self):
+        """Re-read every tracked job (after a reconnect): deliver what was missed, re-send wanted cancels."""
+        with self._lock:
+            jobs = list(self._mine)
+        for job in jobs:
+            if not self._resync_one(job):
+                return   # the connection dropped again: the next reconnect resyncs
+
+    def _resync_one(self, job: str) -> bool:
+        """job.get one tracked job and act on its status. False if the engine could not be asked."""
+        client = self.client
+        if client is None:
+            return False
+        try:
+            got = client.call("job.get", {"job": job})
+        except ProtocolError as exc:
+            if exc.code != NOT_FOUND:
+                return exc.code not in (DISCONNECTED, TIMEOUT)
+            got = {"status": "gone"}
+        status = got.get("status")
+        with self._lock:
+            if job not in self._mine:
+                return True     # its final event arrived meanwhile
+            tag = self._mine[job]
+            if status == "completed":
+                self._fetching[job] = self._claim(job)
+                self._submit(self._fetch_results, job, got.get("layers") or [], tag)
+            elif status == "failed":
+                self._claim(job)
+                err = got.get("error") or {}
+                self._put(JobFailed(job, tag, err.get("code"), err.get("message", "failed")))
+            elif status == "canceled":
+                self._claim(job)
+                self._put(JobCanceled(job, tag))
+            elif status == "gone":
+                self._claim(job)
+                self._put(JobFailed(job, tag, NOT_FOUND, "the engine no longer knows this job"))
+            elif status == "queued":
+                self._put(JobQueued(job, tag))
+            elif status == "running":
+                prog = got.get("progress") or {}
+                if prog.get("total"):
+                    self._put(JobProgress(job, tag, prog.get("step") or 0, prog["total"]))
+                else:
+                    self._put(JobStarted(job, tag))
+            resend = status in ("queued", "running") and job in self._cancel_wanted
+        if resend:
+            self._cancel(job)
+        return True
+
+    def _claim(self, job: str) -> Any:
+        """The job reached its final state: stop tracking it (lock held). A result goes to _fetching."""
+        tag = self._mine.pop(job)
+        self._cancel_wanted.discard(job)
+        return tag
+
+    def _cancel_request(self, rid: str):
+        """Cancel by request id. Runs after that request's submission (one worker): its job id is known now,
+        unless it was refused, and then there is nothing to cancel."""
+        with self._lock:
+            job = self._request_jobs.get(rid)
+        if job is not None:
+            self._cancel(job)
+
+    def _cancel(self, job: str):
+        with self._lock:
+            if job not in self._mine:
+                return       # already final (its update is delivered or on its way)
+            tag = self._mine[job]
+            self._cancel_wanted.add(job)
+        client = self.client
+        try:
+            if client is None:
+                raise ProtocolError(DISCONNECTED, "not connected")
+            status = client.call("job.cancel", {"job": job}).get("status", "")
+        except ProtocolError as exc:
+            if exc.code == NOT_FOUND:
+                with self._lock:
+                    if job in self._mine:
+                        self._claim(job)
+                        self._put(JobFailed(job, tag, NOT_FOUND, "the engine no longer knows this job"))
+                return
+            if exc.code in (DISCONNECTED, TIMEOUT):
+                return       # wanted: re-sent by the resync after the reconnect
+            raise
+        self._put(CancelAcknowledged(job, tag, status))
+        if status in ("completed", "failed", "canceled"):
+            self._resync_one(job)   # its final event may have been missed: deliver the final state now
 
     # ---- reader-thread side: translate server events into updates --------------------------------------
     def _on_event(self, ev: Event):
         d = ev.data
-        job = d.get("job")
-        tag = self._jobs.get(job)
         if ev.name == "client.state":
-            self._put("state", state=d["state"], message=d.get("message", ""))
+            limits = Limits.from_wire(d.get("limits")) if d["state"] == CONNECTED else None
+            self._put(StateChanged(d["state"], d.get("message", ""), bool(d.get("lost")), d.get("retry_in"),
+                                   d.get("user"), limits))
             if d["state"] == CONNECTED:
                 self.refresh_models()
+                with self._lock:
+                    tracked = bool(self._mine)
+                if tracked:
+                    self._submit(self._resync)
         elif ev.name == "auth.refreshed":
             self._submit(self.tokens.set, self.url, d["token"])
-        elif ev.name in ("job.queued", "job.started"):
-            self._put(ev.name[4:], job=job, tag=tag)
+        elif ev.name in _JOB_EVENTS:
+            job = d.get("job")
+            with self._lock:
+                if job in self._mine:
+                    self._job_event(ev)
+                elif self._inflight and isinstance(job, str):   # maybe the job a submission is waiting for
+                    kept = self._early.setdefault(job, [])
+                    if len(kept) < _EARLY_MAX:
+                        kept.append(ev)
+                # else: another app's or user's job: not ours to show or download
+        else:
+            self._put(EngineEvent(ev.name, d))
+
+    def _job_event(self, ev: Event):
+        """An event of a tracked job (lock held)."""
+        d = ev.data
+        job = d["job"]
+        tag = self._mine[job]
+        if ev.name == "job.queued":
+            self._put(JobQueued(job, tag, d.get("position")))
+        elif ev.name == "job.started":
+            self._put(JobStarted(job, tag))
         elif ev.name == "job.progress":
             prev = d.get("preview")
             preview = None
@@ -333,13 +493,14 @@ class Session:
                     preview = self._to_wire(Pixels(prev["data"], prev["w"], prev["h"], prev.get("format", "rgba8")))
                 except (KeyError, ValueError):
                     preview = None
-            self._put("progress", job=job, tag=tag, step=d.get("step"), total=d.get("total"), preview=preview)
+            self._put(JobProgress(job, tag, d.get("step") or 0, d.get("total") or 0, preview))
         elif ev.name == "job.result":
-            self._submit(self._fetch_results, job, d.get("layers", []))
+            self._fetching[job] = self._claim(job)
+            self._submit(self._fetch_results, job, d.get("layers", []), tag)
         elif ev.name == "job.failed":
+            self._claim(job)
             err = d.get("error") or {}
-            self._put("failed", job=job, tag=tag, code=err.get("code"), message=err.get("message", "failed"))
+            self._put(JobFailed(job, tag, err.get("code"), err.get("message", "failed")))
         elif ev.name == "job.canceled":
-            self._put("canceled", job=job, tag=tag)
-        else:
-            self._put("event", name=ev.name, data=d)
+            self._claim(job)
+            self._put(JobCanceled(job, tag, d.get("reason")))

@@ -8,9 +8,13 @@ import time
 import pytest
 
 from protocol import forms
+from protocol.client import Client
 from protocol.pixels import Pixels, swap_red_blue
+from protocol.session import Session
 
 from .helpers import GRAPH, PARAMS, RESIZE, app_client, open_session, wait_error, wait_for
+from .proxy import TcpProxy
+
 
 @pytest.fixture(scope="module")
 def sessions(engine_server, tmp_path_factory):
@@ -231,3 +235,164 @@ def test_model_pickers_get_main_models_and_upscalers_apart(engine_server, tmp_pa
         assert [(m["name"], m["loaded"]) for m in ups] == [("tiny-esrgan", True)]
     finally:
         s.close()
+
+
+# ---- a session acts only on its own jobs, and never loses one to a reconnect (issue 15, shared client 1-3) ------
+TINY = {"model": "tiny-sd15", "prompt": "a harbour", "width": 64, "height": 64, "guidance": 5.0}
+
+
+def updates_until(session: Session, done, timeout: float = 240) -> list:
+    """Every update drained (like a host timer) until done(update) is true for one; returns them all."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for up in session.poll():
+            seen.append(up)
+            if done(up):
+                return seen
+        time.sleep(0.02)
+    raise AssertionError(f"not done in {timeout}s; saw {[(u.kind, u.data.get('job')) for u in seen]}")
+
+
+def proxied_session(engine, tmp_path, proxy: TcpProxy, app="blender") -> Session:
+    s = Session(app, "test", str(tmp_path / app), url=proxy.url(engine.url), use_keyring=False)
+    s.connect(token=engine.token)
+    wait_for(s, "state", pred=lambda d: d["state"] == "connected")
+    return s
+
+
+def engine_proxy(engine) -> TcpProxy:
+    port = int(engine.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    return TcpProxy("127.0.0.1", port)
+
+
+def wait_status(client, job: str, statuses, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = client.call("job.get", {"job": job})
+        if got["status"] in statuses:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"job {job} not {statuses} in {timeout}s")
+
+
+@pytest.mark.slow
+def test_a_session_acts_only_on_the_jobs_it_submitted(engine_server, tmp_path):
+    """Signed in as admin (the README's default), a session receives every user's job events; the jobs of another
+    app of the same user and of another user are neither downloaded nor handed to the host."""
+    with engine_server.client() as admin_client:
+        assert admin_client.call("auth.whoami", {})["user"]["admin"]
+        name = f"bob{time.time_ns() % 10 ** 8}"
+        admin_client.call("users.create", {"name": name, "password": "bob-password-1", "admin": False})
+    blender = open_session(engine_server, tmp_path, "blender")
+    krita = open_session(engine_server, tmp_path, "krita", "bgra")
+    bob = Client(engine_server.url, app="gimp")
+    bob.connect()
+    bob.login(name, "bob-password-1")
+    try:
+        bob_job = bob.call("generate", {**TINY, "steps": 2, "seed": 1})["job"]
+        krita.generate({**TINY, "steps": 2, "seed": 2}, tag="krita")
+        krita_job = wait_for(krita, "job")["job"]
+        wait_for(krita, "result", pred=lambda d: d["job"] == krita_job)
+        bob.next_event(60, "job.result", match=lambda ev: ev.data["job"] == bob_job)
+        rid = blender.generate({**TINY, "steps": 2, "seed": 3}, tag="mine")
+        seen = updates_until(blender, lambda u: u.kind == "result" and u.data.get("tag") == "mine")
+        foreign = [(u.kind, u.data["job"]) for u in seen if u.data.get("job") in (bob_job, krita_job)]
+        assert foreign == [], "another app's or user's job reached this session"
+        mine = next(u.data["job"] for u in seen if u.kind == "job")
+        assert {u.data.get("job") for u in seen if u.kind in ("queued", "started", "progress", "result")} == {mine}
+        assert list(blender.jobs.rows) == [rid] and blender.jobs.rows[rid].state == "completed"
+        assert blender.jobs.rows[rid].seed == 3 and len(blender.jobs.rows[rid].layers) == 1
+    finally:
+        bob.close()
+        blender.close()
+        krita.close()
+
+
+@pytest.mark.slow
+def test_a_result_finished_while_disconnected_is_delivered_after_the_reconnect(engine_server, tmp_path):
+    proxy = engine_proxy(engine_server)
+    s = proxied_session(engine_server, tmp_path, proxy)
+    watcher = engine_server.client()
+    watcher.connect()
+    try:
+        rid = s.generate({**TINY, "steps": 8, "seed": 11}, tag="blip")
+        job = wait_for(s, "job")["job"]
+        wait_for(s, "progress", pred=lambda d: d["job"] == job)
+        proxy.cut()
+        seen = updates_until(s, lambda u: u.kind == "state" and u.data["state"] == "disconnected", 60)
+        lost = seen[-1]
+        done = wait_status(watcher, job, ("completed",))
+        proxy.restore()
+        res = wait_for(s, "result", timeout=60, pred=lambda d: d["job"] == job)
+        assert res["tag"] == "blip" and len(res["layers"]) == 1
+        assert c_download(watcher, done) == res["layers"][0].pixels.data
+        assert lost.data["lost"] is True and lost.data["retry_in"] > 0, "a dropped connection says so"
+        row = s.jobs.rows[rid]
+        assert row.state == "completed" and not row.connection_lost and s.state == "connected"
+    finally:
+        watcher.close()
+        s.close()
+        proxy.close()
+
+
+def c_download(client, job_info: dict) -> bytes:
+    return client.download(job_info["layers"][0]["sha256"])
+
+
+@pytest.mark.slow
+def test_a_cancel_missed_while_disconnected_is_delivered_after_the_reconnect(engine_server, tmp_path):
+    """The job is canceled from elsewhere (its job.canceled event sent while this session is away)."""
+    proxy = engine_proxy(engine_server)
+    s = proxied_session(engine_server, tmp_path, proxy)
+    watcher = engine_server.client()
+    watcher.connect()
+    try:
+        rid = s.generate({**TINY, "steps": 200, "seed": 12}, tag="long")
+        job = wait_for(s, "job")["job"]
+        wait_for(s, "progress", pred=lambda d: d["job"] == job)
+        proxy.cut()
+        wait_for(s, "state", 60, pred=lambda d: d["state"] == "disconnected")
+        watcher.call("job.cancel", {"job": job})
+        wait_status(watcher, job, ("canceled",))
+        proxy.restore()
+        got = wait_for(s, "canceled", timeout=60, pred=lambda d: d["job"] == job)
+        assert got["tag"] == "long" and s.jobs.rows[rid].state == "canceled"
+    finally:
+        watcher.close()
+        s.close()
+        proxy.close()
+
+
+@pytest.mark.slow
+def test_a_cancel_asked_while_disconnected_still_cancels(engine_server, tmp_path):
+    """Cancel always ends in a visible state: asked while the link is down (by request id), it is sent after
+    the reconnect, and the job ends canceled."""
+    proxy = engine_proxy(engine_server)
+    s = proxied_session(engine_server, tmp_path, proxy)
+    watcher = engine_server.client()
+    watcher.connect()
+    try:
+        first = s.generate({**TINY, "steps": 200, "seed": 13}, tag="first")
+        second = s.generate({**TINY, "steps": 200, "seed": 14}, tag="second")
+        seen = updates_until(s, lambda u: u.kind == "progress")
+        jobs = {u.data["request"]: u.data["job"] for u in seen if u.kind == "job"}
+        if second not in jobs:
+            jobs.update({u.data["request"]: u.data["job"] for u in updates_until(s, lambda u: u.kind == "job")})
+        proxy.cut()
+        wait_for(s, "state", 60, pred=lambda d: d["state"] == "disconnected")
+        s.cancel(second if hasattr(s, "jobs") else jobs[second])   # by request id (today's Session: job id)
+        s.cancel(jobs[first])                                        # by job id
+        time.sleep(1.0)               # the cancels are tried (and fail) while the link is down
+        assert watcher.call("job.get", {"job": jobs[second]})["status"] == "queued"
+        proxy.restore()
+        ends = {}
+        for up in updates_until(s, lambda u: (u.kind in ("canceled", "failed", "result")
+                                               and ends.setdefault(u.data["job"], u.kind) and len(ends) == 2), 120):
+            pass
+        assert ends == {jobs[first]: "canceled", jobs[second]: "canceled"}
+        assert s.jobs.rows[second].cancel_requested and s.jobs.rows[first].cancel_status == "canceling"
+        assert s.jobs.rows[first].state == s.jobs.rows[second].state == "canceled"
+    finally:
+        watcher.close()
+        s.close()
+        proxy.close()
