@@ -121,6 +121,8 @@ class JobTable:
             if row is not None and row.state == SENDING:
                 row.state, row.error, row.error_code = REFUSED, up.message, up.code
             return row
+        if isinstance(up, u.JobResult) and up.image is not None:
+            return None   # a gallery image opened with open_image(), not a job's end
         job = getattr(up, "job", None)
         row = self.by_job(job)
         if row is None:

@@ -158,6 +158,8 @@ def test_job_table_follows_a_job_from_sending_to_done():
     assert row.describe() == "step 3 of 20" and row.fraction == 0.15
     t.apply(JobQueued("j1", "tag"))                # a late/resync "queued" never moves a running job back
     assert row.state == RUNNING
+    assert t.apply(JobResult("j1", "open", ["G"], image="img1")) is None   # open_image of its gallery entry
+    assert row.state == RUNNING
     t.apply(JobResult("j1", "tag", ["L"]))
     assert row.state == COMPLETED and row.layers == ["L"] and not row.active and "seed 42" in row.describe()
     assert t.apply(JobProgress("other", None, 1, 2)) is None and t.active() == []
