@@ -142,6 +142,23 @@ def paste(base: Pixels, patch: Pixels) -> Pixels:
     return Pixels(bytes(out), base.w, base.h, base.format, base.x, base.y)
 
 
+def pad(px: Pixels, left: int, top: int, right: int, bottom: int) -> Pixels:
+    """px with transparent margins added (an outpaint request that grows the image); x, y move with the
+    top-left corner, so the old pixels keep their document position."""
+    if min(left, top, right, bottom) < 0:
+        raise ValueError("margins are 0 or more")
+    if not (left or top or right or bottom):
+        return px
+    bpp = BPP[px.format]
+    w, h = px.w + left + right, px.h + top + bottom
+    out = bytearray(w * h * bpp)
+    stride, pstride = w * bpp, px.w * bpp
+    for row in range(px.h):
+        dst = (row + top) * stride + left * bpp
+        out[dst:dst + pstride] = px.data[row * pstride:(row + 1) * pstride]
+    return Pixels(bytes(out), w, h, px.format, px.x - left, px.y - top)
+
+
 def context_region(bounds: tuple[int, int, int, int], img_w: int, img_h: int) -> tuple[int, int, int, int]:
     """The mask bounds grown by context padding (a quarter of their size, at least 16 px), inside the image.
 

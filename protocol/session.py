@@ -89,10 +89,11 @@ class Session:
     def refresh_models(self) -> None:
         self._submit(self._refresh_models)
 
-    def generate(self, params: dict, image: Pixels | None = None, mask: Pixels | None = None,
-                 tag: Any = None) -> str:
+    def generate(self, params: dict, image=None, mask=None, tag: Any = None) -> str:
         """Queue a generate request (params: e.g. generate.generate_args); returns a local request id, which is
-        also the key of its row in `jobs`. The job id arrives as JobAccepted. Call on the host's main thread."""
+        also the key of its row in `jobs`. The job id arrives as JobAccepted. Call on the host's main thread.
+        image/mask: Pixels, or a zero-argument callable returning Pixels that is called on the worker thread (a
+        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request."""
         rid = self._next_request()
         self.jobs.add(rid, tag)
         self._submit(self._generate, rid, dict(params), image, mask, tag)
@@ -104,8 +105,8 @@ class Session:
             return f"r{self._requests}"
 
     def run_workflow(self, name: str, values: dict, tag: Any = None, priority: int = 0) -> str:
-        """Queue a saved workflow; values as from forms.collect (image/mask values are host Pixels, uploaded
-        here). Returns a local request id; then the same updates as generate()."""
+        """Queue a saved workflow; values as from forms.collect (image/mask values are host Pixels or callables as
+        in generate(), uploaded here). Returns a local request id; then the same updates as generate()."""
         rid = self._next_request()
         self.jobs.add(rid, tag)
         self._submit(self._run_workflow, rid, name, dict(values), tag, priority)
@@ -240,7 +241,7 @@ class Session:
                                 [m for m in usable if m.get("type") == "upscaler"],
                                 [m for m in usable if m.get("type") == "lora"]))
 
-    def _generate(self, rid: str, params: dict, image: Pixels | None, mask: Pixels | None, tag: Any):
+    def _generate(self, rid: str, params: dict, image, mask, tag: Any):
         for key, px in (("image", image), ("mask", mask)):
             if px is not None:
                 params[key] = px
@@ -263,6 +264,12 @@ class Session:
         reply = None
         try:
             for key, px in list(layers.items()):
+                if callable(px):
+                    try:
+                        px = px()
+                    except ValueError as exc:   # the host's pixels cannot be sent (e.g. an empty mask)
+                        self._put(ErrorUpdate(str(exc), request=rid, tag=tag))
+                        return
                 if isinstance(px, Pixels):
                     px = self._to_wire(px)
                     sha = px.sha256()

@@ -251,3 +251,15 @@ def test_gallery_dates_are_formatted_not_raw_floats():
     assert format_date(time.mktime((2024, 7, 1, 9, 30, 0, 0, 0, -1)), now) == "1 Jul 2024"
     assert format_date(None) == "" and format_date("x") == ""
     assert "created: " in tooltip(summary(1)) and "1700000001" not in tooltip(summary(1))
+
+
+def test_pad_adds_transparent_margins_and_keeps_the_old_pixels_in_place():
+    from protocol.pixels import pad, paste
+    px = Pixels(bytes(range(2 * 2 * 4)), 2, 2, x=5, y=6)
+    out = pad(px, 1, 2, 3, 0)
+    assert (out.w, out.h, out.x, out.y) == (6, 4, 4, 4)
+    assert paste(out, px).data == out.data                          # the old pixels sit where they were
+    assert sum(out.data) == sum(px.data) and out.data[:6 * 4 * 2] == bytes(6 * 4 * 2)
+    assert pad(px, 0, 0, 0, 0) is px
+    with pytest.raises(ValueError):
+        pad(px, -1, 0, 0, 0)

@@ -80,6 +80,9 @@ def test_addon_installs_and_places_results(host, addon_zip, tmp_path):
     # installed into the isolated user directory (4.2: as an extension, so the manifest was accepted)
     assert out["result"]["addon_file"] == str(tmp_path / "u" / where / "__init__.py")
     assert out["result"]["drain_without_session"] == 0
+    # undo/redo of "Replace active image" reloads the pixels from the restored packed file without Blender
+    # re-reading a file path our packed images do not have (issue 15 item 6)
+    assert "not available" not in out["stdout"] + out["stderr"], out["stderr"][-2000:]
     again = _run(host, addon_zip, "check_saved.py", blend_file=out["result"]["blend"], user_dir=tmp_path / "u",
                  params={"name": out["result"]["result_name"]})
     assert again["result"]["ok"]
@@ -220,3 +223,48 @@ def test_generate_in_the_ui_event_loop(gui_host, addon_zip, engine_server, tmp_p
     assert r["statuses"][0] in ("sending", "submitted", "queued") and "running" in r["statuses"], r["statuses"]
     assert r["job_status"] == ["done"] and r["active_jobs"] == r["active_jobs_later"] == 0
     assert r["results_later"] == 1
+
+
+def test_what_people_hit(host, addon_zip, engine_server, tmp_path):
+    """Issue 15's Blender items 4-8 and Outpaint (issue 14), in the add-on driven like a person would; the
+    engine's own record of each job says what was sent."""
+    out = _run(host, addon_zip, "people.py", timeout=600, user_dir=tmp_path / "u",
+               params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name})
+    r = out["result"]
+    with engine_server.client() as c:
+        def request(job):
+            return c.call("job.get", {"job": job})["request"]
+
+        # 4. "random" sends a fresh random seed each time (not 0), shown; Reuse puts it back and remakes the image
+        seeds = r["seed"]
+        assert r["seed_default"] == -1
+        sent = [request(seeds[k]["job"])["seed"] for k in ("first", "second", "third")]
+        assert sent == [seeds["first"]["seed"], seeds["second"]["seed"], seeds["third"]["seed"]]
+        assert sent[0] != sent[1] and 0 not in sent[:2], sent
+        assert seeds["field_after_reuse"] == sent[1] == sent[2] and seeds["third_same_pixels"]
+        # 5. a 100x75 refine: no multiple-of-8 refusal, no size sent (the engine generates at the model's native
+        # size), and the result has the image's size
+        assert r["refine_odd"]["size"] == [100, 75]
+        odd = request(r["refine_odd"]["job"])
+        assert odd.get("width") is None and odd.get("height") is None, odd
+    # 5. errors in full at the sidebar's width; 8. cleared by the next request
+    drawn = r["error_drawn"]
+    assert drawn["first"] and drawn["in_full"] and drawn["widest"] <= 40, drawn
+    assert r["error_cleared"] == ""
+    # Outpaint: margins grown and filled, the old pixels kept exactly; transparent pixels filled in place
+    assert r["outpaint_margins"] == {"size": [48, 32], "kept": True, "filled": True, "margins_reset": [0, 0, 0, 0]}
+    assert r["outpaint_hole"] == {"size": [32, 24], "kept": True, "filled": True}
+    # 8. queued/loading before the first step (not "running 0/0"); the preview shown in the Image Editor, then
+    # the result in its place; names that do not pile up; dates formatted; auto-connect; a token field
+    assert r["status_before_first_step"] and r["status_before_first_step"][0].startswith(("sending", "queued",
+                                                                                          "starting"))
+    assert not any("0/0" in t or "0 of 0" in t for t in r["status_before_first_step"])
+    assert r["preview_shown"] and r["preview_dropped"] and r["shown_after"] == [r["seed"]["first"]["name"]]
+    assert r["names"][0] == "Paintbridge generate" and r["names"][1].startswith("Paintbridge refine"), r["names"]
+    assert r["created_ok"], r["created"]
+    assert r["auto_connected"] == "connected"
+    assert r["connect_has_token"] and r["token_after_sign_out"] is None and r["token_stored"]
+    # 7. pixel conversion both ways ran off the main thread
+    assert r["threads"]["to_wire"] and "MainThread" not in r["threads"]["to_wire"], r["threads"]
+    assert r["threads"]["to_blender"] and "MainThread" not in r["threads"]["to_blender"], r["threads"]
+    assert not r["last_error"]

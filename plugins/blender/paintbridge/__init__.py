@@ -5,6 +5,10 @@ One package, two ways to install: a Blender 4.2+ extension (blender_manifest.tom
 private package _vendor/ by `paintbridge plugin build blender` and imported as `._vendor.protocol`: Blender runs
 every add-on in one interpreter, so we take no top-level module names. keyring lives in _vendor/site, appended to
 sys.path last.
+
+Modules (the same roles as in the Krita and GIMP plug-ins): this entry point; host (all image and pixel access);
+controller (owns the Session, drains it, the state the panels draw); settings (preferences and the scene form);
+panels (operators and panels: widgets only); workflow_form (a workflow's parameters as a form); png (thumbnails).
 """
 
 bl_info = {
@@ -13,7 +17,7 @@ bl_info = {
     "version": (0, 1, 0),
     "blender": (3, 4, 0),
     "location": "Image Editor > Sidebar > Paintbridge",
-    "description": "Generate, refine, inpaint and upscale images with a local Paintbridge engine",
+    "description": "Generate, refine, inpaint, outpaint and upscale images with a local Paintbridge engine",
     "category": "Paint",
 }
 
@@ -24,23 +28,26 @@ _SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor", "sit
 if os.path.isdir(_SITE) and _SITE not in sys.path:
     sys.path.append(_SITE)
 
-if "core" in locals():  # F8 / script reload
+if "controller" in locals():  # F8 / script reload: bottom floor first
     import importlib
 
-    importlib.reload(png)  # noqa: F821
-    importlib.reload(core)  # noqa: F821
-    importlib.reload(ui)  # noqa: F821
+    for _mod in (png, host, settings, workflow_form, controller, panels):  # noqa: F821
+        importlib.reload(_mod)
 else:
-    from . import core, png, ui  # noqa: F401  (png: imported for the reload above)
+    from . import controller, host, panels, png, settings, workflow_form  # noqa: F401
 
-drain = core.drain
+drain = controller.drain
 
 
 def register():
-    ui.register()
-    core.register()
+    settings.register()
+    workflow_form.register()
+    panels.register()
+    controller.register()
 
 
 def unregister():
-    core.unregister()
-    ui.unregister()
+    controller.unregister()
+    panels.unregister()
+    workflow_form.unregister()
+    settings.unregister()

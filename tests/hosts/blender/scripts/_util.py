@@ -5,8 +5,12 @@ import time
 
 
 def addon(module_name):
+    """The add-on package and its modules by role: A.controller, A.host, A.settings, A.panels, A.workflow_form."""
+    import types
+
     pkg = importlib.import_module(module_name)
-    return pkg, importlib.import_module(module_name + ".core")
+    roles = ("controller", "host", "settings", "panels", "workflow_form")
+    return pkg, types.SimpleNamespace(**{r: importlib.import_module(f"{module_name}.{r}") for r in roles})
 
 
 def vendored(module_name, name):
@@ -14,15 +18,15 @@ def vendored(module_name, name):
     return importlib.import_module(f"{module_name}._vendor.{name}")
 
 
-def pump(core, until, timeout=60.0, what="condition"):
-    """Call the add-on's drain() (timers do not fire under -b) until until() is true."""
+def pump(ctl, until, timeout=60.0, what="condition"):
+    """Call the controller's drain() (timers do not fire under -b) until until() is true."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        core.drain()
+        ctl.drain()
         if until():
             return
         time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}; state={core.STATE}")
+    raise AssertionError(f"timed out waiting for {what}; state={ctl.STATE}")
 
 
 def pattern(w, h):

@@ -2,8 +2,9 @@
 import bpy
 from _util import addon, pattern
 
-pkg, core = addon(ADDON_MODULE)
+pkg, A = addon(ADDON_MODULE)
+ctl, host, sett = A.controller, A.host, A.settings
 img = bpy.data.images[PARAMS["name"]]
 assert img.packed_file is not None
-assert core.image_to_pixels(img).data == pattern(7, 5)
+assert host.image_to_pixels(img).data == pattern(7, 5)
 RESULT["ok"] = True

@@ -8,48 +8,49 @@ from array import array
 import bpy
 from _util import addon, pattern, pump, vendored
 
-pkg, core = addon(ADDON_MODULE)
+pkg, A = addon(ADDON_MODULE)
+ctl, host, sett = A.controller, A.host, A.settings
 Pixels = vendored(ADDON_MODULE, "protocol.pixels").Pixels
 
 R = RESULT
 url, token, model = PARAMS["url"], PARAMS["token"], PARAMS["model"]
-core.prefs().server = url
-s = core.get_session()
+sett.prefs().server = url
+s = ctl.get_session()
 s.tokens.set(url, token)              # as if signed in earlier: the token comes from the store
 R["token_backend"] = s.tokens.backend
 bpy.ops.paintbridge.connect()
-pump(core, lambda: core.STATE["state"] == "connected", 30, "connected")
-pump(core, lambda: bool(core.STATE["models"]), 30, "models")
-R["models"] = core.STATE["models"]
+pump(ctl, lambda: ctl.STATE["state"] == "connected", 30, "connected")
+pump(ctl, lambda: bool(ctl.STATE["models"]), 30, "models")
+R["models"] = ctl.STATE["models"]
 settings = bpy.context.scene.paintbridge
-assert settings.model in core.STATE["models"], (settings.model, core.STATE["models"])
+assert settings.model in ctl.STATE["models"], (settings.model, ctl.STATE["models"])
 settings.model = model
 
 # 1. round trip through the engine's blob store, via the add-on's own image <-> wire conversion
 W, H = 13, 9
 src = bpy.data.images.new("pattern", W, H, alpha=True)
-core.write_pixels(src, Pixels(pattern(W, H), W, H))
-px = core.image_to_pixels(src)
+host.write_pixels(src, Pixels(pattern(W, H), W, H))
+px = host.image_to_pixels(src)
 sha = s.client.upload(px.data)
 data = s.client.download(sha)
 back = bpy.data.images.new("back", W, H, alpha=True)
-core.write_pixels(back, Pixels(data, W, H))
+host.write_pixels(back, Pixels(data, W, H))
 a = array("f", bytes(W * H * 4 * 4))   # no numpy: Debian's Blender has none
 b = array("f", bytes(W * H * 4 * 4))
 src.pixels.foreach_get(a)
 back.pixels.foreach_get(b)
 assert a == b, "round trip changed pixels"
-assert core.image_to_pixels(back).data == pattern(W, H)
+assert host.image_to_pixels(back).data == pattern(W, H)
 R["roundtrip"] = "exact"
 
 # 2. generate a new image of the requested size, through the operator and drain()
 settings.mode, settings.prompt, settings.steps, settings.seed = "GENERATE", "a red cube", 2, 7
 settings.width, settings.height = 64, 48
-n0 = len(core.STATE["results"])
+n0 = len(ctl.STATE["results"])
 assert "FINISHED" in bpy.ops.paintbridge.generate()
-pump(core, lambda: len(core.STATE["results"]) > n0 or core.STATE["last_error"], 300, "generate result")
-assert not core.STATE["last_error"], core.STATE["last_error"]
-gen = bpy.data.images[core.STATE["results"][-1]]
+pump(ctl, lambda: len(ctl.STATE["results"]) > n0 or ctl.STATE["last_error"], 300, "generate result")
+assert not ctl.STATE["last_error"], ctl.STATE["last_error"]
+gen = bpy.data.images[ctl.STATE["results"][-1]]
 R["generate"] = {"name": gen.name, "size": list(gen.size), "packed": gen.packed_file is not None}
 assert tuple(gen.size) == (64, 48) and gen.packed_file is not None
 
@@ -64,13 +65,13 @@ for i in range(3, len(base), 4):
         base[i] = 255                          # everything else opaque
 base = bytes(base)
 ip = bpy.data.images.new("inpaint-src", W, H, alpha=True)
-core.write_pixels(ip, Pixels(base, W, H))
+host.write_pixels(ip, Pixels(base, W, H))
 settings.mode, settings.mask_source, settings.strength, settings.replace_active = "INPAINT", "ALPHA", 1.0, False
-n0 = len(core.STATE["results"])
+n0 = len(ctl.STATE["results"])
 assert "FINISHED" in bpy.ops.paintbridge.generate(image="inpaint-src")
-pump(core, lambda: len(core.STATE["results"]) > n0 or core.STATE["last_error"], 300, "inpaint result")
-assert not core.STATE["last_error"], core.STATE["last_error"]
-out = core.image_to_pixels(bpy.data.images[core.STATE["results"][-1]]).data
+pump(ctl, lambda: len(ctl.STATE["results"]) > n0 or ctl.STATE["last_error"], 300, "inpaint result")
+assert not ctl.STATE["last_error"], ctl.STATE["last_error"]
+out = host.image_to_pixels(bpy.data.images[ctl.STATE["results"][-1]]).data
 assert len(out) == len(base)
 changed_outside = sum(1 for i in range(0, len(base), 4) if base[i + 3] == 255 and out[i:i + 4] != base[i:i + 4])
 changed_inside = sum(1 for i in range(0, len(base), 4) if base[i + 3] == 0 and out[i:i + 3] != base[i:i + 3])
@@ -84,14 +85,14 @@ R["catalog"] = {"models": [i.name for i in catalog.models], "upscalers": [i.name
 settings.mode, settings.upscale_factor, settings.replace_active = "UPSCALE", "2", False
 settings.upscaler = "no-such-upscaler"
 try:
-    core.build_request(settings, gen)
+    ctl.build_request(settings, gen)
     R["bad_upscaler"] = None
 except ValueError as exc:
     R["bad_upscaler"] = str(exc)
 settings.upscaler = R["catalog"]["upscalers"][0]
-n0 = len(core.STATE["results"])
+n0 = len(ctl.STATE["results"])
 assert "FINISHED" in bpy.ops.paintbridge.generate(image=gen.name)
-pump(core, lambda: len(core.STATE["results"]) > n0 or core.STATE["last_error"], 300, "upscale result")
-assert not core.STATE["last_error"], core.STATE["last_error"]
-R["upscale"] = list(bpy.data.images[core.STATE["results"][-1]].size)
+pump(ctl, lambda: len(ctl.STATE["results"]) > n0 or ctl.STATE["last_error"], 300, "upscale result")
+assert not ctl.STATE["last_error"], ctl.STATE["last_error"]
+R["upscale"] = list(bpy.data.images[ctl.STATE["results"][-1]].size)
 s.close()

@@ -1,0 +1,340 @@
+"""All Blender data access: images <-> wire pixels, placing results (undoable), the Image Editor, previews.
+
+bpy is touched on the main thread only, and only for the calls that must be there: `pixels.foreach_get` /
+`foreach_set`, creating, packing and showing images. The conversions between Blender's float pixels (bottom-up,
+sRGB bytes/255 or linear premultiplied) and wire pixels (top-down 8-bit sRGB, straight alpha) are plain
+functions on buffers (`Snapshot.pixels`, `floats_for`) that the controller runs off the main thread.
+
+Nothing here holds a bpy reference across calls: images are found again by their "paintbridge_uid" ID property,
+because undo and deletion invalidate Python references.
+"""
+
+from __future__ import annotations
+
+import array
+import re
+import threading
+import uuid
+
+import bpy
+
+from ._vendor.protocol.pixels import Pixels, flip_rows, mask_from_transparency, paste
+
+try:  # official Blender builds bundle numpy; Debian's blender package does not depend on it
+    import numpy as np
+except ImportError:  # pragma: no cover - exercised on hosts without numpy
+    np = None
+
+UID = "paintbridge_uid"
+REV = "paintbridge_rev"
+IMAGE_ID = "paintbridge_image_id"     # ID property: the gallery id of an image opened from the gallery
+PREVIEW_NAME = "Paintbridge Preview"
+
+
+# ---- reading: a float copy on the main thread, the conversion anywhere ------------------------------------
+def _srgb_to_linear(v):
+    return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+
+def _linear_to_srgb(v):
+    return v * 12.92 if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055
+
+
+_BYTE_TO_LINEAR = [_srgb_to_linear(i / 255) for i in range(256)]
+_BYTE_TO_FLOAT = [i / 255 for i in range(256)]
+
+
+class Snapshot:
+    """An image's pixels copied out with one foreach_get (main thread); `pixels()` and `mask()` convert the copy
+    and touch no bpy, so they run on a worker thread."""
+
+    def __init__(self, image):
+        w, h = image.size
+        if w == 0 or h == 0 or not image.has_data:
+            raise ValueError(f"image {image.name!r} has no pixels")
+        self.name, self.w, self.h, self.is_float = image.name, w, h, bool(image.is_float)
+        n = w * h * 4
+        self.buf = np.empty(n, np.float32) if np is not None else array.array("f", bytes(n * 4))
+        image.pixels.foreach_get(self.buf)
+
+    def pixels(self) -> Pixels:
+        """Wire pixels: top-down rows, 8-bit sRGB, straight alpha. Byte images hold byte/255 in sRGB with straight
+        alpha; float images hold scene-linear premultiplied values."""
+        w, h, n = self.w, self.h, self.w * self.h * 4
+        if np is not None:
+            a = self.buf.reshape(h, w, 4)[::-1]
+            if self.is_float:
+                alpha = a[..., 3:4]
+                rgb = np.where(alpha > 0, a[..., :3] / np.where(alpha > 0, alpha, 1), 0)
+                rgb = np.clip(rgb, 0, 1)
+                rgb = np.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * np.power(rgb, 1 / 2.4) - 0.055)
+                a = np.concatenate([rgb, alpha], axis=2)
+            return Pixels((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8).tobytes(), w, h)
+        buf = self.buf
+        if self.is_float:
+            out = bytearray(n)
+            for i in range(0, n, 4):
+                al = min(max(buf[i + 3], 0.0), 1.0)
+                for c in range(3):
+                    v = buf[i + c] / al if al > 0 else 0.0
+                    out[i + c] = int(_linear_to_srgb(min(max(v, 0.0), 1.0)) * 255 + 0.5)
+                out[i + 3] = int(al * 255 + 0.5)
+            data = bytes(out)
+        else:
+            data = bytes(int(min(max(v, 0.0), 1.0) * 255 + 0.5) for v in buf)
+        return Pixels(flip_rows(data, w, h, 4), w, h)
+
+    def mask(self, size=None) -> Pixels:
+        """gray8 mask (255 = generate) from a chosen mask image: its red channel (black/white masks)."""
+        if size is not None and (self.w, self.h) != tuple(size):
+            raise ValueError(f"mask {self.name!r} is {self.w}x{self.h}, the image is {size[0]}x{size[1]}")
+        px = self.pixels()
+        return Pixels(px.data[0::4], px.w, px.h, "gray8")
+
+
+class Deferred:
+    """A conversion to run later, once, on whichever thread asks first (the session's worker, which takes a
+    zero-argument callable for an image or mask); later calls return the same Pixels."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._value = None
+
+    def __call__(self) -> Pixels:
+        with self._lock:
+            if self._fn is not None:
+                self._value, self._fn = self._fn(), None
+            return self._value
+
+
+def image_to_pixels(image) -> Pixels:
+    """Snapshot + conversion in one go (for small images and tests; the panel converts off the main thread)."""
+    return Snapshot(image).pixels()
+
+
+def mask_from_image(image, size) -> Pixels:
+    if tuple(image.size) != tuple(size):
+        raise ValueError(f"mask {image.name!r} is {image.size[0]}x{image.size[1]}, the image is {size[0]}x{size[1]}")
+    return Snapshot(image).mask(size)
+
+
+def alpha_mask(px: Pixels) -> Pixels:
+    """Inpaint from image alpha: its transparent pixels are the area to regenerate."""
+    return Pixels(mask_from_transparency(px.data), px.w, px.h, "gray8")
+
+
+# ---- writing: the conversion anywhere, foreach_set on the main thread --------------------------------------
+def floats_for(px: Pixels, is_float: bool):
+    """The float buffer foreach_set takes for wire pixels: rows flipped, sRGB/linear and alpha handled. No bpy."""
+    if px.format == "gray8":
+        px = Pixels(bytes(b for v in px.data for b in (v, v, v, 255)), px.w, px.h)
+    w, h = px.w, px.h
+    if np is not None:
+        a = np.frombuffer(px.data, np.uint8).reshape(h, w, 4)[::-1].astype(np.float32) / np.float32(255)
+        if is_float:
+            rgb = a[..., :3]
+            rgb = np.where(rgb <= 0.04045, rgb / 12.92, np.power((rgb + 0.055) / 1.055, 2.4)) * a[..., 3:4]
+            a = np.concatenate([rgb, a[..., 3:4]], axis=2).astype(np.float32)
+        return np.ascontiguousarray(a).ravel()
+    data = flip_rows(px.data, w, h, 4)
+    if is_float:
+        vals = []
+        for i in range(0, len(data), 4):
+            al = data[i + 3] / 255
+            vals += [_BYTE_TO_LINEAR[data[i]] * al, _BYTE_TO_LINEAR[data[i + 1]] * al,
+                     _BYTE_TO_LINEAR[data[i + 2]] * al, al]
+        return array.array("f", vals)
+    lut = _BYTE_TO_FLOAT
+    return array.array("f", [lut[v] for v in data])
+
+
+def set_pixels(image, w: int, h: int, floats):
+    """Main thread: put a floats_for() buffer into `image` (resized to w×h if needed) and refresh its display."""
+    if tuple(image.size) != (w, h):
+        image.scale(w, h)
+    image.pixels.foreach_set(floats)
+    image.update()
+
+
+def write_pixels(image, px: Pixels):
+    set_pixels(image, px.w, px.h, floats_for(px, bool(image.is_float)))
+
+
+# ---- finding images again -------------------------------------------------------------------------------------
+def ensure_uid(image) -> str:
+    uid = image.get(UID)
+    if not uid:
+        uid = image[UID] = uuid.uuid4().hex
+    return uid
+
+
+def find_image(uid: str | None, name: str | None = None):
+    if not uid:
+        return None
+    img = bpy.data.images.get(name) if name else None
+    if img is not None and img.get(UID) == uid:
+        return img
+    for img in bpy.data.images:
+        if img.get(UID) == uid:
+            return img
+    return None
+
+
+def image_named(name: str):
+    return bpy.data.images.get(name) if name else None
+
+
+# ---- results -------------------------------------------------------------------------------------------------
+_applied_revs: dict[str, int] = {}   # image uid -> revision whose pixels are in the image buffer
+_MODE_WORDS = ("generate", "refine", "inpaint", "outpaint", "upscale", "result", "open", "workflow")
+
+
+def result_title(source: str | None, mode: str) -> str:
+    """A new result's image name: its source's name and the mode, without piling up ("Paintbridge generate",
+    then "Paintbridge refine", never "Paintbridge generate refine"); Blender adds .001 etc. itself."""
+    base = (source or "Paintbridge").strip()
+    base = re.sub(r"\.\d{3}$", "", base)
+    words = base.split(" ")
+    while len(words) > 1 and words[-1].lower() in _MODE_WORDS:
+        words.pop()
+    return f"{' '.join(words)} {mode.lower()}".strip()
+
+
+def target_is_float(tag: dict) -> bool:
+    """Whether the image a result goes into holds floats (main thread, before the conversion is started)."""
+    target = find_image(tag.get("uid"), tag.get("name")) if tag.get("target") == "replace" else None
+    return bool(target.is_float) if target is not None else False
+
+
+def prepare_result(tag: dict, layer, is_float: bool):
+    """Off the main thread: the final pixels of a result (an inpaint/outpaint patch pasted onto its base) and the
+    float buffer to set. Returns (Pixels, floats, is_float)."""
+    px = layer.pixels
+    base_px = tag.get("base")
+    if callable(base_px):   # a Deferred conversion of the source: done by now (it was sent)
+        base_px = base_px()
+    if base_px is not None and (px.w, px.h) != (base_px.w, base_px.h):
+        px = paste(base_px, px)
+    return px, floats_for(px, is_float), is_float
+
+
+def place_result(tag: dict, layer, prepared=None) -> str:
+    """Main thread: make a result an image datablock (new, or replacing the source in place with an undo step).
+    prepared: prepare_result()'s output, computed off the main thread (computed here when None)."""
+    target = find_image(tag.get("uid"), tag.get("name")) if tag.get("target") == "replace" else None
+    is_float = bool(target.is_float) if target is not None else False
+    if prepared is None or prepared[2] != is_float:   # (the target changed kind while converting: rare)
+        prepared = prepare_result(tag, layer, is_float)
+    px, floats, _ = prepared
+    if target is not None:
+        # Record the state before the change as its own undo step: the uid, and the old pixels in a packed
+        # file (or the image file on disk), which the undo handler reloads.
+        uid = ensure_uid(target)
+        if target.packed_file is None and (target.source != "FILE" or target.is_dirty):
+            target.pack()
+        _applied_revs[uid] = int(target.get(REV, 0))
+        _undo_push("Before Paintbridge result")
+        set_pixels(target, px.w, px.h, floats)
+        target.pack()
+        target[REV] = int(target.get(REV, 0)) + 1
+        _applied_revs[ensure_uid(target)] = target[REV]
+        show(target, target.name)
+        _undo_push(f"Paintbridge {tag.get('mode', '').lower()}")
+        return target.name
+    if "title_prefix" in tag:   # gallery images and workflow outputs: named after the layer
+        title = f"{tag['title_prefix']} {layer.name}".strip()
+    else:
+        title = result_title(tag.get("name"), tag.get("mode", "result"))
+    img = bpy.data.images.new(title, px.w, px.h, alpha=True, float_buffer=False)
+    set_pixels(img, px.w, px.h, floats)
+    img.pack()                 # after the pixels: pixels set after pack() are not saved
+    img.use_fake_user = True   # a finished result is never dropped on save, shown or not
+    img[REV] = 1
+    if tag.get("image"):
+        img[IMAGE_ID] = tag["image"]
+    _applied_revs[ensure_uid(img)] = 1
+    show(img, tag.get("name"))
+    _undo_push("Paintbridge result")
+    return img.name
+
+
+def _undo_push(message: str):
+    try:
+        bpy.ops.ed.undo_push(message=message)
+    except Exception:
+        pass
+
+
+def _image_spaces():
+    wm = getattr(bpy.context, "window_manager", None)
+    if wm is None:
+        return []
+    return [area.spaces.active for win in wm.windows for area in win.screen.areas if area.type == "IMAGE_EDITOR"]
+
+
+def show(img, source_name=None):
+    """Show `img` in the Image Editors that showed the source image or the preview (else the first one)."""
+    spaces = _image_spaces()
+    names = {source_name, PREVIEW_NAME} - {None}
+    chosen = [s for s in spaces if s.image is not None and s.image.name in names] or spaces[:1]
+    for s in chosen:
+        s.image = img
+
+
+def shown_images() -> list[str]:
+    return [s.image.name for s in _image_spaces() if s.image is not None]
+
+
+def show_preview(px: Pixels, source_name: str | None):
+    """A step's preview in the image "Paintbridge Preview", shown where the source (or nothing) is shown; the
+    result replaces it there when it arrives. Small (≤256 px): converted here."""
+    img = bpy.data.images.get(PREVIEW_NAME)
+    if img is None or tuple(img.size) != (px.w, px.h):
+        if img is not None:
+            bpy.data.images.remove(img)
+        img = bpy.data.images.new(PREVIEW_NAME, px.w, px.h, alpha=True)
+    write_pixels(img, px)
+    spaces = _image_spaces()
+    chosen = [s for s in spaces if s.image is None or s.image.name in (source_name, PREVIEW_NAME)]
+    for s in chosen[:1] or spaces[:1]:
+        s.image = img
+
+
+def drop_preview():
+    img = bpy.data.images.get(PREVIEW_NAME)
+    if img is not None and not any(s.image == img for s in _image_spaces()):
+        bpy.data.images.remove(img)
+
+
+# ---- undo -----------------------------------------------------------------------------------------------------
+@bpy.app.handlers.persistent
+def after_undo(*_args):
+    """Memfile undo restores the packed file and REV but not the image buffer: drop the changed images' buffers
+    so they load again from the restored packed file (or file on disk), and update() them so the Image Editor
+    shows those pixels, not its cached texture. (reload() would also re-read a packed image's original path,
+    which our packed results do not have: Blender then prints 'Image "" not available'.)"""
+    for img in bpy.data.images:
+        uid = img.get(UID)
+        if uid is None or uid not in _applied_revs:
+            continue
+        rev = int(img.get(REV, 0))
+        if _applied_revs[uid] != rev and (img.packed_file is not None or (img.source == "FILE" and img.filepath)):
+            img.buffers_free()
+            try:
+                img.update()
+            except RuntimeError:   # "does not have any image data": nothing to show anyway
+                pass
+            _applied_revs[uid] = rev
+
+
+def register():
+    for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):
+        if after_undo not in handlers:
+            handlers.append(after_undo)
+
+
+def unregister():
+    for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):
+        if after_undo in handlers:
+            handlers.remove(after_undo)
