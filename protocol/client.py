@@ -249,6 +249,10 @@ class Client:
     def login(self, username: str, password: str, remember_me: bool = False) -> dict:
         result = self.call("auth.login", {"username": username, "password": password, "remember_me": remember_me})
         self.token = result["token"]
+        # auth.login carries no client info: a hello with the new token on this connection tells the engine which
+        # app this is, so the jobs and gallery images made from here name it
+        self.call("hello", {"protocol": PROTOCOL_VERSION, "token": self.token,
+                            "client": {"app": self.app, "version": self.app_version}})
         self.user, self.limits = result.get("user"), result.get("limits")
         self._set_state(CONNECTED, "")
         return result

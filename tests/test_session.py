@@ -396,3 +396,52 @@ def test_a_cancel_asked_while_disconnected_still_cancels(engine_server, tmp_path
         watcher.close()
         s.close()
         proxy.close()
+
+
+@pytest.mark.slow
+def test_images_made_after_a_password_sign_in_name_the_app(engine_server, tmp_path):
+    """auth.login carries no client info; the client says hello after it, so the gallery knows the app."""
+    name = f"ana{time.time_ns() % 10 ** 8}"
+    with engine_server.client() as admin:
+        admin.call("users.create", {"name": name, "password": "ana-password-1", "admin": False})
+    s = Session("blender", "test", str(tmp_path / "ana"), url=engine_server.url, use_keyring=False)
+    try:
+        s.login(name, "ana-password-1")
+        wait_for(s, "signed_in")
+        s.generate({**TINY, "steps": 1, "seed": 5}, tag="ana")   # no "source": the engine takes hello's app
+        job = wait_for(s, "job")["job"]
+        wait_for(s, "result", pred=lambda d: d["job"] == job)
+        s.list_images(limit=1, tag="mine")
+        page = wait_for(s, "images", pred=lambda d: d["tag"] == "mine")
+        assert page["images"][0]["job"] == job and page["images"][0]["app"] == "blender"
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_a_host_conversion_runs_on_the_worker_and_its_refusal_is_the_requests(engine_server, tmp_path):
+    """generate() takes a callable for an image (a host converts pixels off its UI thread); a ValueError from it
+    refuses that request, visibly, and nothing is queued."""
+    import threading
+
+    s = open_session(engine_server, tmp_path, "blender")
+    ran = []
+
+    def image():
+        ran.append(threading.current_thread().name)
+        return Pixels(bytes([40, 80, 120, 255]) * (64 * 64), 64, 64)
+
+    def empty_mask():
+        raise ValueError("the mask is empty")
+
+    try:
+        rid = s.generate({**TINY, "mode": "img2img", "steps": 2, "seed": 6, "strength": 0.5}, image, tag="ok")
+        job = wait_for(s, "job")["job"]
+        wait_for(s, "result", pred=lambda d: d["job"] == job)
+        assert ran and "MainThread" not in ran and s.jobs.rows[rid].state == "completed"
+        bad = s.generate({**TINY, "mode": "inpaint", "steps": 1}, image, empty_mask, tag="bad")
+        err = wait_error(s)
+        assert err["message"] == "the mask is empty" and err["request"] == bad and err["tag"] == "bad"
+        assert s.jobs.rows[bad].state == "refused" and s.jobs.rows[bad].error == "the mask is empty"
+    finally:
+        s.close()
