@@ -250,9 +250,9 @@ def _start_placing(tag: dict, layers: list, job):
     global _converter
     if _converter is None:
         _converter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-convert")
-    is_float = host.target_is_float(tag)
+    target = host.result_target(tag)
     for layer in layers:
-        _placing.append((_converter.submit(host.prepare_result, tag, layer, is_float), tag, layer, job))
+        _placing.append((_converter.submit(host.prepare_result, tag, layer, target), tag, layer, job))
 
 
 def _place_ready() -> int:

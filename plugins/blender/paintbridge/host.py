@@ -12,13 +12,17 @@ because undo and deletion invalidate Python references.
 from __future__ import annotations
 
 import array
+import os
 import re
+import tempfile
 import threading
 import uuid
 
 import bpy
 
 from ._vendor.protocol.pixels import Pixels, flip_rows, mask_from_transparency, paste
+
+from . import png
 
 try:  # official Blender builds bundle numpy; Debian's blender package does not depend on it
     import numpy as np
@@ -201,32 +205,47 @@ def result_title(source: str | None, mode: str) -> str:
     return f"{' '.join(words)} {mode.lower()}".strip()
 
 
-def target_is_float(tag: dict) -> bool:
-    """Whether the image a result goes into holds floats (main thread, before the conversion is started)."""
+def result_target(tag: dict):
+    """Main thread, before the conversion starts: None when the result becomes a new image, else whether the
+    image it replaces holds floats."""
     target = find_image(tag.get("uid"), tag.get("name")) if tag.get("target") == "replace" else None
-    return bool(target.is_float) if target is not None else False
+    return None if target is None else bool(target.is_float)
 
 
-def prepare_result(tag: dict, layer, is_float: bool):
-    """Off the main thread: the final pixels of a result (an inpaint/outpaint patch pasted onto its base) and the
-    float buffer to set. Returns (Pixels, floats, is_float)."""
+_png_dir: str | None = None
+
+
+def prepare_result(tag: dict, layer, target) -> tuple:
+    """Off the main thread: the final pixels of a result (an inpaint/outpaint patch pasted onto its base), and
+    what the main thread needs to place it: for a new image a PNG file Blender loads and packs as it is (no
+    encoding on the main thread), for a replaced one the float buffer to set. target: result_target().
+    Returns (Pixels, floats or None, is_float, PNG path or None)."""
+    global _png_dir
     px = layer.pixels
     base_px = tag.get("base")
     if callable(base_px):   # a Deferred conversion of the source: done by now (it was sent)
         base_px = base_px()
     if base_px is not None and (px.w, px.h) != (base_px.w, base_px.h):
         px = paste(base_px, px)
-    return px, floats_for(px, is_float), is_float
+    if target is not None:
+        return px, floats_for(px, target), target, None
+    if _png_dir is None or not os.path.isdir(_png_dir):
+        _png_dir = tempfile.mkdtemp(prefix="paintbridge-results-")
+    data = px.data if px.format == "rgba8" else bytes(b for v in px.data for b in (v, v, v, 255))
+    path = os.path.join(_png_dir, uuid.uuid4().hex + ".png")
+    with open(path, "wb") as fh:
+        fh.write(png.encode_rgba(px.w, px.h, data, level=1))
+    return px, None, False, path
 
 
 def place_result(tag: dict, layer, prepared=None) -> str:
     """Main thread: make a result an image datablock (new, or replacing the source in place with an undo step).
-    prepared: prepare_result()'s output, computed off the main thread (computed here when None)."""
+    prepared: prepare_result()'s output, computed off the main thread (computed here when None or out of date)."""
     target = find_image(tag.get("uid"), tag.get("name")) if tag.get("target") == "replace" else None
-    is_float = bool(target.is_float) if target is not None else False
-    if prepared is None or prepared[2] != is_float:   # (the target changed kind while converting: rare)
-        prepared = prepare_result(tag, layer, is_float)
-    px, floats, _ = prepared
+    want = None if target is None else bool(target.is_float)
+    if prepared is None or prepared[2] != (want or False) or (prepared[3] is None) != (target is not None):
+        prepared = prepare_result(tag, layer, want)   # (the target was deleted or changed meanwhile: rare)
+    px, floats, _, png_path = prepared
     if target is not None:
         # Record the state before the change as its own undo step: the uid, and the old pixels in a packed
         # file (or the image file on disk), which the undo handler reloads.
@@ -246,9 +265,18 @@ def place_result(tag: dict, layer, prepared=None) -> str:
         title = f"{tag['title_prefix']} {layer.name}".strip()
     else:
         title = result_title(tag.get("name"), tag.get("mode", "result"))
-    img = bpy.data.images.new(title, px.w, px.h, alpha=True, float_buffer=False)
-    set_pixels(img, px.w, px.h, floats)
-    img.pack()                 # after the pixels: pixels set after pack() are not saved
+    # Blender decodes the PNG (in C) and packs the file's bytes: byte pixels exactly as sent, sRGB, straight alpha
+    img = bpy.data.images.load(png_path, check_existing=False)
+    try:
+        img.name = title
+        img.alpha_mode = "STRAIGHT"
+        img.pack()
+    finally:
+        try:
+            os.remove(png_path)
+        except OSError:
+            pass
+    img.filepath_raw = ""      # packed: no temporary path kept in the .blend
     img.use_fake_user = True   # a finished result is never dropped on save, shown or not
     img[REV] = 1
     if tag.get("image"):
