@@ -445,3 +445,21 @@ def test_a_host_conversion_runs_on_the_worker_and_its_refusal_is_the_requests(en
         assert s.jobs.rows[bad].state == "refused" and s.jobs.rows[bad].error == "the mask is empty"
     finally:
         s.close()
+
+
+@pytest.mark.slow
+def test_events_that_arrive_before_the_job_id_are_delivered_after_it(engine_server, tmp_path):
+    """The engine sends job.queued before the reply that names the job: the host still gets JobAccepted first,
+    then queued (with its position and tag), started, progress, result — none dropped (GIMP lost them)."""
+    s = open_session(engine_server, tmp_path, "gimp")
+    try:
+        rid = s.generate({**TINY, "steps": 2, "seed": 8}, tag="order")
+        seen = updates_until(s, lambda u: u.kind == "result" and u.data.get("tag") == "order")
+        job = next(u.data["job"] for u in seen if u.kind == "job")
+        kinds = [u.kind for u in seen if u.kind == "job" or u.data.get("job") == job]
+        assert kinds[:3] == ["job", "queued", "started"] and kinds[-1] == "result", kinds
+        queued = next(u for u in seen if u.kind == "queued")
+        assert queued.data["tag"] == "order" and queued.data["position"] >= 1
+        assert s.jobs.rows[rid].state == "completed"
+    finally:
+        s.close()

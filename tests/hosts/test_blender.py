@@ -251,6 +251,7 @@ def test_what_people_hit(host, addon_zip, engine_server, tmp_path):
     drawn = r["error_drawn"]
     assert drawn["first"] and drawn["in_full"] and drawn["widest"] <= 40, drawn
     assert r["error_cleared"] == ""
+    assert r["modes_drawn"] == ["GENERATE", "REFINE", "INPAINT", "OUTPAINT", "UPSCALE"]
     # Outpaint: margins grown and filled, the old pixels kept exactly; transparent pixels filled in place
     assert r["outpaint_margins"] == {"size": [48, 32], "kept": True, "filled": True, "margins_reset": [0, 0, 0, 0]}
     assert r["outpaint_hole"] == {"size": [32, 24], "kept": True, "filled": True}

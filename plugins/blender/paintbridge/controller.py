@@ -18,7 +18,6 @@ import bpy
 
 from ._vendor.protocol import forms, generate
 from ._vendor.protocol.gallery import GalleryBrowser, format_date
-from ._vendor.protocol.jobs import ACTIVE
 from ._vendor.protocol.pixels import Pixels, pad
 from ._vendor.protocol.session import Session
 from ._vendor.protocol.updates import (ErrorUpdate, ImagesPage, JobAccepted, JobCanceled, JobFailed, JobProgress,
@@ -217,8 +216,10 @@ def _apply(up):
         if up.image:   # a gallery image opened with open_image(): not one of this session's jobs
             tag["image"] = up.image
         _start_placing(tag, up.layers, up.job)
+        _session.jobs.forget_finished(keep=20)
     elif isinstance(up, (JobFailed, JobCanceled)):
-        host.drop_preview()
+        host.drop_preview(up.tag.get("name") if isinstance(up.tag, dict) else None)
+        _session.jobs.forget_finished(keep=20)
         if isinstance(up, JobFailed):
             STATE["last_error"] = up.message if up.code in (None, "internal") else f"{up.code}: {up.message}"
     elif isinstance(up, ImagesPage):

@@ -329,10 +329,16 @@ def show_preview(px: Pixels, source_name: str | None):
         s.image = img
 
 
-def drop_preview():
+def drop_preview(source_name: str | None = None):
+    """The job ended: an editor still showing the preview shows the source again, and the preview goes."""
     img = bpy.data.images.get(PREVIEW_NAME)
-    if img is not None and not any(s.image == img for s in _image_spaces()):
-        bpy.data.images.remove(img)
+    if img is None:
+        return
+    source = bpy.data.images.get(source_name) if source_name else None
+    for s in _image_spaces():
+        if s.image == img:
+            s.image = source
+    bpy.data.images.remove(img)
 
 
 # ---- undo -----------------------------------------------------------------------------------------------------

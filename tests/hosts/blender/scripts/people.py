@@ -140,6 +140,11 @@ labels = draw_panels(panels, bpy.context, PANELS)
 long_error = ctl.STATE["last_error"]
 R["error_drawn"] = {"error": long_error, "in_full": long_error in " ".join(labels),
                     "widest": max(len(t) for t in labels if t), "first": err}
+R["modes_drawn"] = []
+for mode in sett.MODES:   # every mode's form draws (against the stand-in layout)
+    st.mode = mode
+    draw_panels(panels, bpy.context, PANELS)
+    R["modes_drawn"].append(mode)
 st.mode = "GENERATE"
 generate(what="a generate after an error")
 R["error_cleared"] = ctl.STATE["last_error"]
