@@ -220,8 +220,8 @@ def test_generate_in_the_ui_event_loop(gui_host, addon_zip, engine_server, tmp_p
     r = out["result"]
     assert r["background"] is False and out["stage"] == "done"
     assert r["result"] == {"size": [64, 48], "packed": True, "shown": True}
-    assert r["statuses"][0] in ("sending", "submitted", "queued") and "running" in r["statuses"], r["statuses"]
-    assert r["job_status"] == ["done"] and r["active_jobs"] == r["active_jobs_later"] == 0
+    assert r["statuses"][0] in ("sending", "queued") and "running" in r["statuses"], r["statuses"]
+    assert r["job_status"] == ["completed", True] and r["active_jobs"] == r["active_jobs_later"] == 0
     assert r["results_later"] == 1
 
 

@@ -1,6 +1,7 @@
 """With Blender's UI and event loop running (run_in_blender(gui=True): no -b, under Xvfb): the add-on's own timer
 drains the session. Connect, generate, and wait for the result to be shown in an Image Editor; this script never
-calls drain() and never reaches into the session.
+calls drain() and never reaches into the session: it reads what the panels read (the controller's STATE and job
+rows, host.shown_images()).
 
 PARAMS: url, token, model.
 """
@@ -10,7 +11,8 @@ import time
 import bpy
 from _util import addon
 
-pkg, core = addon(ADDON_MODULE)
+pkg, A = addon(ADDON_MODULE)
+ctl, host, sett = A.controller, A.host, A.settings
 R = RESULT
 url, token, model = PARAMS["url"], PARAMS["token"], PARAMS["model"]
 R["background"] = bpy.app.background
@@ -19,13 +21,8 @@ R["background"] = bpy.app.background
 def wait(cond, timeout, what):
     end = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}; state={core.STATE}"
+        assert time.monotonic() < end, f"timed out waiting for {what}; state={ctl.STATE}"
         yield 0.05
-
-
-def shown_images():
-    return [a.spaces.active.image.name for w in bpy.context.window_manager.windows for a in w.screen.areas
-            if a.type == "IMAGE_EDITOR" and a.spaces.active.image is not None]
 
 
 def steps():
@@ -34,37 +31,37 @@ def steps():
     area = max(win.screen.areas, key=lambda a: a.width * a.height)
     area.type = "IMAGE_EDITOR"
     R["window"] = [win.width, win.height]
-    core.prefs().server = url
-    core.get_session().tokens.set(url, token)      # as if signed in earlier: the token comes from the store
+    sett.prefs().server = url
+    ctl.get_session().tokens.set(url, token)      # as if signed in earlier: the token comes from the store
     with bpy.context.temp_override(window=win, area=area):
         assert "FINISHED" in bpy.ops.paintbridge.connect()
-    yield from wait(lambda: core.STATE["state"] == "connected", 30, "connected")
-    yield from wait(lambda: bool(core.STATE["models"]), 30, "models")
-    settings = bpy.context.scene.paintbridge
-    settings.model = model
-    settings.mode, settings.prompt, settings.steps, settings.seed = "GENERATE", "a red cube", 2, 7
-    settings.width, settings.height = 64, 48
-    n0 = len(core.STATE["results"])
+    yield from wait(lambda: ctl.STATE["state"] == "connected", 30, "connected")
+    yield from wait(lambda: bool(ctl.STATE["models"]), 30, "models")
+    st = bpy.context.scene.paintbridge
+    st.model = model
+    st.mode, st.prompt, st.steps, st.seed = "GENERATE", "a red cube", 2, 7
+    st.width, st.height = 64, 48
+    n0 = len(ctl.STATE["results"])
     with bpy.context.temp_override(window=win, area=area):
         assert "FINISHED" in bpy.ops.paintbridge.generate()
+    job = ctl.latest_job()
     # what the panel would show, as the timer updates it
     statuses = []
-    while len(core.STATE["results"]) == n0 and not core.STATE["last_error"]:
-        jobs = list(core.STATE["jobs"].values())
-        if jobs and (not statuses or statuses[-1] != jobs[-1]["status"]):
-            statuses.append(jobs[-1]["status"])
-        assert len(statuses) < 50 and time.monotonic() < T_END, f"no result; state={core.STATE}"
+    while len(ctl.STATE["results"]) == n0 and not ctl.STATE["last_error"]:
+        if not statuses or statuses[-1] != job.state:
+            statuses.append(job.state)
+        assert len(statuses) < 50 and time.monotonic() < T_END, f"no result; state={ctl.STATE}"
         yield 0.02
-    assert not core.STATE["last_error"], core.STATE["last_error"]
-    name = core.STATE["results"][-1]
+    assert not ctl.STATE["last_error"], ctl.STATE["last_error"]
+    name = ctl.STATE["results"][-1]
     img = bpy.data.images[name]
     R["statuses"] = statuses
-    R["result"] = {"size": list(img.size), "packed": img.packed_file is not None, "shown": name in shown_images()}
-    R["job_status"] = [i["status"] for i in core.STATE["jobs"].values()]
-    R["active_jobs"] = len(core.active_jobs())
+    R["result"] = {"size": list(img.size), "packed": img.packed_file is not None, "shown": name in host.shown_images()}
+    R["job_status"] = [job.state, ctl.latest_job() is job]
+    R["active_jobs"] = len(ctl.active_jobs())
     yield 0.5                     # a few more timer ticks: nothing may change once the job is done
-    R["active_jobs_later"] = len(core.active_jobs())
-    R["results_later"] = len(core.STATE["results"]) - n0
+    R["active_jobs_later"] = len(ctl.active_jobs())
+    R["results_later"] = len(ctl.STATE["results"]) - n0
 
 
 T_END = time.monotonic() + 300
