@@ -1,8 +1,9 @@
 """Paintbridge for Krita: a docker that generates into the open document.
 
-Layout: canvas.py touches Krita documents (main thread only); controller.py owns the shared protocol Session and
-drains it from a QTimer; docker.py is the panel. The shared client is bundled as the private package _vendor/
-by `paintbridge plugin build krita` and imported as `._vendor.protocol` (Krita shares one interpreter between
+Layout (the shape all three plug-ins share): extension.py is the Krita Extension; host.py touches Krita documents
+(main thread only); controller.py owns the shared protocol Session and drains it from a QTimer; settings.py keeps
+preferences and the last form values; panels.py is the docker; workflow_form.py builds a workflow's form.
+The shared client is bundled as the private package _vendor/ by `paintbridge plugin build krita` and imported as `._vendor.protocol` (Krita shares one interpreter between
 all plug-ins, so we take no top-level module names). keyring lives in _vendor/site, appended to sys.path last.
 """
 
@@ -15,7 +16,7 @@ if os.path.isdir(_SITE) and _SITE not in sys.path:
 
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Krita  # noqa: E402
 
-from .docker import PaintbridgeDocker  # noqa: E402
+from .panels import PaintbridgeDocker  # noqa: E402
 from .extension import PaintbridgeExtension  # noqa: E402
 
 _app = Krita.instance()

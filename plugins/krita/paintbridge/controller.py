@@ -1,12 +1,10 @@
-"""Observable state of the Paintbridge panel, independent of its widgets.
+"""The docker's state, independent of its widgets: one Controller per Krita process.
 
-One Controller per Krita process. It owns the shared Session, drains it with a QTimer on the main thread and
-turns updates into Qt signals; the docker only displays them. Documents are touched only here and in canvas.py,
-both on the main thread.
-
-Besides generating it keeps the gallery (one list of image summaries, paged with next_cursor, filtered by
-"this document", "starred" and words of the prompt) and the user's workflows, whose forms come from the shared
-protocol.forms so the three plug-ins check values the same way.
+It owns the shared Session (connecting at start-up with the stored token), drains it with a QTimer on Krita's
+main thread, dispatches the typed updates and turns them into Qt signals the panels draw. Requests are built with
+protocol.generate (one seed rule, the fields each mode uses); the jobs' states live in session.jobs, the gallery
+in a protocol GalleryBrowser. Documents are touched only through host.py, on the main thread; pixels are copied
+there and converted on the Session's worker thread.
 """
 
 from __future__ import annotations
@@ -14,187 +12,171 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
 from krita import Krita
-from PyQt5.QtCore import QObject, QStandardPaths, QTimer, pyqtSignal
+from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 
-from ._vendor.protocol import default_url, forms
-from ._vendor.protocol.pixels import clear_outside, round8
+from ._vendor.protocol import forms, generate
+from ._vendor.protocol.gallery import GalleryBrowser
 from ._vendor.protocol.session import ResultLayer, Session
+from ._vendor.protocol.updates import (ErrorUpdate, ImagesPage, JobAccepted, JobCanceled, JobFailed, JobProgress,
+                                       JobQueued, JobResult, JobStarted, ModelsChanged, Recalled, Reply, SignedIn,
+                                       StateChanged, WorkflowsChanged)
 
-from . import canvas
+from . import host, settings
 
-MODES = [("txt2img", "Generate"), ("img2img", "Refine"), ("inpaint", "Inpaint selection"),
-         ("outpaint", "Outpaint"), ("upscale", "Upscale")]
-SETTINGS = "paintbridge"
+MODES = [(m.name, m.label) for m in generate.MODES.values()]
 log = logging.getLogger("paintbridge")
 GALLERY_PAGE = 24        # images per gallery page
 THUMB_SIZE = 96          # px, longest side of a gallery thumbnail
-# recalled generate arguments (forms.recalled) -> Form attributes, with their types
-RECALL = {"prompt": ("prompt", str), "negative_prompt": ("negative", str), "model": ("model", str),
-          "mode": ("mode", str), "steps": ("steps", int), "guidance": ("guidance", float), "seed": ("seed", int),
-          "strength": ("strength", float), "scale": ("scale", float), "upscaler": ("upscaler", str)}
+_QUIET_ERRORS = ("disconnected", "timeout")   # a failed connect: the status line already says it
 
 
 @dataclass
 class Result:
-    job: str
+    job: str | None
     layer: ResultLayer
     doc: object
     mode: str
-
-
-@dataclass
-class Form:
-    """What the person typed: kept across sign-ins and Krita restarts."""
-
-    url: str = field(default_factory=default_url)
-    username: str = ""
-    model: str = ""
-    prompt: str = ""
-    negative: str = ""
-    mode: str = "txt2img"
-    source: str = "composite"
-    strength: float = 0.6
-    steps: int = 20
-    guidance: float = 7.0
-    seed: int = -1          # -1: random
-    batch: int = 1
-    upscaler: str = ""      # Upscale: an upscaler model, "" for a plain (Lanczos) resize
-    scale: float = 2.0
-    lora: str = ""          # a LoRA applied to the model, "" for none
-    lora_weight: float = 0.8
-    extend_left: int = 0    # Outpaint: grow the canvas by these margins first
-    extend_top: int = 0
-    extend_right: int = 0
-    extend_bottom: int = 0
-
-    def load(self):
-        app = Krita.instance()
-        for name, value in vars(self).items():
-            raw = app.readSetting(SETTINGS, name, "")
-            if raw == "":
-                continue
-            try:
-                setattr(self, name, type(value)(raw))
-            except ValueError:
-                pass
-
-    def save(self):
-        app = Krita.instance()
-        for name, value in vars(self).items():
-            app.writeSetting(SETTINGS, name, str(value))
-
-
-def config_dir() -> str:
-    base = QStandardPaths.writableLocation(QStandardPaths.GenericConfigLocation) or os.path.expanduser("~/.config")
-    return os.path.join(base, "paintbridge-krita")
+    mask: object = None    # inpaint: the selection (gray8 Pixels) the layer is kept to
 
 
 class Controller(QObject):
-    state_changed = pyqtSignal(str, str)        # state, message
+    state_changed = pyqtSignal(str, str)        # state, the status line
     models_changed = pyqtSignal(list)
     progress = pyqtSignal(str, int, int, object)  # job, step, total, preview Pixels (BGRA) or None
+    jobs_changed = pyqtSignal()                 # session.jobs changed: the job line / bar
     results_changed = pyqtSignal()
     busy_changed = pyqtSignal(bool)
     message = pyqtSignal(str)
     form_changed = pyqtSignal()                 # the Form was refilled (Use settings): show it again
-    gallery_changed = pyqtSignal()              # gallery / gallery_total / gallery_cursor changed
+    gallery_changed = pyqtSignal()
     workflows_changed = pyqtSignal(list)
     workflow_errors = pyqtSignal(dict)          # {field name: message}; "" for the workflow as a whole
+    signed_in = pyqtSignal(str)                 # the user's name
 
     def __init__(self):
         super().__init__()
-        self.form = Form()
+        self.form = settings.Form()
         self.form.load()
-        self.session = Session("krita", Krita.instance().version(), config_dir(), self.form.url,
+        self.session = Session("krita", Krita.instance().version(), settings.config_dir(), self.form.url,
                                pixel_order="bgra")
         self.state = "disconnected"
-        self.models: list[dict] = []
-        self.upscalers: list[dict] = []
-        self.loras: list[dict] = []
+        self.status = "disconnected"            # the status line: state, why, when it retries
+        self.user = ""
         self.results: list[Result] = []
-        self.active_jobs: dict[str, dict] = {}
-        self.gallery: list[dict] = []           # image summaries, newest first; "thumbnail" is BGRA Pixels|None
-        self.gallery_total = 0
-        self.gallery_cursor: str | None = None  # next page, None at the end
-        self.gallery_filters: dict = {}         # the filters of the shown list (images.list args)
-        self.gallery_loading = False
-        self.gallery_page = GALLERY_PAGE
-        self._gallery_gen = 0                   # drops pages of an older refresh
+        self.gallery = GalleryBrowser(self.session, GALLERY_PAGE, THUMB_SIZE)
         self.workflows: list[dict] = []
+        self._retry_at: float | None = None
+        self._state_message = ""
         self.timer = QTimer(self)
         self.timer.setInterval(50)
         self.timer.timeout.connect(self.drain)
         self.timer.start()
+        self.countdown = QTimer(self)           # the status line counts down to the next reconnect
+        self.countdown.setInterval(1000)
+        self.countdown.timeout.connect(self._show_status)
 
-    # ---- commands from the panel (none blocks) ---------------------------------------------------------
+    @property
+    def models(self) -> list:
+        return self.session.models
+
+    @property
+    def upscalers(self) -> list:
+        return self.session.upscalers
+
+    @property
+    def loras(self) -> list:
+        return self.session.loras
+
+    @property
+    def active_jobs(self) -> dict:
+        """job id (or request id before it is known) -> tag, of the jobs still running."""
+        return {r.job or r.request: r.tag for r in self.session.jobs.active()}
+
+    # ---- account (none blocks) ---------------------------------------------------------------------------
+    def auto_connect(self) -> bool:
+        """At start-up: connect with the token stored for the server, if there is one."""
+        if self.state != "disconnected" or self.session.client is not None:
+            return False
+        if not self.session.tokens.get(self.form.url):
+            return False
+        self.connect_server()
+        return True
+
     def connect_server(self, url: str | None = None, token: str | None = None):
         if url:
             self.form.url = url
         self.form.save()
         self.session.connect(self.form.url, token or None)
 
-    def sign_in(self, url: str, username: str, password: str, remember: bool):
+    def sign_in(self, url: str, username: str, password: str, remember: bool) -> bool:
+        """Sign in with a password. While the engine cannot be reached, a stored sign-in for this server is
+        kept (the Session keeps retrying with it) instead of being replaced by a sign-in that cannot happen:
+        returns False with a message then."""
         self.form.url, self.form.username = url, username
         self.form.save()
+        if (self.session.state in ("disconnected", "connecting") and self.session.client is not None
+                and self.session.url == url and self.session.tokens.get(url)):
+            self.message.emit("The engine cannot be reached: your saved sign-in is kept and used as soon as it "
+                              "is back. Sign in with a password once it is running.")
+            return False
         self.session.login(username, password, remember, url=url)
+        return True
 
     def sign_out(self):
+        """Forget the stored token on this computer (the engine has no revoke: it stays valid until it expires)."""
         self.session.sign_out()
+        self.message.emit("Signed out: the token saved on this computer was deleted (a copy of it stays valid "
+                          "on the engine until it expires).")
 
+    # ---- generate ---------------------------------------------------------------------------------------
     def generate(self) -> str | None:
         """Read the document and queue a job. Returns the request id, or None (with a message) if refused."""
         f = self.form
         f.save()
         try:
-            doc = canvas.active_document()
-            grown = None   # the old canvas inside the grown one: everything else is to be filled
-            if f.mode == "outpaint" and (f.extend_left or f.extend_top or f.extend_right or f.extend_bottom):
-                grown = (f.extend_left, f.extend_top, doc.width(), doc.height())
-                canvas.extend_canvas(doc, f.extend_left, f.extend_top, f.extend_right, f.extend_bottom)
-                # grown once: another Generate fills again instead of growing again
-                f.extend_left = f.extend_top = f.extend_right = f.extend_bottom = 0
-                f.save()
-                self.form_changed.emit()
-            x, y, w, h = canvas.request_region(doc, f.mode)
-            params = {"mode": f.mode, "prompt": f.prompt, "negative_prompt": f.negative, "steps": f.steps,
-                      "guidance": f.guidance, "batch": f.batch,
-                      "source": {"app": "krita", "document": canvas.document_key(doc)}}
-            if f.mode != "upscale":
-                params["model"] = f.model
-                params["loras"] = forms.loras_arg(f.lora, f.lora_weight)
-            if f.seed >= 0:
-                params["seed"] = f.seed
+            doc = host.active_document()
+            x, y, w, h = host.request_region(doc, f.mode)
+            values = f.values()
+            values.update(width=w, height=h, x=x, y=y)
+            params = generate.generate_args(f.mode, values, limits=self.session.limits, loras=self.session.loras,
+                                            upscalers=self.session.upscalers,
+                                            source={"app": "krita", "document": host.document_key(doc)})
+            mode = generate.MODES[f.mode]
             image = mask = None
-            if f.mode == "txt2img":
-                params.update(width=round8(w), height=round8(h), x=x, y=y)
-            else:
-                image = canvas.read_pixels(doc, x, y, w, h, f.source)
-            if grown is not None:   # new margins may hold a layer's default colour (Krita's white background)
-                image.data = clear_outside(image.data, image.w, image.h, grown)
-            if f.mode in ("img2img", "inpaint"):
-                params["strength"] = f.strength
-            if f.mode == "inpaint":
-                mask = canvas.read_selection_mask(doc, x, y, w, h)
-            if f.mode == "upscale":
-                params["scale"] = f.scale
-                if f.upscaler:
-                    params["upscaler"] = f.upscaler
-        except canvas.CanvasError as exc:
+            if mode.image:
+                keep = None
+                margins = (f.extend_left, f.extend_top, f.extend_right, f.extend_bottom)
+                if f.mode == "outpaint" and any(margins):
+                    # grown once: another Generate fills again instead of growing again
+                    keep = (f.extend_left, f.extend_top, doc.width(), doc.height())
+                    host.extend_canvas(doc, *margins)
+                    f.extend_left = f.extend_top = f.extend_right = f.extend_bottom = 0
+                    f.save()
+                    self.form_changed.emit()
+                    x, y, w, h = host.request_region(doc, f.mode)
+                image = host.snapshot(doc, x, y, w, h, f.source, keep)
+            if mode.mask:
+                mask = host.read_selection_mask(doc, x, y, w, h)
+        except (host.CanvasError, generate.FieldError) as exc:
             self.message.emit(str(exc))
             return None
-        rid = self.session.generate(params, image, mask, tag={"doc": doc, "mode": f.mode})
-        self.busy_changed.emit(True)
+        self.message.emit("")
+        rid = self.session.generate(params, image, mask, tag={"doc": doc, "mode": f.mode, "mask": mask})
+        self._jobs_changed()
         return rid
 
     def cancel(self):
-        for job in list(self.active_jobs):
-            self.session.cancel(job)
+        self.session.cancel_all()
+        self._jobs_changed()
 
+    # ---- results ------------------------------------------------------------------------------------------
     def apply(self, index: int, replace: bool = False):
+        if not 0 <= index < len(self.results):
+            return None
         res = self.results[index]
         if not self._place(res, replace):
             return None
@@ -202,70 +184,72 @@ class Controller(QObject):
         self.results_changed.emit()
         return True
 
+    def opens_document(self, index: int) -> bool:
+        """Apply puts this result into a new document (an Upscale, or a run made without one)."""
+        if not 0 <= index < len(self.results):
+            return False
+        res = self.results[index]
+        return res.mode == "upscale" or res.doc is None
+
     def _place(self, res: Result, replace: bool = False) -> bool:
-        """Put one result (or gallery image) into its document: the one code path for both."""
+        """Put one result (or gallery image) into its document: the one code path for both. When that document
+        was closed, into the active one (saying so), or nowhere with the reason."""
         try:
             if res.mode == "upscale" or res.doc is None:   # no document to go into (a workflow run without one)
-                canvas.new_document(res.layer.name, res.layer.pixels)
-            elif replace:
-                canvas.replace_in_active_layer(res.doc, res.layer.pixels)
+                host.new_document(res.layer.name, res.layer.pixels)
+                return True
+            doc, note = res.doc, ""
+            if not host.is_open(doc):
+                try:
+                    doc = host.active_document()
+                except host.CanvasError:
+                    self.message.emit("The document this result was made for is closed: open a document to "
+                                      "apply it there.")
+                    return False
+                note = f"The document this result was made for is closed: added to “{host.document_name(doc)}”."
+            if replace:
+                host.replace_in_active_layer(doc, res.layer.name, res.layer.pixels)
             else:
-                canvas.add_result_layer(res.doc, res.layer.name, res.layer.pixels)
-        except canvas.CanvasError as exc:
+                host.add_result_layer(doc, res.layer.name, res.layer.pixels, res.mask)
+            if note:
+                self.message.emit(note)
+        except host.CanvasError as exc:
             self.message.emit(str(exc))
-            return False
-        except RuntimeError:   # the document was closed meanwhile
-            self.message.emit("the document this result belongs to is closed")
             return False
         except Exception as exc:   # never let it escape into a Qt slot: PyQt aborts Krita on that
             log.exception("placing a result failed")
-            self.message.emit(f"could not place the result: {type(exc).__name__}: {exc}")
+            self.message.emit(f"could not place the result: {exc}")
             return False
         return True
 
     def discard(self, index: int):
-        del self.results[index]
-        self.results_changed.emit()
+        if 0 <= index < len(self.results):
+            del self.results[index]
+            self.results_changed.emit()
 
     # ---- gallery ----------------------------------------------------------------------------------------
     def refresh_gallery(self, this_document: bool = False, starred: bool = False, q: str = "") -> bool:
         """Reload the gallery from its first page with these filters. False (with a message) if refused."""
-        filters = {}
+        document = None
         if this_document:
             try:
-                filters["document"] = canvas.document_key(canvas.active_document())
-            except canvas.CanvasError as exc:
+                document = host.document_key(host.active_document())
+            except host.CanvasError as exc:
                 self.message.emit(str(exc))
                 return False
-        if starred:
-            filters["starred"] = True
-        if q.strip():
-            filters["q"] = q.strip()
-        self._gallery_gen += 1
-        self.gallery_filters = filters
-        self.gallery, self.gallery_total, self.gallery_cursor = [], 0, None
-        self.gallery_loading = True
+        self.gallery.reload(query=q, starred_only=starred, document=document)
         self.gallery_changed.emit()
-        self.session.list_images(thumb_size=THUMB_SIZE, limit=self.gallery_page,
-                                 tag={"gallery": self._gallery_gen}, **filters)
         return True
-
-    @property
-    def gallery_has_more(self) -> bool:
-        return self.gallery_cursor is not None and len(self.gallery) < self.gallery_total
 
     def load_more_images(self) -> bool:
         """The next page of the shown list (appended)."""
-        if not self.gallery_has_more or self.gallery_loading:
-            return False
-        self.gallery_loading = True
-        self.session.list_images(thumb_size=THUMB_SIZE, limit=self.gallery_page,
-                                 tag={"gallery": self._gallery_gen}, cursor=self.gallery_cursor,
-                                 **self.gallery_filters)
-        return True
+        asked = self.gallery.load_more()
+        if asked:
+            self.gallery_changed.emit()
+        return asked
 
     def gallery_image(self, image_id: str) -> dict | None:
-        return next((im for im in self.gallery if im["id"] == image_id), None)
+        return self.gallery.find(image_id)
 
     def use_settings(self, image_id: str):
         """Refill the generate form from an image's parameters (arrives as form_changed)."""
@@ -275,40 +259,27 @@ class Controller(QObject):
         """Download a gallery image and add it to the active document as a layer in the Paintbridge group,
         at the position it was made for."""
         try:
-            doc = canvas.active_document()
-        except canvas.CanvasError as exc:
+            doc = host.active_document()
+        except host.CanvasError as exc:
             self.message.emit(str(exc))
             return False
         self.session.open_image(image_id, tag={"doc": doc, "mode": "gallery", "place": True})
         return True
 
     def star_image(self, image_id: str, starred: bool = True):
-        self.session.call("images.star", {"image": image_id, "starred": bool(starred)}, tag={"star": image_id})
+        self.gallery.star(image_id, starred)
 
-    def _recalled(self, d: dict):
-        values = d.get("values") or {}
-        summary = d.get("summary") or {}
-        note = ""
-        if not values:   # a graph or workflow image: no generate arguments, but its summary has the basics
-            values = {k: summary[k] for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "model")
-                      if summary.get(k) is not None}
-            note = " (made by a workflow: only its prompt, seed and steps)"
+    def _recalled(self, up: Recalled):
+        values, notes = generate.recalled_fields(up.values, up.summary)
         f = self.form
-        f.lora, f.lora_weight = forms.recalled_lora(values)
-        for key, (attr, typ) in RECALL.items():
-            if values.get(key) is None:
-                continue
-            if key == "mode" and values[key] not in dict(MODES):
-                continue
-            try:
-                setattr(f, attr, typ(values[key]))
-            except (TypeError, ValueError):
-                pass
+        if "lora" not in values:
+            values["lora"], values["lora_weight"] = "", f.lora_weight
+        f.set_values(values)
         f.save()
         self.form_changed.emit()
         if f.model and self.models and f.model not in [m["name"] for m in self.models]:
-            note += f"; model {f.model!r} is not on this engine"
-        self.message.emit(f"settings of image {d.get('image')} recalled{note}")
+            notes.append(f"model {f.model!r} is not on this engine")
+        self.message.emit(f"Settings of image {up.image} recalled" + (f" ({'; '.join(notes)})" if notes else ""))
 
     # ---- workflows --------------------------------------------------------------------------------------
     def refresh_workflows(self):
@@ -335,14 +306,14 @@ class Controller(QObject):
         errors, doc = {}, None
         if any(f.is_layer for f in form):
             try:
-                doc = canvas.active_document()
-            except canvas.CanvasError as exc:
+                doc = host.active_document()
+            except host.CanvasError as exc:
                 errors[""] = str(exc)
             for f in form:
                 if f.is_layer and doc is not None:
                     try:
-                        raw[f.name] = canvas.read_workflow_input(doc, f.type, raw.get(f.name) or "layer")
-                    except canvas.CanvasError as exc:
+                        raw[f.name] = host.read_workflow_input(doc, f.type, raw.get(f.name) or "layer")
+                    except host.CanvasError as exc:
                         errors[f.name] = str(exc)
         values, bad = forms.collect(form, raw)
         errors = {**bad, **errors}
@@ -351,12 +322,13 @@ class Controller(QObject):
             return errors
         if doc is None:
             try:
-                doc = canvas.active_document()
-            except canvas.CanvasError:
+                doc = host.active_document()
+            except host.CanvasError:
                 doc = None   # nothing open: Apply puts its results in a new document
         self.workflow_errors.emit({})
+        self.message.emit("")
         self.session.run_workflow(name, values, tag={"doc": doc, "mode": "workflow", "workflow": name})
-        self.busy_changed.emit(True)
+        self._jobs_changed()
         return {}
 
     # ---- the main-thread drain -------------------------------------------------------------------------
@@ -368,74 +340,101 @@ class Controller(QObject):
                 log.exception("handling a %s update failed", up.kind)
                 self.message.emit(f"Paintbridge: could not handle {up.kind}: {type(exc).__name__}: {exc}")
 
+    def _jobs_changed(self):
+        self.session.jobs.forget_finished(keep=20)
+        self.jobs_changed.emit()
+        self.busy_changed.emit(bool(self.session.jobs.active()))
+
+    def _show_status(self):
+        text = self.state.replace("_", " ")
+        if self._state_message and self._state_message != text:
+            text += f": {self._state_message}"
+        if self._retry_at is not None:
+            left = max(0, round(self._retry_at - time.monotonic()))
+            text += f" (retrying in {left} s)" if left else " (retrying now…)"
+        else:
+            self.countdown.stop()
+        self.status = text
+        self.state_changed.emit(self.state, text)
+
     def _handle(self, up):
-        d = up.data
-        if up.kind == "state":
-            self.state = d["state"]
-            msg = d.get("message", "")
-            if d["state"] == "expired":
+        if isinstance(up, StateChanged):
+            was = self.state
+            self.state = up.state
+            msg = up.message
+            if up.state == "expired":
                 msg = "Your session expired. Sign in again (your prompt and settings are kept)."
-            self.state_changed.emit(self.state, msg)
-            if self.state == "connected":
+            elif up.state == "disconnected" and up.lost:
+                msg = "connection lost"
+            elif up.state == "disconnected" and msg.startswith("cannot reach"):
+                msg = f"the engine at {self.session.url} is not reachable (is it running?)"
+            elif up.state == "connected":
+                self.user = (up.user or {}).get("name", "") or self.user
+                msg = f"signed in as {self.user}" if self.user else ""
+            self._state_message = msg
+            self._retry_at = (time.monotonic() + up.retry_in
+                              if up.state == "disconnected" and up.retry_in else None)
+            if self._retry_at is not None:
+                self.countdown.start()
+            if up.state == "connected" and was != "connected":
+                self.message.emit("")   # an older line (a refused sign-in…) must not stand under the new state
+            self._show_status()
+            if up.state == "connected" and was != "connected":
                 self.refresh_workflows()
-        elif up.kind == "signed_in":
-            self.message.emit(f"signed in as {(d.get('user') or {}).get('name', '?')}")
-        elif up.kind == "models":
-            self.models, self.upscalers, self.loras = d["models"], d["upscalers"], d["loras"]
-            if self.models and self.form.model not in [m["name"] for m in self.models]:
-                self.form.model = self.models[0]["name"]
-            if self.form.upscaler not in [m["name"] for m in self.upscalers]:
+                self.signed_in.emit(self.user)
+            self.jobs_changed.emit()
+        elif isinstance(up, SignedIn):
+            self.user = (up.user or {}).get("name", "?")
+        elif isinstance(up, ModelsChanged):
+            names = [m["name"] for m in up.models]
+            if names and self.form.model not in names:
+                self.form.model = names[0]
+            if self.form.upscaler not in [m["name"] for m in up.upscalers]:
                 self.form.upscaler = ""
-            if self.form.lora not in [m["name"] for m in self.loras]:
+            if self.form.lora not in [m["name"] for m in up.loras]:
                 self.form.lora = ""
-            self.models_changed.emit(self.models)
-        elif up.kind == "job":
-            self.active_jobs[d["job"]] = d["tag"] or {}
-        elif up.kind == "progress":
-            self.progress.emit(d["job"], d.get("step") or 0, d.get("total") or 0, d.get("preview"))
-        elif up.kind == "result" and _tag(d).get("place"):   # Add to document
-            tag = _tag(d)
-            placed = [layer.name for layer in d["layers"]
-                      if self._place(Result(d["job"], layer, tag.get("doc"), tag.get("mode", "gallery")))]
+            self.models_changed.emit(up.models)
+        elif isinstance(up, JobAccepted):
+            self._jobs_changed()
+        elif isinstance(up, (JobQueued, JobStarted)):
+            self.jobs_changed.emit()
+        elif isinstance(up, JobProgress):
+            self.progress.emit(up.job, up.step or 0, up.total or 0, up.preview)
+            self.jobs_changed.emit()
+        elif isinstance(up, JobResult) and _tag(up).get("place"):   # Add to document (a gallery image)
+            tag = _tag(up)
+            placed = [layer.name for layer in up.layers
+                      if self._place(Result(up.job, layer, tag.get("doc"), tag.get("mode", "gallery")))]
             if placed:
-                self.message.emit(f"added {placed[0]!r} to the document")
-        elif up.kind == "result":
-            tag = d.get("tag") or self.active_jobs.get(d["job"]) or {}
-            self.active_jobs.pop(d["job"], None)
-            for layer in d["layers"]:
-                self.results.append(Result(d["job"], layer, tag.get("doc"), tag.get("mode", "txt2img")))
+                self.message.emit(f"Added {placed[0]!r} to the document")
+        elif isinstance(up, JobResult):
+            tag = _tag(up)
+            mask = tag.get("mask") if tag.get("mode") == "inpaint" else None
+            for layer in up.layers:
+                self.results.append(Result(up.job, layer, tag.get("doc"), tag.get("mode", "txt2img"), mask))
             self.results_changed.emit()
-            self.busy_changed.emit(bool(self.active_jobs))
-        elif up.kind in ("failed", "canceled"):
-            self.active_jobs.pop(d["job"], None)
-            self.busy_changed.emit(bool(self.active_jobs))
-            self.message.emit("canceled" if up.kind == "canceled" else f"failed: {d.get('message')}")
-        elif up.kind == "error":
-            self.busy_changed.emit(bool(self.active_jobs))
-            self.message.emit(d.get("message", "error"))
-            if _tag(d).get("workflow"):   # the engine refused the values: show it at the field it names
-                details = d.get("details") if isinstance(d.get("details"), dict) else {}
-                param = details.get("param")
-                self.workflow_errors.emit({param if isinstance(param, str) else "": d.get("message", "error")})
-            self.gallery_loading = False
-        elif up.kind == "images":
-            if _tag(d).get("gallery") != self._gallery_gen:
-                return   # a page of a list that has been refreshed since
-            self.gallery_loading = False
-            known = {im["id"] for im in self.gallery}
-            self.gallery.extend(im for im in d["images"] if im["id"] not in known)
-            self.gallery_total, self.gallery_cursor = d.get("total", 0), d.get("next_cursor")
+            self._jobs_changed()
+        elif isinstance(up, (JobFailed, JobCanceled)):
+            self._jobs_changed()   # the job line says "failed: …" / "canceled"
+        elif isinstance(up, ErrorUpdate):
+            self.gallery.failed(up)
+            tag = _tag(up)
+            if up.request or tag or up.code not in _QUIET_ERRORS:
+                self.message.emit(up.message or "error")
+            if tag.get("workflow"):   # the engine refused the values: show it at the field it names
+                self.workflow_errors.emit({up.field: up.message or "error"})
+            self._jobs_changed()
             self.gallery_changed.emit()
-        elif up.kind == "recalled":
-            self._recalled(d)
-        elif up.kind == "reply":
-            star = _tag(d).get("star")
-            im = self.gallery_image(star) if star else None
-            if im is not None:
-                im["starred"] = bool((d.get("result") or {}).get("starred"))
+        elif isinstance(up, ImagesPage):
+            if self.gallery.accept(up) is not None:
                 self.gallery_changed.emit()
-        elif up.kind == "workflows":
-            self.workflows = list(d["workflows"])
+        elif isinstance(up, Recalled):
+            self._recalled(up)
+        elif isinstance(up, Reply):
+            if self.gallery.replied(up):
+                self.gallery_changed.emit()
+        elif isinstance(up, WorkflowsChanged):
+            self.workflows = list(up.workflows)
             self.workflows_changed.emit(self.workflows)
 
 
@@ -459,8 +458,8 @@ def guarded(fn):
     return slot
 
 
-def _tag(d: dict) -> dict:
-    tag = d.get("tag")
+def _tag(up) -> dict:
+    tag = getattr(up, "tag", None)
     return tag if isinstance(tag, dict) else {}
 
 

@@ -1,14 +1,19 @@
 """Everything that reads or writes Krita documents. Call only on Krita's main thread.
 
 Krita gives and takes BGRA for RGBA/U8 documents; the Session (pixel_order="bgra") swaps to the wire's RGBA on
-its worker thread, so nothing here converts pixels.
+its worker thread. Reading a layer for a request copies Krita's pixels on the main thread (pixelData, a
+QByteArray) and returns a zero-argument callable that turns the copy into Pixels on the Session's worker thread,
+so no 33 MB bytes() copy or conversion of a 4K layer runs on the UI thread (issue 15, K4).
+
+Everything placed into a document is undoable: a result layer (with the Paintbridge group when it is the first)
+is one undo step, and Replace merges a new layer down, so Ctrl+Z (twice) brings the old pixels back (K1).
 """
 
 from __future__ import annotations
 
 from krita import Krita, Selection
 
-from ._vendor.protocol.pixels import Pixels, context_region, mask_bounds
+from ._vendor.protocol.pixels import Pixels, clear_outside, context_region, mask_bounds
 
 GROUP_NAME = "Paintbridge"
 
@@ -27,9 +32,25 @@ def active_document():
     return doc
 
 
+def is_open(doc) -> bool:
+    """False once the document was closed. A closed document's wrapper answers rootNode() with None (not an
+    error), or, closed through another wrapper, still with its nodes: so it must also be one of Krita's open
+    documents (Document == compares the documents, not the wrappers)."""
+    try:
+        if doc is None or doc.rootNode() is None:
+            return False
+        return any(d == doc for d in Krita.instance().documents())
+    except RuntimeError:   # the wrapped C++ object is gone
+        return False
+
+
 def document_key(doc) -> str:
     """How a document is named in requests (source.document) and gallery filters: its file, else its title."""
     return doc.fileName() or doc.name()
+
+
+def document_name(doc) -> str:
+    return doc.name() or doc.fileName() or "untitled"
 
 
 def selection_bounds(doc) -> tuple[int, int, int, int] | None:
@@ -39,16 +60,33 @@ def selection_bounds(doc) -> tuple[int, int, int, int] | None:
     return sel.x(), sel.y(), sel.width(), sel.height()
 
 
+def _source_node(doc, source: str):
+    if source != "layer":
+        return doc
+    node = doc.activeNode()
+    if node is None or node.type() not in ("paintlayer", "grouplayer", "filelayer", "vectorlayer"):
+        raise CanvasError("select a pixel layer (or use the composite image)")
+    return node
+
+
 def read_pixels(doc, x: int, y: int, w: int, h: int, source: str = "composite") -> Pixels:
-    """BGRA pixels of the composite image or the active layer, with their document position."""
-    if source == "layer":
-        node = doc.activeNode()
-        if node is None or node.type() not in ("paintlayer", "grouplayer", "filelayer", "vectorlayer"):
-            raise CanvasError("select a pixel layer (or use the composite image)")
-        data = bytes(node.pixelData(x, y, w, h))
-    else:
-        data = bytes(doc.pixelData(x, y, w, h))
-    return Pixels(data, w, h, "rgba8", x, y)
+    """BGRA pixels of the composite image or the active layer, with their document position (main thread:
+    small reads and tests; requests use snapshot())."""
+    return Pixels(bytes(_source_node(doc, source).pixelData(x, y, w, h)), w, h, "rgba8", x, y)
+
+
+def snapshot(doc, x: int, y: int, w: int, h: int, source: str = "composite", keep=None):
+    """A copy of the pixels now (Krita's own copy, on the main thread), as a callable that builds the BGRA
+    Pixels on the calling (worker) thread. keep: (x, y, w, h) inside the region; everything else is made
+    transparent there (Outpaint's new margins may hold a layer's default colour)."""
+    raw = _source_node(doc, source).pixelData(x, y, w, h)
+
+    def pixels() -> Pixels:
+        data = bytes(raw)
+        if keep is not None:
+            data = clear_outside(data, w, h, keep)
+        return Pixels(data, w, h, "rgba8", x, y)
+    return pixels
 
 
 def read_selection_mask(doc, x: int, y: int, w: int, h: int) -> Pixels:
@@ -70,8 +108,7 @@ def request_region(doc, mode: str) -> tuple[int, int, int, int]:
         if tight is None:
             raise CanvasError("the selection is empty")
         tx, ty, tw, th = tight
-        x, y, w, h = context_region((bounds[0] + tx, bounds[1] + ty, tw, th), doc.width(), doc.height())
-        return x, y, w, h
+        return context_region((bounds[0] + tx, bounds[1] + ty, tw, th), doc.width(), doc.height())
     if bounds is not None and mode in ("txt2img", "img2img", "upscale"):
         return bounds
     return 0, 0, doc.width(), doc.height()
@@ -91,44 +128,74 @@ def workflow_region(doc) -> tuple[int, int, int, int]:
     return selection_bounds(doc) or (0, 0, doc.width(), doc.height())
 
 
-def read_workflow_input(doc, kind: str, source: str = "layer") -> Pixels:
-    """A workflow's image parameter (kind "image": the active layer, or the composite image, as BGRA) or mask
-    parameter (kind "mask": the selection as gray8), over workflow_region."""
+def read_workflow_input(doc, kind: str, source: str = "layer"):
+    """A workflow's image parameter (kind "image": the active layer, or the composite image; a snapshot callable)
+    or mask parameter (kind "mask": the selection as gray8 Pixels), over workflow_region."""
     x, y, w, h = workflow_region(doc)
     if kind == "mask":
         if selection_bounds(doc) is None:
             raise CanvasError("make a selection for this mask")
         return read_selection_mask(doc, x, y, w, h)
-    return read_pixels(doc, x, y, w, h, source)
+    return snapshot(doc, x, y, w, h, source)
 
 
 def _group(doc):
-    root = doc.rootNode()
-    for child in root.childNodes():
+    for child in doc.rootNode().childNodes():
         if child.type() == "grouplayer" and child.name() == GROUP_NAME:
             return child
-    group = doc.createGroupLayer(GROUP_NAME)
-    root.addChildNode(group, None)   # on top
-    return group
+    return None
 
 
-def add_result_layer(doc, name: str, px: Pixels):
-    """A new paint layer in the 'Paintbridge' group, at the position the engine returned."""
-    group = _group(doc)
+def add_result_layer(doc, name: str, px: Pixels, mask: Pixels | None = None):
+    """A new paint layer in the 'Paintbridge' group, at the position the engine returned: one undo step (the
+    first one also brings the group: the layer goes into it before the group is added). mask (gray8, same
+    region, covering the layer): pixels outside the selection are left transparent, so an inpaint layer covers only
+    what was selected and never hides later edits of the layer below (issue 15, K6)."""
+    data = px.data if mask is None else _masked(px, mask)
     layer = doc.createNode(name, "paintlayer")
-    group.addChildNode(layer, None)
-    layer.setPixelData(px.data, px.x, px.y, px.w, px.h)
+    layer.setPixelData(data, px.x, px.y, px.w, px.h)   # not yet in the document: nothing to undo
+    group = _group(doc)
+    if group is None:
+        group = doc.createGroupLayer(GROUP_NAME)
+        group.addChildNode(layer, None)
+        doc.rootNode().addChildNode(group, None)   # on top; one undo step for both
+    else:
+        group.addChildNode(layer, None)
+    doc.waitForDone()
     doc.refreshProjection()
     return layer
 
 
-def replace_in_active_layer(doc, px: Pixels):
+def _masked(px: Pixels, mask: Pixels) -> bytes:
+    """BGRA pixels with alpha 0 where the gray8 mask (in document coordinates, covering px) is 0. Big-integer
+    AND over whole rows: C speed, no per-pixel Python loop on the main thread."""
+    ox, oy = px.x - mask.x, px.y - mask.y
+    if ox < 0 or oy < 0 or ox + px.w > mask.w or oy + px.h > mask.h:
+        return px.data   # not inside the mask's region: keep the layer as the engine made it
+    binary = bytes([0] + [255] * 255)
+    keep = b"".join(mask.data[(oy + j) * mask.w + ox:(oy + j) * mask.w + ox + px.w] for j in range(px.h))
+    keep = keep.translate(binary)
+    out = bytearray(px.data)
+    alpha = out[3::4]
+    n = len(alpha)
+    out[3::4] = (int.from_bytes(alpha, "big") & int.from_bytes(keep, "big")).to_bytes(n, "big")
+    return bytes(out)
+
+
+def replace_in_active_layer(doc, name: str, px: Pixels):
+    """Replace: the result goes onto the active paint layer as a new layer merged down into it, which Krita
+    undoes like any edit (setPixelData on the layer itself cannot be undone). Two undo steps in Krita 5.1 (the
+    merge, then the added layer): Krita's scripting API has no way to group them."""
     node = doc.activeNode()
     if node is None or node.type() != "paintlayer":
         raise CanvasError("select the paint layer to replace into")
-    node.setPixelData(px.data, px.x, px.y, px.w, px.h)
+    layer = doc.createNode(name, "paintlayer")
+    layer.setPixelData(px.data, px.x, px.y, px.w, px.h)
+    node.parentNode().addChildNode(layer, node)
+    doc.waitForDone()
+    layer.mergeDown()   # the merged layer keeps the active layer's name and place (5.1 returns None here)
+    doc.waitForDone()
     doc.refreshProjection()
-    return node
 
 
 def new_document(name: str, px: Pixels):

@@ -1,8 +1,9 @@
-"""The "Paintbridge" docker: widgets bound to the Controller. No networking, no pixel work here.
+"""The "Paintbridge" docker: widgets bound to the Controller. No protocol calls, no pixel work here.
 
-Engine sign-in on top; tabs for Generate, Workflows (a form built from the workflow's parameters) and Gallery
-(thumbnails, filters, paging; Use settings / Add to document / Star); then the progress and the results list
-that generate and workflow runs share.
+Laid out for a 1080p screen (issue 15, K3): the status line on top; the account box, folded away once signed in
+("Account…" opens it again); tabs for Generate, Workflows and Gallery; and under them, always in view with the
+Generate button, the job line, the progress bar, the newest preview and the results list. Everything scrolls
+when the docker is short. User text (prompts, workflow descriptions, messages) is shown as plain text.
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from krita import DockWidget
 from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtGui import QIcon, QImage, QPixmap
 from PyQt5.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame,
-                             QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListView, QListWidget, QListWidgetItem,
+                             QGroupBox, QHBoxLayout, QLineEdit, QListView, QListWidget, QListWidgetItem,
                              QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox, QTabWidget,
                              QVBoxLayout, QWidget)
 
-from ._vendor.protocol import forms
+from ._vendor.protocol import forms, generate
+from ._vendor.protocol import gallery as gallery_labels
 
 from .controller import MODES, THUMB_SIZE, controller, guarded
+from .workflow_form import ERROR_STYLE, WorkflowForm, plain_label, plain_tooltip
 
-INT32 = (-2 ** 31, 2 ** 31 - 1)
-SEED_MAX = 2 ** 53          # the engine's limit (random seeds are < 2**32, beyond a QSpinBox)
-ERROR_STYLE = "color: #e05050"
+PREVIEW = 96   # px, the newest preview beside the results list
 
 
 class PaintbridgeDocker(DockWidget):
@@ -29,13 +30,50 @@ class PaintbridgeDocker(DockWidget):
         super().__init__()
         self.setWindowTitle("Paintbridge")
         self.ctl = controller()
-        f = self.ctl.form
         root = QWidget(self)
         lay = QVBoxLayout(root)
+        lay.setContentsMargins(4, 4, 4, 4)
 
-        # -- connection
-        box = QGroupBox("Engine")
-        form = QFormLayout(box)
+        # -- status line and the account (folded once signed in)
+        row = QHBoxLayout()
+        self.state = plain_label("disconnected")
+        self.state.setWordWrap(True)
+        self.account_btn = QPushButton("Account…")
+        self.account_btn.setCheckable(True)
+        self.account_btn.setToolTip("Server, sign in and sign out")
+        row.addWidget(self.state, 1)
+        row.addWidget(self.account_btn)
+        lay.addLayout(row)
+        lay.addWidget(self._account_box())
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._generate_tab(), "Generate")
+        self.tabs.addTab(self._workflows_tab(), "Workflows")
+        self.tabs.addTab(self._gallery_tab(), "Gallery")
+        lay.addWidget(self.tabs)
+        lay.addWidget(self._results_box())
+        lay.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setWidget(root)
+        scroll.setMinimumWidth(root.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+        self.setWidget(scroll)
+        self._wire()
+        self._mode_changed()
+        self._models(self.ctl.models)
+        self._workflows(self.ctl.workflows)
+        self._gallery()
+        self._results()
+        self._jobs()
+        self._state(self.ctl.state, self.ctl.status)
+        self.ctl.auto_connect()   # with the stored token, if any
+
+    # ---- building ---------------------------------------------------------------------------------------
+    def _account_box(self) -> QWidget:
+        f = self.ctl.form
+        self.account = QGroupBox("Engine")
+        form = QFormLayout(self.account)
         self.url = QLineEdit(f.url)
         self.username = QLineEdit(f.username)
         self.password = QLineEdit()
@@ -47,25 +85,23 @@ class PaintbridgeDocker(DockWidget):
         buttons = QHBoxLayout()
         self.sign_in_btn = QPushButton("Sign in")
         self.connect_btn = QPushButton("Connect")
+        self.connect_btn.setToolTip("Connect with the pasted token, or the one saved for this server")
         self.sign_out_btn = QPushButton("Sign out")
+        self.sign_out_btn.setToolTip("Delete the token saved on this computer")
         for b in (self.sign_in_btn, self.connect_btn, self.sign_out_btn):
             buttons.addWidget(b)
-        self.state = QLabel("disconnected")
-        self.state.setWordWrap(True)
-        form.addRow("Server", self.url)
-        form.addRow("User", self.username)
-        form.addRow("Password", self.password)
-        form.addRow("", self.remember)
-        form.addRow("Token", self.token)
+        form.addRow(plain_label("Server"), self.url)
+        form.addRow(plain_label("User"), self.username)
+        form.addRow(plain_label("Password"), self.password)
+        form.addRow(plain_label(""), self.remember)
+        form.addRow(plain_label("Token"), self.token)
         form.addRow(buttons)
-        form.addRow("Status", self.state)
-        lay.addWidget(box)
-        self.tabs = QTabWidget()
-        lay.addWidget(self.tabs)
+        return self.account
 
-        # -- request
-        box = QGroupBox("Generate")
-        form = QFormLayout(box)
+    def _generate_tab(self) -> QWidget:
+        f = self.ctl.form
+        page = QWidget()
+        form = self.gen_form = QFormLayout(page)
         self.model = QComboBox()
         self.prompt = QPlainTextEdit(f.prompt)
         self.prompt.setMaximumHeight(70)
@@ -74,7 +110,7 @@ class PaintbridgeDocker(DockWidget):
         self.mode = QComboBox()
         for key, label in MODES:
             self.mode.addItem(label, key)
-        self.mode.setCurrentIndex(max(0, [k for k, _ in MODES].index(f.mode) if f.mode in dict(MODES) else 0))
+        self.mode.setCurrentIndex(max(0, self.mode.findData(f.mode)))
         self.source = QComboBox()
         self.source.addItem("Composite image", "composite")
         self.source.addItem("Active layer", "layer")
@@ -82,123 +118,82 @@ class PaintbridgeDocker(DockWidget):
         self.strength = _dspin(0.0, 1.0, 0.05, f.strength)
         self.steps = _spin(1, 200, f.steps)
         self.guidance = _dspin(0.0, 30.0, 0.5, f.guidance)
-        self.seed = _dspin(-1, SEED_MAX, 1, f.seed, decimals=0)
+        self.seed = _spin(generate.RANDOM, generate.SEED_MAX, max(generate.RANDOM, min(f.seed, generate.SEED_MAX)))
         self.seed.setSpecialValueText("random")
+        self.seed.setToolTip("-1: a random seed (the one used is shown with the job)")
         self.batch = _spin(1, 8, f.batch)
         self.upscaler = QComboBox()   # filled by _models: "plain resize" + the engine's upscaler models
         self.scale = _dspin(1.0, 8.0, 0.5, f.scale)
         self.lora = QComboBox()       # filled by _models: "none" + the engine's LoRAs
         self.lora_weight = _dspin(-2.0, 2.0, 0.05, f.lora_weight)
         self.extend = [_spin(0, 2048, v) for v in (f.extend_left, f.extend_top, f.extend_right, f.extend_bottom)]
-        extend_row = QHBoxLayout()
+        self.extend_row = QWidget()
+        extend = QHBoxLayout(self.extend_row)
+        extend.setContentsMargins(0, 0, 0, 0)
         for spin, side in zip(self.extend, ("left", "top", "right", "bottom")):
             spin.setPrefix(f"{side[0].upper()} ")
             spin.setSuffix(" px")
             spin.setToolTip(f"Outpaint: pixels to add on the {side} before filling")
-            extend_row.addWidget(spin)
-        lora_row = QHBoxLayout()
-        lora_row.addWidget(self.lora, 1)
-        lora_row.addWidget(self.lora_weight)
-        form.addRow("Model", self.model)
-        form.addRow("LoRA", lora_row)
-        form.addRow("Prompt", self.prompt)
-        form.addRow("Negative", self.negative)
-        form.addRow("Mode", self.mode)
-        form.addRow("Read from", self.source)
-        form.addRow("Strength", self.strength)
-        form.addRow("Extend", extend_row)
-        form.addRow("Upscaler", self.upscaler)
-        form.addRow("Scale", self.scale)
-        form.addRow("Steps", self.steps)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("Seed", self.seed)
-        form.addRow("Images", self.batch)
-        form.addRow(QLabel("Size: the selection, or the whole document."))
+            extend.addWidget(spin)
+        self.lora_row = _pair(self.lora, self.lora_weight, stretch=True)
+        self.steps_row = _pair(self.steps, plain_label("Guidance"), self.guidance)
+        self.seed_row = _pair(self.seed, plain_label("Images"), self.batch)
+        self.size_note = plain_label("Size: the selection, or the whole document.")
+        form.addRow(plain_label("Mode"), self.mode)
+        form.addRow(plain_label("Model"), self.model)
+        form.addRow(plain_label("LoRA"), self.lora_row)
+        form.addRow(plain_label("Prompt"), self.prompt)
+        form.addRow(plain_label("Negative"), self.negative)
+        form.addRow(plain_label("Read from"), self.source)
+        form.addRow(plain_label("Strength"), self.strength)
+        form.addRow(plain_label("Extend"), self.extend_row)
+        form.addRow(plain_label("Upscaler"), self.upscaler)
+        form.addRow(plain_label("Scale"), self.scale)
+        form.addRow(plain_label("Steps"), self.steps_row)
+        form.addRow(plain_label("Seed"), self.seed_row)
+        form.addRow(self.size_note)
         row = QHBoxLayout()
         self.generate_btn = QPushButton("Generate")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
-        row.addWidget(self.generate_btn)
+        row.addWidget(self.generate_btn, 1)
         row.addWidget(self.cancel_btn)
         form.addRow(row)
-        self.tabs.addTab(box, "Generate")
-        self.tabs.addTab(self._workflows_tab(), "Workflows")
-        self.tabs.addTab(self._gallery_tab(), "Gallery")
+        return page
 
-        # -- progress and results (generate and workflow runs)
-        box = QGroupBox("Results")
+    def _results_box(self) -> QWidget:
+        """Progress and results of generate and workflow runs: right under the tabs, seen with Generate."""
+        box = QWidget()
         v = QVBoxLayout(box)
+        v.setContentsMargins(0, 0, 0, 0)
+        self.job_line = plain_label()
+        self.job_line.setWordWrap(True)
         self.bar = QProgressBar()
-        self.preview = QLabel()
-        self.preview.setAlignment(Qt.AlignCenter)
-        self.preview.setMinimumHeight(96)
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        v.addWidget(self.job_line)
         v.addWidget(self.bar)
-        v.addWidget(self.preview)
+        row = QHBoxLayout()
+        self.preview = plain_label()
+        self.preview.setAlignment(Qt.AlignCenter)
+        self.preview.setFixedSize(PREVIEW, PREVIEW)
         self.results = QListWidget()
-        v.addWidget(self.results)
+        self.results.setMaximumHeight(PREVIEW + 24)
+        row.addWidget(self.preview)
+        row.addWidget(self.results, 1)
+        v.addLayout(row)
         row = QHBoxLayout()
         self.apply_btn = QPushButton("Apply as new layer")
         self.replace_btn = QPushButton("Replace")
+        self.replace_btn.setToolTip("Merge the result into the active paint layer (Ctrl+Z twice undoes it)")
         self.discard_btn = QPushButton("Discard")
         for b in (self.apply_btn, self.replace_btn, self.discard_btn):
             row.addWidget(b)
         v.addLayout(row)
-        self.message = QLabel()
+        self.message = plain_label()
         self.message.setWordWrap(True)
         v.addWidget(self.message)
-        lay.addWidget(box)
-        lay.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setWidget(root)
-        scroll.setMinimumWidth(root.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
-        self.setWidget(scroll)
-
-        # -- wiring
-        self.sign_in_btn.clicked.connect(guarded(self._sign_in))
-        self.connect_btn.clicked.connect(guarded(lambda: self.ctl.connect_server(self.url.text().strip(),
-                                                                         self.token.text().strip() or None)))
-        self.sign_out_btn.clicked.connect(guarded(self.ctl.sign_out))
-        self.generate_btn.clicked.connect(guarded(self._generate))
-        self.cancel_btn.clicked.connect(guarded(self.ctl.cancel))
-        self.apply_btn.clicked.connect(guarded(lambda: self._apply(False)))
-        self.replace_btn.clicked.connect(guarded(lambda: self._apply(True)))
-        self.discard_btn.clicked.connect(guarded(self._discard))
-        self.mode.currentIndexChanged.connect(guarded(self._mode_changed))
-        self.model.currentIndexChanged.connect(guarded(self._fill_loras))
-        self.ctl.state_changed.connect(guarded(self._state))
-        self.ctl.models_changed.connect(guarded(self._models))
-        self.ctl.progress.connect(guarded(self._progress))
-        self.ctl.results_changed.connect(guarded(self._results))
-        self.ctl.busy_changed.connect(guarded(self._busy))
-        self.ctl.message.connect(self.message.setText)
-        self.ctl.form_changed.connect(guarded(self._show_form))
-        self.ctl.gallery_changed.connect(guarded(self._gallery))
-        self.ctl.workflows_changed.connect(guarded(self._workflows))
-        self.ctl.workflow_errors.connect(guarded(self._workflow_errors))
-        self.gallery_refresh.clicked.connect(guarded(self._refresh_gallery))
-        self.gallery_q.returnPressed.connect(guarded(self._refresh_gallery))
-        self.gallery_this_doc.toggled.connect(guarded(self._refresh_gallery))
-        self.gallery_starred.toggled.connect(guarded(self._refresh_gallery))
-        self.gallery_more.clicked.connect(guarded(self.ctl.load_more_images))
-        self.gallery_list.currentItemChanged.connect(guarded(self._gallery_selection))
-        self.use_btn.clicked.connect(guarded(lambda: self._with_image(self.ctl.use_settings)))
-        self.add_btn.clicked.connect(guarded(lambda: self._with_image(self.ctl.add_image)))
-        self.star_btn.clicked.connect(guarded(self._star))
-        self.wf_refresh.clicked.connect(guarded(self.ctl.refresh_workflows))
-        self.wf_combo.currentIndexChanged.connect(guarded(self._build_workflow_form))
-        self.wf_run.clicked.connect(guarded(self._run_workflow))
-        self.wf_cancel.clicked.connect(guarded(self.ctl.cancel))
-        self._mode_changed()
-        self._models(self.ctl.models)
-        self._workflows(self.ctl.workflows)
-        self._gallery()
-        self._shown_state = None
-        self._state(self.ctl.state, "")
-        if self.ctl.state == "disconnected":
-            self.ctl.connect_server()   # with the stored token, if any
+        return box
 
     def _workflows_tab(self) -> QWidget:
         page = QWidget()
@@ -210,15 +205,14 @@ class PaintbridgeDocker(DockWidget):
         row.addWidget(self.wf_combo, 1)
         row.addWidget(self.wf_refresh)
         v.addLayout(row)
-        self.wf_desc = QLabel()
+        self.wf_desc = plain_label()
         self.wf_desc.setWordWrap(True)
         v.addWidget(self.wf_desc)
         self.wf_holder = QVBoxLayout()      # receives the form of the chosen workflow
         v.addLayout(self.wf_holder)
-        self.wf_form: QWidget | None = None
-        self.wf_fields: dict = {}           # name -> (Field, widget, error label)
+        self.wf_form: WorkflowForm | None = None
         self._wf_key = None
-        self.wf_message = QLabel()
+        self.wf_message = plain_label()
         self.wf_message.setWordWrap(True)
         self.wf_message.setStyleSheet(ERROR_STYLE)
         v.addWidget(self.wf_message)
@@ -253,15 +247,15 @@ class PaintbridgeDocker(DockWidget):
         self.gallery_list = QListWidget()
         self.gallery_list.setViewMode(QListView.IconMode)
         self.gallery_list.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
-        self.gallery_list.setGridSize(QSize(THUMB_SIZE + 16, THUMB_SIZE + 36))
+        self.gallery_list.setGridSize(QSize(THUMB_SIZE + 24, THUMB_SIZE + 44))
         self.gallery_list.setResizeMode(QListView.Adjust)
         self.gallery_list.setMovement(QListView.Static)
         self.gallery_list.setWordWrap(True)
         self.gallery_list.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.gallery_list.setMinimumHeight(2 * THUMB_SIZE + 80)
+        self.gallery_list.setMinimumHeight(THUMB_SIZE + 60)
         v.addWidget(self.gallery_list)
         row = QHBoxLayout()
-        self.gallery_count = QLabel()
+        self.gallery_count = plain_label()
         self.gallery_more = QPushButton("Load more")
         row.addWidget(self.gallery_count, 1)
         row.addWidget(self.gallery_more)
@@ -278,14 +272,62 @@ class PaintbridgeDocker(DockWidget):
         self._icons: dict = {}              # image id -> QIcon (thumbnails are decoded once)
         return page
 
+    def _wire(self):
+        ctl = self.ctl
+        self.account_btn.toggled.connect(guarded(self._fold_account))
+        self.sign_in_btn.clicked.connect(guarded(self._sign_in))
+        self.connect_btn.clicked.connect(guarded(lambda: ctl.connect_server(self.url.text().strip(),
+                                                                          self.token.text().strip() or None)))
+        self.sign_out_btn.clicked.connect(guarded(self._sign_out))
+        self.generate_btn.clicked.connect(guarded(self._generate))
+        self.cancel_btn.clicked.connect(guarded(ctl.cancel))
+        self.apply_btn.clicked.connect(guarded(lambda: self._apply(False)))
+        self.replace_btn.clicked.connect(guarded(lambda: self._apply(True)))
+        self.discard_btn.clicked.connect(guarded(self._discard))
+        self.results.currentRowChanged.connect(guarded(self._result_selection))
+        self.mode.currentIndexChanged.connect(guarded(self._mode_changed))
+        self.model.currentIndexChanged.connect(guarded(self._fill_loras))
+        ctl.state_changed.connect(guarded(self._state))
+        ctl.models_changed.connect(guarded(self._models))
+        ctl.progress.connect(guarded(self._progress))
+        ctl.jobs_changed.connect(guarded(self._jobs))
+        ctl.results_changed.connect(guarded(self._results))
+        ctl.busy_changed.connect(guarded(self._busy))
+        ctl.message.connect(self.message.setText)
+        ctl.form_changed.connect(guarded(self._show_form))
+        ctl.gallery_changed.connect(guarded(self._gallery))
+        ctl.workflows_changed.connect(guarded(self._workflows))
+        ctl.workflow_errors.connect(guarded(self._workflow_errors))
+        self.gallery_refresh.clicked.connect(guarded(self._refresh_gallery))
+        self.gallery_q.returnPressed.connect(guarded(self._refresh_gallery))
+        self.gallery_this_doc.toggled.connect(guarded(self._refresh_gallery))
+        self.gallery_starred.toggled.connect(guarded(self._refresh_gallery))
+        self.gallery_more.clicked.connect(guarded(ctl.load_more_images))
+        self.gallery_list.currentItemChanged.connect(guarded(self._gallery_selection))
+        self.use_btn.clicked.connect(guarded(lambda: self._with_image(ctl.use_settings)))
+        self.add_btn.clicked.connect(guarded(lambda: self._with_image(ctl.add_image)))
+        self.star_btn.clicked.connect(guarded(self._star))
+        self.wf_refresh.clicked.connect(guarded(ctl.refresh_workflows))
+        self.wf_combo.currentIndexChanged.connect(guarded(self._build_workflow_form))
+        self.wf_run.clicked.connect(guarded(self._run_workflow))
+        self.wf_cancel.clicked.connect(guarded(ctl.cancel))
+
     def canvasChanged(self, canvas):
         pass
 
-    # -- actions
+    # ---- actions ------------------------------------------------------------------------------------------
+    def _fold_account(self, show: bool):
+        self.account.setVisible(show or self.ctl.state != "connected")
+
     def _sign_in(self):
-        self.ctl.sign_in(self.url.text().strip(), self.username.text().strip(), self.password.text(),
-                         self.remember.isChecked())
+        if self.ctl.sign_in(self.url.text().strip(), self.username.text().strip(), self.password.text(),
+                            self.remember.isChecked()):
+            self.password.clear()
+
+    def _sign_out(self):
+        self.token.clear()      # a pasted token would sign straight back in with one click on Connect
         self.password.clear()
+        self.ctl.sign_out()
 
     def _read_form(self):
         f = self.ctl.form
@@ -295,15 +337,14 @@ class PaintbridgeDocker(DockWidget):
         f.mode = self.mode.currentData()
         f.source = self.source.currentData()
         f.strength, f.steps, f.guidance = self.strength.value(), self.steps.value(), self.guidance.value()
-        f.seed, f.batch = int(self.seed.value()), self.batch.value()
+        f.seed, f.batch = self.seed.value(), self.batch.value()
         f.upscaler, f.scale = self.upscaler.currentData() or "", self.scale.value()
         f.lora, f.lora_weight = self.lora.currentData() or "", self.lora_weight.value()
         f.extend_left, f.extend_top, f.extend_right, f.extend_bottom = (s.value() for s in self.extend)
 
     def _generate(self):
         self._read_form()
-        self.message.clear()
-        self.bar.setValue(0)
+        self.preview.clear()
         self.ctl.generate()
 
     def _apply(self, replace: bool):
@@ -336,60 +377,49 @@ class PaintbridgeDocker(DockWidget):
         if im is not None:
             self.ctl.star_image(image, not im.get("starred"))
 
+    @property
+    def wf_fields(self) -> dict:
+        return self.wf_form.fields if self.wf_form is not None else {}
+
     def workflow_values(self) -> dict:
-        """The raw values of the workflow form, by parameter name (forms.collect checks them)."""
-        raw = {}
-        for name, (f, w, _) in self.wf_fields.items():
-            kind = f.widget
-            if kind in (forms.CHOICE, forms.LAYER):
-                raw[name] = w.currentData()
-            elif kind in (forms.INT, forms.FLOAT):
-                value = w.value()
-                if getattr(w, "pb_unset", False) and value == w.minimum():
-                    value = None        # a required number not given yet
-                elif kind == forms.INT:
-                    value = int(round(value))
-                raw[name] = value
-            elif kind == forms.TEXTAREA:
-                raw[name] = w.toPlainText()
-            elif kind == forms.CHECK:
-                raw[name] = w.isChecked()
-            elif kind == forms.SELECTION:
-                raw[name] = "selection"
-            else:
-                raw[name] = w.text()
-        return raw
+        return self.wf_form.values() if self.wf_form is not None else {}
 
     def _run_workflow(self):
-        self.message.clear()
-        self.bar.setValue(0)
+        self.preview.clear()
         self.ctl.run_workflow(self.wf_combo.currentData() or "", self.workflow_values())
 
-    # -- views of controller state
+    # ---- views of controller state ------------------------------------------------------------------------
     def _mode_changed(self):
-        mode = self.mode.currentData()
-        self.strength.setEnabled(mode in ("img2img", "inpaint"))
-        self.source.setEnabled(mode != "txt2img")
-        self.model.setEnabled(mode != "upscale")
-        self.lora.setEnabled(mode != "upscale")
-        self.lora_weight.setEnabled(mode != "upscale")
+        mode = generate.MODES.get(self.mode.currentData()) or generate.MODES["txt2img"]
+        shown = {self.model: mode.uses("model"), self.lora_row: mode.uses("lora"),
+                 self.prompt: mode.uses("prompt"), self.negative: mode.uses("negative_prompt"),
+                 self.source: mode.image, self.strength: mode.uses("strength"),
+                 self.extend_row: mode.name == "outpaint", self.upscaler: mode.uses("upscaler"),
+                 self.scale: mode.uses("scale"), self.steps_row: mode.uses("steps"), self.seed_row: mode.uses("seed"),
+                 self.size_note: mode.name == "txt2img"}
+        for widget, visible in shown.items():
+            widget.setVisible(visible)
+            label = self.gen_form.labelForField(widget)
+            if label is not None:
+                label.setVisible(visible)
+        # the same widgets also say whether they apply (scripts and screen readers read isEnabled)
+        for widget, visible in shown.items():
+            widget.setEnabled(visible)
+        self.lora.setEnabled(mode.uses("lora"))
+        self.lora_weight.setEnabled(mode.uses("lora_weight"))
         for spin in self.extend:
-            spin.setEnabled(mode == "outpaint")
-        self.upscaler.setEnabled(mode == "upscale")
-        self.scale.setEnabled(mode == "upscale")
+            spin.setEnabled(mode.name == "outpaint")
 
-    def _state(self, state: str, message: str):
-        self.state.setText(state + (f": {message}" if message else ""))
+    def _state(self, state: str, status: str):
+        self.state.setText(status or state)
         connected = state == "connected"
+        self.account.setVisible(not connected or self.account_btn.isChecked())
         self.generate_btn.setEnabled(connected)
         self.wf_run.setEnabled(connected and self.wf_combo.currentData() is not None)
         self.gallery_refresh.setEnabled(connected)
         self._gallery_selection()
-        if connected:
-            if self._shown_state != state:
-                self.message.clear()        # e.g. "cannot reach …" from before connecting
+        if connected and self.ctl.gallery.generation == 0:
             self._refresh_gallery()
-        self._shown_state = state
 
     def _models(self, models: list):
         self.model.clear()
@@ -415,20 +445,50 @@ class PaintbridgeDocker(DockWidget):
         self.lora.setCurrentIndex(max(0, self.lora.findData(keep)))
 
     def _progress(self, job: str, step: int, total: int, preview):
-        self.bar.setMaximum(max(1, total))
-        self.bar.setValue(step)
         if preview is not None:
             img = QImage(preview.data, preview.w, preview.h, preview.w * 4, QImage.Format_ARGB32)  # BGRA bytes
             self.preview.setPixmap(QPixmap.fromImage(img.copy()).scaled(
-                160, 160, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+                PREVIEW, PREVIEW, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+
+    def _jobs(self):
+        """The newest job's line and bar: sending, queued, loading the model, step n of m, done, failed…"""
+        row = self.ctl.session.jobs.latest()
+        if row is None:
+            self.job_line.setText("")
+            self.bar.setRange(0, 1)
+            self.bar.setValue(0)
+            return
+        line = row.describe()
+        if row.active and row.seed is not None:
+            line += f" · seed {row.seed}"
+        self.job_line.setText(line)
+        if row.total:
+            self.bar.setRange(0, row.total)
+            self.bar.setValue(row.step)
+        elif row.active:
+            self.bar.setRange(0, 0)     # busy: queued or loading the model, before step 1
+        else:
+            self.bar.setRange(0, 1)
+            self.bar.setValue(1 if row.state == "completed" else 0)
 
     def _results(self):
         self.results.clear()
         for r in self.ctl.results:
             px = r.layer.pixels
-            self.results.addItem(f"{r.layer.name}  ({px.w}×{px.h} at {px.x},{px.y})")
+            item = QListWidgetItem(f"{r.layer.name}  ({px.w}×{px.h} at {px.x},{px.y})")
+            self.results.addItem(item)
         if self.ctl.results:
             self.results.setCurrentRow(len(self.ctl.results) - 1)
+        self._result_selection()
+
+    def _result_selection(self, *_):
+        row = self.results.currentRow()
+        has = 0 <= row < len(self.ctl.results)
+        for b in (self.apply_btn, self.replace_btn, self.discard_btn):
+            b.setEnabled(has)
+        opens = has and self.ctl.opens_document(row)
+        self.apply_btn.setText("Open as new document" if opens else "Apply as new layer")
+        self.replace_btn.setEnabled(has and not opens)
 
     def _busy(self, busy: bool):
         self.cancel_btn.setEnabled(busy)
@@ -439,13 +499,13 @@ class PaintbridgeDocker(DockWidget):
         f = self.ctl.form
         self.prompt.setPlainText(f.prompt)
         self.negative.setPlainText(f.negative)
-        keys = [k for k, _ in MODES]
-        if f.mode in keys:
-            self.mode.setCurrentIndex(keys.index(f.mode))
+        i = self.mode.findData(f.mode)
+        if i >= 0:
+            self.mode.setCurrentIndex(i)
         self.strength.setValue(f.strength)
         self.steps.setValue(f.steps)
         self.guidance.setValue(f.guidance)
-        self.seed.setValue(f.seed)
+        self.seed.setValue(max(generate.RANDOM, min(f.seed, generate.SEED_MAX)))
         i = self.model.findData(f.model)
         if i >= 0:
             self.model.setCurrentIndex(i)
@@ -458,26 +518,23 @@ class PaintbridgeDocker(DockWidget):
         self.tabs.setCurrentIndex(0)
 
     def _gallery(self):
-        ctl = self.ctl
+        browser = self.ctl.gallery
         keep = self.selected_image()
-        ids = {im["id"] for im in ctl.gallery}
+        ids = {im["id"] for im in browser.items}
         self._icons = {k: v for k, v in self._icons.items() if k in ids}
         self.gallery_list.clear()
-        for im in ctl.gallery:
+        for im in browser.items:
             icon = self._icons.get(im["id"])
             if icon is None:
                 icon = self._icons[im["id"]] = _thumb_icon(im.get("thumbnail"))
-            item = QListWidgetItem(icon, _caption(im))
+            item = QListWidgetItem(icon, gallery_labels.caption(im, width=16))
             item.setData(Qt.UserRole, im["id"])
-            item.setToolTip(_details(im))
+            item.setToolTip(plain_tooltip(gallery_labels.tooltip(im)))
             self.gallery_list.addItem(item)
             if im["id"] == keep:
                 self.gallery_list.setCurrentItem(item)
-        if ctl.gallery_loading and not ctl.gallery:
-            self.gallery_count.setText("loading…")
-        else:
-            self.gallery_count.setText(f"{len(ctl.gallery)} of {ctl.gallery_total}")
-        self.gallery_more.setEnabled(ctl.gallery_has_more and not ctl.gallery_loading)
+        self.gallery_count.setText(browser.status())
+        self.gallery_more.setEnabled(browser.has_more and not browser.loading)
         self._gallery_selection()
 
     def _gallery_selection(self, *_):
@@ -495,15 +552,16 @@ class PaintbridgeDocker(DockWidget):
         for w in workflows:
             self.wf_combo.addItem(w["name"], w["name"])
             if w.get("description"):
-                self.wf_combo.setItemData(self.wf_combo.count() - 1, w["description"], Qt.ToolTipRole)
+                self.wf_combo.setItemData(self.wf_combo.count() - 1, plain_tooltip(w["description"]),
+                                          Qt.ToolTipRole)
         i = self.wf_combo.findData(current) if current else -1
         self.wf_combo.setCurrentIndex(i if i >= 0 else (0 if workflows else -1))
         self.wf_combo.blockSignals(False)
         self._build_workflow_form()
 
     def _build_workflow_form(self, *_):
-        """One native widget per parameter (protocol.forms decides which); rebuilt only when the chosen
-        workflow or its parameters change, so typed values survive a refresh."""
+        """The chosen workflow's form; rebuilt only when the workflow or its parameters change, so typed values
+        survive a refresh."""
         name = self.wf_combo.currentData()
         wf = self.ctl.workflow(name) if name else None
         key = (name, repr(wf.get("params")) if wf else None)
@@ -515,38 +573,26 @@ class PaintbridgeDocker(DockWidget):
             self.wf_form.hide()
             self.wf_form.setParent(None)
             self.wf_form.deleteLater()
-        self.wf_form = QWidget()
-        form = QFormLayout(self.wf_form)
-        form.setContentsMargins(0, 0, 0, 0)
-        self.wf_fields = {}
-        for f in self.ctl.workflow_fields(name) if name else []:
-            widget = field_widget(f)
-            label = QLabel(f.label + (" *" if f.required else ""))
-            label.setToolTip(f.description)
-            widget.setToolTip(f.description)
-            error = QLabel()
-            error.setWordWrap(True)
-            error.setStyleSheet(ERROR_STYLE)
-            error.hide()
-            cell = QWidget()
-            col = QVBoxLayout(cell)
-            col.setContentsMargins(0, 0, 0, 0)
-            col.setSpacing(1)
-            col.addWidget(widget)
-            col.addWidget(error)
-            form.addRow(label, cell)
-            self.wf_fields[f.name] = (f, widget, error)
+        self.wf_form = WorkflowForm(self.ctl.workflow_fields(name) if name else [])
         self.wf_holder.addWidget(self.wf_form)
         self.wf_desc.setText((wf or {}).get("description") or ("" if wf else "No workflows saved yet."))
         self.wf_message.clear()
         self.wf_run.setEnabled(wf is not None and self.ctl.state == "connected")
 
     def _workflow_errors(self, errors: dict):
-        for name, (_, _, label) in self.wf_fields.items():
-            label.setText(errors.get(name, ""))
-            label.setVisible(name in errors)
-        self.wf_message.setText(errors.get("", "") or
-                                ("Fix the fields marked above." if errors else ""))
+        if self.wf_form is not None:
+            self.wf_form.show_errors(errors)
+        self.wf_message.setText(errors.get("", "") or ("Fix the fields marked above." if errors else ""))
+
+
+def _pair(*widgets, stretch: bool = False) -> QWidget:
+    """Widgets side by side on one form row (saves height)."""
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    for i, w in enumerate(widgets):
+        row.addWidget(w, 1 if stretch and i == 0 else 0)
+    return box
 
 
 def _spin(lo, hi, value):
@@ -565,71 +611,6 @@ def _dspin(lo, hi, step, value, decimals=2):
     return s
 
 
-def _decimals(*numbers) -> int:
-    """Enough decimals to show these numbers (a step of 0.05 needs 2), at least 2, at most 6."""
-    out = 2
-    for n in numbers:
-        if n is not None and float(n) != int(float(n)):
-            text = f"{float(n):.6f}".rstrip("0")
-            out = max(out, len(text.split(".")[1]))
-    return min(out, 6)
-
-
-def field_widget(f: "forms.Field") -> QWidget:
-    """The native Qt widget for one workflow parameter, with its default, bounds and step."""
-    kind = f.widget
-    if kind == forms.CHOICE:
-        w = QComboBox()
-        if f.default is None:
-            w.addItem("(choose)", None)
-        for choice in f.choices:
-            w.addItem(str(choice), choice)
-        if f.default is not None and f.default in f.choices:
-            w.setCurrentIndex(f.choices.index(f.default))
-        return w
-    if kind in (forms.INT, forms.FLOAT):
-        is_int = kind == forms.INT
-        step = (f.step or 1) if is_int else (f.step or 0.1)
-        lo = f.min if f.min is not None else (INT32[0] if is_int else -1e9)
-        hi = f.max if f.max is not None else (INT32[1] if is_int else 1e9)
-        unset = f.default is None      # required: one step below the minimum reads "(required)" = not given
-        if unset:
-            lo = lo - step
-        wide = is_int and (lo < INT32[0] or hi > INT32[1])
-        if is_int and not wide:
-            w = QSpinBox()
-            w.setRange(int(lo), int(hi))
-            w.setSingleStep(max(1, int(step)))
-        else:   # floats, and ints beyond a QSpinBox's 32 bits (seeds)
-            w = QDoubleSpinBox()
-            w.setDecimals(0 if is_int else _decimals(step, f.min, f.max, f.default))
-            w.setRange(lo, hi)
-            w.setSingleStep(step)
-        if unset:
-            w.setSpecialValueText("(required)")
-            w.pb_unset = True
-            w.setValue(w.minimum())
-        else:
-            w.setValue(int(f.default) if isinstance(w, QSpinBox) else float(f.default))
-        return w
-    if kind == forms.CHECK:
-        w = QCheckBox()
-        w.setChecked(bool(f.default))
-        return w
-    if kind == forms.TEXTAREA:
-        w = QPlainTextEdit(f.default or "")
-        w.setMaximumHeight(70)
-        return w
-    if kind == forms.LAYER:
-        w = QComboBox()
-        w.addItem("Active layer", "layer")
-        w.addItem("Composite image", "composite")
-        return w
-    if kind == forms.SELECTION:
-        return QLabel("The selection")
-    return QLineEdit("" if f.default is None else str(f.default))
-
-
 def _thumb_icon(px) -> QIcon:
     """A gallery thumbnail (BGRA Pixels, i.e. QImage's ARGB32 on little-endian) as an icon; copied so the
     image owns its pixels."""
@@ -637,22 +618,3 @@ def _thumb_icon(px) -> QIcon:
         return QIcon()
     img = QImage(px.data, px.w, px.h, px.w * 4, QImage.Format_ARGB32).copy()
     return QIcon(QPixmap.fromImage(img))
-
-
-def _caption(im: dict) -> str:
-    prompt = (im.get("prompt") or im.get("name") or im.get("mode") or "").strip()
-    if len(prompt) > 24:
-        prompt = prompt[:23] + "…"
-    return ("★ " if im.get("starred") else "") + prompt
-
-
-def _details(im: dict) -> str:
-    lines = [im.get("prompt") or "(no prompt)"]
-    info = [f"{k} {im[k]}" for k in ("seed", "steps", "model") if im.get(k) is not None]
-    if info:
-        lines.append(", ".join(info))
-    lines.append(f"{im.get('w')}×{im.get('h')} at {im.get('x')},{im.get('y')} · {im.get('mode')} · "
-                 f"{im.get('app') or '?'} · {im.get('created') or ''}")
-    if im.get("document"):
-        lines.append(im["document"])
-    return "\n".join(lines)
