@@ -34,7 +34,8 @@ def host(request):
 # in kis_node_manager.cpp), while a document Krita opens itself works (test_document_krita_opened). They run, and
 # must fail there until that is understood; an unexpected pass fails too, so the marker cannot go stale.
 MAKE_THEIR_OWN_DOCUMENTS = {"test_krita_pixel_facts", "test_inpaint_and_pixel_exact_roundtrip_in_krita",
-                            "test_gallery_and_workflows_in_krita", "test_outpaint_preview_and_upscaler_in_krita"}
+                            "test_gallery_and_workflows_in_krita", "test_outpaint_preview_and_upscaler_in_krita",
+                            "test_krita_in_use_issue_15"}
 
 
 @pytest.fixture(autouse=True)
@@ -130,12 +131,12 @@ def test_gallery_and_workflows_in_krita(host, plugin_zip, engine_server):
         assert res["made"] == [16, 24, 64, 64]
         assert res["gallery_count"] == 1 and res["gallery_total"] == 1
         assert res["gallery_has_icon"] and res["thumb_size"] == [64, 64]   # never enlarged
-        assert "a gallery fox" in res["gallery_item_text"] and "seed 4321" in res["gallery_item_tooltip"]
-        assert res["gallery_count_label"] == "1 of 1" and res["gallery_more_enabled"] is False
+        assert "a gallery fox" in res["gallery_item_text"] and "seed: 4321" in res["gallery_item_tooltip"]
+        assert res["gallery_count_label"] == "1 of 1 image" and res["gallery_more_enabled"] is False
         assert res["search_miss"] == 0 and res["search_hit"] == 1
         assert res["starred_before"] == 0 and res["starred_after"] == 1
         assert (res["star_label_before"], res["star_label_after"]) == ("Star", "Unstar")
-        assert res["starred_item_text"].startswith("★")
+        assert "★" in res["starred_item_text"]
         # Use settings refilled the Generate widgets (and showed them)
         assert res["recalled"] == {"prompt": "a gallery fox", "negative": "blurry", "seed": 4321, "steps": 1,
                                    "mode": "txt2img", "model": engine_server.model_name, "guidance": 6.5,
@@ -246,3 +247,47 @@ def test_document_krita_opened(host, plugin_zip, engine_server, tmp_path):
     assert res["active_layer"] == "paintlayer"
     assert res["roundtrip_exact"] is True
     assert res["inpaint_bounds"] == [40, 32, 48, 40]
+
+
+def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
+    """Issue 15's Krita items in the real Krita: Replace can be undone (K1), Sign in while the engine is down
+    keeps the stored token (K2), the docker fits a 1080p screen (K3), Apply after the result's document closed
+    (K5), the small ones (K6), plain-text labels (issue 17); and the main thread's stall while a 4K layer is sent
+    (K4: printed, its budget lives in bench/)."""
+    res = run_in_krita(plugin_zip, SCRIPTS / "krita_fixes.py", host=host, timeout=400,
+                       params={"url": engine_server.url, "token": engine_server.token,
+                               "model": engine_server.model_name})
+    assert res["ok"], res.get("error", "") + "\n" + str({k: v for k, v in res.items() if k != "log"}) + "\n" + \
+        res.get("log", "")[-1500:]
+    print({k: v for k, v in res.items() if k != "log"})
+    # K1: Replace wrote the result, and Ctrl+Z brings the old pixels back (twice: the merge, then the added layer;
+    # Krita 5.1's scripting API cannot group them). Today's setPixelData never gives them back.
+    assert res["replace_wrote"] is True
+    assert res["replace_undos_to_restore"] == 2, res["replace_messages"]
+    # K6: the first Apply (which also makes the Paintbridge group) is one undo step
+    assert res["first_apply_added"] and res["first_apply_one_undo"] and res["open_apply_messages"] == []
+    # K6: a job says it is sending / queued / loading the model before its first step
+    assert any(line.startswith(("sending", "queued", "starting")) for line in res["job_lines"]), res["job_lines"]
+    # K6: the inpaint layer is transparent outside the selection (here: a corner of its bounding box)
+    assert res["inpaint_hole_alpha"] == 0 and res["inpaint_inside_alpha"] == 255
+    # K2: the stored token survives a Sign in while the engine is down, and is used when it is back
+    assert res["token_kept_while_down"] and res["password_kept_while_down"]
+    assert res["state_after_engine_back"] == "connected"
+    # K6: the retry is announced, once
+    assert "retry" in res["down_status"].lower(), res["down_status"]
+    assert res["down_status"] not in res["down_message"], (res["down_status"], res["down_message"])
+    # K3: the docker fits under Krita's menus on a 1080p screen; progress and results sit with Generate;
+    # the account box is folded once signed in
+    assert res["content_height"] <= 900, res["content_height"]
+    assert res["generate_to_progress"] <= 160 and res["generate_to_results"] <= 320, res
+    assert res["account_height_signed_in"] <= 60, res["account_height_signed_in"]
+    # K5: Apply after the result's document was closed: it goes into the open document, and says so
+    assert res["closed_placed_in_open_doc"] is True and res["closed_result_left"] == -1, res["closed_messages"]
+    assert not any("Error" in m for m in res["closed_messages"]) and res["closed_messages"], res["closed_messages"]
+    # K6: empty list -> disabled buttons; Upscale's Apply says it opens a document; Sign out clears the token
+    assert res["buttons_with_no_results"] == [False, False, False]
+    assert "document" in res["upscale_apply_label"].lower(), res["upscale_apply_label"]
+    assert res["token_field_after_sign_out"] == ""
+    assert any("signed out" in m.lower() for m in res["sign_out_shown"]), res["sign_out_shown"]
+    # issue 17: no label renders rich text
+    assert res["rich_labels"] == [], res["rich_labels"]

@@ -8,7 +8,7 @@ import time
 from krita import Krita
 from PyQt5.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QPlainTextEdit, QSpinBox
 
-from paintbridge import canvas
+from paintbridge import host
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kutil  # noqa: E402
@@ -56,7 +56,7 @@ def form_of(dk):
 
 
 def gallery_loaded():
-    return not ctl.gallery_loading
+    return not ctl.gallery.loading
 
 
 def paintbridge_group(doc):
@@ -96,7 +96,7 @@ try:
     R["lora_items"] = [dk.lora.itemData(i) for i in range(dk.lora.count())]
     dk.lora.setCurrentIndex(dk.lora.findData(P["lora"]))
     dk.lora_weight.setValue(0.7)
-    canvas.select_rect(doc, 16, 24, 64, 64)
+    host.select_rect(doc, 16, 24, 64, 64)
     n0 = len(ctl.results)
     dk.generate_btn.click()
     pump(lambda: len(ctl.results) > n0, 180, "generated result")
@@ -108,11 +108,11 @@ try:
 
     # 2. the gallery: this document only -> the image, with a thumbnail icon
     dk.tabs.setCurrentIndex(2)
-    key = canvas.document_key(doc)
+    key = host.document_key(doc)
     dk.gallery_this_doc.setChecked(True)        # toggling refreshes
-    pump(lambda: gallery_loaded() and ctl.gallery_filters.get("document") == key, 60, "gallery page")
+    pump(lambda: gallery_loaded() and ctl.gallery.filters().get("document") == key, 60, "gallery page")
     R["gallery_count"] = dk.gallery_list.count()
-    R["gallery_total"] = ctl.gallery_total
+    R["gallery_total"] = ctl.gallery.total
     item = dk.gallery_list.item(0)
     image_id = item.data(0x0100)   # Qt.UserRole
     R["gallery_item_text"] = item.text()
@@ -126,17 +126,17 @@ try:
     # search words and the starred filter
     dk.gallery_q.setText("zebra")
     dk.gallery_refresh.click()
-    pump(lambda: gallery_loaded() and ctl.gallery_filters.get("q") == "zebra", 60, "search page")
+    pump(lambda: gallery_loaded() and ctl.gallery.filters().get("q") == "zebra", 60, "search page")
     R["search_miss"] = dk.gallery_list.count()
     dk.gallery_q.setText("GALLERY fox")
     dk.gallery_refresh.click()
-    pump(lambda: gallery_loaded() and ctl.gallery_filters.get("q") == "GALLERY fox", 60, "search page")
+    pump(lambda: gallery_loaded() and ctl.gallery.filters().get("q") == "GALLERY fox", 60, "search page")
     R["search_hit"] = dk.gallery_list.count()
     dk.gallery_starred.setChecked(True)
-    pump(lambda: gallery_loaded() and ctl.gallery_filters.get("starred"), 60, "starred page")
+    pump(lambda: gallery_loaded() and ctl.gallery.filters().get("starred"), 60, "starred page")
     R["starred_before"] = dk.gallery_list.count()
     dk.gallery_starred.setChecked(False)
-    pump(lambda: gallery_loaded() and not ctl.gallery_filters.get("starred") and dk.gallery_list.count() == 1,
+    pump(lambda: gallery_loaded() and not ctl.gallery.filters().get("starred") and dk.gallery_list.count() == 1,
          60, "unfiltered page")
     dk.gallery_list.setCurrentRow(0)
     R["star_label_before"] = dk.star_btn.text()
@@ -145,7 +145,7 @@ try:
     R["star_label_after"] = dk.star_btn.text()
     R["starred_item_text"] = dk.gallery_list.item(0).text()
     dk.gallery_starred.setChecked(True)
-    pump(lambda: gallery_loaded() and ctl.gallery_filters.get("starred"), 60, "starred page")
+    pump(lambda: gallery_loaded() and ctl.gallery.filters().get("starred"), 60, "starred page")
     R["starred_after"] = dk.gallery_list.count()
 
     # 3. Use settings: the Generate widgets show the image's settings again
@@ -202,10 +202,10 @@ try:
         doc.setSelection(None)
     except TypeError:
         pass
-    if canvas.selection_bounds(doc) is not None:
+    if host.selection_bounds(doc) is not None:
         app.action("deselect").trigger()
         doc.waitForDone()
-    assert canvas.selection_bounds(doc) is None, "could not clear the selection"
+    assert host.selection_bounds(doc) is None, "could not clear the selection"
     doc.setActiveNode(background)
     fields["x"][1].setValue(50)
     fields["feather"][1].setValue(1.5)
@@ -222,7 +222,7 @@ try:
 
     # the same form with a selection: runs, the result is listed, Apply places it
     SX, SY, SW, SH = 8, 16, 40, 24
-    canvas.select_rect(doc, SX, SY, SW, SH)
+    host.select_rect(doc, SX, SY, SW, SH)
     doc.setActiveNode(background)
     doc.waitForDone()
     expected = bytes(background.pixelData(SX, SY, SW, SH))
@@ -244,19 +244,20 @@ try:
 
     # 6. paging: one image a page over everything of this user (the generated one and the workflow's)
     dk.tabs.setCurrentIndex(2)
-    ctl.gallery_page = 1
+    ctl.gallery.page_size = 1
     dk.gallery_this_doc.setChecked(False)
     dk.gallery_starred.setChecked(False)
     dk.gallery_q.clear()
     dk.gallery_refresh.click()
-    pump(lambda: gallery_loaded() and not ctl.gallery_filters and dk.gallery_list.count() >= 1, 60, "page 1")
-    R["page1"] = [dk.gallery_list.count(), ctl.gallery_total, dk.gallery_more.isEnabled()]
+    pump(lambda: gallery_loaded() and not ctl.gallery.filters() and dk.gallery_list.count() >= 1, 60, "page 1")
+    R["page1"] = [dk.gallery_list.count(), ctl.gallery.total, dk.gallery_more.isEnabled()]
     first = dk.gallery_list.item(0).data(0x0100)
     dk.gallery_more.click()
     pump(lambda: gallery_loaded() and dk.gallery_list.count() >= 2, 60, "page 2")
-    R["page2"] = [dk.gallery_list.count(), ctl.gallery_total, dk.gallery_more.isEnabled()]
+    R["page2"] = [dk.gallery_list.count(), ctl.gallery.total, dk.gallery_more.isEnabled()]
     R["pages_distinct"] = first != dk.gallery_list.item(1).data(0x0100)
-    R["page2_debug"] = [ctl.gallery_cursor, ctl.gallery_loading, [im["id"] for im in ctl.gallery], messages[-5:]]
+    R["page2_debug"] = [ctl.gallery.next_cursor, ctl.gallery.loading, [im["id"] for im in ctl.gallery.items],
+                        messages[-5:]]
     R["messages"] = messages[-10:]
     R["ok"] = True
 except Exception:

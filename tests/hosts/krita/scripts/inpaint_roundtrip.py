@@ -4,7 +4,7 @@ import sys
 
 from krita import Krita
 
-from paintbridge import canvas
+from paintbridge import host
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kutil  # noqa: E402
@@ -52,7 +52,7 @@ try:
 
     # 2. inpaint a selection and apply the result
     SX, SY, SW, SH = 40, 32, 48, 40
-    canvas.select_rect(doc, SX, SY, SW, SH)
+    host.select_rect(doc, SX, SY, SW, SH)
     f.mode, f.source, f.strength, f.steps, f.seed, f.prompt = "inpaint", "composite", 1.0, 2, 7, "a cat"
     n0 = len(ctl.results)
     assert ctl.generate()
@@ -102,7 +102,7 @@ try:
     if store.backend.startswith("file"):
         R["token_file_mode"] = oct(os.stat(store.path).st_mode & 0o777)
     f.mode, f.seed, f.steps = "txt2img", 3, 1
-    canvas.select_rect(doc, 0, 0, 64, 64)
+    host.select_rect(doc, 0, 0, 64, 64)
     n0 = len(ctl.results)
     assert ctl.generate()
     pump(lambda: len(ctl.results) > n0, 120, "generate after signing in again")
@@ -114,6 +114,8 @@ try:
     px = ctl.results[-1].layer.pixels
     layers_before = len(doc.rootNode().childNodes()) + len(group[0].childNodes())
     assert ctl.apply(len(ctl.results) - 1, replace=True)
+    # Replace merges the result down into the layer (undoable): the merged layer takes the old one's place
+    background = [n for n in doc.rootNode().childNodes() if n.type() == "paintlayer"][0]
     R["replace_exact"] = bytes(background.pixelData(px.x, px.y, px.w, px.h)) == px.data
     assert R["replace_exact"]
     f.seed = 4

@@ -6,7 +6,7 @@ import sys
 
 from krita import Krita
 
-from paintbridge import canvas
+from paintbridge import host
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kutil  # noqa: E402
@@ -46,7 +46,7 @@ try:
     R["roundtrip_exact"] = bytes(group.childNodes()[-1].pixelData(0, 0, W, H)) == base
 
     SX, SY, SW, SH = 40, 32, 48, 40
-    canvas.select_rect(doc, SX, SY, SW, SH)
+    host.select_rect(doc, SX, SY, SW, SH)
     f.mode, f.source, f.strength, f.steps, f.seed, f.prompt = "inpaint", "composite", 1.0, 2, 7, "a cat"
     n0 = len(ctl.results)
     assert ctl.generate()
