@@ -7,7 +7,7 @@ import sys
 import time
 
 from krita import Krita, Selection
-from PyQt5.QtCore import QPoint
+from PyQt5.QtCore import QPoint, QTimer
 from PyQt5.QtWidgets import QGroupBox, QLabel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -101,10 +101,13 @@ try:
     doc = new_doc("pb-undo", W, H)
     base = pattern(W, H)
     select(doc, 0, 0, 32, 32)
-    job_lines = []   # K6: what the job line says between Generate and the result
-    ctl.jobs_changed.connect(lambda: job_lines.append(getattr(dk, "job_line", None) and dk.job_line.text()))
+    job_lines = []   # K6: what the job line says between Generate and the result (sampled every 10 ms)
+    sampler = QTimer()
+    sampler.timeout.connect(lambda: job_lines.append(dk.job_line.text() if hasattr(dk, "job_line") else ""))
+    sampler.start(10)
     generate()
-    R["job_lines"] = [t for t in job_lines if t]
+    sampler.stop()
+    R["job_lines"] = [t for i, t in enumerate(job_lines) if t and (i == 0 or t != job_lines[i - 1])]
     nodes0 = [n.name() for n in doc.rootNode().childNodes()]
     del messages[:]
     dk.apply_btn.click()
