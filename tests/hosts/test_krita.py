@@ -281,6 +281,8 @@ def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
     assert res["content_height"] <= 900, res["content_height"]
     assert res["generate_to_progress"] <= 160 and res["generate_to_results"] <= 320, res
     assert res["account_height_signed_in"] <= 60, res["account_height_signed_in"]
+    assert res["on_screen"] == {"generate_btn": True, "bar": True, "results": True, "apply_btn": True}, \
+        (res["on_screen"], res["dock_height"])
     # K5: Apply after the result's document was closed: it goes into the open document, and says so
     assert res["closed_placed_in_open_doc"] is True and res["closed_result_left"] == -1, res["closed_messages"]
     assert not any("Error" in m for m in res["closed_messages"]) and res["closed_messages"], res["closed_messages"]

@@ -1,9 +1,9 @@
 """The "Paintbridge" docker: widgets bound to the Controller. No protocol calls, no pixel work here.
 
 Laid out for a 1080p screen (issue 15, K3): the status line on top; the account box, folded away once signed in
-("Account…" opens it again); tabs for Generate, Workflows and Gallery; and under them, always in view with the
-Generate button, the job line, the progress bar, the newest preview and the results list. Everything scrolls
-when the docker is short. User text (prompts, workflow descriptions, messages) is shown as plain text.
+("Account…" opens it again); the Generate button with the job line, the progress bar, the newest preview and the
+results list (in view together even in the few lines Krita first gives a docker); then tabs for the Generate form,
+Workflows and Gallery. Everything scrolls when the docker is short. User text (prompts, workflow descriptions, messages) is shown as plain text.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ class PaintbridgeDocker(DockWidget):
         row.addWidget(self.account_btn)
         lay.addLayout(row)
         lay.addWidget(self._account_box())
+        lay.addWidget(self._results_box())
         self.tabs = QTabWidget()
         self.tabs.addTab(self._generate_tab(), "Generate")
         self.tabs.addTab(self._workflows_tab(), "Workflows")
         self.tabs.addTab(self._gallery_tab(), "Gallery")
         lay.addWidget(self.tabs)
-        lay.addWidget(self._results_box())
         lay.addStretch(1)
-        scroll = QScrollArea()
+        scroll = _Scroll()
         scroll.setFrameShape(QFrame.NoFrame)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
@@ -152,20 +152,22 @@ class PaintbridgeDocker(DockWidget):
         form.addRow(plain_label("Steps"), self.steps_row)
         form.addRow(plain_label("Seed"), self.seed_row)
         form.addRow(self.size_note)
+        return page
+
+    def _results_box(self) -> QWidget:
+        """Generate, then the progress and results of generate and workflow runs: on top, so that even a docker
+        Krita opens a few lines tall shows them together (the form is in the tabs below)."""
+        box = QWidget()
+        v = QVBoxLayout(box)
+        v.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         self.generate_btn = QPushButton("Generate")
+        self.generate_btn.setToolTip("Generate with the settings of the Generate tab")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         row.addWidget(self.generate_btn, 1)
         row.addWidget(self.cancel_btn)
-        form.addRow(row)
-        return page
-
-    def _results_box(self) -> QWidget:
-        """Progress and results of generate and workflow runs: right under the tabs, seen with Generate."""
-        box = QWidget()
-        v = QVBoxLayout(box)
-        v.setContentsMargins(0, 0, 0, 0)
+        v.addLayout(row)
         self.job_line = plain_label()
         self.job_line.setWordWrap(True)
         self.bar = QProgressBar()
@@ -583,6 +585,18 @@ class PaintbridgeDocker(DockWidget):
         if self.wf_form is not None:
             self.wf_form.show_errors(errors)
         self.wf_message.setText(errors.get("", "") or ("Fix the fields marked above." if errors else ""))
+
+
+class _Scroll(QScrollArea):
+    """Asks for the height of its content (up to what a 1080p screen has under Krita's menus), so the docker
+    does not open a few lines tall with the status line cut off; it scrolls when given less."""
+
+    def sizeHint(self):
+        hint = super().sizeHint()
+        content = self.widget()
+        if content is not None:
+            hint.setHeight(min(content.sizeHint().height(), 900))
+        return hint
 
 
 def _pair(*widgets, stretch: bool = False) -> QWidget:
