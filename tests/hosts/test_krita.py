@@ -118,8 +118,8 @@ def test_gallery_and_workflows_in_krita(host, plugin_zip, engine_server):
 
     c = new_user(engine_server)   # a fresh user: the gallery holds only what this test makes
     try:
-        c.call("workflows.save", {"name": "KritaFox", "description": "a fox, from a prompt", "graph": GRAPH,
-                                  "params": PARAMS})
+        fox_saved = c.call("workflows.save", {"name": "KritaFox", "description": "a fox, from a prompt",
+                                              "graph": GRAPH, "params": PARAMS})
         c.call("workflows.save", {"name": "KritaShift", "description": "move the selected pixels",
                                   "graph": SHIFT, "params": SHIFT_PARAMS})
         res = run_in_krita(plugin_zip, SCRIPTS / "gallery_workflow.py", host=host, timeout=500,
@@ -153,7 +153,9 @@ def test_gallery_and_workflows_in_krita(host, plugin_zip, engine_server):
         assert fox["steps"]["widget"] == "QSpinBox" and (fox["steps"]["min"], fox["steps"]["max"],
                                                          fox["steps"]["value"]) == (1, 8, 2)
         assert fox["scheduler"]["widget"] == "QComboBox"
-        assert fox["scheduler"]["items"] == ["euler", "euler_a", "dpmpp_2m_karras", "ddim"]
+        # every sampler the engine offers for the field (its schema), in its order
+        schema = {p["name"]: p for p in fox_saved["workflow"]["params"]}
+        assert fox["scheduler"]["items"] == schema["scheduler"]["choices"] and "ddim" in fox["scheduler"]["items"]
         assert fox["cfg"]["widget"] == "QDoubleSpinBox" and (fox["cfg"]["min"], fox["cfg"]["max"],
                                                              fox["cfg"]["step"], fox["cfg"]["value"]) == \
             (0.0, 20.0, 0.5, 7.0)
