@@ -1,7 +1,8 @@
 """The composition root: `build(config)` makes every service the engine runs on, wires them together once, and
 returns them as one typed `Services`; the server (engine/server.py) hands it to each op as `ctx.app`.
 
-Wiring that lives here and nowhere else: job results go to the gallery (JobQueue.on_complete), model cache
+Wiring that lives here and nowhere else: job results go to the gallery (named on JobQueue.on_result before
+job.result, archived on JobQueue.on_complete after it), model cache
 events go to every connection (ModelCache.on_event → Hub.broadcast), and the start/stop order of the background
 work (upload sweeper, job worker, model hasher, blob GC).
 """
@@ -55,13 +56,14 @@ class Services:
         self.gc.start()   # after the queue has marked interrupted jobs; runs on its own thread
 
     async def stop(self):
+        stopping = asyncio.create_task(self.queue.stop())   # the running job stops at its next step meanwhile
         self.downloads.stop()   # partial files stay: the same download resumes after a restart
         self.uploads.stop()
         self._session_sweeper.cancel()
         self.passwords.close()
         await self.gc.stop()
         self.registry.stop()
-        await self.queue.stop()
+        await stopping
 
 
 def build(config: Config) -> Services:
@@ -80,8 +82,9 @@ def build(config: Config) -> Services:
     cache = ModelCache(registry, on_event=lambda name, data: hub.broadcast_threadsafe(events.Event(name, data)),
                        ram_budget_mb=config.ram_budget_mb, vram_budget_mb=config.vram_budget_mb)
     queue = JobQueue(config, db, blobs, hub, registry, cache)
-    gallery = Recorder(config, db, blobs, registry)
-    queue.on_complete.append(gallery.on_job_complete)   # every result image into the gallery (PNG + metadata)
+    gallery = Recorder(config, db, blobs, registry, hub)
+    queue.on_result.append(gallery.name_images)          # each result layer's gallery id, in job.result
+    queue.on_complete.append(gallery.on_job_complete)   # then every result image into the gallery (PNG + metadata)
     return Services(config=config, db=db, tokens=tokens, login_limiter=limiter, passwords=passwords, blobs=blobs,
                     uploads=Uploads(config.limits), gc=Collector(config, blobs), hub=hub, registry=registry,
                     cache=cache, queue=queue, gallery=gallery,

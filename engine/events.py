@@ -19,9 +19,10 @@ MODEL_UNLOADED = "model.unloaded"  # {model}: to every signed-in connection
 AUTH_REFRESHED = "auth.refreshed"  # {token, expires_at}: after a mutating request, to that connection only
 MODEL_DOWNLOAD_PROGRESS = "models.download.progress"   # {download, source, state, name, bytes, total, ...}: to the
 #                                    admin who started it and every admin (engine/models/download.py)
+IMAGES_ADDED = "images.added"      # {job, images: [image summary]}: a job's results are in the gallery (after job.result)
 
 NAMES = (JOB_QUEUED, JOB_STARTED, JOB_PROGRESS, JOB_RESULT, JOB_FAILED, JOB_CANCELED, MODEL_LOADED,
-         MODEL_UNLOADED, AUTH_REFRESHED, MODEL_DOWNLOAD_PROGRESS)
+         MODEL_UNLOADED, AUTH_REFRESHED, MODEL_DOWNLOAD_PROGRESS, IMAGES_ADDED)
 
 
 class Event(NamedTuple):
@@ -75,3 +76,8 @@ def model_download_progress(download: str, source: str, state: str, name: str | 
     canceled. total is None when the server does not say."""
     return Event(MODEL_DOWNLOAD_PROGRESS, {"download": download, "source": source, "state": state, "name": name,
                                            "bytes": nbytes, "total": total, **extra})
+
+
+def images_added(job: str, images: list[dict]) -> Event:
+    """images: the gallery summaries (as images.list gives them) of the job's result layers, in layer order."""
+    return Event(IMAGES_ADDED, {"job": job, "images": images})

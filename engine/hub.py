@@ -82,8 +82,14 @@ class Hub:
                     conn.send(msg, droppable=True)
 
     def publish_threadsafe(self, uid: int, event: Event, droppable: bool = False):
-        self.loop.call_soon_threadsafe(self.publish, uid, event, droppable)
+        try:
+            self.loop.call_soon_threadsafe(self.publish, uid, event, droppable)
+        except RuntimeError:   # the loop closed: the engine stopped and nobody is connected any more
+            pass
 
     def broadcast_threadsafe(self, event: Event):
         if self.loop is not None:   # nobody is connected before the engine starts
-            self.loop.call_soon_threadsafe(self.broadcast, event)
+            try:
+                self.loop.call_soon_threadsafe(self.broadcast, event)
+            except RuntimeError:   # the loop closed: the engine stopped
+                pass

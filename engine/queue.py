@@ -2,11 +2,18 @@
 
 It schedules and runs jobs, nothing more: the ops check requests (budgets, layers, models) before `submit`,
 nodes reach the engine through their JobContext (engine/job_context.py), and what happens to results after a
-job (the gallery) is wired by the composition root (engine/app.py) through `on_complete`.
+job (the gallery) is wired by the composition root (engine/app.py) through `on_result` and `on_complete`.
+
+A completed job is answered first and archived after: its result blobs are durable when the job ends, so
+job.result goes out as soon as the row says `completed`; the `on_complete` hooks (the gallery's PNG, thumbnail
+and rows: seconds for a 4K image) then run on a thread of their own, in completion order, while the next job
+runs. The row keeps `archived = 0` until they have run, so a crash or stop in between loses nothing: the next
+start runs them for every such job before any new job (`settled()` lets a reader wait for them).
 
 Order: highest priority first; within a priority, round-robin between users (the user served longest ago
 goes next); within a user, FIFO. job.cancel stops a running job at its next denoising step. On start, jobs
-left 'running' by a crash or kill are marked failed with code 'interrupted'; queued jobs run.
+left 'running' by a crash or kill are marked failed with code 'interrupted'; queued jobs run. Stopping the
+engine (SIGTERM) stops the running job at its next step the same way: failed, code 'interrupted'.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import logging
 import secrets
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import events
 from .errors import BadRequest, Busy, Canceled, EngineError, NotFound
@@ -28,6 +35,8 @@ from .job_context import JobContext
 log = logging.getLogger("paintbridge.queue")
 
 ACTIVE = ("queued", "running")
+INTERRUPTED = {"code": "interrupted", "message": "the engine stopped while this job was running; submit it again",
+               "details": None}
 
 
 def _row_public(row: dict, progress: dict | None = None) -> dict:
@@ -49,10 +58,21 @@ class JobQueue:
         # graphs validated at submit, by job id: a job is validated once (a job queued before a restart: at run)
         self.validated: dict[str, graphs.Graph] = {}
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-job")
+        # the on_complete hooks of finished jobs, in completion order, off the job thread
+        self.archiver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-archive")
+        self.archiving: dict[str, tuple[int, Future]] = {}   # job id -> (owner, its on_complete run)
         self.last_served: dict[int, float] = {}
+        self.stopping = False
+        self.stuck = False   # set by stop(): the job or archive thread was still busy after the grace period
+        self.interrupted: set[str] = set()   # jobs canceled because the engine stops (not by their owner)
         self._task: asyncio.Task | None = None
-        # Called on the job thread as fn(row, graph, layers) after a job's results are written and before it is
-        # marked completed (the gallery records images here). An exception fails the job.
+        # Called on the job thread as fn(row, layers) after a job's results are written and before job.result:
+        # must be quick (the gallery names its images here). An exception fails the job.
+        self.on_result: list = []
+        # Called on the archive thread as fn(row, graph, layers) after job.result was sent (graph: the validated
+        # Graph, or None when a job recovered at start no longer validates); row["finished"] is when it
+        # completed. An exception leaves the job to be archived again at the next start; the job stays
+        # completed whatever happens here.
         self.on_complete: list = []
 
     # -- lifecycle
@@ -62,15 +82,56 @@ class JobQueue:
         n = await self.db.run(_mark_interrupted)
         if n:
             log.warning("%d job(s) were running when the engine stopped; marked failed (interrupted)", n)
+        left = await self.db.run(lambda db: list(db.query(
+            "SELECT * FROM jobs WHERE archived = 0 AND status = 'completed' ORDER BY seq")))
+        if left:   # answered, then the engine stopped before the gallery had them: archive them first
+            log.warning("archiving %d finished job(s) the engine stopped before it had archived", len(left))
+        for row in left:
+            try:
+                graph = graphs.validate(json.loads(row["graph"]))
+            except Exception:
+                graph = None
+            self._archive(row, graph, json.loads(row["result"])["layers"])
         self._task = asyncio.create_task(self._worker())
         self.wake.set()
 
-    async def stop(self):
-        for ctx in self.running.values():
+    async def stop(self, grace_s: float = 10.0) -> bool:
+        """Stop the running job at its next step (it ends failed, code 'interrupted') and wait up to grace_s
+        for it and then for the archive of finished jobs. False (and `stuck`) if a thread is still busy after
+        that: a step that takes longer (its row stays 'running'; the next start marks it interrupted), or an
+        archive (its job stays archived = 0; the next start archives it)."""
+        self.stopping = True
+        for job, ctx in self.running.items():
+            self.interrupted.add(job)
             ctx.canceled.set()
+        self.wake.set()
+        end = time.monotonic() + grace_s
+        idle = True
         if self._task:
-            self._task.cancel()
+            done, _ = await asyncio.wait([self._task], timeout=grace_s)
+            if not done:
+                self._task.cancel()
+                idle = False
+                log.warning("job %s did not reach its next step within %.0f s; it will be marked interrupted "
+                            "at the next start", ", ".join(self.running) or "?", grace_s)
+        pending = [asyncio.wrap_future(f) for _, f in self.archiving.values()]
+        if pending:
+            done, _ = await asyncio.wait(pending, timeout=max(0.1, end - time.monotonic()))
+            if len(done) < len(pending):
+                idle = False
+                log.warning("%d finished job(s) not archived yet; the next start archives them",
+                            len(pending) - len(done))
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.archiver.shutdown(wait=False, cancel_futures=True)
+        self.stuck = not idle
+        return idle
+
+    async def settled(self, uid: int | None = None):
+        """Wait until the jobs completed so far (of user uid; None: everyone's) are in the gallery: an
+        images.* request answers after the archive of every result its client may have seen."""
+        pending = [asyncio.wrap_future(f) for owner, f in list(self.archiving.values()) if uid in (None, owner)]
+        if pending:
+            await asyncio.wait(pending)
 
     # -- requests
     async def submit(self, uid: int, kind: str, request: dict, graph: graphs.Graph, priority: int, app: str) -> str:
@@ -143,11 +204,16 @@ class JobQueue:
 
     # -- worker
     async def _worker(self):
-        while True:
+        while not self.stopping:
             row = await self.db.run(_claim_next, self.last_served)
+            if row is not None and self.stopping:   # claimed while the engine began to stop: leave it queued
+                await self.db.run(lambda db: db.execute(
+                    "UPDATE jobs SET status = 'queued', started = NULL WHERE id = ?", [row["id"]]))
+                break
             if row is None:
                 self.wake.clear()
-                await self.wake.wait()
+                if not self.stopping:
+                    await self.wake.wait()
                 continue
             self.last_served[row["user_id"]] = time.monotonic()
             ctx = JobContext(row, config=self.config, db=self.db, blobs=self.blobs, registry=self.registry,
@@ -155,44 +221,64 @@ class JobQueue:
             self.running[row["id"]] = ctx
             self.hub.publish(row["user_id"], events.job_started(row["id"]))
             try:
-                status, result, error = await self.loop.run_in_executor(self.executor, self._run, row, ctx)
+                status, result, error, graph = await self.loop.run_in_executor(self.executor, self._run, row, ctx)
             finally:
                 self.running.pop(row["id"], None)
-            await self.db.run(_finish, row["id"], status, result, error, "running")
+            if row["id"] in self.interrupted and status != "completed":
+                status, result, error = "failed", None, INTERRUPTED
+            row["finished"] = time.time()
+            await self.db.run(_finish, row["id"], status, result, error, "running", row["finished"])
             if status == "completed":
                 self.hub.publish(row["user_id"], events.job_result(row["id"], result["layers"]))
+                self._archive(row, graph, result["layers"])
             elif status == "canceled":
                 self.hub.publish(row["user_id"], events.job_canceled(row["id"]))
             else:
                 self.hub.publish(row["user_id"], events.job_failed(row["id"], error))
 
     def _run(self, row: dict, ctx: JobContext):
-        """On the job thread. Returns (status, result, error); never raises."""
+        """On the job thread. Returns (status, result, error, graph); never raises."""
         try:
             graph = self.validated.pop(row["id"], None) or graphs.validate(json.loads(row["graph"]))
             graphs.execute(graph, ctx, max_live_bytes=self.config.limits.max_job_bytes)
-            for fn in self.on_complete:
-                fn(row, graph, ctx.results)
-            return "completed", {"layers": ctx.results}, None
+            for fn in self.on_result:
+                fn(row, ctx.results)
+            return "completed", {"layers": ctx.results}, None, graph
         except Canceled:
             _release_memory()
-            return "canceled", None, None
+            return "canceled", None, None, None
         except EngineError as exc:
             _release_memory()
-            return "failed", None, {"code": exc.code, "message": exc.message, "details": exc.details}
+            return "failed", None, {"code": exc.code, "message": exc.message, "details": exc.details}, None
         except Exception as exc:
             _release_memory()   # a failed job (OOM included) gives its memory back before the next one
             if _is_oom(exc):
                 msg = "out of memory: try a smaller size, fewer images per batch, or a smaller model"
-                return "failed", None, {"code": "internal", "message": msg, "details": None}
+                return "failed", None, {"code": "internal", "message": msg, "details": None}, None
             log.exception("job %s failed", row["id"])
             return "failed", None, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"[:500],
-                                    "details": None}
+                                    "details": None}, None
         finally:
             try:   # LoRAs and embeddings come off the cached models: the next job sees the original weights
                 self.cache.reset_patches()
             except Exception:
                 log.exception("restoring models after job %s failed", row["id"])
+
+
+    def _archive(self, row: dict, graph, layers: list[dict]):
+        """Run the on_complete hooks of a completed job on the archive thread; then mark it archived."""
+        def run():
+            try:
+                for fn in self.on_complete:
+                    fn(row, graph, layers)
+            except Exception:
+                log.exception("archiving job %s failed; the next start tries again", row["id"])
+                return
+            self.db.sync(lambda db: db.execute("UPDATE jobs SET archived = 1 WHERE id = ?", [row["id"]]))
+
+        fut = self.archiver.submit(run)
+        self.archiving[row["id"]] = (row["user_id"], fut)
+        fut.add_done_callback(lambda _: self.archiving.pop(row["id"], None))
 
 
 def _release_memory():
@@ -214,8 +300,7 @@ def _is_oom(exc: Exception) -> bool:
 
 
 def _mark_interrupted(db) -> int:
-    err = json.dumps({"code": "interrupted", "message": "the engine stopped while this job was running; "
-                                                        "submit it again", "details": None})
+    err = json.dumps(INTERRUPTED)
     cur = db.execute("UPDATE jobs SET status = 'failed', error = ?, finished = ? WHERE status = 'running'",
                      [err, time.time()])
     return cur.rowcount
@@ -239,8 +324,11 @@ def _claim_next(db, last_served: dict) -> dict | None:
     return row
 
 
-def _finish(db, job: str, status: str, result, error, expect: str) -> bool:
-    cur = db.execute("UPDATE jobs SET status = ?, result = ?, error = ?, finished = ? WHERE id = ? AND status = ?",
+def _finish(db, job: str, status: str, result, error, expect: str, now: float | None = None) -> bool:
+    # a completed job is archived after it is answered (JobQueue._archive): archived = 0 until then
+    cur = db.execute("UPDATE jobs SET status = ?, result = ?, error = ?, finished = ?, archived = ? "
+                     "WHERE id = ? AND status = ?",
                      [status, json.dumps(result) if result is not None else None,
-                      json.dumps(error) if error is not None else None, time.time(), job, expect])
+                      json.dumps(error) if error is not None else None, now or time.time(),
+                      0 if status == "completed" else None, job, expect])
     return cur.rowcount == 1

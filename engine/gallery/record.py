@@ -1,9 +1,11 @@
-"""The job hook: every result layer of a completed job into the gallery, on the job thread.
+"""The job hooks: every result layer of a completed job into the gallery.
 
-For each layer it writes DATA_DIR/images/YYYY/MM/DD/ID.png (local date) carrying the metadata (png.py), a WebP
-thumbnail (at most 256 px per side) stored as a blob the owner can read, and a row in `images`; it adds
-`image_id` to the layer dict, which is the same object the queue sends in job.result and stores in jobs.result.
-The composition root (engine/app.py) puts `Recorder.on_job_complete` in JobQueue.on_complete.
+`name_images` (JobQueue.on_result, on the job thread, before job.result) gives each result layer its gallery id,
+`image_id`, which job.result and jobs.result carry. `on_job_complete` (JobQueue.on_complete, on the queue's
+archive thread, after job.result) then writes, for each layer, DATA_DIR/images/YYYY/MM/DD/ID.png (local date)
+carrying the metadata (png.py), a WebP thumbnail (at most 256 px per side) stored as a blob the owner can read,
+and a row in `images`, and sends the owner `images.added`. It may run again for the same job (the engine
+stopped half-way): layers already in the gallery are skipped. The composition root (engine/app.py) wires both.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import events
 from ..store.owners import record
-from .db import image_by_sha
+from .db import image_by_sha, summary
 from .hashing import model_hash
 from .png import META_VERSION, encode_png, encode_thumbnail
 from .trace import input_shas, params_for, trace_graph
@@ -27,15 +30,21 @@ log = logging.getLogger("paintbridge.gallery")
 
 
 class Recorder:
-    def __init__(self, config, db, blobs, registry):
-        self.config, self.db, self.blobs, self.registry = config, db, blobs, registry
+    def __init__(self, config, db, blobs, registry, hub):
+        self.config, self.db, self.blobs, self.registry, self.hub = config, db, blobs, registry, hub
+
+    def name_images(self, row: dict, layers: list[dict]) -> None:
+        """JobQueue.on_result hook (job thread, before job.result): each layer's gallery id."""
+        for layer in layers:
+            layer.setdefault("image_id", secrets.token_hex(8))
 
     def on_job_complete(self, row: dict, graph, layers: list[dict]) -> None:
-        """JobQueue.on_complete hook (job thread): record every result layer in the gallery. graph: the job's
-        validated engine.graph.graph.Graph (its output nodes, in run order, name the layers).
+        """JobQueue.on_complete hook (archive thread, after job.result): record every result layer in the
+        gallery, then tell the owner (images.added). graph: the job's validated engine.graph.graph.Graph (its
+        output nodes, in run order, name the layers), or None.
 
-        A failure here is logged and leaves that layer without image_id; it never fails the job (the result
-        itself is already safe in the blob store)."""
+        A layer that fails is logged and the others are still recorded; then this raises, so the queue archives
+        the job again at the next start. The result itself is already safe in the blob store and jobs.result."""
         try:
             request = json.loads(row["request"]) if row.get("request") else {}
             raw = json.loads(row["graph"]) if row.get("graph") else {}
@@ -43,7 +52,7 @@ class Recorder:
             request, raw = {}, {}
         kind = row.get("kind") or ""
         # output nodes run in graph order; map each result layer to its node when the counts agree
-        outputs = graph.output_nodes()
+        outputs = graph.output_nodes() if graph is not None else []
         user = self.db.sync(lambda db: db.execute("SELECT name FROM users WHERE id = ?",
                                                   [row["user_id"]]).fetchone())
         parent = request.get("recall") if kind != "graph" else None
@@ -52,12 +61,27 @@ class Recorder:
             if shas:
                 parent = self.db.sync(image_by_sha, row["user_id"], shas)
         hashes: dict[str, tuple[str, str] | None] = {}
+        ids = [layer["image_id"] for layer in layers if layer.get("image_id")]
+        marks = ",".join("?" * len(ids))
+        have = {r[0] for r in self.db.sync(lambda db: db.execute(
+            f"SELECT id FROM images WHERE id IN ({marks})", ids).fetchall())} if ids else set()
+        failed = 0
         for i, layer in enumerate(layers):
+            if layer.get("image_id") in have:   # recorded before the engine stopped
+                continue
             try:
                 out_id = outputs[i] if len(outputs) == len(layers) else None
                 self._record_layer(row, request, raw, layer, out_id, parent, user[0] if user else None, hashes)
             except Exception:
+                failed += 1
                 log.exception("gallery: could not record layer %d of job %s", i, row.get("id"))
+        if ids:
+            rows = self.db.sync(lambda db: list(db.query(
+                f"SELECT * FROM images WHERE id IN ({marks}) ORDER BY seq", ids)))
+            if rows:
+                self.hub.publish_threadsafe(row["user_id"], events.images_added(row["id"], [summary(r) for r in rows]))
+        if failed:
+            raise RuntimeError(f"{failed} of {len(layers)} layer(s) of job {row.get('id')} are not in the gallery")
 
     def _model_hash_for(self, name: str | None, cache: dict) -> tuple[str, str] | None:
         if not name:
@@ -72,8 +96,8 @@ class Recorder:
         return cache[name]
 
     def _record_layer(self, row, request, graph, layer, out_id, parent, user_name, hashes):
-        created = time.time()
-        image_id = secrets.token_hex(8)
+        created = row.get("finished") or time.time()   # when the job completed: the same path if run again
+        image_id = layer.get("image_id") or secrets.token_hex(8)
         kind = row.get("kind") or ""
         if kind in ("graph", "workflow"):
             facts = trace_graph(graph, out_id) if out_id else {}
@@ -133,4 +157,3 @@ class Recorder:
                 "params": json.dumps(params) if params is not None else None, "meta": json.dumps(meta)})
 
         self.db.sync(insert)
-        layer["image_id"] = image_id

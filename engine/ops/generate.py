@@ -21,10 +21,8 @@ from ..errors import BadRequest
 from ..gallery.db import get_row
 from ..graph import graph as graphs
 from ..layers import Layer, check_layers
-from ..models.registry import native_size_hint
+from ..models.registry import native_size
 from ..opspec import Args, bad_args, op
-
-NATIVE = {"sd1": 512, "sd2": 768, "sdxl": 1024, "flux": 1024}
 
 
 class LoraRef(Args):
@@ -106,12 +104,9 @@ class GenerateArgs(Args):
         return self
 
 
-def native_size(entry) -> int:
-    return native_size_hint(entry.path) or NATIVE.get(entry.family or "sd1", 512)
-
-
 async def resolve_recall(ctx, args: GenerateArgs) -> GenerateArgs:
     """generate with recall: the recalled image's params, overridden by every argument the caller gave."""
+    await ctx.app.queue.settled(None if ctx.conn.is_admin else ctx.conn.uid)   # an image just made is archived
     row = await ctx.app.db.run(get_row, args.recall, ctx.conn.uid, ctx.conn.is_admin)
     if not row["params"]:
         raise BadRequest(f"image {args.recall} was made by a node graph, not by generate: resubmit its graph "

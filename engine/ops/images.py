@@ -1,6 +1,8 @@
 """The gallery's images: images.list|get|delete|star|move|import.
 
-Images are recorded by engine/gallery/record.py when a job completes. Another user's image is `not_found`;
+Images are recorded by engine/gallery/record.py just after a job's job.result (images.added says when); every
+op here first waits for the archives of the jobs completed so far (JobQueue.settled), so an image id from a
+job.result is found. Another user's image is `not_found`;
 admins reach everyone's (images.list needs everyone=true for that). An image is listed for its owner from any
 app: the app it was made from is only a filter.
 """
@@ -75,6 +77,7 @@ def _read_thumbs(blobs, items: list[dict]) -> None:
 async def images_list(ctx, args: ListArgs):
     """Your gallery, newest first, filtered by app, document, board, starred and words of the prompt; page
     with limit + offset, or pass next_cursor back as cursor."""
+    await ctx.app.queue.settled(None if ctx.conn.is_admin else ctx.conn.uid)
     rows, total = await ctx.app.db.run(
         lambda db: gallery.list_images(db, ctx.conn.uid, ctx.conn.is_admin, everyone=args.everyone, app=args.app,
                                        document=args.document, board=args.board, unsorted=args.unsorted,
@@ -106,6 +109,7 @@ class GetArgs(ImageArgs):
 async def images_get(ctx, args: GetArgs):
     """One image: its summary, `params` (generate's arguments; null for graph jobs), the full `graph`, the
     metadata, the pixel layer and the thumbnail (with its WebP bytes); png=true adds the PNG file's bytes."""
+    await ctx.app.queue.settled(None if ctx.conn.is_admin else ctx.conn.uid)
     app = ctx.app
     row = await app.db.run(gallery.get_row, args.image, ctx.conn.uid, ctx.conn.is_admin)
     out = gallery.summary(row)
@@ -132,6 +136,7 @@ async def images_get(ctx, args: GetArgs):
 async def images_delete(ctx, args: ImageArgs):
     """Remove an image from the gallery and delete its PNG file; its blobs stay readable until blob GC finds
     them unreferenced (the job's result retention)."""
+    await ctx.app.queue.settled(None if ctx.conn.is_admin else ctx.conn.uid)
     app = ctx.app
     row = await app.db.run(gallery.delete_image, args.image, ctx.conn.uid, ctx.conn.is_admin)
     await ctx.run_blocking(lambda: (app.config.data_dir / row["path"]).unlink(missing_ok=True))
@@ -145,6 +150,7 @@ class StarArgs(ImageArgs):
 @op("images.star", StarArgs, mutating=True)
 async def images_star(ctx, args: StarArgs):
     """Star (or unstar with starred=false) an image."""
+    await ctx.app.queue.settled(None if ctx.conn.is_admin else ctx.conn.uid)
     await ctx.app.db.run(gallery.star, args.image, ctx.conn.uid, ctx.conn.is_admin, args.starred)
     return {"starred": args.starred}
 
@@ -164,6 +170,7 @@ class MoveArgs(Args):
 @op("images.move", MoveArgs, mutating=True)
 async def images_move(ctx, args: MoveArgs):
     """Put images on a board (board=null: on no board)."""
+    await ctx.app.queue.settled(None if ctx.conn.is_admin else ctx.conn.uid)
     n = await ctx.app.db.run(gallery.move_images, list(dict.fromkeys(args.images)), args.board, ctx.conn.uid,
                              ctx.conn.is_admin)
     return {"moved": n}
@@ -184,6 +191,7 @@ class ImportArgs(Args):
 async def images_import(ctx, args: ImportArgs):
     """Read a PNG written by Paintbridge (dropped back in): {params (for generate), graph, meta, image (its
     gallery id when it is one of yours, else null)}."""
+    await ctx.app.queue.settled(None if ctx.conn.is_admin else ctx.conn.uid)
     data = args.data
     if data is None:
         data = await read_readable(ctx, args.sha256)

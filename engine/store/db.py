@@ -31,7 +31,7 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id INTEGER NOT NULL, status TEXT NOT NULL,
         priority INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL, request TEXT, graph TEXT, result TEXT,
-        error TEXT, app TEXT, created REAL NOT NULL, started REAL, finished REAL)""",
+        error TEXT, app TEXT, created REAL NOT NULL, started REAL, finished REAL, archived INTEGER)""",
     """CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, priority, seq)""",
     """CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, seq)""",
     # model manager (engine/models/registry.py): one row per registered model file or folder
@@ -87,6 +87,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
             if "duplicate column" not in str(exc):
                 raise
     conn.execute("UPDATE blobs SET touched = created WHERE touched IS NULL")
+    # jobs.archived (engine/queue.py): 0 while a completed job's results are not yet in the gallery; NULL in rows
+    # of older versions, which archived before they answered
+    if "archived" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:
+        try:
+            conn.execute("ALTER TABLE jobs ADD COLUMN archived INTEGER")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_unarchived ON jobs (seq) WHERE archived = 0")
     conn.execute("CREATE INDEX IF NOT EXISTS blobs_touched ON blobs (touched)")
 
 
