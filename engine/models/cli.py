@@ -30,6 +30,12 @@ def cmd_make_demo(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {path} (random weights: it produces noise; for trying and testing only)")
+    if not args.arch.startswith(("esrgan", "lora")):
+        from .registry import native_size_hint
+
+        size = native_size_hint(path)
+        print(f"made for {size}×{size} images (its native_size): larger ones only take longer (a 512×512 request "
+              f"is {(512 // size) ** 2}× the work on CPU)")
     return 0
 
 

@@ -478,6 +478,24 @@ class ModelRegistry:
         self._hash_wake.set()
 
 
+# The image size each base was trained at, for a model whose configs do not say: SD2 at 768 for its v-prediction
+# checkpoints (768-v), 512 for epsilon ones (512-base)
+NATIVE = {"sd1": 512, "sd2": 768, "sdxl": 1024, "flux": 1024}
+_native_cache: dict[tuple, int] = {}
+
+
+def native_size(entry: ModelEntry) -> int:
+    """The side of the square image a main model was trained at (what a client should default to): from its
+    configs (a demo model says 64), else by its base and prediction type. Cached per (path, size, mtime)."""
+    key = (str(entry.path), entry.size, entry.mtime)
+    if key not in _native_cache:
+        hint = native_size_hint(entry.path)
+        if hint is None and entry.family == "sd2" and entry.prediction == "epsilon":
+            hint = 512
+        _native_cache[key] = hint or NATIVE.get(entry.family or "sd1", 512)
+    return _native_cache[key]
+
+
 def native_size_hint(path: Path) -> int | None:
     """The model's native image size from its configs, without loading weights (None when unknown)."""
     import json

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from ..errors import EngineError
 from ..models.download import parse_source
+from ..models.registry import native_size
 from ..opspec import Args, op
 
 
@@ -21,12 +22,16 @@ class ListArgs(Args):
 
 @op("models.list", ListArgs)
 async def models_list(ctx, args: ListArgs):
-    """Models the engine can use (filter by type/base), whether each is loaded, and the cache's state."""
+    """Models the engine can use (filter by type/base), whether each is loaded, each main model's native_size
+    (the square side it was trained at: what a client's size should default to), and the cache's state."""
     registry, cache = ctx.app.registry, ctx.app.cache
-    entries = await ctx.run_blocking(registry.list, args.type, args.base)
+    def listing():   # native sizes come from config files: off the loop
+        return [(e, native_size(e) if e.type == "main" else None) for e in registry.list(args.type, args.base)]
+
+    entries = await ctx.run_blocking(listing)
     loaded = set(cache.loaded())
     admin = ctx.conn.is_admin
-    out = [{**e.public(admin), "loaded": e.name in loaded} for e in entries]
+    out = [{**e.public(admin), "loaded": e.name in loaded, "native_size": native} for e, native in entries]
     stats = cache.stats()
     if not admin:
         stats.pop("loaded", None)
