@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -76,7 +77,14 @@ def cmd_serve(args) -> int:
         listener.close()
         await runner.cleanup()
 
-    asyncio.run(run())
+    asyncio.run(run())   # on SIGINT/SIGTERM: the running job stops at its next step (JobQueue.stop)
+    if services.queue.stuck:
+        # a job step or an archive outlasted the grace period: exit without joining its thread; everything
+        # finished is in SQLite and the blob store, and the next start marks that job interrupted / archives
+        logging.getLogger("paintbridge.server").warning("exiting with a job step or an archive still running")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     services.db.close()
     return 0
 
