@@ -1,4 +1,4 @@
-"""The benchmarks B1–B6. Each takes the run context and returns a Result (tables, target checks, notes).
+"""The benchmarks B1–B8. Each takes the run context and returns a Result (tables, target checks, notes).
 
 Nothing here asserts on speed: a missed target is reported as MISS in RESULTS.md, never raised.
 """
@@ -561,3 +561,51 @@ def b7_flood(ctx) -> list[Result]:
     r7.checks.append(Check("B7", "signed-in ping p99 during the flood", p99 * MS, 50.0, "ms"))
     r7.raw = {"quiet": quiet, "flooded": flooded, "sockets": len(socks), "cut": cut, **logins}
     return [r7]
+
+
+# ---- B8: a plain upscale, generate → job.result (issue 15 item 13) --------------------------------------------
+def b8_upscale_result(ctx) -> list[Result]:
+    """Time from `generate` to job.result for a plain (Lanczos) 2× upscale of half the layer size (full run:
+    1920×1080 → 3840×2160), and on to images.added (the gallery's PNG + thumbnail + row, archived after the
+    result since issue 15 item 13). A/B against another checkout with PAINTBRIDGE_BENCH_ENGINE_ROOT."""
+    from protocol.errors import ProtocolError
+
+    w, h = ctx.layer_size[0] // 2, ctx.layer_size[1] // 2
+    r = Result("B8", f"Plain upscale {w}×{h} → {2 * w}×{2 * h}: generate → job.result, and → gallery entry")
+    r.setup = (f"a {w}×{h} painting uploaded once; `generate` mode upscale, scale 2, no upscaler model; {ctx.reps} "
+               "timed runs after 1 warm-up; times on the client from the generate call to the job.result event, "
+               "and to images.added (absent from engines that archive before job.result: there the gallery "
+               "entry exists when job.result arrives)")
+    c = ctx.daemon.client()
+    try:
+        src = painting(w, h, seed=7)
+        sha = c.upload(src.tobytes())
+        layer = {"sha256": sha, "w": w, "h": h, "format": "rgba8", "x": 0, "y": 0}
+        to_result, to_added = [], []
+        announces = True   # until the warm-up run shows an engine that sends no images.added
+        for i in range(ctx.reps + 1):
+            t0 = time.perf_counter()
+            job = c.call("generate", {"mode": "upscale", "image": layer, "scale": 2.0,
+                                      "prompt": f"run {i}"})["job"]
+            seen, data = _job_timeline(c, job)
+            t_res = seen["job.result"][0]
+            assert (data["layers"][0]["w"], data["layers"][0]["h"]) == (2 * w, 2 * h)
+            t_add = None
+            if announces:
+                try:
+                    c.next_event(timeout=30, name="images.added", match=lambda e: e.data.get("job") == job)
+                    t_add = time.perf_counter()
+                except ProtocolError:
+                    announces = False   # an engine that archives before job.result
+            if i == 0:
+                continue
+            to_result.append(t_res - t0)
+            to_added.append((t_add if t_add is not None else t_res) - t0)
+        r.tables.append((["", "median ms", "spread"],
+                         [["generate → job.result", ms(median(to_result)), spread(to_result)],
+                          ["generate → gallery entry (images.added, or job.result)", ms(median(to_added)),
+                           spread(to_added)]]))
+        r.raw = {"to_result_s": to_result, "to_added_s": to_added}
+    finally:
+        c.close()
+    return [r]
