@@ -108,7 +108,7 @@ class Connection:
                 self.outbox.put_nowait(self.pending_close)
 
     async def serve(self):
-        writer = asyncio.create_task(self.writer())
+        writer = self.writer_task = asyncio.create_task(self.writer())
         limits = self.server.services.config.limits
         try:
             async for msg in self.ws:
@@ -302,6 +302,12 @@ class Server:
         await self.services.start()
 
     async def _on_shutdown(self, app):
-        for conn in self.services.hub.all():
-            await conn.ws.close(code=1001, message=b"server shutting down")
+        # Services first: the running job stops and its job.failed (interrupted) reaches its owner; then each
+        # connection closes after what is queued for it has gone out.
         await self.services.stop()
+        conns = self.services.hub.all() + list(self.services.hub.waiting)
+        for conn in conns:
+            conn.close_soon(1001, "server shutting down")
+        writers = [c.writer_task for c in conns if getattr(c, "writer_task", None) is not None]
+        if writers:
+            await asyncio.wait(writers, timeout=2.0)

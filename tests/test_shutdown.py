@@ -23,6 +23,9 @@ def test_sigterm_with_a_running_job_stops_at_the_next_step(spawn_engine, demo_mo
     except subprocess.TimeoutExpired:
         raise AssertionError("the engine did not exit within 30 s of SIGTERM:\n" + "".join(eng.log[-40:]))
     took = time.monotonic() - t0
+    # the owner heard about it before the connection closed
+    ev = c.next_event(10, match=lambda e: e.data.get("job") == job and e.name in ("job.failed", "job.result"))
+    assert ev.name == "job.failed" and ev.data["error"]["code"] == "interrupted", ev.data
     c.close()
     time.sleep(0.2)   # the output drain thread reads the last lines
     log = "".join(eng.log)
