@@ -217,6 +217,12 @@ class Session:
 
     def _login(self, url: str, username: str, password: str, remember_me: bool):
         client = self.client
+        if client is not None and client.url == url and client.token and \
+                client.state not in (SIGNED_OUT, EXPIRED, CONNECTED):
+            # The engine is not reachable right now. Keep the client that holds the stored sign-in: it reconnects
+            # by itself, and a new client without that token would come back signed out (issue 15, K2).
+            raise ProtocolError(DISCONNECTED, f"cannot reach {url} now; the stored sign-in is kept and will be "
+                                "used as soon as the engine answers")
         if client is None or client.url != url or client.state not in (SIGNED_OUT, EXPIRED, CONNECTED):
             client = self._new_client(url, None)
             client.connect()

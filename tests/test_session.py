@@ -463,3 +463,21 @@ def test_events_that_arrive_before_the_job_id_are_delivered_after_it(engine_serv
         assert s.jobs.rows[rid].state == "completed"
     finally:
         s.close()
+
+
+def test_sign_in_while_the_engine_is_unreachable_keeps_the_stored_sign_in(engine_server, tmp_path):
+    """Issue 15 K2 (all three apps share it): Sign in while the engine is down replaced the client holding the
+    stored token with one that had none, so when the engine came back the plug-in said "signed out"."""
+    proxy = engine_proxy(engine_server)
+    s = proxied_session(engine_server, tmp_path, proxy)
+    try:
+        proxy.cut()
+        wait_for(s, "state", pred=lambda d: d["state"] != "connected", timeout=60)
+        s.login("admin", "not-checked", url=s.url)
+        err = wait_error(s)
+        assert err["code"] == "disconnected" and "stored sign-in is kept" in err["message"], err
+        proxy.restore()
+        wait_for(s, "state", pred=lambda d: d["state"] == "connected", timeout=90)
+    finally:
+        s.close()
+        proxy.close()
