@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+from protocol.errors import ProtocolError
+
 
 def test_sigterm_with_a_running_job_stops_at_the_next_step(spawn_engine, demo_models):
     eng = spawn_engine("--models", str(demo_models))
@@ -23,12 +25,16 @@ def test_sigterm_with_a_running_job_stops_at_the_next_step(spawn_engine, demo_mo
     except subprocess.TimeoutExpired:
         raise AssertionError("the engine did not exit within 30 s of SIGTERM:\n" + "".join(eng.log[-40:]))
     took = time.monotonic() - t0
-    # the owner heard about it before the connection closed
-    ev = c.next_event(10, match=lambda e: e.data.get("job") == job and e.name in ("job.failed", "job.result"))
-    assert ev.name == "job.failed" and ev.data["error"]["code"] == "interrupted", ev.data
-    c.close()
     time.sleep(0.2)   # the output drain thread reads the last lines
     log = "".join(eng.log)
+    # The owner heard about it before the connection closed - unless the step outlasted the 10 s grace (a loaded
+    # machine), which the engine logs; then the next start marks it (checked below).
+    try:
+        ev = c.next_event(10, match=lambda e: e.data.get("job") == job and e.name in ("job.failed", "job.result"))
+        assert ev.name == "job.failed" and ev.data["error"]["code"] == "interrupted", ev.data
+    except ProtocolError:
+        assert "did not reach its next step" in log, log[-3000:]
+    c.close()
     assert rc == 0, log[-3000:]
     assert "Event loop is closed" not in log and "Traceback" not in log, log[-3000:]
     print(f"exit {took:.2f} s after SIGTERM")
