@@ -4,7 +4,6 @@ soon as the result blobs and the job row are durable, the gallery's PNG, thumbna
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
