@@ -39,7 +39,7 @@ def steps():
     yield from wait(lambda: bool(ctl.STATE["models"]), 30, "models")
     st = bpy.context.scene.paintbridge
     st.model = model
-    st.mode, st.prompt, st.steps, st.seed = "GENERATE", "a red cube", 2, 7
+    st.mode, st.prompt, st.steps, st.seed = "GENERATE", "a red cube", 12, 7   # long enough for the timer to see it run
     st.width, st.height = 64, 48
     n0 = len(ctl.STATE["results"])
     with bpy.context.temp_override(window=win, area=area):
