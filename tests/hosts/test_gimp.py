@@ -6,7 +6,8 @@ PAINTBRIDGE_REQUIRE_HOSTS is set (CI on a prepared machine), in which case they 
 
 The plug-in is installed the way users get it: `paintbridge plugin build gimp` (engine.plugin_build), unzipped
 into the chroot's GIMP profile. Scripts run through GIMP's python-fu-eval batch interpreter, call the plug-in's
-PDB procedures NONINTERACTIVE and report back as JSON.
+PDB procedures NONINTERACTIVE and report back as JSON. The scripts are files in gimp/scripts/ (each runs after
+gimp/scripts/_prelude.py, inside a try whose finally writes OUT back).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT / "plugins" / "gimp" / "paintbridge"))
 
 from gimp_host import GimpHost  # noqa: E402
 
-import pb_support as sup  # noqa: E402
+import settings as gimp_settings  # noqa: E402  (the plug-in's GIMP-independent settings module)
 
 HOST = GimpHost()
 REQUIRED = bool(os.environ.get("PAINTBRIDGE_REQUIRE_HOSTS"))
@@ -61,66 +62,7 @@ def gimp_plugin(gimp, tmp_path_factory) -> Path:
     return folder
 
 
-PRELUDE = r'''
-import json, os, sys, traceback
-import gi
-gi.require_version("Gimp", "3.0"); gi.require_version("Gegl", "0.4")
-from gi.repository import Gimp, Gegl, GLib, GObject
-RGBA = "R'G'B'A u8"
-OUT = {}
-
-def pattern(w, h, seed):
-    # asymmetric in x, y and every channel, alpha included: any flip, swap or offset shows
-    return bytes(((x * 7 + y * 31 + c * 67 + seed) * (c + 1) + (x * y if c == 3 else 0)) % 256 if c < 3
-                 else 255 - ((x * 3 + y * 11 + seed) % 97)
-                 for y in range(h) for x in range(w) for c in range(4))
-
-def opaque(data):
-    b = bytearray(data); b[3::4] = b"\xff" * (len(b) // 4); return bytes(b)
-
-def put(layer, data):
-    buf = layer.get_buffer()
-    buf.set(Gegl.Rectangle.new(0, 0, layer.get_width(), layer.get_height()), RGBA, data)
-    buf.flush()
-    layer.update(0, 0, layer.get_width(), layer.get_height())
-
-def get(drawable, x=0, y=0, w=None, h=None):
-    w = drawable.get_width() if w is None else w
-    h = drawable.get_height() if h is None else h
-    return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(x, y, w, h), 1.0, RGBA, Gegl.AbyssPolicy.NONE))
-
-def visible(image):
-    vis = Gimp.Layer.new_from_visible(image, image, "check")
-    try:
-        return get(vis)
-    finally:
-        vis.delete()
-
-def run(name, image, drawables, **props):
-    proc = Gimp.get_pdb().lookup_procedure(name)
-    assert proc is not None, f"procedure {name} is not registered"
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-    cfg.set_property("image", image)
-    cfg.set_core_object_array("drawables", drawables)
-    for k, v in props.items():
-        cfg.set_property(k.replace("_", "-"), v)
-    res = proc.run(cfg)
-    status = res.index(0)
-    out = {"status": status.value_nick}
-    if status == Gimp.PDBStatusType.SUCCESS:
-        out["result"] = json.loads(res.index(1))
-    else:
-        err = Gimp.get_pdb().get_last_error()
-        out["error"] = err
-    return out
-
-def finish():
-    with open(os.environ["PAINTBRIDGE_RESULT"], "w") as f:
-        json.dump(OUT, f)
-
-try:
-'''
+SCRIPTS = HERE / "gimp" / "scripts"
 
 EPILOGUE = r'''
 except Exception:
@@ -132,12 +74,15 @@ finally:
 '''
 
 
-def gimp_script(body: str) -> str:
-    return PRELUDE + "\n".join("    " + line for line in body.strip("\n").splitlines()) + EPILOGUE
+def gimp_script(name: str) -> str:
+    """gimp/scripts/NAME.py after the prelude, inside try: ... finally: finish()."""
+    body = (SCRIPTS / f"{name}.py").read_text()
+    return ((SCRIPTS / "_prelude.py").read_text() + "\ntry:\n"
+            + "\n".join("    " + line for line in body.strip("\n").splitlines()) + "\n    pass\n" + EPILOGUE)
 
 
-def run_script(gimp, body: str, plugin: Path | None = None, env: dict | None = None, timeout: float = 300):
-    res = gimp.run_batch(gimp_script(body), plugins=[plugin] if plugin else [], env=env, timeout=timeout)
+def run_script(gimp, name: str, plugin: Path | None = None, env: dict | None = None, timeout: float = 300):
+    res = gimp.run_batch(gimp_script(name), plugins=[plugin] if plugin else [], env=env, timeout=timeout)
     res.check()
     out = res.result
     assert isinstance(out, dict), f"the GIMP script wrote no result\n{res.output[-4000:]}"
@@ -151,20 +96,7 @@ def run_script(gimp, body: str, plugin: Path | None = None, env: dict | None = N
 @needs_gimp
 def test_gimp_buffer_roundtrip_and_selection(gimp):
     """GEGL buffers take and give the wire's rgba8 bit for bit; the selection reads as a gray8 mask."""
-    out = run_script(gimp, r'''
-W, H = 13, 7
-img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-layer = Gimp.Layer.new(img, "p", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(layer, None, 0)
-data = pattern(W, H, 5)
-put(layer, data)
-OUT["same"] = get(layer) == data
-OUT["sub_same"] = get(layer, 3, 2, 4, 3) == b"".join(data[((2 + r) * W + 3) * 4:((2 + r) * W + 7) * 4] for r in range(3))
-img.select_rectangle(Gimp.ChannelOps.REPLACE, 2, 1, 5, 3)
-OUT["bounds"] = list(Gimp.Selection.bounds(img))
-m = bytes(img.get_selection().get_buffer().get(Gegl.Rectangle.new(0, 0, W, H), 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
-OUT["mask_rows"] = [list(m[r * W:(r + 1) * W]) for r in range(H)]
-''')
+    out = run_script(gimp, "buffer_roundtrip")
     assert out["same"] and out["sub_same"]
     assert out["bounds"] == [True, True, 2, 1, 7, 4]   # (ok, non_empty, x1, y1, x2, y2)
     rows = out["mask_rows"]
@@ -176,35 +108,24 @@ OUT["mask_rows"] = [list(m[r * W:(r + 1) * W]) for r in range(H)]
 @pytest.mark.host
 @needs_gimp
 def test_plugin_registers_procedures(gimp, gimp_plugin):
-    out = run_script(gimp, r'''
-pdb = Gimp.get_pdb()
-for name in ("paintbridge-generate", "paintbridge-refine", "paintbridge-inpaint", "paintbridge-outpaint",
-             "paintbridge-upscale", "paintbridge-sign-in", "paintbridge-settings", "paintbridge-gallery",
-             "paintbridge-workflow"):
-    proc = pdb.lookup_procedure(name)
-    OUT[name] = None if proc is None else {"menu": proc.get_menu_paths(),
-                                           "args": [a.name for a in proc.get_arguments()]}
-''', plugin=gimp_plugin)
+    out = run_script(gimp, "registers", plugin=gimp_plugin)
     for name, info in out.items():
         assert info is not None, f"{name} not registered"
         assert info["menu"] == ["<Image>/Filters/Paintbridge"]
-    assert {"prompt", "strength", "server-url", "token"} <= set(out["paintbridge-inpaint"]["args"])
-    assert {"image-id", "server-url", "token"} <= set(out["paintbridge-gallery"]["args"])
-    assert {"workflow", "values", "server-url", "token"} <= set(out["paintbridge-workflow"]["args"])
+    assert {"prompt", "strength", "server-url"} <= set(out["paintbridge-inpaint"]["args"])
+    assert {"image-id", "server-url"} <= set(out["paintbridge-gallery"]["args"])
+    assert {"workflow", "values", "server-url"} <= set(out["paintbridge-workflow"]["args"])
+    # issue 15 item 9: GIMP writes arguments to plug-in-settings files ("Save Settings", last values), so no
+    # procedure may take a secret as an argument
+    secret = {name: [a for a in info["args"] if "password" in a or "token" in a] for name, info in out.items()}
+    assert not any(secret.values()), secret
 
 
 @pytest.mark.host
 @needs_gimp
 def test_plugin_reports_unreachable_engine(gimp, gimp_plugin):
     """A clear error status, no layer added, and GIMP keeps running."""
-    out = run_script(gimp, r'''
-img = Gimp.Image.new(16, 16, Gimp.ImageBaseType.RGB)
-layer = Gimp.Layer.new(img, "base", 16, 16, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(layer, None, 0)
-img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, 8, 8)
-OUT["run"] = run("paintbridge-inpaint", img, [layer], server_url="ws://127.0.0.1:9/v1/ws", token="x")
-OUT["layers"] = [l.get_name() for l in img.get_layers()]
-''', plugin=gimp_plugin)
+    out = run_script(gimp, "unreachable", plugin=gimp_plugin)
     assert out["run"]["status"] == "execution-error", out
     assert "127.0.0.1:9" in (out["run"]["error"] or "")
     assert out["layers"] == ["base"]
@@ -213,46 +134,16 @@ OUT["layers"] = [l.get_name() for l in img.get_layers()]
 # ---- with a real engine ------------------------------------------------------------------------------------------
 
 def _engine_env(engine_server) -> dict:
-    return {"PB_URL": engine_server.url, "PB_TOKEN": engine_server.token, "PB_MODEL": engine_server.model_name,
-            "PAINTBRIDGE_TIMEOUT": "240"}
+    # the plug-in takes a script's token from $PAINTBRIDGE_TOKEN: no procedure has a token argument
+    return {"PB_URL": engine_server.url, "PAINTBRIDGE_TOKEN": engine_server.token,
+            "PB_MODEL": engine_server.model_name, "PAINTBRIDGE_TIMEOUT": "240"}
 
 
 @pytest.mark.host
 @needs_gimp
 def test_plugin_inpaint_selection(gimp, gimp_plugin, engine_server):
     """Inpaint a selection: a new layer exactly at the selection, nothing outside it changes."""
-    out = run_script(gimp, r'''
-W, H = 64, 48
-SX, SY, SW, SH = 21, 13, 18, 14
-img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-base = Gimp.Layer.new(img, "base", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(base, None, 0)
-put(base, opaque(pattern(W, H, 3)))
-before_base = get(base)
-before_vis = visible(img)
-img.select_rectangle(Gimp.ChannelOps.REPLACE, SX, SY, SW, SH)
-OUT["run"] = run("paintbridge-inpaint", img, [base], prompt="a red square", steps=2, strength=1.0,
-                 model=os.environ["PB_MODEL"], server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
-OUT["layers"] = []
-for l in img.get_layers():
-    ok, x, y = l.get_offsets()
-    OUT["layers"].append({"name": l.get_name(), "x": x, "y": y, "w": l.get_width(), "h": l.get_height(),
-                          "id": l.get_id(), "mask": l.get_mask() is not None})
-OUT["base_unchanged"] = get(base) == before_base
-after = visible(img)
-diff_out, diff_in = 0, 0
-for y in range(H):
-    for x in range(W):
-        i = (y * W + x) * 4
-        changed = after[i:i + 4] != before_vis[i:i + 4]
-        if SX <= x < SX + SW and SY <= y < SY + SH:
-            diff_in += changed
-        else:
-            diff_out += changed
-OUT["changed_outside"] = diff_out
-OUT["changed_inside"] = diff_in
-OUT["undo_enabled"] = img.undo_is_enabled()
-''', plugin=gimp_plugin, env=_engine_env(engine_server))
+    out = run_script(gimp, "inpaint_selection", plugin=gimp_plugin, env=_engine_env(engine_server))
     run = out["run"]
     assert run["status"] == "success", run
     layers = out["layers"]
@@ -272,24 +163,7 @@ def test_plugin_pixel_exact_roundtrip(gimp, gimp_plugin, engine_server):
     """GIMP -> wire -> engine -> wire -> GIMP is bit-exact: Refine at strength 0 returns the input unchanged
     (the engine passes it through), so an asymmetric pattern with partial alpha, read from a selection at an
     offset, must come back identical and at the same place (no flips, channel swaps or offsets)."""
-    out = run_script(gimp, r'''
-W, H = 40, 24
-SX, SY, SW, SH = 5, 3, 23, 11
-img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-base = Gimp.Layer.new(img, "base", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(base, None, 0)
-put(base, pattern(W, H, 11))        # partial alpha: the composite over nothing keeps it (straight alpha)
-expected = get(base, SX, SY, SW, SH)
-img.select_rectangle(Gimp.ChannelOps.REPLACE, SX, SY, SW, SH)
-OUT["run"] = run("paintbridge-refine", img, [base], strength=0.0, steps=1, model=os.environ["PB_MODEL"],
-                 server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
-top = img.get_layers()[0]
-ok, x, y = top.get_offsets()
-OUT["placed"] = [x, y, top.get_width(), top.get_height()]
-got = get(top)
-OUT["exact"] = got == expected
-OUT["first_diff"] = next((i for i in range(min(len(got), len(expected))) if got[i] != expected[i]), None)
-''', plugin=gimp_plugin, env=_engine_env(engine_server))
+    out = run_script(gimp, "pixel_roundtrip", plugin=gimp_plugin, env=_engine_env(engine_server))
     assert out["run"]["status"] == "success", out["run"]
     assert out["placed"] == [5, 3, 23, 11]
     assert out["exact"], f"first differing byte: {out['first_diff']}"
@@ -299,41 +173,26 @@ OUT["first_diff"] = next((i for i in range(min(len(got), len(expected))) if got[
 @needs_gimp
 def test_plugin_generate_outpaint_upscale_settings(gimp, gimp_plugin, engine_server):
     """The other procedures, end to end: layers land where they belong, in the right sizes."""
-    out = run_script(gimp, r"""
-W, H = 48, 32
-img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-base = Gimp.Layer.new(img, "base", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(base, None, 0)
-put(base, opaque(pattern(W, H, 1)))
-conn = dict(model=os.environ["PB_MODEL"], server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"], steps=1)
-img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 4, 20, 16)     # 20 is not a multiple of 8: clipped back
-OUT["generate"] = run("paintbridge-generate", img, [base], prompt="x", seed=3, lora="tiny-lora-sd15", lora_weight=1.0,
-                      **conn)
-OUT["bad_lora"] = run("paintbridge-generate", img, [base], prompt="x", lora="no-such-lora", **conn)
-Gimp.Selection.none(img)
-OUT["outpaint"] = run("paintbridge-outpaint", img, [base], extend_right=16, extend_bottom=8, **conn)
-OUT["size_after_outpaint"] = [img.get_width(), img.get_height()]
-OUT["upscale"] = run("paintbridge-upscale", img, [base], scale=2, server_url=os.environ["PB_URL"],
-                     token=os.environ["PB_TOKEN"])
-up = Gimp.Image.get_by_id(OUT["upscale"]["result"]["image"]) if OUT["upscale"]["status"] == "success" else None
-OUT["upscaled_size"] = [up.get_width(), up.get_height()] if up else None
-OUT["esrgan"] = run("paintbridge-upscale", img, [base], scale=2, upscaler="tiny-esrgan",
-                    server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
-up2 = Gimp.Image.get_by_id(OUT["esrgan"]["result"]["image"]) if OUT["esrgan"]["status"] == "success" else None
-OUT["esrgan_size"] = [up2.get_width(), up2.get_height()] if up2 else None
-n_images = len(Gimp.get_images())
-OUT["bad_upscaler"] = run("paintbridge-upscale", img, [base], scale=2, upscaler="no-such-upscaler",
-                          server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
-OUT["images_after_bad"] = len(Gimp.get_images()) - n_images
-OUT["settings"] = run("paintbridge-settings", img, [], server_url=os.environ["PB_URL"], model="")
-""", plugin=gimp_plugin, env=_engine_env(engine_server))
+    out = run_script(gimp, "generate_outpaint_upscale", plugin=gimp_plugin, env=_engine_env(engine_server))
     for key in ("generate", "outpaint", "upscale", "esrgan", "settings"):
         assert out[key]["status"] == "success", (key, out[key])
     (gen,) = out["generate"]["result"]["layers"]
     assert (gen["x"], gen["y"], gen["w"], gen["h"]) == (8, 4, 20, 16)
+    # issue 15 item 10: rendered at the model's size (the demo model is sd1: 512² pixels, the 20×16 selection's
+    # aspect, multiples of 8), then placed at the selection's size; the size used is reported
+    assert out["generate"]["result"]["size"] == [576, 456]
+    with engine_server.client() as c:
+        sent = c.call("job.get", {"job": out["generate"]["result"]["job"]})["request"]
+    assert (sent["width"], sent["height"]) == (576, 456)
+    # issue 15 item 11: a failed outpaint leaves the canvas as it was; a good one grows it and adds one layer
+    # whose mask shows only the new area, so the layers below stay visible (and editable) in the old one
+    assert out["bad_outpaint"]["status"] == "calling-error", out["bad_outpaint"]
+    assert out["size_after_bad_outpaint"] == [48, 32] and out["layers_after_bad_outpaint"] == 2
     assert out["size_after_outpaint"] == [64, 40]
-    for layer in out["outpaint"]["result"]["layers"]:
-        assert layer["x"] >= 0 and layer["y"] >= 0 and layer["x"] + layer["w"] <= 64 and layer["y"] + layer["h"] <= 40
+    (layer,) = out["outpaint"]["result"]["layers"]
+    assert (layer["x"], layer["y"], layer["w"], layer["h"]) == (0, 0, 64, 40)
+    assert out["outpaint_mask"] == {"at": [0, 0, 64, 40], "old_max": 0, "new_min": 255}, out["outpaint_mask"]
+    assert out["old_area_shows_base"]
     assert out["upscaled_size"] == [128, 80] and out["esrgan_size"] == [128, 80]
     assert out["bad_lora"]["status"] == "calling-error" and "tiny-lora-sd15" in out["bad_lora"]["error"]
     with engine_server.client() as c:   # the generate above asked for the LoRA
@@ -346,41 +205,61 @@ OUT["settings"] = run("paintbridge-settings", img, [], server_url=os.environ["PB
     assert out["settings"]["result"]["url"]
 
 
+@pytest.mark.host
+@needs_gimp
+def test_sign_in_keeps_password_and_token_out_of_gimp_settings(gimp, gimp_plugin, engine_server):
+    """Issue 15 item 9: after a sign-in with "remember me" and runs on the stored sign-in, no file of GIMP's
+    profile (plug-in-settings, pluginrc, …) holds the password or the token; only the token store does."""
+    from ..conftest import cli
+
+    user, password = f"gimp{uuid.uuid4().hex[:6]}", f"pw-{uuid.uuid4().hex}"
+    cli("users", "--data-dir", str(engine_server.data_dir), "add", user, "--password", password)
+    env = {"PB_URL": engine_server.url, "PB_USER": user, "PB_PASSWORD": password, "PAINTBRIDGE_PASSWORD": password}
+    out = run_script(gimp, "sign_in_secrets", plugin=gimp_plugin, env=env)
+    assert out["sign_in"]["status"] == "success", out["sign_in"]
+    assert out["sign_in"]["result"]["user"] == user
+    assert out["token_stored"], "remember me: the token store holds the token"
+    # the stored sign-in works for the next runs (this image id does not exist: a clean "not found")
+    assert out["gallery"]["status"] == "execution-error" and "0123456789abcdef" in out["gallery"]["error"]
+    assert out["files_checked"] > 0 and out["leaks"] == [], out["leaks"]
+
+
 # ---- plain unit tests of the GIMP-independent helpers --------------------------------------------------------------
 
 def test_support_context_region_is_clipped():
-    img = sup.Rect(0, 0, 100, 80)
-    # the engine's context: a quarter of the selection, at least 16 px
-    assert sup.context_region(sup.Rect(10, 10, 20, 20), img) == sup.Rect(0, 0, 46, 46)
-    assert sup.context_region(sup.Rect(40, 30, 20, 20), img) == sup.Rect(24, 14, 52, 52)
-    assert sup.context_region(sup.Rect(300, 300, 5, 5), img).empty
-
-
-def test_support_generate_params():
-    p = sup.generate_params("txt2img", "m", prompt="p", width=21, height=8, seed=-1, steps=0)
-    assert p == {"mode": "txt2img", "model": "m", "prompt": "p", "negative_prompt": "", "batch": 1,
-                 "width": 24, "height": 8}
-    p = sup.generate_params("upscale", "", extra={"scale": 2}, seed=7, strength=0.0)
-    assert "model" not in p and "width" not in p and p["seed"] == 7 and p["strength"] == 0.0 and p["scale"] == 2
+    # host.context_region is this, shifted to the image's origin: the engine's context, a quarter of the
+    # selection, at least 16 px, clipped to the image
+    from protocol.pixels import context_region
+    assert context_region((10, 10, 20, 20), 100, 80) == (0, 0, 46, 46)
+    assert context_region((40, 30, 20, 20), 100, 80) == (24, 14, 52, 52)
+    x, y, w, h = context_region((300, 300, 5, 5), 100, 80)
+    assert w == 0 or h == 0
 
 
 def test_support_settings_roundtrip(tmp_path, monkeypatch):
     monkeypatch.delenv("PAINTBRIDGE_URL", raising=False)
-    assert sup.load_settings(str(tmp_path)) == {}
-    sup.save_settings(str(tmp_path), {"url": "ws://h:1/v1/ws"})
-    s = sup.load_settings(str(tmp_path))
-    assert sup.resolve_url("", s, "ws://default") == "ws://h:1/v1/ws"
-    assert sup.resolve_url(" ws://arg ", s, "ws://default") == "ws://arg"
-    assert sup.pick_model("", {}, [{"name": "a"}, {"name": "b", "default": True}]) == "b"
-    assert sup.pick_model("", {}, ["x"]) == "x"
+    cfg = str(tmp_path)
+    assert gimp_settings.load(cfg) == {}
+    gimp_settings.save(cfg, {"url": "ws://h:1/v1/ws"})
+    s = gimp_settings.load(cfg)
+    assert gimp_settings.resolve_url("", s, "ws://default") == "ws://h:1/v1/ws"
+    assert gimp_settings.resolve_url(" ws://arg ", s, "ws://default") == "ws://arg"
+    assert gimp_settings.pick_model("", {}, [{"name": "a"}, {"name": "b", "default": True}]) == "b"
+    assert gimp_settings.pick_model("", {"model": "a"}, [{"name": "a"}, {"name": "b", "default": True}]) == "a"
+    assert gimp_settings.pick_model("", {"model": "gone"}, [{"name": "a"}]) == "a"   # a default the engine lost
+    # the last form values are kept (a canceled or failed run keeps what was typed), never a secret
+    gimp_settings.remember_form(cfg, "paintbridge-generate", {"prompt": "a fox", "steps": 4, "token": "t0k",
+                                                               "password": "pw"})
+    assert gimp_settings.last_form(cfg, "paintbridge-generate") == {"prompt": "a fox", "steps": 4}
+    assert "t0k" not in (tmp_path / "settings.json").read_text() and "pw" not in (tmp_path / "settings.json").read_text()
 
 
 # ---- gallery and workflows: plain modules against a real engine (no GIMP) ------------------------------------------
 
 import uuid  # noqa: E402
 
-import pb_gallery  # noqa: E402
-import pb_workflow as pbw  # noqa: E402
+import workflow_form as pbw  # noqa: E402
+from protocol.gallery import GalleryBrowser, caption  # noqa: E402
 from protocol import forms  # noqa: E402
 from protocol.pixels import Pixels  # noqa: E402
 
@@ -415,7 +294,7 @@ def test_gallery_browser_pages_search_star_and_recall(gimp_session, engine_serve
     job = wait_for(s, "job")["job"]
     wait_for(s, "result", pred=lambda d: d["job"] == job)
 
-    b = pb_gallery.GalleryBrowser(s, page_size=2, thumb_size=32)
+    b = GalleryBrowser(s, page_size=2, thumb_size=32)
     b.reload(query=f"nomatch{word}")
     b.reload(query=word)                      # a new search before the first page came: that page is stale
     assert b.accept(wait_for(s, "images")) is None
@@ -427,14 +306,14 @@ def test_gallery_browser_pages_search_star_and_recall(gimp_session, engine_serve
     more = b.accept(wait_for(s, "images"))
     assert len(more) == 1 and not b.has_more and b.status() == "3 of 3 images"
     assert sorted(it["seed"] for it in b.items) == [77, 78, 79] and len({it["id"] for it in b.items}) == 3
-    cap = pb_gallery.caption(b.items[0])
+    cap = caption(b.items[0])
     assert cap.startswith(word) and "64×64" in cap and "gimp" in cap and "★" not in cap
 
     target = b.items[-1]["id"]
-    s.call("images.star", {"image": target, "starred": True}, tag=("star", target))
-    assert wait_for(s, "reply")["result"] == {"starred": True}
-    b.set_starred(target, True)
-    assert "★" in pb_gallery.caption(b.find(target))
+    b.star(target, True)
+    reply = wait_for(s, "reply")
+    assert reply["result"] == {"starred": True} and b.replied(reply)
+    assert "★" in caption(b.find(target))
     b.reload(starred_only=True)
     assert [it["id"] for it in b.accept(wait_for(s, "images"))] == [target] and b.filters() == {
         "q": word, "starred": True}
@@ -443,28 +322,29 @@ def test_gallery_browser_pages_search_star_and_recall(gimp_session, engine_serve
     s.recall(target)
     rec = wait_for(s, "recalled")
     cfg = str(tmp_path)
-    args, notes = pb_gallery.store_recall(cfg, target, rec["values"])
+    args, notes = gimp_settings.recall_args(rec["values"])
+    gimp_settings.store_recall(cfg, target, args)
     assert notes == [] and args["seed"] == rec["values"]["seed"] and args["prompt"] == f"{word} lighthouse"
-    gen = pb_gallery.pending_recall(cfg, "paintbridge-generate", GENERATE_ARGS)
+    gen = gimp_settings.pending_recall(cfg, "paintbridge-generate", GENERATE_ARGS)
     assert gen == {"prompt": f"{word} lighthouse", "negative-prompt": "", "model": engine_server.model_name,
                    "steps": 1, "guidance": 4.0, "seed": rec["values"]["seed"], "batch": 1, "lora": "",
                    "lora-weight": 0.8}
-    ref = pb_gallery.pending_recall(cfg, "paintbridge-refine", REFINE_ARGS)
+    ref = gimp_settings.pending_recall(cfg, "paintbridge-refine", REFINE_ARGS)
     assert "strength" in ref and "batch" not in ref
-    pb_gallery.recall_used(cfg, "paintbridge-generate")
-    assert pb_gallery.pending_recall(cfg, "paintbridge-generate", GENERATE_ARGS) == {}
-    assert pb_gallery.pending_recall(cfg, "paintbridge-refine", REFINE_ARGS) == ref
-    assert pb_gallery.pending_recall(cfg, "paintbridge-outpaint", REFINE_ARGS) == {}
+    gimp_settings.recall_used(cfg, "paintbridge-generate")
+    assert gimp_settings.pending_recall(cfg, "paintbridge-generate", GENERATE_ARGS) == {}
+    assert gimp_settings.pending_recall(cfg, "paintbridge-refine", REFINE_ARGS) == ref
+    assert gimp_settings.pending_recall(cfg, "paintbridge-outpaint", REFINE_ARGS) == {}
     # a workflow image: Run workflow opens with that workflow and its (non-layer) values, once
-    pb_gallery.store_workflow_recall(cfg, target, "GimpFox", {"steps": 3, "source": {"sha256": "ab"}})
-    assert pb_gallery.pending_workflow_recall(cfg) == ("GimpFox", {"steps": 3})
-    pb_gallery.workflow_recall_used(cfg)
-    assert pb_gallery.pending_workflow_recall(cfg) is None and pb_gallery.pending_recall(
+    gimp_settings.store_workflow_recall(cfg, target, "GimpFox", {"steps": 3, "source": {"sha256": "ab"}})
+    assert gimp_settings.pending_workflow_recall(cfg) == ("GimpFox", {"steps": 3})
+    gimp_settings.workflow_recall_used(cfg)
+    assert gimp_settings.pending_workflow_recall(cfg) is None and gimp_settings.pending_recall(
         cfg, "paintbridge-refine", REFINE_ARGS) == ref
     # the engine's random seeds go up to 2**32: GIMP's 32-bit seed field cannot hold them all
-    args, notes = pb_gallery.recall_args({"seed": 2 ** 32 - 5, "steps": 3})
-    assert args == {"steps": 3, "lora": "", "lora-weight": 0.8} and "seed" in notes[0]
-    args, _ = pb_gallery.recall_args({"loras": [{"model": "tiny-lora-sd15", "weight": 1.25}]})
+    args, notes = gimp_settings.recall_args({"seed": 2 ** 32 - 5, "steps": 3})
+    assert args == {"steps": 3} and "seed" in notes[0]
+    args, _ = gimp_settings.recall_args({"loras": [{"model": "tiny-lora-sd15", "weight": 1.25}]})
     assert (args["lora"], args["lora-weight"]) == ("tiny-lora-sd15", 1.25)
 
 
@@ -553,23 +433,7 @@ def test_plugin_open_from_gallery(gimp, gimp_plugin, engine_server):
     finally:
         c.close()
     env = dict(_engine_env(engine_server), PB_OLDER=made["older"]["id"])
-    out = run_script(gimp, r'''
-img = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
-base = Gimp.Layer.new(img, "base", 64, 48, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(base, None, 0)
-conn = dict(server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
-def top():
-    l = img.get_layers()[0]
-    ok, x, y = l.get_offsets()
-    return {"name": l.get_name(), "x": x, "y": y, "w": l.get_width(), "h": l.get_height(), "hex": get(l).hex()}
-OUT["older"] = run("paintbridge-gallery", img, [base], image_id=os.environ["PB_OLDER"], **conn)
-OUT["older_layer"] = top()
-OUT["newest"] = run("paintbridge-gallery", img, [base], image_id="", **conn)
-OUT["newest_layer"] = top()
-OUT["missing"] = run("paintbridge-gallery", img, [base], image_id="0123456789abcdef", **conn)
-OUT["layers"] = len(img.get_layers())
-OUT["undo"] = img.undo_is_enabled()
-''', plugin=gimp_plugin, env=env)
+    out = run_script(gimp, "open_from_gallery", plugin=gimp_plugin, env=env)
     for key in ("older", "newest"):
         assert out[key]["status"] == "success", out[key]
         got, want = out[f"{key}_layer"], made[key]
@@ -591,36 +455,7 @@ def test_plugin_run_workflow(gimp, gimp_plugin, engine_server):
     c.call("workflows.save", {"name": "GimpShrink", "graph": RESIZE, "params": SHRINK_PARAMS})
     c.call("workflows.save", {"name": "GimpMasked", "graph": MASKED, "params": MASKED_PARAMS})
     before = _newest_job(c)
-    out = run_script(gimp, r'''
-img = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
-base = Gimp.Layer.new(img, "base", 64, 48, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(base, None, 0)
-src = Gimp.Layer.new(img, "src", 40, 20, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(src, None, 0)
-src.set_offsets(6, 4)
-put(src, bytes([200, 30, 90, 255]) * (40 * 20))
-conn = dict(server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
-def wf(name, values, drawables=None):
-    return run("paintbridge-workflow", img, [src] if drawables is None else drawables, workflow=name,
-               values=values, **conn)
-# the failures first: none may queue a job
-img.select_rectangle(Gimp.ChannelOps.REPLACE, 10, 8, 5, 3)
-OUT["bad_source"] = wf("GimpShrink", '{"source": "selection"}')
-OUT["unknown"] = wf("GimpShrink", '{"source": "active", "bogus": 3}')
-OUT["no_such"] = wf("NoSuchFlow", '{}')
-OUT["not_json"] = wf("GimpShrink", 'source=active')
-Gimp.Selection.none(img)
-OUT["no_selection"] = wf("GimpMasked", '{"source": "active", "area": "selection"}')
-OUT["missing"] = wf("GimpShrink", '{}')
-OUT["layers_after_failures"] = [l.get_name() for l in img.get_layers()]
-OUT["ok"] = wf("GimpShrink", '{"source": "active"}')
-l = img.get_layers()[0]
-ok, x, y = l.get_offsets()
-OUT["placed"] = [l.get_name(), x, y, l.get_width(), l.get_height()]
-OUT["uniform"] = get(l) == bytes([200, 30, 90, 255]) * (32 * 16)
-img.select_rectangle(Gimp.ChannelOps.REPLACE, 10, 8, 5, 3)
-OUT["masked"] = wf("GimpMasked", '{"source": "active", "area": "selection"}')
-''', plugin=gimp_plugin, env=_engine_env(engine_server))
+    out = run_script(gimp, "run_workflow", plugin=gimp_plugin, env=_engine_env(engine_server))
     try:
         bad = {k: out[k] for k in ("bad_source", "unknown", "no_such", "not_json", "no_selection", "missing")}
         for key, res in bad.items():
@@ -656,107 +491,6 @@ OUT["masked"] = wf("GimpMasked", '{"source": "active", "area": "selection"}')
 
 # ---- the interactive dialogs' Gtk code, under Xvfb (no GIMP process: GIMP's batch mode has no display) -------------
 
-DIALOG_SMOKE = r'''
-import json, os, sys, tempfile
-sys.argv = ["paintbridge"]
-sys.path.insert(0, "/root/.config/GIMP/3.0/plug-ins/paintbridge")
-import paintbridge as pb
-import gi
-gi.require_version("Gtk", "3.0"); gi.require_version("GdkPixbuf", "2.0")
-from gi.repository import GdkPixbuf, Gtk
-from protocol.pixels import Pixels
-from protocol.session import Update
-assert Gtk.init_check()[0], "no display"
-OUT = {}
-tmp = tempfile.mkdtemp()
-pb.config_dir = lambda: tmp
-
-# -- Run workflow: widgets per field, values read back and checked, errors under their fields --
-FOX = {"name": "Fox", "description": "txt2img", "params": [
-    {"name": "prompt", "type": "str", "label": "Prompt", "default": "a red fox", "multiline": True},
-    {"name": "steps", "type": "int", "min": 1, "max": 8, "step": 1, "default": 2},
-    {"name": "cfg", "type": "float", "min": 0, "max": 20, "step": 0.5, "default": 7.0, "label": "Guidance"},
-    {"name": "scheduler", "type": "str", "default": "euler", "choices": ["euler", "ddim"]},
-    {"name": "tiled", "type": "bool", "default": False},
-    {"name": "title", "type": "str", "default": "x"},
-    {"name": "count", "type": "int", "default": None}]}
-MASKED = {"name": "Masked", "params": [{"name": "source", "type": "image"}, {"name": "area", "type": "mask"}]}
-layer = Pixels(bytes(4 * 6), 3, 2, "rgba8", 1, 1)
-sources = {"active": layer, "selection": None}
-dlg = pb.WorkflowDialog(Gtk, [MASKED, FOX], "Fox", {"steps": 5, "scheduler": "ddim"}, sources.get)
-dlg.dialog.show_all()
-OUT["widgets"] = [type(dlg.grid.get_child_at(1, 2 * i)).__name__ for i in range(len(dlg.rows))]
-OUT["initial"] = {spec["name"]: getter() for spec, getter, _ in dlg.rows}
-OUT["first_check"] = dlg.check()
-OUT["errors_shown"] = {spec["name"]: label.get_text() for spec, _, label in dlg.rows if label.get_visible()}
-rows = {spec["name"]: (spec, getter) for spec, getter, _ in dlg.rows}
-spin = [c for c in dlg.grid.get_children() if isinstance(c, Gtk.SpinButton)]
-for w in spin:
-    if w.get_text() == "":
-        w.set_text("3")          # the required count
-OUT["second_check"] = dlg.check()
-OUT["errors_after"] = {spec["name"]: label.get_text() for spec, _, label in dlg.rows if label.get_visible()}
-dlg.combo.set_active(1)          # Masked (by name, after Fox): the form is rebuilt
-OUT["masked_widgets"] = [spec["widget"] for spec, _, _ in dlg.rows]
-OUT["masked_check"] = dlg.check()
-OUT["masked_errors"] = {spec["name"]: label.get_text() for spec, _, label in dlg.rows if label.get_visible()}
-dlg.dialog.destroy()
-
-# -- Gallery: pages into the icon view (thumbnails as pixbufs), star, use settings, load more --
-class FakeSession:
-    def __init__(self): self.calls = []
-    def list_images(self, **kw): self.calls.append(("list", kw))
-    def recall(self, image, tag=None): self.calls.append(("recall", image))
-    def call(self, op, args=None, tag=None): self.calls.append((op, args))
-    def open_image(self, image, tag=None): self.calls.append(("open", image))
-    def poll(self): return []
-class FakeRunner:
-    session = FakeSession()
-gal = pb.GalleryDialog(FakeRunner(), None, Gtk, GdkPixbuf)
-gal.browser.reload()
-gal.dialog.show_all()
-thumb = Pixels(bytes((i * 7) % 256 for i in range(12 * 8 * 4)), 12, 8, "rgba8")
-def summary(i, starred=False):
-    return {"id": f"{i:016x}", "prompt": f"image {i}", "seed": i, "w": 64, "h": 64, "app": "krita",
-            "starred": starred, "thumbnail": thumb}
-gal._dispatch(Update("images", {"images": [summary(1), summary(2)], "total": 3, "next_cursor": "c1",
-                                "tag": ("gallery", 1)}))
-gal._dispatch(Update("images", {"images": [summary(9)], "total": 1, "next_cursor": None, "tag": ("gallery", 0)}))
-OUT["rows"] = [(r[1], r[2]) for r in gal.store]
-pix = gal.store[0][0]
-OUT["pixbuf"] = [pix.get_width(), pix.get_height(), pix.get_has_alpha(), bytes(pix.get_pixels()[:8]) == thumb.data[:8]]
-OUT["more_sensitive"] = gal.more.get_sensitive()
-gal.view.select_path(Gtk.TreePath.new_from_indices([1]))
-gal._on_response(gal.dialog, gal.STAR)
-gal._dispatch(Update("reply", {"op": "images.star", "result": {"starred": True}, "tag": ("star", f"{2:016x}")}))
-OUT["starred_caption"] = gal.store[1][1]
-OUT["star_label"] = gal.star_button.get_label()
-gal._on_response(gal.dialog, gal.RECALL)
-gal._dispatch(Update("recalled", {"image": f"{2:016x}", "values": {"prompt": "image 2", "seed": 2, "steps": 3},
-                                  "tag": ("recall", f"{2:016x}")}))
-OUT["status"] = gal.status.get_text()
-OUT["settings"] = json.load(open(os.path.join(tmp, "settings.json")))
-gal._dispatch(Update("recalled", {"image": f"{1:016x}", "values": {}, "workflow": ("Fox", {"steps": 4, "src": {"sha256": "x"}}),
-                                  "tag": ("recall", f"{1:016x}")}))
-OUT["wf_status"] = gal.status.get_text()
-OUT["wf_recall"] = pb.pb_gallery.pending_workflow_recall(tmp)
-gal.more.clicked()
-OUT["calls"] = FakeRunner.session.calls
-gal.dialog.destroy()
-
-# -- the progress dialog of a running job: bar, live preview, Cancel --
-run = pb.Runner.__new__(pb.Runner)        # without GIMP's progress calls (no GIMP process here)
-run.interactive, run.dialog, run.cancel_requested = True, None, False
-run._open_cancel_dialog("Paintbridge: working")
-run._dialog_progress(0.5, "step 2 of 4")
-run._dialog_preview(Pixels(bytes((i * 3) % 256 for i in range(32 * 24 * 4)), 32, 24, "rgba8"))
-shown = run._preview.get_pixbuf()
-OUT["progress"] = [run._bar.get_fraction(), run._label.get_text(), shown.get_width(), shown.get_height()]
-run._on_cancel()
-OUT["cancel"] = [run.cancel_requested, run._label.get_text()]
-run.dialog.destroy()
-print("SMOKE " + json.dumps(OUT, default=str))
-'''
 
 
 @pytest.mark.host
@@ -787,7 +521,7 @@ def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
                 assert _time.monotonic() < deadline, "Xvfb did not start"
                 _time.sleep(0.2)
         gimp.install_plugin(gimp_plugin)
-        res = gimp.run_in_root(["python3", "-c", DIALOG_SMOKE], env={"DISPLAY": f"127.0.0.1:{display}"},
+        res = gimp.run_in_root(["python3", "-c", (SCRIPTS / "dialog_smoke.py").read_text()], env={"DISPLAY": f"127.0.0.1:{display}"},
                                timeout=120)
     finally:
         xvfb.terminate()
@@ -808,13 +542,14 @@ def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
     assert [r[1] for r in out["rows"]] == [f"{1:016x}", f"{2:016x}"]      # the stale page was dropped
     assert out["pixbuf"] == [12, 8, True, True] and out["more_sensitive"]
     assert "★" in out["starred_caption"] and out["star_label"] == "Un_star"
-    assert out["progress"] == [0.5, "step 2 of 4", 192, 144]
+    assert out["progress_title"] == "Paintbridge: Inpaint Selection"
+    assert out["progress"] == [0.5, "Paintbridge: step 2 of 4", 192, 144]
     assert out["cancel"] == [True, "Canceling…"]
+    assert out["sign_in"] == ["Paintbridge: Sign In", False, "ana", True]
     assert "Generate, Refine and Inpaint" in out["status"]
     assert out["settings"]["recall"] == {"image": f"{2:016x}",
-                                         "args": {"prompt": "image 2", "seed": 2, "steps": 3, "lora": "",
-                                                  "lora-weight": 0.8},
-                                         "pending": list(pb_gallery.RECALL_PROCS)}
+                                         "args": {"prompt": "image 2", "seed": 2, "steps": 3},
+                                         "pending": list(gimp_settings.RECALL_PROCS)}
     assert "Fox" in out["wf_status"] and out["wf_recall"] == ["Fox", {"steps": 4}]
     kinds = [c[0] for c in out["calls"]]
     assert kinds == ["list", "images.star", "recall", "list"] and out["calls"][-1][1]["cursor"] == "c1"

@@ -1,5 +1,5 @@
-"""GIMP-independent parts of "Run workflow…": which Gtk widget each form field becomes, and turning the values a
-script or the dialog gives into checked workflows.run values.
+"""The Run workflow form (GIMP-independent): which Gtk widget each protocol.forms Field becomes, and turning the
+values a script or the dialog gives into checked workflows.run values (errors per field).
 
 No `gi` import here (tested without GIMP). The schema -> Field mapping and the value checks are the shared
 protocol.forms; this module adds only what is GIMP's: concrete widget settings (Gtk adjustments need finite
