@@ -224,6 +224,65 @@ def test_sign_in_keeps_password_and_token_out_of_gimp_settings(gimp, gimp_plugin
     assert out["files_checked"] > 0 and out["leaks"] == [], out["leaks"]
 
 
+def _plugin_pids(gimp) -> list[int]:
+    """Processes of the installed plug-in's paintbridge.py running in the GIMP chroot."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            root = os.readlink(f"/proc/{d}/root")
+        except OSError:
+            continue
+        if b"plug-ins/paintbridge/paintbridge.py" in cmd and os.path.realpath(root) == os.path.realpath(gimp.root):
+            pids.append(int(d))
+    return pids
+
+
+@pytest.mark.host
+@needs_gimp
+def test_gimp_cancel_kills_the_plugin_and_the_engine_job_ends(gimp, gimp_plugin, engine_server):
+    """Issue 15 item 3, GIMP's part: GIMP's own Cancel (status bar / progress bar) kills the plug-in process; the
+    engine job it started must be canceled too, not run on into the gallery."""
+    import signal
+    import threading
+    import time as _time
+
+    prompt = f"gimpcancel{uuid.uuid4().hex[:8]}"
+    killed = {}
+
+    def kill_when_running():
+        with engine_server.client() as c:
+            deadline = _time.monotonic() + 240
+            while _time.monotonic() < deadline and "pid" not in killed:
+                jobs = [j for j in c.call("job.list", {"limit": 20})["jobs"] if j["request"].get("prompt") == prompt]
+                if jobs and jobs[0]["status"] == "running" and _plugin_pids(gimp):
+                    killed["job"] = jobs[0]["job"]
+                    for pid in _plugin_pids(gimp):
+                        os.kill(pid, signal.SIGKILL)      # what gimp_plug_in_close(plug_in, TRUE) does
+                        killed["pid"] = pid
+                    return
+                _time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_when_running, daemon=True)
+    killer.start()
+    env = dict(_engine_env(engine_server), PB_PROMPT=prompt)
+    out = run_script(gimp, "gimp_cancel", plugin=gimp_plugin, env=env)
+    killer.join(10)
+    assert "pid" in killed, ("the job never ran", out)
+    assert out["run"]["status"] != "success" and out["layers"] == ["base"]
+    with engine_server.client() as c:
+        deadline = _time.monotonic() + 60
+        status = None
+        while _time.monotonic() < deadline:
+            status = c.call("job.get", {"job": killed["job"]})["status"]
+            if status not in ("queued", "running"):
+                break
+            _time.sleep(0.5)
+    assert status == "canceled", status
+
+
 # ---- plain unit tests of the GIMP-independent helpers --------------------------------------------------------------
 
 def test_support_context_region_is_clipped():

@@ -8,8 +8,11 @@ to a progress view the entry hands in (panels.ProgressDialog, interactive runs o
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
 import time
 
 import gi
@@ -77,11 +80,37 @@ class Controller:
         self.job = None
         self.user = None
         self._cancel_sent = False
+        self._guard = None
 
     def close(self):
+        self._guard_done()
         if self.progress is not None:
             self.progress.close()
         self.session.close()
+
+    # -- GIMP's own Cancel kills this process: a guard process cancels the engine job then (job_guard.py) --
+    def _guard_job(self, job):
+        client = self.session.client
+        try:
+            self._guard = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "job_guard.py")],
+                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+            line = {"url": self.url, "token": getattr(client, "token", None), "job": job}
+            self._guard.stdin.write((json.dumps(line) + "\n").encode())
+            self._guard.stdin.flush()
+        except OSError as exc:   # no guard: everything else still works; only GIMP's Cancel would not reach the job
+            sys.stderr.write(f"paintbridge: no job guard ({exc})\n")
+            self._guard = None
+
+    def _guard_done(self):
+        guard, self._guard = self._guard, None
+        if guard is None:
+            return
+        try:
+            guard.stdin.write(b'{"done": true}\n')
+            guard.stdin.close()
+            guard.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
     # -- the loop --
     def pump(self, handle, timeout, what):
@@ -208,6 +237,8 @@ class Controller:
         def handle(up):
             row = self.session.jobs.rows.get(rid)   # poll() has applied up to it: queued, starting, step n
             if row is not None:
+                if row.job and self.job is None:
+                    self._guard_job(row.job)
                 self.job = row.job or self.job
                 self._show(row, last)
             if isinstance(up, ErrorUpdate) and up.request in (None, rid):
@@ -230,6 +261,7 @@ class Controller:
         try:
             self.pump(handle, settings.timeout_seconds(), "the job")
         finally:
+            self._guard_done()
             Gimp.progress_end()
         return result["layers"]
 
