@@ -128,6 +128,9 @@ def test_plugin_reports_unreachable_engine(gimp, gimp_plugin):
     out = run_script(gimp, "unreachable", plugin=gimp_plugin)
     assert out["run"]["status"] == "execution-error", out
     assert "127.0.0.1:9" in (out["run"]["error"] or "")
+    # issue 15 item 12: readable (not a raw "[Errno 111]"); GIMP shows the returned error once, no extra message
+    assert "cannot reach the engine at ws://127.0.0.1:9/v1/ws" in out["run"]["error"], out["run"]["error"]
+    assert "Errno" not in out["run"]["error"]
     assert out["layers"] == ["base"]
 
 
@@ -222,6 +225,9 @@ def test_sign_in_keeps_password_and_token_out_of_gimp_settings(gimp, gimp_plugin
     # the stored sign-in works for the next runs (this image id does not exist: a clean "not found")
     assert out["gallery"]["status"] == "execution-error" and "0123456789abcdef" in out["gallery"]["error"]
     assert out["files_checked"] > 0 and out["leaks"] == [], out["leaks"]
+    # sign out (Settings): said in the result, and the next run is no longer signed in
+    assert out["sign_out"]["status"] == "success" and out["sign_out"]["result"]["signed_out"] is True
+    assert out["after_sign_out"]["status"] == "execution-error" and "not signed in" in out["after_sign_out"]["error"]
 
 
 def _plugin_pids(gimp) -> list[int]:
@@ -605,6 +611,10 @@ def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
     assert out["progress"] == [0.5, "Paintbridge: step 2 of 4", 192, 144]
     assert out["cancel"] == [True, "Canceling…"]
     assert out["sign_in"] == ["Paintbridge: Sign In", False, "ana", True]
+    # issue 15 item 12: each procedure's dialogs are titled after it, not all "Paintbridge"
+    assert out["titles"] == ["Paintbridge: Generate", "Paintbridge: Refine", "Paintbridge: Inpaint Selection",
+                             "Paintbridge: Outpaint", "Paintbridge: Upscale", "Paintbridge: Sign In",
+                             "Paintbridge: Settings", "Paintbridge: Open from Gallery", "Paintbridge: Run Workflow"]
     assert "Generate, Refine and Inpaint" in out["status"]
     assert out["settings"]["recall"] == {"image": f"{2:016x}",
                                          "args": {"prompt": "image 2", "seed": 2, "steps": 3},

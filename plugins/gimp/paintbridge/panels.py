@@ -70,7 +70,10 @@ def procedure_dialog(procedure, config, fields, label, pickers=None, note=""):
     dialog.fill(names)
     for prop, choices in (pickers or {}).items():
         if prop in fields:
-            _picker(dialog, config, prop, choices)
+            try:
+                _picker(dialog, config, prop, choices)
+            except Exception as exc:  # noqa: BLE001 - the text field stays: the form still works
+                sys.stderr.write(f"paintbridge: no picker for {prop} ({type(exc).__name__}: {exc})\n")
     ok = dialog.run()
     dialog.destroy()
     return ok

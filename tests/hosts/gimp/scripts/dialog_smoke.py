@@ -104,4 +104,5 @@ sign = panels.SignInDialog("ws://127.0.0.1:1/v1/ws", "ana", True)
 OUT["sign_in"] = [sign.dialog.get_title(), sign.password.get_visibility(), sign.user.get_text(),
                   sign.remember.get_active()]
 sign.dialog.destroy()
+OUT["titles"] = [panels.title(label) for label, _ in pb.LABELS.values()]
 print("SMOKE " + json.dumps(OUT, default=str))
