@@ -365,8 +365,8 @@ class GalleryDialog:
 # ---- Run workflow ----------------------------------------------------------------------------------------------
 
 class WorkflowDialog:
-    """A combo of the person's workflows and a native form per workflow (specs from pb_workflow.form_specs).
-    Run checks the form with pb_workflow.prepare; errors show under their fields and nothing is sent."""
+    """A combo of the person's workflows and a native form per workflow (specs from workflow_form.form_specs).
+    Run checks the form with workflow_form.prepare; errors show under their fields and nothing is sent."""
 
     def __init__(self, Gtk, workflows, last_name, last_values, read):
         self.Gtk, self.pbw, self.read = Gtk, workflow_form, read
@@ -432,7 +432,7 @@ class WorkflowDialog:
         self.message.set_text("")
 
     def _widget(self, spec):
-        """Gtk widget for a spec, and a getter giving its raw value for pb_workflow.prepare."""
+        """Gtk widget for a spec, and a getter giving its raw value for workflow_form.prepare."""
         Gtk, kind = self.Gtk, spec["widget"]
         if kind == "choice":
             w = Gtk.ComboBoxText()
