@@ -93,19 +93,20 @@ MODE = {PROC_GENERATE: "txt2img", PROC_REFINE: "img2img", PROC_INPAINT: "inpaint
 # ---- procedures ----------------------------------------------------------------------------------------------
 
 def add_common_args(p, default_strength=None):
-    # The numbers a mnemonic marks are unique within each dialog (GIMP warns about duplicates).
+    # Mnemonics are unique within each dialog, GIMP's own buttons included (_Reset, _Load Saved Settings,
+    # _Save Settings, _Cancel, _OK: r, l, s, c, o); GIMP warns about every duplicate, and about a label without.
     p.add_string_argument("prompt", "_Prompt", "What to paint", "", RW)
     p.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
     p.add_string_argument("model", "_Model", "Model name (empty: your default model, else the engine's)", "", RW)
-    p.add_string_argument("lora", "_LoRA", "A LoRA on the engine to apply (empty: none)", "", RW)
+    p.add_string_argument("lora", "LoR_A", "A LoRA on the engine to apply (empty: none)", "", RW)
     p.add_double_argument("lora-weight", "LoRA _weight", "How strongly the LoRA applies", -2.0, 2.0, 0.8, RW)
     p.add_int_argument("steps", "S_teps", "Sampling steps (0: model default)", 0, settings.STEPS_MAX, 0, RW)
     p.add_double_argument("guidance", "_Guidance", "Guidance scale (0: model default)", 0.0, settings.GUIDANCE_MAX,
                           0.0, RW)
-    p.add_int_argument("seed", "S_eed", "Seed (-1: random; the one used is in the layer's name)", -1,
+    p.add_int_argument("seed", "See_d", "Seed (-1: random; the one used is in the layer's name)", -1,
                        settings.SEED_MAX, -1, RW)
     if default_strength is not None:
-        p.add_double_argument("strength", "St_rength", "How much to change (0..1)", 0.0, 1.0, default_strength, RW)
+        p.add_double_argument("strength", "Str_ength", "How much to change (0..1)", 0.0, 1.0, default_strength, RW)
     add_connection_args(p)
 
 
@@ -145,7 +146,7 @@ class Paintbridge(Gimp.PlugIn):
             add_common_args(p, 1.0)
         elif name == PROC_OUTPAINT:
             add_common_args(p)
-            for side, mn in (("left", "Extend le_ft"), ("top", "Extend t_op"), ("right", "Extend r_ight"),
+            for side, mn in (("left", "Extend le_ft"), ("top", "E_xtend top"), ("right", "Extend r_ight"),
                              ("bottom", "Extend _bottom")):
                 p.add_int_argument(f"extend-{side}", mn, f"Pixels to add on the {side}", 0, 4096, 0, RW)
         elif name == PROC_UPSCALE:
@@ -223,12 +224,12 @@ class Run:
         return self.config.get_property(prop)
 
     def open(self, need_models=True):
-        """Connect (interactive runs: the stored sign-in and the server from Settings; scripts: the arguments,
-        $PAINTBRIDGE_TOKEN or the stored sign-in)."""
+        """Connect ($PAINTBRIDGE_TOKEN or the stored sign-in; interactive runs use the server from Settings,
+        scripts their server-url argument)."""
         url = "" if self.interactive else self.text("server-url")
         self.ctl = Controller(self.interactive, url, controller_label(self.label))
         try:
-            self.ctl.connect(None if self.interactive else settings.script_token())
+            self.ctl.connect(settings.script_token())   # None: the stored sign-in
         except BaseException:
             self.ctl.close()
             raise
@@ -245,14 +246,18 @@ class Run:
         for prop, value in settings.last_form(cfg_dir, self.name).items():
             if prop in arg_names:
                 self.config.set_property(prop, value)
+        for prop in DIALOG_FIELDS[self.name]:   # an empty text argument comes back as None: Gtk wants ""
+            spec = self.config.find_property(prop)
+            if spec is not None and spec.value_type == GObject.TYPE_STRING and self.get(prop) is None:
+                self.config.set_property(prop, "")
         recalled = settings.pending_recall(cfg_dir, self.name, arg_names)
         for prop, value in recalled.items():
             self.config.set_property(prop, value)
         ok = panels.procedure_dialog(self.procedure, self.config, DIALOG_FIELDS[self.name], self.label, pickers, note)
-        if ok:
+        if self.name != PROC_SETTINGS:   # kept even when canceled (GIMP keeps only a successful run's values)
             settings.remember_form(cfg_dir, self.name, {p: self.get(p) for p in DIALOG_FIELDS[self.name]})
-            if recalled:
-                settings.recall_used(cfg_dir, self.name)
+        if ok and recalled:
+            settings.recall_used(cfg_dir, self.name)
         return ok
 
     def progress(self):

@@ -34,11 +34,11 @@ def visible(image):
     finally:
         vis.delete()
 
-def run(name, image, drawables, **props):
+def run(name, image, drawables, run_mode=Gimp.RunMode.NONINTERACTIVE, **props):
     proc = Gimp.get_pdb().lookup_procedure(name)
     assert proc is not None, f"procedure {name} is not registered"
     cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("run-mode", run_mode)
     cfg.set_property("image", image)
     cfg.set_core_object_array("drawables", drawables)
     for k, v in props.items():
