@@ -218,7 +218,7 @@ def test_plugin_generate_outpaint_upscale_settings(gimp, gimp_plugin, engine_ser
 def test_sign_in_keeps_password_and_token_out_of_gimp_settings(gimp, gimp_plugin, engine_server):
     """Issue 15 item 9: after a sign-in with "remember me" and runs on the stored sign-in, no file of GIMP's
     profile (plug-in-settings, pluginrc, …) holds the password or the token; only the token store does."""
-    from ..conftest import cli
+    from ..helpers import cli
 
     user, password = f"gimp{uuid.uuid4().hex[:6]}", f"pw-{uuid.uuid4().hex}"
     cli("users", "--data-dir", str(engine_server.data_dir), "add", user, "--password", password)
