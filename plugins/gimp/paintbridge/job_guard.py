@@ -36,8 +36,8 @@ def main() -> int:
 
     client = Client(info["url"], info.get("token"), app="gimp", app_version="job guard", reconnect=False)
     try:
-        client.connect(timeout=10)
-        client.call("job.cancel", {"job": info["job"]}, timeout=10)
+        client.connect(timeout=30)
+        client.call("job.cancel", {"job": info["job"]}, timeout=30)
     except Exception as exc:  # noqa: BLE001 - nobody is left to tell but stderr (GIMP's console)
         sys.stderr.write(f"paintbridge: could not cancel job {info['job']}: {exc}\n")
         return 1

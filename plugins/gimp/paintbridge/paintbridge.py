@@ -223,7 +223,7 @@ class Run:
     def get(self, prop):
         return self.config.get_property(prop)
 
-    def open(self, need_models=True):
+    def open(self):
         """Connect ($PAINTBRIDGE_TOKEN or the stored sign-in; interactive runs use the server from Settings,
         scripts their server-url argument)."""
         url = "" if self.interactive else self.text("server-url")
@@ -302,11 +302,12 @@ def pickers(ctl, with_upscaler=False):
     return names
 
 
-def _diffusion(run, mode, prepare):
-    """Generate/Refine/Inpaint: connect, the dialog (with the engine's pickers), read pixels, follow the job."""
+def _diffusion(run, mode, prepare, note=None):
+    """Generate/Refine/Inpaint/Outpaint: connect, the dialog (with the engine's pickers; note(ctl): a line above
+    it), read pixels, follow the job."""
     ctl = run.open()
     try:
-        if not run.form(pickers(ctl)):
+        if not run.form(pickers(ctl), note=note(ctl) if note else ""):
             raise Failure("Paintbridge: canceled", Gimp.PDBStatusType.CANCEL)
         params = ctl.params(mode, run.values(), document=_document(run.image))
         image, mask, place, extra = prepare(ctl, params)
@@ -333,7 +334,13 @@ def run_generate(run):
         params.update(width=w, height=h, x=region.x, y=region.y)
         ctl.label = f"{ctl.label} at {w}×{h}"   # the size used, on the progress bar and the dialog
         return None, None, lambda res: host.place(run.image, res, "Paintbridge", fit=region), {"size": [w, h]}
-    return _diffusion(run, "txt2img", prepare)
+    def note(ctl):
+        region = host.selection_rect(run.image) or host.image_rect(run.image)
+        model = settings.pick_model("", ctl.prefs, ctl.session.models)
+        w, h = controller.generation_size(region.w, region.h, controller.native_size(ctl.model_entry(model)),
+                                          ctl.session.limits.max_pixels)
+        return f"Renders at {w}×{h} (the size {model or 'the model'} is made for), placed in {region.w}×{region.h}"
+    return _diffusion(run, "txt2img", prepare, note)
 
 
 def run_refine(run):
@@ -454,7 +461,7 @@ def run_settings(run):
 # ---- Open from gallery ---------------------------------------------------------------------------------------
 
 def run_gallery(run):
-    ctl = run.open(need_models=False)
+    ctl = run.open()
     try:
         if run.interactive:
             import panels
@@ -504,7 +511,7 @@ def use_settings(up):
 
 def run_workflow(run):
     from protocol.updates import WorkflowsChanged
-    ctl = run.open(need_models=False)
+    ctl = run.open()
     try:
         ctl.session.refresh_workflows()
         workflows = ctl.wait_for(WorkflowsChanged, "listing your workflows").workflows
