@@ -693,27 +693,8 @@ def test_plugin_in_gimp_gui(gimp, gimp_plugin, engine_server):
     why = gimp.unavailable_reason(gui=True)
     if why:
         (pytest.fail if REQUIRED else pytest.skip)(why)
-    res = gimp.run_batch(gimp_script(r'''
-W, H = 40, 24
-img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-base = Gimp.Layer.new(img, "base", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(base, None, 0)
-put(base, pattern(W, H, 5))
-display = Gimp.Display.new(img)
-try:
-    OUT["display"] = display.is_valid()
-    expected = get(base, 4, 2, 20, 12)
-    img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 2, 20, 12)
-    OUT["run"] = run("paintbridge-refine", img, [base], strength=0.0, steps=1, model=os.environ["PB_MODEL"],
-                     server_url=os.environ["PB_URL"], token=os.environ["PB_TOKEN"])
-    top = img.get_layers()[0]
-    ok, x, y = top.get_offsets()
-    OUT["placed"] = [x, y, top.get_width(), top.get_height()]
-    OUT["exact"] = get(top) == expected
-    OUT["display_after"] = display.is_valid()
-finally:
-    display.delete()
-'''), plugins=[gimp_plugin], env=_engine_env(engine_server), gui=True, timeout=300)
+    res = gimp.run_batch(gimp_script("gui_refine"), plugins=[gimp_plugin], env=_engine_env(engine_server), gui=True,
+                         timeout=300)
     res.check()
     out = res.result
     assert isinstance(out, dict), f"the GIMP script wrote no result\n{res.output[-4000:]}"
