@@ -186,12 +186,15 @@ def test_plugin_generate_outpaint_upscale_settings(gimp, gimp_plugin, engine_ser
         assert out[key]["status"] == "success", (key, out[key])
     (gen,) = out["generate"]["result"]["layers"]
     assert (gen["x"], gen["y"], gen["w"], gen["h"]) == (8, 4, 20, 16)
-    # issue 15 item 10: rendered at the model's size (the demo model is sd1: 512² pixels, the 20×16 selection's
-    # aspect, multiples of 8), then placed at the selection's size; the size used is reported
-    assert out["generate"]["result"]["size"] == [576, 456]
+    # issue 15 item 10: rendered at the model's size (models.list says the demo model's native_size is 64: 64²
+    # pixels at the 20×16 selection's aspect, multiples of 8), then placed at the selection's size; the size used
+    # is reported
     with engine_server.client() as c:
+        native = {m["name"]: m.get("native_size") for m in c.call("models.list", {})["models"]}
         sent = c.call("job.get", {"job": out["generate"]["result"]["job"]})["request"]
-    assert (sent["width"], sent["height"]) == (576, 456)
+    assert native[engine_server.model_name] == 64
+    assert out["generate"]["result"]["size"] == [72, 56]
+    assert (sent["width"], sent["height"]) == (72, 56)
     # issue 15 item 11: a failed outpaint leaves the canvas as it was; a good one grows it and adds one layer
     # whose mask shows only the new area, so the layers below stay visible (and editable) in the old one
     assert out["bad_outpaint"]["status"] == "calling-error", out["bad_outpaint"]
