@@ -74,7 +74,7 @@ def _local(name: str, mod: str, modules: dict[str, Path]) -> str | None:
     """Our module that `name` (as imported by mod) stands for, or None for the standard library and packages."""
     name = _unvendor(name)
     if mod.startswith("plugins.") and name.split(".")[0] not in ("engine", "protocol", "plugins"):
-        # GIMP's plug-in puts its own folder on sys.path: `import pb_support` is a sibling module
+        # GIMP's plug-in puts its own folder on sys.path: `import controller` is a sibling module
         sibling = ".".join(mod.split(".")[:3] + [name])
         if sibling in modules:
             return sibling
