@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .tokenizers import bytes_to_unicode
+
 ARCHES = ("sd15", "sd2", "sdxl", "flux")
 FORMATS = ("diffusers", "single-file")
 
@@ -37,24 +39,12 @@ _FLUX_SCHEDULER = dict(
 )
 
 
-def _bytes_to_unicode() -> list[str]:
-    # GPT-2/CLIP byte-level alphabet: every byte maps to a printable unicode char.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs))]
-
-
 def clip_demo_tokenizer():
     """A CLIP BPE tokenizer over single bytes (no merges): 514 ids, every text encodes, nothing downloaded."""
     from transformers import CLIPTokenizer
 
-    chars = _bytes_to_unicode()
+    alphabet = bytes_to_unicode()
+    chars = [alphabet[b] for b in range(256)]   # in byte order
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = 512
