@@ -222,6 +222,7 @@ def test_half_complete_user_tokenizer_folder_is_a_clear_error(tmp_path, monkeypa
         _write_config_dir(tmp_path / "cfg3", "sd1", {}, {}, "x.safetensors")
 
 
+@pytest.mark.slow   # builds a demo model with torch
 def test_diffusers_folder_with_incomplete_tokenizer_is_a_clear_error(tmp_path):
     from engine.models.demo import make_demo
     from engine.models.loader import load_model
