@@ -52,6 +52,7 @@ class Connection:
         self.drained = asyncio.Event()        # set while outbox_bytes is within the limit
         self.drained.set()
         self.in_request = False
+        self.writer_task: asyncio.Task | None = None
         self.pending_close: tuple[int, str] | None = None
         self.bad_frames = 0
 
@@ -308,6 +309,6 @@ class Server:
         conns = self.services.hub.all() + list(self.services.hub.waiting)
         for conn in conns:
             conn.close_soon(1001, "server shutting down")
-        writers = [c.writer_task for c in conns if getattr(c, "writer_task", None) is not None]
+        writers = [c.writer_task for c in conns if c.writer_task is not None]
         if writers:
             await asyncio.wait(writers, timeout=2.0)

@@ -11,7 +11,7 @@ import time
 from protocol import PROTOCOL_VERSION
 
 from . import __version__, auth, events
-from .errors import TokenExpired, Unauthenticated
+from .errors import NotFound, TokenExpired, Unauthenticated
 from .hub import CLOSE_SIGNED_OUT
 
 log = logging.getLogger("paintbridge.sessions")
@@ -49,6 +49,24 @@ async def check_signed_in(db, conn):
     if time.monotonic() - conn.checked_at > 1.0:
         user = await db.run(auth.check_user, conn.claims)
         conn.user, conn.checked_at = user, time.monotonic()
+
+
+async def password_attempt(db, limiter: auth.LoginLimiter, passwords: auth.PasswordChecker, name: str,
+                           remote: str, password: str, uid: int | None = None) -> dict | None:
+    """One password check (sign-in, or the current password when changing your own): the attempt is reserved
+    before scrypt runs and counted as a failure when wrong. The user when the password is right, else None."""
+    keys = auth.LoginLimiter.keys(name, remote)
+    limiter.reserve(*keys)   # before the (slow) check, so parallel guesses are not all run
+    failed = False
+    try:
+        try:
+            user = await db.run(auth.get_user, uid, None if uid is not None else name)
+        except NotFound:
+            user = None
+        failed = not await passwords.check(password, user)
+    finally:
+        limiter.release(*keys, failed=failed)
+    return None if failed else user
 
 
 async def sweep(db, hub):

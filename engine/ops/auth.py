@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .. import auth, sessions
-from ..errors import NotFound, Unauthenticated
+from ..errors import Unauthenticated
 from ..opspec import Args, op
 
 
@@ -19,18 +19,9 @@ class LoginArgs(Args):
 async def login(ctx, args: LoginArgs):
     """Exchange a username and password for a token; the connection is signed in."""
     app = ctx.app
-    keys = auth.LoginLimiter.keys(args.username, ctx.conn.remote)
-    app.login_limiter.reserve(*keys)   # counted before the (slow) check, so parallel guesses are not all run
-    failed = False
-    try:
-        try:
-            user = await app.db.run(auth.get_user, None, args.username)
-        except NotFound:
-            user = None
-        failed = not await app.passwords.check(args.password, user)
-    finally:
-        app.login_limiter.release(*keys, failed=failed)
-    if failed:
+    user = await sessions.password_attempt(app.db, app.login_limiter, app.passwords, args.username,
+                                           ctx.conn.remote, args.password)
+    if user is None:
         raise Unauthenticated("wrong username or password")
     token, expires_at = app.tokens.issue(user["id"], user["epoch"], args.remember_me)
     ctx.conn.sign_in(user, app.tokens.verify(token), token, ctx.conn.client_info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .. import auth
+from .. import auth, sessions
 from ..errors import BadRequest, Forbidden
 from ..opspec import Args, op
 
@@ -50,15 +50,8 @@ async def users_passwd(ctx, args: PasswdArgs):
         if args.current_password is None:
             raise BadRequest("current_password is required to change your own password",
                              details={"field": "current_password"})
-        keys = auth.LoginLimiter.keys(me["name"], ctx.conn.remote)
-        app.login_limiter.reserve(*keys)
-        wrong = False
-        try:
-            user = await app.db.run(auth.get_user, me["id"])
-            wrong = not await app.passwords.check(args.current_password, user)
-        finally:
-            app.login_limiter.release(*keys, failed=wrong)
-        if wrong:
+        if await sessions.password_attempt(app.db, app.login_limiter, app.passwords, me["name"], ctx.conn.remote,
+                                           args.current_password, uid=me["id"]) is None:
             raise Forbidden("the current password is wrong", details={"field": "current_password"})
     await ctx.run_blocking(lambda: app.db.sync(auth.set_password, args.name, args.password))
     return {}
