@@ -377,7 +377,8 @@ def test_a_cancel_asked_while_disconnected_still_cancels(engine_server, tmp_path
         seen = updates_until(s, lambda u: u.kind == "progress")
         jobs = {u.data["request"]: u.data["job"] for u in seen if u.kind == "job"}
         if second not in jobs:
-            jobs.update({u.data["request"]: u.data["job"] for u in updates_until(s, lambda u: u.kind == "job")})
+            more = updates_until(s, lambda u: u.kind == "job" and u.data["request"] == second)
+            jobs.update({u.data["request"]: u.data["job"] for u in more if u.kind == "job"})
         proxy.cut()
         wait_for(s, "state", 60, pred=lambda d: d["state"] == "disconnected")
         s.cancel(second if hasattr(s, "jobs") else jobs[second])   # by request id (today's Session: job id)
