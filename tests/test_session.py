@@ -375,10 +375,9 @@ def test_a_cancel_asked_while_disconnected_still_cancels(engine_server, tmp_path
         first = s.generate({**TINY, "steps": 200, "seed": 13}, tag="first")
         second = s.generate({**TINY, "steps": 200, "seed": 14}, tag="second")
         seen = updates_until(s, lambda u: u.kind == "progress")
+        if not any(u.kind == "job" and u.data["request"] == second for u in seen):
+            seen += updates_until(s, lambda u: u.kind == "job" and u.data["request"] == second)
         jobs = {u.data["request"]: u.data["job"] for u in seen if u.kind == "job"}
-        if second not in jobs:
-            more = updates_until(s, lambda u: u.kind == "job" and u.data["request"] == second)
-            jobs.update({u.data["request"]: u.data["job"] for u in more if u.kind == "job"})
         proxy.cut()
         wait_for(s, "state", 60, pred=lambda d: d["state"] == "disconnected")
         s.cancel(second if hasattr(s, "jobs") else jobs[second])   # by request id (today's Session: job id)
