@@ -231,11 +231,26 @@ class Session:
         self._put(SignedIn(result.get("user"), result.get("expires_at")))
 
     def _sign_out(self):
+        """End the sign-in on the engine (auth.logout: every copy of the token is refused from now on) when
+        connected, and forget the stored token on this computer in any case."""
+        revoked = False
+        client = self.client
+        if client is not None and client.state == CONNECTED:
+            try:
+                client.call("auth.logout", {}, timeout=10)
+                revoked = True
+            except ProtocolError:
+                revoked = False
         self.tokens.delete(self.url)
-        if self.client is not None:
-            self.client.close()
+        if client is not None:
+            client.close()
             self.client = None
-        self._put(StateChanged(SIGNED_OUT, "signed out"))
+        if revoked:
+            message = "signed out: the engine no longer accepts this sign-in, and this computer forgot it"
+        else:
+            message = ("signed out on this computer (its saved sign-in was deleted); not connected to the engine, "
+                       "so a copy of the sign-in stays valid there until it expires")
+        self._put(StateChanged(SIGNED_OUT, message))
 
     def _refresh_models(self):
         if self.client is None:

@@ -236,6 +236,9 @@ def test_sign_in_keeps_password_and_token_out_of_gimp_settings(gimp, gimp_plugin
     # sign out (Settings): said in the result, and the next run is no longer signed in
     assert out["sign_out"]["status"] == "success" and out["sign_out"]["result"]["signed_out"] is True
     assert out["after_sign_out"]["status"] == "execution-error" and "not signed in" in out["after_sign_out"]["error"]
+    # ... and on the engine: the token is refused from then on (auth.logout), which the message says
+    assert "engine no longer accepts" in out["sign_out"]["result"]["message"], out["sign_out"]["result"]
+    assert hello_reply(engine_server, out["token"])["error"]["code"] == "unauthenticated"
 
 
 def _plugin_pids(gimp) -> list[int]:
@@ -345,7 +348,7 @@ from protocol.gallery import GalleryBrowser, caption  # noqa: E402
 from protocol import forms  # noqa: E402
 from protocol.pixels import Pixels  # noqa: E402
 
-from ..helpers import GRAPH, PARAMS, RESIZE, app_client, open_session, run, wait_for  # noqa: E402
+from ..helpers import GRAPH, PARAMS, RESIZE, app_client, hello_reply, open_session, run, wait_for  # noqa: E402
 
 GENERATE_ARGS = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "seed", "batch",
                  "server-url", "token"]

@@ -293,5 +293,6 @@ def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
     assert "document" in res["upscale_apply_label"].lower(), res["upscale_apply_label"]
     assert res["token_field_after_sign_out"] == ""
     assert any("signed out" in m.lower() for m in res["sign_out_shown"]), res["sign_out_shown"]
+    assert any("engine no longer accepts" in m for m in res["sign_out_shown"]), res["sign_out_shown"]   # auth.logout
     # issue 17: no label renders rich text
     assert res["rich_labels"] == [], res["rich_labels"]

@@ -87,6 +87,7 @@ class PAINTBRIDGE_OT_sign_in(bpy.types.Operator):
 class PAINTBRIDGE_OT_sign_out(bpy.types.Operator):
     bl_idname = "paintbridge.sign_out"
     bl_label = "Sign out"
+    bl_description = "End this sign-in on the engine and delete the token stored on this computer"
 
     def execute(self, context):
         controller.sign_out()

@@ -182,6 +182,17 @@ class Controller:
         self.user = got.get("user") or username
         return self.user
 
+    def sign_out(self) -> str:
+        """End the stored sign-in on the engine (auth.logout) and delete it here; when the engine cannot be
+        reached, only delete it. Returns what happened, for the person."""
+        try:
+            self.connect()
+        except Failure:
+            pass   # not connected: Session.sign_out still deletes the stored token, and its message says so
+        self.session.sign_out()
+        got = self.wait_for(StateChanged, "signing out", 30, lambda up: up.state == "signed_out")
+        return got.message
+
     def wait_for(self, cls, what, timeout=60, pred=lambda up: True):
         """Pump until an update of class cls (matching pred) arrives; an error update fails with its message."""
         got = {}

@@ -45,7 +45,6 @@ try:
     import workflow_form  # noqa: E402
     from controller import Controller, Failure  # noqa: E402
     from protocol import forms, pixels  # noqa: E402
-    from protocol.tokens import TokenStore  # noqa: E402
     from protocol.updates import JobResult, ImagesPage  # noqa: E402
     _MISSING = None
 except ImportError as _exc:   # a plug-in folder without its _vendor: say so from every procedure
@@ -450,12 +449,17 @@ def run_settings(run):
     url = settings.resolve_url(run.text("server-url"), prefs, default_url())
     settings.update(cfg_dir, url=url, model=run.text("model"))
     signed_out = bool(run.get("sign-out"))
+    said = ""
     if signed_out:
-        TokenStore(cfg_dir).delete(url)
+        ctl = Controller(run.interactive, url, "Paintbridge: signing out")
+        try:
+            said = ctl.sign_out()
+        finally:
+            ctl.close()
         run.config.set_property("sign-out", False)
         if run.interactive:
-            Gimp.message(f"Paintbridge: signed out of {url}: this computer no longer keeps your sign-in")
-    return {"url": url, "model": run.text("model"), "signed_out": signed_out}
+            Gimp.message(f"Paintbridge ({url}): {said}")
+    return {"url": url, "model": run.text("model"), "signed_out": signed_out, "message": said}
 
 
 # ---- Open from gallery ---------------------------------------------------------------------------------------

@@ -127,10 +127,10 @@ class Controller(QObject):
         return True
 
     def sign_out(self):
-        """Forget the stored token on this computer (the engine has no revoke: it stays valid until it expires)."""
+        """End the sign-in on the engine (every copy of the token is refused from then on) and forget the token
+        saved on this computer; the Session's signed_out state says which of the two happened."""
         self.session.sign_out()
-        self.message.emit("Signed out: the token saved on this computer was deleted (a copy of it stays valid "
-                          "on the engine until it expires).")
+        self.message.emit("Signing out…")
 
     # ---- generate ---------------------------------------------------------------------------------------
     def generate(self) -> str | None:
@@ -364,6 +364,8 @@ class Controller(QObject):
             msg = up.message
             if up.state == "expired":
                 msg = "Your session expired. Sign in again (your prompt and settings are kept)."
+            elif up.state == "signed_out" and msg.startswith("signed out"):   # the answer to Sign out
+                self.message.emit(msg[0].upper() + msg[1:] + ".")
             elif up.state == "disconnected" and up.lost:
                 msg = "connection lost"
             elif up.state == "disconnected" and msg.startswith("cannot reach"):

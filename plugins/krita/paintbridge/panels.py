@@ -87,7 +87,7 @@ class PaintbridgeDocker(DockWidget):
         self.connect_btn = QPushButton("Connect")
         self.connect_btn.setToolTip("Connect with the pasted token, or the one saved for this server")
         self.sign_out_btn = QPushButton("Sign out")
-        self.sign_out_btn.setToolTip("Delete the token saved on this computer")
+        self.sign_out_btn.setToolTip("End this sign-in on the engine and delete the token saved on this computer")
         for b in (self.sign_in_btn, self.connect_btn, self.sign_out_btn):
             buttons.addWidget(b)
         form.addRow(plain_label("Server"), self.url)
