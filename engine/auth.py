@@ -3,7 +3,8 @@
 Token = base64url(JSON claims) "." base64url(HMAC-SHA256(secret, claims)). Claims: uid, exp, iat, rm
 (remember_me), ep (the user's epoch), sid (the sign-in the token belongs to: refreshed tokens keep it) and sx (the
 latest expiry of any token of that sign-in so far). Changing a password or disabling a user bumps the epoch, which
-invalidates every token issued before; auth.logout revokes one sign-in (its sid) in the revoked_sessions table. The secret lives in DATA_DIR/secret.key, mode 0600, made on first start.
+invalidates every token issued before; auth.logout revokes one sign-in (its sid) in the revoked_sessions table.
+The secret lives in DATA_DIR/secret.key, mode 0600, made on first start.
 """
 
 from __future__ import annotations

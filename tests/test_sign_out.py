@@ -9,7 +9,6 @@ import time
 from websockets.exceptions import ConnectionClosed
 
 from protocol.client import Client
-from protocol.errors import ProtocolError
 from protocol.session import Session
 from protocol.updates import StateChanged
 
