@@ -80,7 +80,8 @@ def test_recall_restores_the_pickers_model_first():
               "scheduler": "ddim", "schedule": "trailing", "clip_skip": 2, "vae": "v1", "loras": []}
     fields, notes = g.recalled_fields(forms.recalled(params))
     assert list(fields)[:2] == ["mode", "model"] and not notes
-    assert (fields["scheduler"], fields["schedule"], fields["clip_skip"], fields["vae"]) == ("ddim", "trailing", 2, "v1")
+    assert (fields["scheduler"], fields["schedule"], fields["clip_skip"], fields["vae"]) == \
+        ("ddim", "trailing", 2, "v1")
     # made with the model's own VAE (vae null): the picker goes back to it
     fields, _ = g.recalled_fields(forms.recalled(dict(params, vae=None)))
     assert fields["vae"] == ""
@@ -103,7 +104,8 @@ def test_download_table_follows_a_download_from_asking_to_done():
                              request="d2"))
     assert t.rows["d2"].describe() == "could not download nonsense: not a URL"
     # a failure after it started says why; another admin's download has a row of its own
-    t.apply(DownloadProgress("zz", "failed", "u", "y", 10, None, error={"code": "bad_request", "message": "sha256 differs"}))
+    t.apply(DownloadProgress("zz", "failed", "u", "y", 10, None,
+                             error={"code": "bad_request", "message": "sha256 differs"}))
     assert t.rows["zz"].describe() == "y: failed: sha256 differs" and not t.rows["zz"].mine
     assert t.latest(mine_only=True).key == "d2"
 
@@ -150,7 +152,7 @@ def test_an_admin_download_shows_progress_and_a_user_has_no_control(engine_serve
         rid = s.download_model(site.url("fox-emb.safetensors"), name=name)
         states = []
         while True:
-            up = wait_for(s, "download")
+            wait_for(s, "download")
             row = s.downloads.rows[rid]
             states.append((row.state, row.bytes))
             if not row.active:
