@@ -103,6 +103,12 @@ class DownloadTable:
             row.download = up.download
             if up.state == REFUSED:
                 row.state, row.error = REFUSED, up.error
+                # its "resolving" event may have come first, under a download id the refusal does not name:
+                # that row would say "starting…" for ever
+                wanted = row.source.split("?")[0]
+                for key in [k for k, r in self.rows.items() if not r.mine and r.state in (STARTED, "resolving")
+                            and r.source == wanted]:
+                    del self.rows[key]
                 return row
             early = self.rows.pop(up.download, None) if up.download else None
             if early is not None and early is not row:   # its events came first: they are further along

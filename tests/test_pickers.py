@@ -100,9 +100,11 @@ def test_download_table_follows_a_download_from_asking_to_done():
     assert t.rows["d1"].describe() == "x: done, added as model 'x'" and not t.active()
     # a refused request: a clear error, no row left active
     t.add("d2", "nonsense")
+    t.apply(DownloadProgress("r9", "resolving", "nonsense"))   # the engine's first event, then the refusal
     t.apply(DownloadProgress(None, "refused", "nonsense", error={"code": "bad_request", "message": "not a URL"},
                              request="d2"))
     assert t.rows["d2"].describe() == "could not download nonsense: not a URL"
+    assert list(t.rows) == ["d1", "d2"]   # no row left saying "starting…" for ever
     # a failure after it started says why; another admin's download has a row of its own
     t.apply(DownloadProgress("zz", "failed", "u", "y", 10, None,
                              error={"code": "bad_request", "message": "sha256 differs"}))
