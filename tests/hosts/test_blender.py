@@ -314,7 +314,8 @@ def test_pickers_recall_and_an_admin_download(host, addon_zip, engine_server, tm
     states = [st for st, _, _ in r["download_seen"]]
     assert r["admin_panel"] and states[-1] == "done" and name in models, r["download_seen"][-3:]
     assert any(st == "downloading" and "%" in text for st, _, text in r["download_seen"]), r["download_seen"]
-    assert any("done, added as model" in t for t in r["download_drawn"]), r["download_drawn"]
-    assert r["missing_state"] == "refused" and any("404" in t for t in r["missing_drawn"]), r["missing_drawn"]
+    assert f"{name}: done, added as model" in r["download_drawn"], r["download_drawn"]
+    assert r["missing_state"] == "refused" and "could not download" in r["missing_drawn"] and \
+        "404" in r["missing_drawn"], r["missing_drawn"]
     assert "nothing" not in models
     assert r["user_panel"] is False

@@ -296,3 +296,29 @@ def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
     assert any("engine no longer accepts" in m for m in res["sign_out_shown"]), res["sign_out_shown"]   # auth.logout
     # issue 17: no label renders rich text
     assert res["rich_labels"] == [], res["rich_labels"]
+
+
+def test_pickers_and_the_models_tab_in_krita(host, plugin_zip, engine_server, tmp_path):
+    """Issue 16 deliverable 5 in Krita (on a document Krita opened, so 5.2 too): the sampler / schedule / clip-skip
+    / VAE pickers hold what the engine lists, Generate sends them (the gallery metadata says so), Use settings
+    restores them; the Models (download) tab is there for an admin only."""
+    from ..helpers import add_user, installed_vae, user_token
+
+    user, _ = add_user(engine_server)
+    png = write_blank_png(tmp_path / "start.png", 64, 64)
+    with installed_vae(engine_server, tmp_path) as vae:
+        res = run_in_krita(plugin_zip, SCRIPTS / "pickers.py", host=host, timeout=400, documents=[png],
+                           params={"url": engine_server.url, "token": engine_server.token, "model": "tiny-sd15",
+                                   "vae": vae, "user_token": user_token(engine_server, user)})
+        assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")[-1500:]
+        with engine_server.client() as c:
+            image = c.call("job.get", {"job": res["job"]})["layers"][0]["image_id"]
+            params = c.call("images.get", {"image": image})["params"]
+    assert res["vaes"] == ["", vae] and res["vaes_sdxl"] == [""]
+    assert "tiny-sd15 is made for 64 px" in res["size_note"]
+    assert "DPM++ 2M Karras" in res["samplers"] and res["pickers_visible"]
+    assert res["ddim_schedules"] == ["default", "trailing"] and "karras" in res["dpmpp_2m_schedules"]
+    assert {k: params[k] for k in ("scheduler", "schedule", "clip_skip", "vae")} == \
+        {"scheduler": "dpmpp_2m", "schedule": "karras", "clip_skip": 2, "vae": vae}
+    assert res["recalled"] == {"scheduler": "dpmpp_2m", "schedule": "karras", "clip_skip": 2, "vae": vae}, res
+    assert res["admin_tab"] is True and res["user_tab"] is False

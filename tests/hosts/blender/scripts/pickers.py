@@ -80,12 +80,12 @@ def done():
 
 pump(ctl, done, 120, "download")
 R["download_seen"] = seen
-R["download_drawn"] = [t for t in draw_panels(ui, bpy.context, ["PAINTBRIDGE_PT_models"]) if P["download_name"] in t]
+R["download_drawn"] = " ".join(draw_panels(ui, bpy.context, ["PAINTBRIDGE_PT_models"]))   # wrapped lines, joined
 # a source that is not there: a clear error in the panel
 d.source, d.name = P["missing_url"], "nothing"
 assert "FINISHED" in bpy.ops.paintbridge.download_model()
 pump(ctl, lambda: not ctl.downloads()[-1].active, 60, "refused download")
-R["missing_drawn"] = [t for t in draw_panels(ui, bpy.context, ["PAINTBRIDGE_PT_models"]) if "could not" in t]
+R["missing_drawn"] = " ".join(draw_panels(ui, bpy.context, ["PAINTBRIDGE_PT_models"]))
 R["missing_state"] = ctl.downloads()[-1].state
 
 # a user who is not an admin: no download panel
