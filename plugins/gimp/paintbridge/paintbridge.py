@@ -226,7 +226,7 @@ class Run:
         self.image, self.drawables = image, drawables
         self.name = procedure.get_name()
         self.label = LABELS[self.name][0]
-        self.fields = list(DIALOG_FIELDS[self.name])   # what the dialog shows
+        self.fields = list(DIALOG_FIELDS.get(self.name, ()))   # what the dialog shows
         self.ctl = None
 
     def text(self, prop):
