@@ -230,8 +230,12 @@ def test_generate_in_the_ui_event_loop(gui_host, addon_zip, engine_server, tmp_p
 def test_what_people_hit(host, addon_zip, engine_server, tmp_path):
     """Issue 15's Blender items 4-8 and Outpaint (issue 14), in the add-on driven like a person would; the
     engine's own record of each job says what was sent."""
+    from ..helpers import hello_reply, user_token
+
+    signout_token = user_token(engine_server, "admin")   # Sign out revokes it on the engine (not the shared one)
     out = _run(host, addon_zip, "people.py", timeout=600, user_dir=tmp_path / "u",
-               params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name})
+               params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name,
+                       "signout_token": signout_token})
     r = out["result"]
     with engine_server.client() as c:
         def request(job):
@@ -267,6 +271,8 @@ def test_what_people_hit(host, addon_zip, engine_server, tmp_path):
     assert r["created_ok"], r["created"]
     assert r["auto_connected"] == "connected"
     assert r["connect_has_token"] and r["token_after_sign_out"] is None and r["token_stored"]
+    assert "engine no longer accepts" in r["sign_out_message"], r["sign_out_message"]   # auth.logout
+    assert hello_reply(engine_server, signout_token)["error"]["code"] == "unauthenticated"
     # 7. pixel conversion both ways ran off the main thread
     assert r["threads"]["to_wire"] and "MainThread" not in r["threads"]["to_wire"], r["threads"]
     assert r["threads"]["to_blender"] and "MainThread" not in r["threads"]["to_blender"], r["threads"]

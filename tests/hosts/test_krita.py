@@ -256,9 +256,12 @@ def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
     keeps the stored token (K2), the docker fits a 1080p screen (K3), Apply after the result's document closed
     (K5), the small ones (K6), plain-text labels (issue 17); and the main thread's stall while a 4K layer is sent
     (K4: printed, its budget lives in bench/)."""
+    from ..helpers import hello_reply, user_token
+
+    signout_token = user_token(engine_server, "admin")   # Sign out revokes it on the engine (not the shared one)
     res = run_in_krita(plugin_zip, SCRIPTS / "krita_fixes.py", host=host, timeout=400,
                        params={"url": engine_server.url, "token": engine_server.token,
-                               "model": engine_server.model_name})
+                               "model": engine_server.model_name, "signout_token": signout_token})
     assert res["ok"], res.get("error", "") + "\n" + str({k: v for k, v in res.items() if k != "log"}) + "\n" + \
         res.get("log", "")[-1500:]
     print({k: v for k, v in res.items() if k != "log"})
@@ -294,6 +297,7 @@ def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
     assert res["token_field_after_sign_out"] == ""
     assert any("signed out" in m.lower() for m in res["sign_out_shown"]), res["sign_out_shown"]
     assert any("engine no longer accepts" in m for m in res["sign_out_shown"]), res["sign_out_shown"]   # auth.logout
+    assert hello_reply(engine_server, signout_token)["error"]["code"] == "unauthenticated"
     # issue 17: no label renders rich text
     assert res["rich_labels"] == [], res["rich_labels"]
 
