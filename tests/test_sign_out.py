@@ -10,7 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol.client import Client
 from protocol.session import Session
-from protocol.updates import StateChanged
+from protocol.updates import SignedIn, StateChanged
 
 from .helpers import add_user, hello_reply, raw, rpc
 
@@ -81,7 +81,7 @@ def test_session_sign_out_revokes_the_token_on_the_engine(spine_server, tmp_path
     s = Session("pytest", "1", str(tmp_path), url=spine_server.url, use_keyring=False)
     try:
         s.login(name, password, remember_me=True)
-        _wait(s, lambda up: isinstance(up, StateChanged) and up.state == "connected")
+        _wait(s, lambda up: isinstance(up, SignedIn))   # after the token is stored
         token = s.tokens.get(spine_server.url)
         assert token and hello_reply(spine_server, token)["ok"] is True
         s.sign_out()
