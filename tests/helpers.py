@@ -282,7 +282,8 @@ def installed_vae(engine, tmp_path: Path, name: str = PICKER_VAE):
 
 class FileSite:
     """A local HTTP server standing in for a model site (tests never touch the network): GET /NAME sends
-    files[NAME] with its length, in 64 KiB pieces `slow` seconds apart (so a download shows progress)."""
+    files[NAME] with its length, in 64 KiB pieces `slow` seconds apart (so a download shows progress: the engine
+    sends a "downloading" event at most every 0.5 s; 2 MiB at 0.06 s a piece takes about 2 s)."""
 
     def __init__(self, files: dict[str, bytes], slow: float = 0.0):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

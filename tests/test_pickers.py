@@ -146,7 +146,7 @@ def test_pickers_from_the_engine_reach_the_job_and_come_back_on_recall(engine_se
 
 @pytest.mark.slow
 def test_an_admin_download_shows_progress_and_a_user_has_no_control(engine_server, tmp_path):
-    site = FileSite({"fox-emb.safetensors": embedding_file()}, slow=0.03)
+    site = FileSite({"fox-emb.safetensors": embedding_file()}, slow=0.06)
     s = open_session(engine_server, tmp_path)   # the engine's admin token
     name = f"fox-emb-{tmp_path.name[-6:]}"
     try:

@@ -285,7 +285,7 @@ def test_pickers_recall_and_an_admin_download(host, addon_zip, engine_server, tm
     download from a local stand-in site shows progress, a bad source a clear error; a user sees no control."""
     from ..helpers import FileSite, add_user, embedding_file, installed_vae, user_token
 
-    site = FileSite({"harbour-emb.safetensors": embedding_file()}, slow=0.03)
+    site = FileSite({"harbour-emb.safetensors": embedding_file()}, slow=0.06)
     name = f"harbour-emb-{tmp_path.name[-8:]}"
     user, _ = add_user(engine_server)
     try:

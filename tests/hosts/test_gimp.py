@@ -721,7 +721,7 @@ def test_pickers_and_an_admin_download_in_gimp(gimp, gimp_plugin, engine_server,
     download follows the model download to the end, and a bad source fails with the engine's reason."""
     from ..helpers import FileSite, embedding_file, installed_vae
 
-    site = FileSite({"kite-emb.safetensors": embedding_file()}, slow=0.02)
+    site = FileSite({"kite-emb.safetensors": embedding_file()}, slow=0.06)
     try:
         with installed_vae(engine_server, tmp_path) as vae:
             env = {**_engine_env(engine_server), "PB_VAE": vae,

@@ -306,18 +306,30 @@ def test_pickers_and_the_models_tab_in_krita(host, plugin_zip, engine_server, tm
     """Issue 16 deliverable 5 in Krita (on a document Krita opened, so 5.2 too): the sampler / schedule / clip-skip
     / VAE pickers hold what the engine lists, Generate sends them (the gallery metadata says so), Use settings
     restores them; the Models (download) tab is there for an admin only."""
-    from ..helpers import add_user, installed_vae, user_token
+    from ..helpers import FileSite, add_user, embedding_file, installed_vae, user_token
 
     user, _ = add_user(engine_server)
     png = write_blank_png(tmp_path / "start.png", 64, 64)
-    with installed_vae(engine_server, tmp_path) as vae:
-        res = run_in_krita(plugin_zip, SCRIPTS / "pickers.py", host=host, timeout=400, documents=[png],
-                           params={"url": engine_server.url, "token": engine_server.token, "model": "tiny-sd15",
-                                   "vae": vae, "user_token": user_token(engine_server, user)})
-        assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")[-1500:]
+    site = FileSite({"krita-emb.safetensors": embedding_file()}, slow=0.08)   # ~2.6 s: several events
+    name = f"krita-emb-{host}"
+    try:
+        with installed_vae(engine_server, tmp_path) as vae:
+            res = run_in_krita(plugin_zip, SCRIPTS / "pickers.py", host=host, timeout=400, documents=[png],
+                               params={"url": engine_server.url, "token": engine_server.token, "model": "tiny-sd15",
+                                       "vae": vae, "user_token": user_token(engine_server, user),
+                                       "download_url": site.url("krita-emb.safetensors"), "download_name": name})
+            assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")[-1500:]
+            with engine_server.client() as c:
+                image = c.call("job.get", {"job": res["job"]})["layers"][0]["image_id"]
+                params = c.call("images.get", {"image": image})["params"]
+                models = [m["name"] for m in c.call("models.list", {})["models"]]
+    finally:
         with engine_server.client() as c:
-            image = c.call("job.get", {"job": res["job"]})["layers"][0]["image_id"]
-            params = c.call("images.get", {"image": image})["params"]
+            if name in [m["name"] for m in c.call("models.list", {})["models"]]:
+                c.call("models.remove", {"model": name})
+        site.close()
+    assert name in models and f"{name}: done, added as model {name!r}" in res["download_lines"][-1], res
+    assert res["download_bar_seen"], res["download_lines"]
     assert res["vaes"] == ["", vae] and res["vaes_sdxl"] == [""]
     assert "tiny-sd15 is made for 64 px" in res["size_note"]
     assert "DPM++ 2M Karras" in res["samplers"] and res["pickers_visible"]

@@ -70,8 +70,26 @@ try:
                      "clip_skip": dk.clip_skip.value(), "vae": dk.vae.currentData()}
     R["recall_message"] = [m for m in messages if "recalled" in m]
 
-    # the Models tab: an admin's
+    # the Models tab: an admin's; a download from it shows its progress, then the new model
     R["admin_tab"] = dk.tabs.indexOf(dk.models_page) >= 0
+    dk.dl_source.setText(P["download_url"])
+    dk.dl_name.setText(P["download_name"])
+    dk.dl_btn.click()
+    lines = []
+
+    def download_done():
+        text = dk.dl_list.text()
+        if text and (not lines or lines[-1] != text):
+            lines.append(text)
+        rows = ctl.downloads()
+        return bool(rows) and not rows[-1].active
+
+    pump(download_done, 120, "download")
+    kutil.settle(0.3)
+    R["download_lines"] = lines + [dk.dl_list.text()]
+    R["download_bar_seen"] = any("%)" in t for t in lines)
+    R["model_listed"] = dk.model.findData(P["download_name"]) >= 0 or \
+        P["download_name"] in [m["name"] for m in ctl.session.models] + [m["name"] for m in ctl.session.upscalers]
     # a user who is not an admin: no such tab
     ctl.connect_server(P["url"], P["user_token"])
     pump(lambda: ctl.state == "connected" and ctl.session.user and not ctl.session.user.get("admin"), 60,
