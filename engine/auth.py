@@ -1,8 +1,10 @@
 """Users, passwords and signed tokens.
 
 Token = base64url(JSON claims) "." base64url(HMAC-SHA256(secret, claims)). Claims: uid, exp, iat, rm
-(remember_me), ep (the user's epoch). Changing a password or disabling a user bumps the epoch, which
-invalidates every token issued before. The secret lives in DATA_DIR/secret.key, mode 0600, made on first start.
+(remember_me), ep (the user's epoch), sid (the sign-in the token belongs to: refreshed tokens keep it) and sx (the
+latest expiry of any token of that sign-in so far). Changing a password or disabling a user bumps the epoch, which
+invalidates every token issued before; auth.logout revokes one sign-in (its sid) in the revoked_sessions table.
+The secret lives in DATA_DIR/secret.key, mode 0600, made on first start.
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ class Claims:
     iat: float
     rm: bool
     ep: int
+    sid: str = ""
+    sx: float = 0.0
 
 
 class Tokens:
@@ -127,10 +131,14 @@ class Tokens:
         self.ttl_s = ttl_s
         self.remember_ttl_s = remember_ttl_s
 
-    def issue(self, uid: int, epoch: int, remember: bool, ttl_s: int | None = None) -> tuple[str, float]:
+    def issue(self, uid: int, epoch: int, remember: bool, ttl_s: int | None = None, sid: str | None = None,
+              sx: float = 0.0) -> tuple[str, float]:
+        """A new token; sid/sx continue a sign-in (a refresh), else it starts a new one."""
         now = time.time()
         ttl = ttl_s if ttl_s is not None else (self.remember_ttl_s if remember else self.ttl_s)
-        claims = {"uid": uid, "exp": round(now + ttl, 3), "iat": round(now, 3), "rm": bool(remember), "ep": epoch}
+        exp = round(now + ttl, 3)
+        claims = {"uid": uid, "exp": exp, "iat": round(now, 3), "rm": bool(remember), "ep": epoch,
+                  "sid": sid or secrets.token_hex(12), "sx": max(float(sx), exp)}
         body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
         sig = _b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest())
         return f"{body}.{sig}", claims["exp"]
@@ -145,7 +153,10 @@ class Tokens:
             raise Unauthenticated("invalid token")
         try:
             raw = json.loads(_unb64(body))
-            claims = Claims(int(raw["uid"]), float(raw["exp"]), float(raw["iat"]), bool(raw["rm"]), int(raw["ep"]))
+            claims = Claims(int(raw["uid"]), float(raw["exp"]), float(raw["iat"]), bool(raw["rm"]), int(raw["ep"]),
+                            # a token of an older version has no sid: it is a sign-in of its own
+                            str(raw.get("sid") or "h:" + hashlib.sha256(body.encode()).hexdigest()[:32]),
+                            float(raw.get("sx") or raw["exp"]))
         except (ValueError, KeyError, TypeError):
             raise Unauthenticated("malformed token") from None
         if claims.exp <= time.time():
@@ -232,7 +243,21 @@ def check_user(db: sqlite_utils.Database, claims: Claims) -> dict:
         raise Unauthenticated("this user is disabled")
     if user["epoch"] != claims.ep:
         raise Unauthenticated("token revoked (password changed or user re-enabled): sign in again")
+    if db.execute("SELECT 1 FROM revoked_sessions WHERE sid = ?", [claims.sid]).fetchone():
+        raise Unauthenticated(SIGNED_OUT)
     return user
+
+
+SIGNED_OUT = "signed out: this sign-in was ended (auth.logout); sign in again"
+
+
+def revoke_session(db: sqlite_utils.Database, claims: Claims, keep_until: float) -> None:
+    """Refuse every token of claims' sign-in from now on. The row is kept until keep_until (no token of the
+    sign-in is valid after it); rows past their time are dropped here."""
+    now = time.time()
+    db.execute("DELETE FROM revoked_sessions WHERE expires < ?", [now])
+    db.execute("INSERT OR REPLACE INTO revoked_sessions (sid, user_id, expires, revoked) VALUES (?, ?, ?, ?)",
+               [claims.sid, claims.uid, keep_until, now])
 
 
 ADDRESS_FACTOR = 4

@@ -66,6 +66,15 @@ def resolve(scheduler: str, schedule: str = "default") -> tuple[str, str]:
     return sid, sched
 
 
+def schedules_for(sid: str) -> list[str]:
+    """The schedules a sampler id takes (an id ending in _karras has its schedule built in)."""
+    if sid.endswith("_karras"):
+        return ["karras"]
+    return [s for s in SCHEDULES if s != "karras" or sid in KARRAS_OK]
+
+
 def public() -> dict:
-    """What nodes.list tells clients: samplers with their labels, and the schedules."""
-    return {"samplers": [{"id": k, "label": v} for k, v in SAMPLERS.items()], "schedules": list(SCHEDULES)}
+    """What nodes.list tells clients: samplers with their labels and the schedules each takes, and the
+    schedules."""
+    return {"samplers": [{"id": k, "label": v, "schedules": schedules_for(k)} for k, v in SAMPLERS.items()],
+            "schedules": list(SCHEDULES)}

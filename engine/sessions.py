@@ -27,7 +27,7 @@ def welcome(config, conn) -> dict:
 
 def refresh_token(tokens: auth.Tokens, conn) -> dict:
     """A fresh token for conn's user (same remember_me); the connection switches to it: {token, expires_at}."""
-    token, exp = tokens.issue(conn.uid, conn.user["epoch"], conn.claims.rm)
+    token, exp = tokens.issue(conn.uid, conn.user["epoch"], conn.claims.rm, sid=conn.claims.sid, sx=conn.claims.sx)
     conn.claims, conn.token = tokens.verify(token), token
     return {"token": token, "expires_at": exp}
 

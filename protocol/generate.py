@@ -38,10 +38,11 @@ def resolve_seed(seed, rng: random.Random | None = None) -> int:
 
 
 # ---- modes and their fields ----------------------------------------------------------------------------------
-FIELDS = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "lora",
-          "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale", "upscaler")
-_DIFFUSION = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "lora",
-              "lora_weight")
+FIELDS = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "schedule",
+          "clip_skip", "vae", "lora", "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale",
+          "upscaler")
+_DIFFUSION = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "schedule",
+              "clip_skip", "vae", "lora", "lora_weight")
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,15 @@ class FieldError(ValueError):
 
 
 def generate_args(mode: str, values: dict, *, limits: Limits | None = None, loras: list | None = None,
-                  upscalers: list | None = None, source: dict | None = None, rng: random.Random | None = None) -> dict:
+                  upscalers: list | None = None, source: dict | None = None, rng: random.Random | None = None,
+                  samplers: list | None = None, vaes: list | None = None, models: list | None = None) -> dict:
     """`generate` arguments (without image/mask, which the Session uploads) for a host's field values.
 
     Only the fields `mode` uses are sent; an empty value (None, "") is left out so the engine applies its
     default (prompts are always sent, "" included); the seed follows the seed rule (the chosen one is in the result's "seed"); width/height (txt2img)
     are rounded up to multiples of 8. Other modes send no size: the engine generates at the model's native size.
-    loras/upscalers (Session.loras/.upscalers) check a picked name against what the engine has. Raises FieldError."""
+    loras/upscalers/samplers/vaes (Session.loras/.upscalers/.samplers/.vaes) check a picked name against what the
+    engine has; with models (Session.models) a VAE must fit the model's base. Raises FieldError."""
     m = MODES.get(mode)
     if m is None:
         raise FieldError("mode", f"unknown mode {mode!r}: one of {', '.join(MODES)}")
@@ -115,6 +118,7 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
             args["upscaler"] = forms.offered("upscaler", args["upscaler"], upscalers, "a plain resize")
         except ValueError as exc:
             raise FieldError("upscaler", str(exc)) from None
+    _check_sampling(args, samplers, vaes, models)
     for name in ("steps", "batch"):
         if name in args:
             _check_int(name, args[name], 1, limits.max_steps if name == "steps" else limits.max_batch)
@@ -139,6 +143,33 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
     if source is not None:
         args["source"] = dict(source)
     return args
+
+
+def _check_sampling(args: dict, samplers: list | None, vaes: list | None, models: list | None):
+    """scheduler/schedule/clip_skip/vae as the engine takes them (SPEC §7), checked against its lists when given."""
+    if "scheduler" in args and samplers:
+        entry = sampler_entry(samplers, args["scheduler"])
+        if entry is None:
+            raise FieldError("scheduler", f"the engine has no sampler {args['scheduler']!r}; it has: "
+                                          f"{', '.join(str(x.get('label') or x['id']) for x in samplers)}")
+        args["scheduler"] = entry["id"]
+        if "schedule" in args and args["schedule"] not in schedules_for(samplers, entry["id"]):
+            raise FieldError("schedule", f"the {args['schedule']} schedule does not apply to "
+                                         f"{entry.get('label') or entry['id']}: choose "
+                                         f"{' or '.join(schedules_for(samplers, entry['id']))}")
+    if "clip_skip" in args:
+        if isinstance(args["clip_skip"], str) and args["clip_skip"].isdigit():   # a text picker's value
+            args["clip_skip"] = int(args["clip_skip"])
+        _check_int("clip_skip", args["clip_skip"], CLIP_SKIP_MIN, CLIP_SKIP_MAX)
+    if "vae" in args and vaes is not None:
+        try:
+            forms.offered("VAE", args["vae"], vaes, "the model's own")
+        except ValueError as exc:
+            raise FieldError("vae", str(exc)) from None
+        if models is not None and args["vae"] not in [v["name"] for v in vaes_for(vaes, models, args.get("model"))]:
+            base = model_entry(models, args.get("model")).get("base")
+            raise FieldError("vae", f"the VAE {args['vae']!r} is not for {base or 'this'} models: choose one for "
+                                    f"{args.get('model')!r} or the model's own")
 
 
 def _check_int(name: str, value, lo: int, hi: int | None):
@@ -171,8 +202,12 @@ def recalled_fields(values: dict | None, summary: dict | None = None,
         out["mode"] = mode
     elif mode is not None:
         notes.append(f"mode {mode!r} is not one of this form's")
+    if "model" in values:   # first: a host whose model picker refills defaults (size, VAE) does so before the rest
+        out["model"] = values.pop("model")
     if "loras" in values or (mode is not None and mode != "upscale"):
         out["lora"], out["lora_weight"] = forms.recalled_lora(values)
+    if mode is not None and mode != "upscale" and not values.get("vae"):
+        out["vae"] = ""   # made with the model's own VAE: the picker goes back to it
     values.pop("loras", None)
     for name, value in values.items():
         if name not in FIELDS:
@@ -205,3 +240,106 @@ def error_field(details) -> str:
         where = _WIRE_TO_FIELD.get(details["field"], details["field"])
         return where if where in FIELDS else ""
     return ""
+
+
+# ---- the engine's pickers: sampler, schedule, clip skip, VAE; defaults that follow the model ---------------------
+# What a host offers comes from the engine: nodes.list's samplers (id, A1111 label, the schedules each takes) and
+# models.list's VAEs and main models (base, native_size); the Session keeps them (samplers, vaes, models).
+DEFAULT_SCHEDULER = "euler"      # the engine's defaults (SPEC §7)
+DEFAULT_SCHEDULE = "default"
+CLIP_SKIP_MIN, CLIP_SKIP_MAX = 1, 12
+NATIVE_BY_BASE = {"sd1": 512, "sd2": 512, "sdxl": 1024, "flux": 1024}   # when models.list gives no native_size
+SCHEDULE_LABELS = {"default": "Default (the model's)", "karras": "Karras", "trailing": "Trailing (sgm_uniform)"}
+DEFAULTS = {"scheduler": DEFAULT_SCHEDULER, "schedule": DEFAULT_SCHEDULE, "clip_skip": 1, "vae": ""}
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: str     # what is sent ("" = the engine's default / the model's own)
+    label: str     # what the picker shows
+
+
+def model_entry(models: list | None, name: str | None) -> dict:
+    """The models.list entry of a main model ({} if unknown)."""
+    return next((m for m in models or [] if isinstance(m, dict) and m.get("name") == name), {})
+
+
+def sampler_entry(samplers: list | None, name: str | None) -> dict | None:
+    """The nodes.list sampler for an id or its label (as a recalled or typed value may be), or None."""
+    key = str(name or "").strip().lower()
+    return next((x for x in samplers or [] if key in (str(x.get("id", "")).lower(),
+                                                      str(x.get("label", "")).lower())), None)
+
+
+def scheduler_choices(samplers: list | None) -> list[Choice]:
+    """The sampler picker: the engine's samplers by A1111 label (empty until the engine said)."""
+    return [Choice(x["id"], x.get("label") or x["id"]) for x in samplers or []]
+
+
+def schedules_for(samplers: list | None, scheduler: str | None) -> list[str]:
+    """The schedules a sampler takes (its nodes.list entry's; every schedule when the engine gives none)."""
+    entry = sampler_entry(samplers, scheduler)
+    if entry is not None and entry.get("schedules"):
+        return list(entry["schedules"])
+    return list(SCHEDULE_LABELS)
+
+
+def schedule_choices(samplers: list | None, scheduler: str | None) -> list[Choice]:
+    """The schedule picker for the chosen sampler."""
+    return [Choice(x, SCHEDULE_LABELS.get(x, x)) for x in schedules_for(samplers, scheduler)]
+
+
+def fit_schedule(samplers: list | None, scheduler: str | None, schedule: str | None) -> str:
+    """The schedule to keep when the sampler changes: the same one if it still applies, else the sampler's first."""
+    ok = schedules_for(samplers, scheduler)
+    return schedule if schedule in ok else ok[0]
+
+
+def clip_skip_choices() -> list[Choice]:
+    return [Choice(str(n), "1 (off)" if n == 1 else str(n)) for n in range(CLIP_SKIP_MIN, CLIP_SKIP_MAX + 1)]
+
+
+def vaes_for(vaes: list | None, models: list | None, model: str | None) -> list[dict]:
+    """The VAEs that fit a model (same base; an sd1 VAE also serves sd2, as the engine allows; all of them when
+    the model's base is unknown)."""
+    base = model_entry(models, model).get("base")
+    fits = {base, "sd1"} if base == "sd2" else {base}
+    return [v for v in vaes or [] if not base or not v.get("base") or v["base"] in fits]
+
+
+def vae_choices(vaes: list | None, models: list | None, model: str | None) -> list[Choice]:
+    """The VAE picker: the model's own first, then the VAEs that fit it."""
+    return [Choice("", "The model's own")] + [Choice(v["name"], v["name"]) for v in vaes_for(vaes, models, model)]
+
+
+def native_size(entry: dict | None) -> int:
+    """A model's native size: models.list's native_size, else by its base."""
+    entry = entry or {}
+    size = entry.get("native_size")
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    return NATIVE_BY_BASE.get(entry.get("base") or "sd1", 512)
+
+
+def generation_size(w: int, h: int, native: int, max_pixels: int) -> tuple[int, int]:
+    """(w, h) scaled to about native*native pixels, aspect kept, multiples of 8: the engine's own rule for the
+    modes that send an image, for a host that renders txt2img into a region (GIMP's selection)."""
+    scale = (min(native * native, max_pixels) / (w * h)) ** 0.5
+    return max(8, int(round(w * scale / 8)) * 8), max(8, int(round(h * scale / 8)) * 8)
+
+
+def follow_model(values: dict, model: str, *, models: list | None, vaes: list | None = None,
+                 loras: list | None = None) -> dict:
+    """The field values that change when the person picks `model`: width/height to its native size, and a VAE or
+    LoRA that does not fit it back to none. A host writes them into its widgets (Use settings writes the recalled
+    size after the model, so a recalled size wins)."""
+    entry = model_entry(models, model)
+    n = native_size(entry)
+    out = {"width": n, "height": n}
+    if values.get("vae") and vaes is not None and \
+            values["vae"] not in [v["name"] for v in vaes_for(vaes, models, model)]:
+        out["vae"] = ""
+    if values.get("lora") and loras is not None and \
+            values["lora"] not in [lo["name"] for lo in forms.loras_for(loras, models or [], model)]:
+        out["lora"] = ""
+    return out

@@ -23,15 +23,16 @@ from typing import Any
 from . import default_url, forms
 from .client import CONNECTED, EXPIRED, SIGNED_OUT, Client, Event
 from .errors import DISCONNECTED, NOT_FOUND, TIMEOUT, TOKEN_EXPIRED, UNAUTHENTICATED, ProtocolError
+from .downloads import DownloadTable
 from .gallery import layer_name
 from .generate import error_field
 from .jobs import JobTable
 from .limits import Limits
 from .pixels import Pixels, swap_red_blue
 from .tokens import TokenStore
-from .updates import (CancelAcknowledged, EngineEvent, ErrorUpdate, ImagesPage, JobAccepted, JobCanceled, JobFailed,
-                      JobProgress, JobQueued, JobResult, JobStarted, ModelsChanged, Recalled, Reply, ResultLayer,
-                      SignedIn, StateChanged, Update, WorkflowsChanged)
+from .updates import (CancelAcknowledged, DownloadProgress, EngineEvent, ErrorUpdate, ImagesPage, JobAccepted,
+                      JobCanceled, JobFailed, JobProgress, JobQueued, JobResult, JobStarted, ModelsChanged, Recalled,
+                      Reply, ResultLayer, SignedIn, StateChanged, Update, WorkflowsChanged)
 
 __all__ = ["Session", "Update", "ResultLayer", "layer_name"]
 
@@ -57,9 +58,12 @@ class Session:
         self.models: list[dict] = []      # main models (usable as generate's "model")
         self.upscalers: list[dict] = []   # upscaler models (generate's "upscaler", mode upscale)
         self.loras: list[dict] = []       # LoRA models (generate's "loras"; "base" must match the model's)
+        self.vaes: list[dict] = []        # VAE models (generate's "vae"; generate.vaes_for the model)
+        self.samplers: list[dict] = []    # nodes.list samplers: {id, label, schedules} (generate's "scheduler")
         self.limits = Limits()            # the engine's, from hello (defaults until connected)
         self.user: dict | None = None
         self.jobs = JobTable()            # the jobs this session submitted, as the host shows them
+        self.downloads = DownloadTable()  # model downloads (admins): this session's and other admins'
         self.client: Client | None = None
         self._updates: "queue.Queue[Update]" = queue.Queue()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-session")
@@ -88,6 +92,27 @@ class Session:
 
     def refresh_models(self) -> None:
         self._submit(self._refresh_models)
+
+    @property
+    def is_admin(self) -> bool:
+        """The signed-in user may download models (a host shows the control only then)."""
+        return self.state == CONNECTED and bool((self.user or {}).get("admin"))
+
+    def download_model(self, source: str, name: str | None = None, sha256: str | None = None,
+                       tag: Any = None) -> str:
+        """Ask the engine to download a model (admin; models.download: a URL, OWNER/REPO[/FILE] or starter:NAME).
+        Returns a local request id, the key of its row in `downloads`; DownloadProgress updates follow, and the
+        new model is in `models` once done. A refused request ends the row in "refused" with the engine's error."""
+        source = (source or "").strip()
+        rid = f"d{self._next_request()[1:]}"
+        self.downloads.add(rid, source, tag)
+        self._submit(self._download_model, rid, source, (name or "").strip() or None,
+                     (sha256 or "").strip() or None, tag)
+        return rid
+
+    def cancel_download(self, download: str) -> None:
+        """Stop a running download (by the engine's download id); its row ends in "canceled"."""
+        self._submit(self._call, "models.download.cancel", {"download": download}, None)
 
     def generate(self, params: dict, image=None, mask=None, tag: Any = None) -> str:
         """Queue a generate request (params: e.g. generate.generate_args); returns a local request id, which is
@@ -163,6 +188,9 @@ class Session:
                     self.limits = up.limits or self.limits
             elif isinstance(up, ModelsChanged):
                 self.models, self.upscalers, self.loras = up.models, up.upscalers, up.loras
+                self.vaes, self.samplers = up.vaes, up.samplers or self.samplers
+            elif isinstance(up, DownloadProgress):
+                self.downloads.apply(up)
             self.jobs.apply(up)
             out.append(up)
         return out
@@ -231,11 +259,26 @@ class Session:
         self._put(SignedIn(result.get("user"), result.get("expires_at")))
 
     def _sign_out(self):
+        """End the sign-in on the engine (auth.logout: every copy of the token is refused from now on) when
+        connected, and forget the stored token on this computer in any case."""
+        revoked = False
+        client = self.client
+        if client is not None and client.state == CONNECTED:
+            try:
+                client.call("auth.logout", {}, timeout=10)
+                revoked = True
+            except ProtocolError:
+                revoked = False
         self.tokens.delete(self.url)
-        if self.client is not None:
-            self.client.close()
+        if client is not None:
+            client.close()
             self.client = None
-        self._put(StateChanged(SIGNED_OUT, "signed out"))
+        if revoked:
+            message = "signed out: the engine no longer accepts this sign-in, and this computer forgot it"
+        else:
+            message = ("signed out on this computer (its saved sign-in was deleted); not connected to the engine, "
+                       "so a copy of the sign-in stays valid there until it expires")
+        self._put(StateChanged(SIGNED_OUT, message))
 
     def _refresh_models(self):
         if self.client is None:
@@ -243,9 +286,26 @@ class Session:
         # One list from the engine, split for the host's pickers: a LoRA or an upscaler is no main model, and a
         # registered model whose file is gone can't be used.
         usable = [m for m in self.client.call("models.list", {})["models"] if not m.get("missing")]
+        samplers = self.client.call("nodes.list", {}).get("samplers") or []
         self._put(ModelsChanged([m for m in usable if m.get("type") == "main"],
                                 [m for m in usable if m.get("type") == "upscaler"],
-                                [m for m in usable if m.get("type") == "lora"]))
+                                [m for m in usable if m.get("type") == "lora"],
+                                [m for m in usable if m.get("type") == "vae"], samplers))
+
+    def _download_model(self, rid: str, source: str, name: str | None, sha256: str | None, tag: Any):
+        client = self.client
+        try:
+            if client is None:
+                raise ProtocolError(DISCONNECTED, "not connected")
+            args = {"source": source, **({"name": name} if name else {}), **({"sha256": sha256} if sha256 else {})}
+            got = client.call("models.download", args, timeout=300)
+        except ProtocolError as exc:
+            self._put(DownloadProgress(None, "refused", source, error={"code": exc.code, "message": exc.message,
+                                                                         "details": exc.details},
+                                       request=rid, tag=tag))
+            return
+        self._put(DownloadProgress(got.get("download"), "started", got.get("source") or source, got.get("name"),
+                                   got.get("resumed_from") or 0, got.get("total"), request=rid, tag=tag))
 
     def _generate(self, rid: str, params: dict, image, mask, tag: Any):
         for key, px in (("image", image), ("mask", mask)):
@@ -474,6 +534,11 @@ class Session:
                     tracked = bool(self._mine)
                 if tracked:
                     self._submit(self._resync)
+        elif ev.name == "models.download.progress":
+            self._put(DownloadProgress(d.get("download"), d.get("state") or "", d.get("source") or "", d.get("name"),
+                                       d.get("bytes") or 0, d.get("total"), d.get("error"), d.get("model")))
+            if d.get("state") == "done" and d.get("model"):
+                self.refresh_models()   # the new model goes into the pickers
         elif ev.name == "auth.refreshed":
             self._submit(self.tokens.set, self.url, d["token"])
         elif ev.name in _JOB_EVENTS:

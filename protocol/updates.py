@@ -65,12 +65,15 @@ class SignedIn(Update):
 
 @dataclass(repr=False)
 class ModelsChanged(Update):
-    """Main models for a picker, upscalers and LoRAs (none whose file is missing)."""
+    """Main models for a picker, upscalers, LoRAs and VAEs (none whose file is missing), and the samplers
+    (nodes.list: id, label, schedules) for the sampler picker."""
 
     kind: ClassVar[str] = "models"
     models: list
     upscalers: list
     loras: list
+    vaes: list = field(default_factory=list)
+    samplers: list = field(default_factory=list)
 
 
 @dataclass(repr=False)
@@ -161,6 +164,26 @@ class CancelAcknowledged(Update):
     status: str = ""
 
 
+# ---- model downloads (admin) ----------------------------------------------------------------------------
+@dataclass(repr=False)
+class DownloadProgress(Update):
+    """A model download's state (downloads.DownloadTable keeps them): `request` is set on the answer to this
+    Session's download_model() (state "started", or "refused" with `error`), `download` is the engine's id; the
+    engine's models.download.progress events come with request None (an admin receives every admin's)."""
+
+    kind: ClassVar[str] = "download"
+    download: str | None
+    state: str
+    source: str = ""
+    name: str | None = None
+    bytes: int = 0
+    total: int | None = None
+    error: dict | None = None          # {code, message, details} for failed / refused
+    model: dict | None = None          # the registered model, when done
+    request: str | None = None
+    tag: Any = None
+
+
 # ---- other replies ----------------------------------------------------------------------------------------
 @dataclass(repr=False)
 class ErrorUpdate(Update):
@@ -210,7 +233,7 @@ class Reply(Update):
 
 @dataclass(repr=False)
 class EngineEvent(Update):
-    """Any other server event (e.g. models.download.progress); job events of other jobs never become one."""
+    """Any other server event; job events of other jobs never become one (download events: DownloadProgress)."""
 
     kind: ClassVar[str] = "event"
     name: str

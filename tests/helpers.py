@@ -4,6 +4,7 @@ in conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -252,3 +253,84 @@ def open_session(engine, tmp_path, app="blender", pixel_order="rgba") -> Session
     s.connect(token=engine.token)
     wait_for(s, "state", pred=lambda d: d["state"] == "connected")
     return s
+
+
+# ---- the pickers' VAE and a download site (plug-in tests of issue 16, deliverable 5) --------------------------
+PICKER_VAE = "picker-vae"
+
+
+@contextlib.contextmanager
+def installed_vae(engine, tmp_path: Path, name: str = PICKER_VAE):
+    """A demo SD1 VAE (a diffusers folder) registered on a running engine for the duration (models.install,
+    then models.remove), so a VAE picker has something to offer without changing the shared demo models."""
+    import torch
+
+    from engine.models.demo import _sd_vae
+
+    folder = tmp_path / name
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(23)
+        _sd_vae().save_pretrained(folder)
+    with engine.client() as c:
+        c.call("models.install", {"path": str(folder), "name": name})
+    try:
+        yield name
+    finally:
+        with engine.client() as c:
+            c.call("models.remove", {"model": name})
+
+
+class FileSite:
+    """A local HTTP server standing in for a model site (tests never touch the network): GET /NAME sends
+    files[NAME] with its length, in 64 KiB pieces `slow` seconds apart (so a download shows progress: the engine
+    sends a "downloading" event at most every 0.5 s; 2 MiB at 0.06 s a piece takes about 2 s)."""
+
+    def __init__(self, files: dict[str, bytes], slow: float = 0.0):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                data = site.files.get(self.path.lstrip("/"))
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                for i in range(0, len(data), 65536):
+                    try:
+                        self.wfile.write(data[i:i + 65536])
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(site.slow)
+
+        self.files, self.slow = files, slow
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def embedding_file(rows: int = 16384, seed: int = 0) -> bytes:
+    """A textual-inversion embedding (rows × 32 floats, 2 MiB by default): a real model file a download probes."""
+    import torch
+    from safetensors.torch import save
+
+    return save({"emb_params": torch.randn(rows, 32, generator=torch.Generator().manual_seed(seed))})

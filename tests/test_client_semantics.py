@@ -106,7 +106,7 @@ def test_recalled_values_become_field_values_with_notes():
               "loras": [{"model": "l", "weight": 0.5}], "scheduler": "ddim"}
     out, notes = g.recalled_fields(values)
     assert out == {"mode": "img2img", "model": "m", "prompt": "p", "seed": 5, "steps": 3, "strength": 0.4,
-                   "lora": "l", "lora_weight": 0.5, "scheduler": "ddim"} and notes == []
+                   "lora": "l", "lora_weight": 0.5, "scheduler": "ddim", "vae": ""} and notes == []
     out, notes = g.recalled_fields({"mode": "txt2img", "seed": 2 ** 40, "prompt": "p"})
     assert "seed" not in out and out["lora"] == "" and "seed" in notes[0]
     out, notes = g.recalled_fields({"mode": "graph", "prompt": "p"})

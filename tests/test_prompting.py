@@ -245,7 +245,8 @@ def test_engine_generate_args(engine_with_vae):
             assert e.value.code in ("bad_request", "not_found") and match.lower() in str(e.value).lower(), bad
         # what exists, for pickers
         nodes = c.call("nodes.list", {})
-        assert {"id": "dpmpp_2m_karras", "label": "DPM++ 2M Karras"} in nodes["samplers"]
+        assert {"id": "dpmpp_2m_karras", "label": "DPM++ 2M Karras", "schedules": ["karras"]} in nodes["samplers"]
+        assert {"id": "ddim", "label": "DDIM", "schedules": ["default", "trailing"]} in nodes["samplers"]
         assert "karras" in nodes["schedules"]
         assert "DDIM" not in nodes["nodes"]["denoise"]["inputs"]["scheduler"]["choices"]
         assert "ddim" in nodes["nodes"]["denoise"]["inputs"]["scheduler"]["choices"]

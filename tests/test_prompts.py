@@ -98,8 +98,16 @@ def test_sampler_schedules_and_refusals():
     with pytest.raises(ValueError, match="unknown schedule"):
         samplers.resolve("Euler", "exponential")
     pub = samplers.public()
-    assert {"id": "dpmpp_2m_karras", "label": "DPM++ 2M Karras"} in pub["samplers"]
+    assert {"id": "dpmpp_2m_karras", "label": "DPM++ 2M Karras", "schedules": ["karras"]} in pub["samplers"]
     assert pub["schedules"] == ["default", "karras", "trailing"]
+    # what nodes.list says a sampler takes is exactly what resolve() accepts (a _karras id: its own schedule)
+    for entry in pub["samplers"]:
+        for schedule in pub["schedules"]:
+            if schedule in entry["schedules"]:
+                assert samplers.resolve(entry["id"], schedule)[1] == schedule
+            elif not entry["id"].endswith("_karras"):
+                with pytest.raises(ValueError):
+                    samplers.resolve(entry["id"], schedule)
 
 
 # ---- tokenizers ----------------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ def test_recall_refills_a_form_and_open_image_returns_the_pixels(sessions, made)
     assert rec["values"] == {"mode": "txt2img", "model": "tiny-sd15", "prompt": "a lighthouse at dusk",
                              "negative_prompt": "", "seed": 4242, "steps": 2, "guidance": 5.0, "width": 64,
                              "height": 64, "strength": rec["params"]["strength"],
-                             "scheduler": rec["params"]["scheduler"], "batch": 1}
+                             "scheduler": rec["params"]["scheduler"], "schedule": "default", "clip_skip": 1,
+                             "batch": 1}
     # opening it from Blender gives the very pixels Krita received (Krita's copy is BGRA)
     blender.open_image(image_id, tag="open")
     res = wait_for(blender, "result", pred=lambda d: d.get("image") == image_id)

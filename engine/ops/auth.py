@@ -1,11 +1,14 @@
-"""Password sign-in and tokens: auth.login, auth.refresh, auth.whoami."""
+"""Password sign-in and tokens: auth.login, auth.refresh, auth.whoami, auth.logout."""
 
 from __future__ import annotations
+
+import time
 
 from pydantic import Field
 
 from .. import auth, sessions
 from ..errors import Unauthenticated
+from ..hub import CLOSE_SIGNED_OUT
 from ..opspec import Args, op
 
 
@@ -38,3 +41,21 @@ async def refresh(ctx, args):
 async def whoami(ctx, args):
     """The signed-in user and when the connection's token expires."""
     return sessions.welcome(ctx.app.config, ctx.conn)
+
+
+@op("auth.logout")
+async def logout(ctx, args):
+    """Sign out on the engine: every token of this connection's sign-in (refreshed ones, any copy) is refused from
+    now on, and every connection signed in with one is closed (4401) after this reply → {}. Other sign-ins of the
+    same user stay valid."""
+    app, conn = ctx.app, ctx.conn
+    claims = conn.claims
+    # no token of this sign-in outlives the latest expiry so far or a refresh made just before now
+    keep_until = max(claims.sx, time.time() + max(app.config.token_ttl_s, app.config.remember_ttl_s))
+    await app.db.run(auth.revoke_session, claims, keep_until)
+    for other in app.hub.all():
+        if other.claims is not None and other.claims.sid == claims.sid:
+            app.hub.detach(other)
+            other.user = None
+            other.close_soon(CLOSE_SIGNED_OUT, auth.SIGNED_OUT)
+    return {}

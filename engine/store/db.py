@@ -23,6 +23,9 @@ SCHEMA = [
         id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pw_hash TEXT, pw_salt TEXT,
         admin INTEGER NOT NULL DEFAULT 0, disabled INTEGER NOT NULL DEFAULT 0,
         epoch INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)""",
+    # signed-out sign-ins (auth.logout): every token carrying the sid is refused until `expires`
+    """CREATE TABLE IF NOT EXISTS revoked_sessions (sid TEXT PRIMARY KEY, user_id INTEGER NOT NULL,
+        expires REAL NOT NULL, revoked REAL NOT NULL)""",
     # touched: last upload or use (blob.put, blob.has "have it", a job taking it); blob GC keys on it (store/gc.py)
     """CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, created REAL NOT NULL,
         touched REAL)""",

@@ -230,8 +230,12 @@ def test_generate_in_the_ui_event_loop(gui_host, addon_zip, engine_server, tmp_p
 def test_what_people_hit(host, addon_zip, engine_server, tmp_path):
     """Issue 15's Blender items 4-8 and Outpaint (issue 14), in the add-on driven like a person would; the
     engine's own record of each job says what was sent."""
+    from ..helpers import hello_reply, user_token
+
+    signout_token = user_token(engine_server, "admin")   # Sign out revokes it on the engine (not the shared one)
     out = _run(host, addon_zip, "people.py", timeout=600, user_dir=tmp_path / "u",
-               params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name})
+               params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name,
+                       "signout_token": signout_token})
     r = out["result"]
     with engine_server.client() as c:
         def request(job):
@@ -267,7 +271,57 @@ def test_what_people_hit(host, addon_zip, engine_server, tmp_path):
     assert r["created_ok"], r["created"]
     assert r["auto_connected"] == "connected"
     assert r["connect_has_token"] and r["token_after_sign_out"] is None and r["token_stored"]
+    assert "engine no longer accepts" in r["sign_out_message"], r["sign_out_message"]   # auth.logout
+    assert hello_reply(engine_server, signout_token)["error"]["code"] == "unauthenticated"
     # 7. pixel conversion both ways ran off the main thread
     assert r["threads"]["to_wire"] and "MainThread" not in r["threads"]["to_wire"], r["threads"]
     assert r["threads"]["to_blender"] and "MainThread" not in r["threads"]["to_blender"], r["threads"]
     assert not r["last_error"]
+
+
+def test_pickers_recall_and_an_admin_download(host, addon_zip, engine_server, tmp_path):
+    """Issue 16 deliverable 5: the engine's sampler / schedule / clip-skip / VAE pickers, sizes that follow the
+    model, the engine gets what was picked (its gallery metadata says so), Use settings restores it; an admin's
+    download from a local stand-in site shows progress, a bad source a clear error; a user sees no control."""
+    from ..helpers import FileSite, add_user, embedding_file, installed_vae, user_token
+
+    site = FileSite({"harbour-emb.safetensors": embedding_file()}, slow=0.06)
+    name = f"harbour-emb-{tmp_path.name[-8:]}"
+    user, _ = add_user(engine_server)
+    try:
+        with installed_vae(engine_server, tmp_path) as vae:
+            out = _run(host, addon_zip, "pickers.py", timeout=480, user_dir=tmp_path / "u",
+                       params={"url": engine_server.url, "token": engine_server.token, "model": "tiny-sd15",
+                               "user_token": user_token(engine_server, user), "vae": vae,
+                               "download_url": site.url("harbour-emb.safetensors"), "download_name": name,
+                               "missing_url": site.url("missing.safetensors")})
+            with engine_server.client() as c:
+                image = c.call("job.get", {"job": out["result"]["job"]})["layers"][0]["image_id"]
+                params = c.call("images.get", {"image": image})["params"]
+                models = [m["name"] for m in c.call("models.list", {})["models"]]
+    finally:
+        with engine_server.client() as c:
+            if name in [m["name"] for m in c.call("models.list", {})["models"]]:
+                c.call("models.remove", {"model": name})
+        site.close()
+    r = out["result"]
+    # defaults follow the model: tiny-sd15 is made for 64 px (the property default is 512)
+    assert r["size_before"] == [512, 512] and r["size_after_model"] == [64, 64] and r["result_size"] == [64, 64]
+    assert "DPM++ 2M Karras" in r["samplers"] and "Euler a" in r["samplers"]
+    assert r["vaes"] == [vae] and r["vaes_sdxl"] == [] and r["vae_after_sdxl"] == ""
+    assert r["schedule_after_ddim"] == "default" and r["ddim_schedules"] == ["default", "trailing"]
+    # the engine got the picks
+    assert {k: params[k] for k in ("scheduler", "schedule", "clip_skip", "vae")} == \
+        {"scheduler": "dpmpp_2m", "schedule": "karras", "clip_skip": 2, "vae": vae}
+    rec = r["recalled"]
+    assert rec == {"scheduler": "DPM++ 2M", "schedule": "karras", "clip_skip": 2, "vae": vae, "size": [64, 64],
+                   "message": rec["message"]} and "not filled" not in rec["message"], rec
+    # the admin's download: progress seen, then done and registered
+    states = [st for st, _, _ in r["download_seen"]]
+    assert r["admin_panel"] and states[-1] == "done" and name in models, r["download_seen"][-3:]
+    assert any(st == "downloading" and "%" in text for st, _, text in r["download_seen"]), r["download_seen"]
+    assert f"{name}: done, added as model" in r["download_drawn"], r["download_drawn"]
+    assert r["missing_state"] == "refused" and "could not download" in r["missing_drawn"] and \
+        "404" in r["missing_drawn"], r["missing_drawn"]
+    assert "nothing" not in models
+    assert r["user_panel"] is False

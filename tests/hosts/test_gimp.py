@@ -236,6 +236,9 @@ def test_sign_in_keeps_password_and_token_out_of_gimp_settings(gimp, gimp_plugin
     # sign out (Settings): said in the result, and the next run is no longer signed in
     assert out["sign_out"]["status"] == "success" and out["sign_out"]["result"]["signed_out"] is True
     assert out["after_sign_out"]["status"] == "execution-error" and "not signed in" in out["after_sign_out"]["error"]
+    # ... and on the engine: the token is refused from then on (auth.logout), which the message says
+    assert "engine no longer accepts" in out["sign_out"]["result"]["message"], out["sign_out"]["result"]
+    assert hello_reply(engine_server, out["token"])["error"]["code"] == "unauthenticated"
 
 
 def _plugin_pids(gimp) -> list[int]:
@@ -345,7 +348,7 @@ from protocol.gallery import GalleryBrowser, caption  # noqa: E402
 from protocol import forms  # noqa: E402
 from protocol.pixels import Pixels  # noqa: E402
 
-from ..helpers import GRAPH, PARAMS, RESIZE, app_client, open_session, run, wait_for  # noqa: E402
+from ..helpers import GRAPH, PARAMS, RESIZE, app_client, hello_reply, open_session, run, wait_for  # noqa: E402
 
 GENERATE_ARGS = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "seed", "batch",
                  "server-url", "token"]
@@ -708,3 +711,43 @@ def test_plugin_in_gimp_gui(gimp, gimp_plugin, engine_server):
     assert out["display"] and out["display_after"]
     assert out["run"]["status"] == "success", out["run"]
     assert out["placed"] == [4, 2, 20, 12] and out["exact"]
+
+
+@pytest.mark.host
+@needs_gimp
+def test_pickers_and_an_admin_download_in_gimp(gimp, gimp_plugin, engine_server, tmp_path):
+    """Issue 16 deliverable 5 in GIMP: Generate sends the engine's pickers (the gallery metadata says so), a sampler
+    the engine lacks is refused beside its field, recall gives the pickers' arguments back; an admin's Settings
+    download follows the model download to the end, and a bad source fails with the engine's reason."""
+    from ..helpers import FileSite, embedding_file, installed_vae
+
+    site = FileSite({"kite-emb.safetensors": embedding_file()}, slow=0.06)
+    try:
+        with installed_vae(engine_server, tmp_path) as vae:
+            env = {**_engine_env(engine_server), "PB_VAE": vae,
+                   "PB_DOWNLOAD": site.url("kite-emb.safetensors"), "PB_MISSING": site.url("missing.safetensors")}
+            out = run_script(gimp, "pickers", plugin=gimp_plugin, env=env)
+            assert out["generate"]["status"] == "success", out["generate"]
+            with engine_server.client() as c:
+                image = c.call("job.get", {"job": out["generate"]["result"]["job"]})["layers"][0]["image_id"]
+                params = c.call("images.get", {"image": image})["params"]
+                models = [m["name"] for m in c.call("models.list", {})["models"]]
+    finally:
+        with engine_server.client() as c:
+            if "kite-emb" in [m["name"] for m in c.call("models.list", {})["models"]]:
+                c.call("models.remove", {"model": "kite-emb"})
+        site.close()
+    assert {k: params[k] for k in ("scheduler", "schedule", "clip_skip", "vae")} == \
+        {"scheduler": "dpmpp_2m", "schedule": "karras", "clip_skip": 2, "vae": vae}
+    assert out["bad_sampler"]["status"] == "calling-error" and "scheduler: the engine has no sampler 'plms'" in \
+        out["bad_sampler"]["error"], out["bad_sampler"]
+    # recall: the image's pickers become the dialogs' arguments
+    args, notes = gimp_settings.recall_args(forms.recalled(params))
+    assert {k: args[k] for k in ("scheduler", "schedule", "clip-skip", "vae")} == \
+        {"scheduler": "dpmpp_2m", "schedule": "karras", "clip-skip": 2, "vae": vae} and not notes
+    dl = out["download"]
+    assert dl["status"] == "success" and dl["result"]["download"]["state"] == "done", dl
+    assert "kite-emb" in models and dl["result"]["download"]["text"] == "kite-emb: done, added as model 'kite-emb'"
+    assert any("%)" in line for line in dl["result"]["download"]["seen"]), dl["result"]["download"]["seen"]
+    bad = out["bad_download"]
+    assert bad["status"] == "execution-error" and "could not download" in bad["error"] and "404" in bad["error"], bad

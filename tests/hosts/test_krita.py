@@ -256,9 +256,12 @@ def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
     keeps the stored token (K2), the docker fits a 1080p screen (K3), Apply after the result's document closed
     (K5), the small ones (K6), plain-text labels (issue 17); and the main thread's stall while a 4K layer is sent
     (K4: printed, its budget lives in bench/)."""
+    from ..helpers import hello_reply, user_token
+
+    signout_token = user_token(engine_server, "admin")   # Sign out revokes it on the engine (not the shared one)
     res = run_in_krita(plugin_zip, SCRIPTS / "krita_fixes.py", host=host, timeout=400,
                        params={"url": engine_server.url, "token": engine_server.token,
-                               "model": engine_server.model_name})
+                               "model": engine_server.model_name, "signout_token": signout_token})
     assert res["ok"], res.get("error", "") + "\n" + str({k: v for k, v in res.items() if k != "log"}) + "\n" + \
         res.get("log", "")[-1500:]
     print({k: v for k, v in res.items() if k != "log"})
@@ -293,5 +296,45 @@ def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
     assert "document" in res["upscale_apply_label"].lower(), res["upscale_apply_label"]
     assert res["token_field_after_sign_out"] == ""
     assert any("signed out" in m.lower() for m in res["sign_out_shown"]), res["sign_out_shown"]
+    assert any("engine no longer accepts" in m for m in res["sign_out_shown"]), res["sign_out_shown"]   # auth.logout
+    assert hello_reply(engine_server, signout_token)["error"]["code"] == "unauthenticated"
     # issue 17: no label renders rich text
     assert res["rich_labels"] == [], res["rich_labels"]
+
+
+def test_pickers_and_the_models_tab_in_krita(host, plugin_zip, engine_server, tmp_path):
+    """Issue 16 deliverable 5 in Krita (on a document Krita opened, so 5.2 too): the sampler / schedule / clip-skip
+    / VAE pickers hold what the engine lists, Generate sends them (the gallery metadata says so), Use settings
+    restores them; the Models (download) tab is there for an admin only."""
+    from ..helpers import FileSite, add_user, embedding_file, installed_vae, user_token
+
+    user, _ = add_user(engine_server)
+    png = write_blank_png(tmp_path / "start.png", 64, 64)
+    site = FileSite({"krita-emb.safetensors": embedding_file()}, slow=0.08)   # ~2.6 s: several events
+    name = f"krita-emb-{host}"
+    try:
+        with installed_vae(engine_server, tmp_path) as vae:
+            res = run_in_krita(plugin_zip, SCRIPTS / "pickers.py", host=host, timeout=400, documents=[png],
+                               params={"url": engine_server.url, "token": engine_server.token, "model": "tiny-sd15",
+                                       "vae": vae, "user_token": user_token(engine_server, user),
+                                       "download_url": site.url("krita-emb.safetensors"), "download_name": name})
+            assert res["ok"], res.get("error", "") + "\n" + res.get("log", "")[-1500:]
+            with engine_server.client() as c:
+                image = c.call("job.get", {"job": res["job"]})["layers"][0]["image_id"]
+                params = c.call("images.get", {"image": image})["params"]
+                models = [m["name"] for m in c.call("models.list", {})["models"]]
+    finally:
+        with engine_server.client() as c:
+            if name in [m["name"] for m in c.call("models.list", {})["models"]]:
+                c.call("models.remove", {"model": name})
+        site.close()
+    assert name in models and f"{name}: done, added as model {name!r}" in res["download_lines"][-1], res
+    assert res["download_bar_seen"], res["download_lines"]
+    assert res["vaes"] == ["", vae] and res["vaes_sdxl"] == [""]
+    assert "tiny-sd15 is made for 64 px" in res["size_note"]
+    assert "DPM++ 2M Karras" in res["samplers"] and res["pickers_visible"]
+    assert res["ddim_schedules"] == ["default", "trailing"] and "karras" in res["dpmpp_2m_schedules"]
+    assert {k: params[k] for k in ("scheduler", "schedule", "clip_skip", "vae")} == \
+        {"scheduler": "dpmpp_2m", "schedule": "karras", "clip_skip": 2, "vae": vae}
+    assert res["recalled"] == {"scheduler": "dpmpp_2m", "schedule": "karras", "clip_skip": 2, "vae": vae}, res
+    assert res["admin_tab"] is True and res["user_tab"] is False

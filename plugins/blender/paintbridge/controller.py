@@ -20,9 +20,9 @@ from ._vendor.protocol import forms, generate
 from ._vendor.protocol.gallery import GalleryBrowser, format_date
 from ._vendor.protocol.pixels import Pixels, pad
 from ._vendor.protocol.session import Session
-from ._vendor.protocol.updates import (ErrorUpdate, ImagesPage, JobAccepted, JobCanceled, JobFailed, JobProgress,
-                                       JobResult, ModelsChanged, Recalled, Reply, SignedIn, StateChanged,
-                                       WorkflowsChanged)
+from ._vendor.protocol.updates import (DownloadProgress, ErrorUpdate, ImagesPage, JobAccepted, JobCanceled,
+                                       JobFailed, JobProgress, JobResult, ModelsChanged, Recalled, Reply, SignedIn,
+                                       StateChanged, WorkflowsChanged)
 
 from . import host, png, settings, workflow_form
 
@@ -32,8 +32,9 @@ THUMB_SIZE = 96
 # Observable state the panels draw (main thread only).
 STATE = {"state": "disconnected", "message": "", "models": [], "last_error": "", "results": [], "last_seed": None,
          "user": ""}
-# The engine's main models, upscalers and LoRAs as the Session gives them (with base), behind the pickers.
-_ENTRIES = {"models": [], "upscalers": [], "loras": []}
+# The engine's main models, upscalers, LoRAs, VAEs (with base) and samplers as the Session gives them, behind
+# the pickers.
+_ENTRIES = {"models": [], "upscalers": [], "loras": [], "vaes": [], "samplers": []}
 WORKFLOWS: dict = {"list": [], "loaded": False, "message": ""}
 GALLERY_STATE = {"message": ""}
 _session: Session | None = None
@@ -103,7 +104,8 @@ def build_request(s, image=None) -> tuple[dict, object, object, object]:
     mode = settings.MODES[s.mode]
     sess = get_session()
     params = generate.generate_args(mode, settings.form_values(s), limits=sess.limits, loras=_ENTRIES["loras"],
-                                    upscalers=_ENTRIES["upscalers"],
+                                    upscalers=_ENTRIES["upscalers"], samplers=_ENTRIES["samplers"],
+                                    vaes=_ENTRIES["vaes"], models=_ENTRIES["models"],
                                     source={"app": "blender", "document": _document_key()})
     if not generate.MODES[mode].image:
         return params, None, None, None
@@ -205,7 +207,9 @@ def _apply(up):
     elif isinstance(up, SignedIn):
         STATE["message"], STATE["last_error"] = "", ""
     elif isinstance(up, ModelsChanged):
-        _apply_models(up.models, up.upscalers, up.loras)
+        _apply_models(up.models, up.upscalers, up.loras, up.vaes, up.samplers)
+    elif isinstance(up, DownloadProgress):
+        _session.downloads.forget_finished(keep=5)
     elif isinstance(up, JobAccepted):
         STATE["last_seed"] = up.seed
     elif isinstance(up, JobProgress):
@@ -277,26 +281,72 @@ def placing() -> bool:
     return bool(_placing)
 
 
-def _apply_models(models: list, upscalers: list, loras: list):
-    """The engine's main models, upscalers and LoRAs: kept in STATE and in the pickers' lists (prop_search)."""
-    _ENTRIES.update(models=models, upscalers=upscalers, loras=loras)
+def _apply_models(models: list, upscalers: list, loras: list, vaes: list = (), samplers: list = ()):
+    """The engine's main models, upscalers, LoRAs, VAEs and samplers: kept in STATE and in the pickers' lists
+    (prop_search; samplers by label)."""
+    _ENTRIES.update(models=models, upscalers=upscalers, loras=loras, vaes=list(vaes),
+                    samplers=list(samplers) or _ENTRIES["samplers"])
     STATE["models"] = [m["name"] for m in models]
     for wm in bpy.data.window_managers:
         catalog = wm.paintbridge_catalog
         _fill(catalog.models, STATE["models"])
         _fill(catalog.upscalers, [m["name"] for m in upscalers])
+        _fill(catalog.samplers, [c.label for c in generate.scheduler_choices(_ENTRIES["samplers"])])
     _default_model()
     fill_loras()
 
 
 def fill_loras(s=None, context=None):
-    """The LoRA picker's list: the LoRAs that fit the chosen model's base (also run when the Model field changes)."""
+    """The LoRA and VAE pickers' lists: those that fit the chosen model's base."""
     if s is None:
         s = getattr(bpy.context.scene, "paintbridge", None) if bpy.context.scene else None
     model = s.model if s is not None else ""
     names = [m["name"] for m in forms.loras_for(_ENTRIES["loras"], _ENTRIES["models"], model)]
+    vaes = [v["name"] for v in generate.vaes_for(_ENTRIES["vaes"], _ENTRIES["models"], model)]
     for wm in bpy.data.window_managers:
         _fill(wm.paintbridge_catalog.loras, names)
+        _fill(wm.paintbridge_catalog.vaes, vaes)
+
+
+def model_changed(s, context=None):
+    """The Model field changed: the pickers that depend on it, and the defaults that follow it (its native size;
+    a VAE or LoRA that does not fit it goes back to none). protocol.generate.follow_model decides."""
+    fill_loras(s, context)
+    if not _ENTRIES["models"] or s.model not in STATE["models"]:
+        return
+    changes = generate.follow_model(settings.form_values(s), s.model, models=_ENTRIES["models"],
+                                    vaes=_ENTRIES["vaes"], loras=_ENTRIES["loras"])
+    for key, value in changes.items():
+        setattr(s, key, value)
+
+
+def scheduler_changed(s, context=None):
+    """Another sampler: keep the schedule if it takes it, else its first."""
+    if _ENTRIES["samplers"]:
+        s.schedule = generate.fit_schedule(_ENTRIES["samplers"], s.scheduler, s.schedule)
+
+
+def schedules(s) -> list:
+    """The schedules the chosen sampler takes (the panel shows the Schedule field only when there is a choice)."""
+    return generate.schedules_for(_ENTRIES["samplers"], s.scheduler)
+
+
+# ---- model downloads (admins) --------------------------------------------------------------------------------
+def is_admin() -> bool:
+    return _session is not None and _session.is_admin
+
+
+def download_model(source: str, name: str = "") -> str | None:
+    """Ask the engine to download a model; its row in downloads() shows the progress or a clear error."""
+    if not source.strip():
+        STATE["last_error"] = "give a URL, a Hugging Face OWNER/REPO/FILE or starter:NAME to download"
+        return None
+    return get_session().download_model(source, name or None)
+
+
+def downloads() -> list:
+    """The download rows to show, newest last (this session's and other admins')."""
+    return list(_session.downloads.rows.values()) if _session is not None else []
 
 
 def _fill(coll, names):
@@ -468,6 +518,9 @@ def apply_recalled(scene, values: dict, workflow: tuple | None, summary: dict) -
                                     + ": there are no settings to recall")
         return []
     fields, skipped = generate.recalled_fields(values, seed_max=settings.INT_MAX)
+    if "scheduler" in fields:   # the picker holds labels; images keep the id
+        entry = generate.sampler_entry(_ENTRIES["samplers"], fields["scheduler"])
+        fields["scheduler"] = (entry.get("label") or entry["id"]) if entry else fields["scheduler"]
     filled = []
     if "mode" in fields:
         s.mode = settings.MODE_OF[fields.pop("mode")]
@@ -550,7 +603,8 @@ def _timer():
 
 
 def register():
-    settings.HOOKS.update(model_changed=fill_loras, gallery_filter_changed=_gallery_filter_changed)
+    settings.HOOKS.update(model_changed=model_changed, scheduler_changed=scheduler_changed,
+                          gallery_filter_changed=_gallery_filter_changed)
     host.register()
     if not bpy.app.timers.is_registered(_timer):
         bpy.app.timers.register(_timer, first_interval=0.5, persistent=True)
@@ -561,7 +615,7 @@ def unregister():
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
     host.unregister()
-    settings.HOOKS.update(model_changed=None, gallery_filter_changed=None)
+    settings.HOOKS.update(model_changed=None, scheduler_changed=None, gallery_filter_changed=None)
     if _session is not None:
         _session.close()
         _session = None

@@ -87,6 +87,7 @@ class PAINTBRIDGE_OT_sign_in(bpy.types.Operator):
 class PAINTBRIDGE_OT_sign_out(bpy.types.Operator):
     bl_idname = "paintbridge.sign_out"
     bl_label = "Sign out"
+    bl_description = "End this sign-in on the engine and delete the token stored on this computer"
 
     def execute(self, context):
         controller.sign_out()
@@ -310,6 +311,7 @@ class PAINTBRIDGE_PT_panel(bpy.types.Panel):
             col = layout.column(align=True)
             col.prop(s, "steps")
             col.prop(s, "guidance")
+            self.draw_sampling(col, s, catalog)
             row = col.row(align=True)
             row.prop(s, "seed")
             if st["last_seed"] is not None:
@@ -328,6 +330,15 @@ class PAINTBRIDGE_PT_panel(bpy.types.Panel):
                 layout.label(text=last.describe(), icon="INFO")
         if st["last_error"]:
             wrapped(layout, st["last_error"], icon="ERROR", alert=True)
+
+    @staticmethod
+    def draw_sampling(col, s, catalog):
+        """The engine's pickers: sampler (by label), its schedules when it has a choice, clip skip, VAE."""
+        col.prop_search(s, "scheduler", catalog, "samplers", icon="MOD_NOISE")
+        if len(controller.schedules(s)) > 1:
+            col.prop(s, "schedule")
+        col.prop(s, "clip_skip")
+        col.prop_search(s, "vae", catalog, "vaes", text="VAE (empty: the model's)")
 
     @staticmethod
     def draw_account(layout, st, state) -> bool:
@@ -420,6 +431,43 @@ class PAINTBRIDGE_PT_gallery(_Sub, bpy.types.Panel):
             wrapped(layout, controller.GALLERY_STATE["message"], icon="INFO")
 
 
+class PAINTBRIDGE_OT_download_model(bpy.types.Operator):
+    bl_idname = "paintbridge.download_model"
+    bl_label = "Download"
+    bl_description = "Have the engine download this model (admins); its progress shows below"
+
+    def execute(self, context):
+        d = context.window_manager.paintbridge_download
+        if controller.download_model(d.source, d.name) is None:
+            self.report({"ERROR"}, controller.STATE["last_error"])
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class PAINTBRIDGE_PT_models(_Sub, bpy.types.Panel):
+    """Admins only: download a model onto the engine and follow it."""
+    bl_idname = "PAINTBRIDGE_PT_models"
+    bl_label = "Download a model"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context):
+        return controller.is_admin()
+
+    def draw(self, context):
+        layout = self.layout
+        d = context.window_manager.paintbridge_download
+        layout.prop(d, "source")
+        layout.prop(d, "name")
+        layout.operator("paintbridge.download_model", icon="IMPORT")
+        for row in controller.downloads():
+            frac = row.fraction
+            wrapped(layout, row.describe(), icon="ERROR" if row.state in ("failed", "refused") else
+                    ("CHECKMARK" if row.state == "done" else "SORTTIME"), alert=row.state in ("failed", "refused"))
+            if row.active and frac is not None and hasattr(layout, "progress"):   # Blender 4.0+
+                layout.progress(factor=frac, type="BAR", text=f"{100 * frac:.0f}%")
+
+
 class PAINTBRIDGE_PT_workflows(_Sub, bpy.types.Panel):
     bl_idname = "PAINTBRIDGE_PT_workflows"
     bl_label = "Workflows"
@@ -448,7 +496,8 @@ CLASSES = (PAINTBRIDGE_OT_connect, PAINTBRIDGE_OT_sign_in, PAINTBRIDGE_OT_sign_o
            PAINTBRIDGE_OT_cancel, PAINTBRIDGE_OT_reuse_seed, PAINTBRIDGE_OT_gallery_refresh,
            PAINTBRIDGE_OT_gallery_recall, PAINTBRIDGE_OT_gallery_open, PAINTBRIDGE_OT_gallery_star,
            PAINTBRIDGE_OT_workflows_refresh, PAINTBRIDGE_OT_workflow_select, PAINTBRIDGE_OT_workflow_run,
-           PAINTBRIDGE_UL_images, PAINTBRIDGE_PT_panel, PAINTBRIDGE_PT_gallery, PAINTBRIDGE_PT_workflows)
+           PAINTBRIDGE_UL_images, PAINTBRIDGE_PT_panel, PAINTBRIDGE_PT_gallery, PAINTBRIDGE_PT_workflows,
+           PAINTBRIDGE_OT_download_model, PAINTBRIDGE_PT_models)
 
 
 def register():

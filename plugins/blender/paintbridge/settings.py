@@ -20,7 +20,7 @@ MODES = {"GENERATE": "txt2img", "REFINE": "img2img", "INPAINT": "inpaint", "OUTP
          "UPSCALE": "upscale"}
 MODE_OF = {v: k for k, v in MODES.items()}
 INT_MIN, INT_MAX = -2 ** 31, 2 ** 31 - 1   # Blender IntProperty range
-HOOKS = {"model_changed": None, "gallery_filter_changed": None}
+HOOKS = {"model_changed": None, "scheduler_changed": None, "gallery_filter_changed": None}
 
 
 def _hook(name):
@@ -103,6 +103,16 @@ class PaintbridgeSettings(bpy.types.PropertyGroup):
     guidance: FloatProperty(name="Guidance", default=7.0, min=0.0, max=30.0)
     seed: IntProperty(name="Seed", default=generate.RANDOM, min=generate.RANDOM, max=INT_MAX,
                       description="-1: a random seed, shown after Generate (Reuse puts it here)")
+    # the engine's pickers (protocol.generate): the sampler by its A1111 label, the schedules it takes, clip skip,
+    # a VAE that fits the model
+    scheduler: StringProperty(name="Sampler", default="Euler", update=_hook("scheduler_changed"),
+                              description="The sampler (A1111 names), as the engine lists them")
+    schedule: EnumProperty(name="Schedule", default=generate.DEFAULT_SCHEDULE,
+                           items=[(k, v, "") for k, v in generate.SCHEDULE_LABELS.items()])
+    clip_skip: IntProperty(name="Clip skip", default=1, min=generate.CLIP_SKIP_MIN, max=generate.CLIP_SKIP_MAX,
+                           description="Use the text encoder's N-th last layer (A1111's Clip skip; 1 = off)")
+    vae: StringProperty(name="VAE", default="", description="A VAE on the engine instead of the model's own "
+                                                            "(empty: the model's own)")
 
 
 def form_values(s: PaintbridgeSettings) -> dict:
@@ -110,7 +120,8 @@ def form_values(s: PaintbridgeSettings) -> dict:
     return {"model": s.model, "prompt": s.prompt, "negative_prompt": s.negative_prompt, "steps": s.steps,
             "guidance": round(s.guidance, 4), "seed": s.seed, "batch": 1, "lora": s.lora,
             "lora_weight": round(s.lora_weight, 4), "strength": round(s.strength, 4), "width": s.width,
-            "height": s.height, "scale": float(s.upscale_factor), "upscaler": s.upscaler}
+            "height": s.height, "scale": float(s.upscale_factor), "upscaler": s.upscaler, "scheduler": s.scheduler,
+            "schedule": s.schedule, "clip_skip": s.clip_skip, "vae": s.vae}
 
 
 class PaintbridgeName(bpy.types.PropertyGroup):
@@ -122,6 +133,15 @@ class PaintbridgeCatalog(bpy.types.PropertyGroup):
     models: CollectionProperty(type=PaintbridgeName)
     upscalers: CollectionProperty(type=PaintbridgeName)
     loras: CollectionProperty(type=PaintbridgeName)
+    samplers: CollectionProperty(type=PaintbridgeName)   # by label
+    vaes: CollectionProperty(type=PaintbridgeName)       # the ones that fit the chosen model
+
+
+class PaintbridgeDownload(bpy.types.PropertyGroup):
+    """An admin's model download: what to fetch (not saved in .blend)."""
+    source: StringProperty(name="Source", default="",
+                           description="A URL, a Hugging Face OWNER/REPO/FILE, or starter:NAME")
+    name: StringProperty(name="Name", default="", description="The model's name on the engine (empty: from the file)")
 
 
 class PaintbridgeImageItem(bpy.types.PropertyGroup):
@@ -148,7 +168,7 @@ class PaintbridgeGallery(bpy.types.PropertyGroup):
 
 
 CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSettings, PaintbridgeName, PaintbridgeCatalog, PaintbridgeImageItem,
-           PaintbridgeGallery)
+           PaintbridgeGallery, PaintbridgeDownload)
 
 
 def register():
@@ -158,9 +178,11 @@ def register():
     bpy.types.Scene.paintbridge_image = StringProperty(name="Paintbridge source image", default="")
     bpy.types.WindowManager.paintbridge_gallery = PointerProperty(type=PaintbridgeGallery)
     bpy.types.WindowManager.paintbridge_catalog = PointerProperty(type=PaintbridgeCatalog)
+    bpy.types.WindowManager.paintbridge_download = PointerProperty(type=PaintbridgeDownload)
 
 
 def unregister():
+    del bpy.types.WindowManager.paintbridge_download
     del bpy.types.WindowManager.paintbridge_catalog
     del bpy.types.WindowManager.paintbridge_gallery
     del bpy.types.Scene.paintbridge_image

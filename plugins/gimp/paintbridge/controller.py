@@ -9,7 +9,6 @@ to a progress view the entry hands in (panels.ProgressDialog, interactive runs o
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -23,11 +22,10 @@ from gi.repository import Gimp, GLib  # noqa: E402
 import settings  # noqa: E402
 from protocol import default_url, generate  # noqa: E402
 from protocol.session import Session  # noqa: E402
-from protocol.updates import (ErrorUpdate, JobCanceled, JobFailed, JobResult, ModelsChanged, SignedIn,  # noqa: E402
-                              StateChanged)
+from protocol.updates import (DownloadProgress, ErrorUpdate, JobCanceled, JobFailed, JobResult,  # noqa: E402
+                              ModelsChanged, SignedIn, StateChanged)
 
 PLUGIN_VERSION = "0.1.0"
-NATIVE = {"sd1": 512, "sd2": 512, "sdxl": 1024, "flux": 1024}   # when models.list gives no native_size
 
 
 class Failure(Exception):
@@ -50,20 +48,9 @@ def readable(message: str, url: str) -> str:
 
 # ---- sizes and values (no GIMP calls) -----------------------------------------------------------------------------
 
-def native_size(entry: dict | None) -> int:
-    """The model's native size: models.list's native_size when the engine gives it, else by its base."""
-    entry = entry or {}
-    size = entry.get("native_size")
-    if isinstance(size, int) and size > 0:
-        return size
-    return NATIVE.get(entry.get("base") or "sd1", 512)
-
-
-def generation_size(w: int, h: int, native: int, max_pixels: int) -> tuple[int, int]:
-    """(w, h) scaled to about native*native pixels, aspect kept, multiples of 8: the engine's own rule for the
-    modes that send an image (engine/canvas.py), so Generate works at the same scale as Refine."""
-    scale = math.sqrt(min(native * native, max_pixels) / (w * h))
-    return max(8, int(round(w * scale / 8)) * 8), max(8, int(round(h * scale / 8)) * 8)
+# the model's native size and the size Generate renders a region at: protocol.generate's, once for every host
+native_size = generate.native_size
+generation_size = generate.generation_size
 
 
 # ---- the controller --------------------------------------------------------------------------------------------------
@@ -182,6 +169,46 @@ class Controller:
         self.user = got.get("user") or username
         return self.user
 
+    def sign_out(self) -> str:
+        """End the stored sign-in on the engine (auth.logout) and delete it here; when the engine cannot be
+        reached, only delete it. Returns what happened, for the person."""
+        try:
+            self.connect()
+        except Failure:
+            pass   # not connected: Session.sign_out still deletes the stored token, and its message says so
+        self.session.sign_out()
+        got = self.wait_for(StateChanged, "signing out", 30, lambda up: up.state == "signed_out")
+        return got.message
+
+    def download(self, source: str):
+        """Have the engine download a model (admins) and follow it to the end on GIMP's progress bar and the
+        progress view. Returns (its final downloads row, the progress lines seen)."""
+        rid = self.session.download_model(source)
+        seen = []
+        Gimp.progress_init(self.label)
+
+        def handle(up):
+            row = self.session.downloads.rows.get(rid)
+            if row is None or not isinstance(up, DownloadProgress):
+                return False
+            text = f"{self.label}: {row.describe()}"
+            if not seen or seen[-1] != text:
+                seen.append(text)
+                Gimp.progress_set_text(text)
+            if row.fraction is not None:
+                Gimp.progress_update(row.fraction)
+            else:
+                Gimp.progress_pulse()
+            if self.progress is not None:
+                self.progress.show(text, row.fraction, None)
+            return not row.active
+
+        try:
+            self.pump(handle, settings.timeout_seconds(), "the download")
+        finally:
+            Gimp.progress_end()
+        return self.session.downloads.rows[rid], seen
+
     def wait_for(self, cls, what, timeout=60, pred=lambda up: True):
         """Pump until an update of class cls (matching pred) arrives; an error update fails with its message."""
         got = {}
@@ -214,7 +241,8 @@ class Controller:
                 raise Failure("Paintbridge: the engine offers no model; add one on the engine first")
         try:
             return generate.generate_args(mode, values, limits=self.session.limits, loras=self.session.loras,
-                                          upscalers=self.session.upscalers,
+                                          upscalers=self.session.upscalers, samplers=self.session.samplers,
+                                          vaes=self.session.vaes, models=self.session.models,
                                           source={"app": "gimp", "document": document})
         except generate.FieldError as exc:
             where = f"{exc.field.replace('_', ' ')}: " if exc.field and not exc.message.startswith(exc.field) else ""

@@ -44,8 +44,7 @@ try:
     import settings  # noqa: E402
     import workflow_form  # noqa: E402
     from controller import Controller, Failure  # noqa: E402
-    from protocol import forms, pixels  # noqa: E402
-    from protocol.tokens import TokenStore  # noqa: E402
+    from protocol import forms, generate, pixels  # noqa: E402
     from protocol.updates import JobResult, ImagesPage  # noqa: E402
     _MISSING = None
 except ImportError as _exc:   # a plug-in folder without its _vendor: say so from every procedure
@@ -77,14 +76,15 @@ LABELS = {
                                           "star it"),
     PROC_WORKFLOW: ("Run _Workflow…", "Run one of your saved Paintbridge workflows; its results become layers"),
 }
-COMMON = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "seed"]
+COMMON = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "scheduler", "schedule",
+          "clip-skip", "vae", "seed"]
 DIALOG_FIELDS = {
     PROC_GENERATE: COMMON + ["batch"],
     PROC_REFINE: COMMON + ["strength"],
     PROC_INPAINT: COMMON + ["strength"],
     PROC_OUTPAINT: COMMON + ["extend-left", "extend-top", "extend-right", "extend-bottom"],
     PROC_UPSCALE: ["scale", "upscaler"],
-    PROC_SETTINGS: ["server-url", "model", "sign-out"],
+    PROC_SETTINGS: ["server-url", "model", "sign-out"],   # + "download" for an admin (run_settings)
 }
 MODE = {PROC_GENERATE: "txt2img", PROC_REFINE: "img2img", PROC_INPAINT: "inpaint", PROC_OUTPAINT: "outpaint",
         PROC_UPSCALE: "upscale"}
@@ -103,6 +103,15 @@ def add_common_args(p, default_strength=None):
     p.add_int_argument("steps", "S_teps", "Sampling steps (0: model default)", 0, settings.STEPS_MAX, 0, RW)
     p.add_double_argument("guidance", "_Guidance", "Guidance scale (0: model default)", 0.0, settings.GUIDANCE_MAX,
                           0.0, RW)
+    # the engine's pickers (protocol.generate): the dialog offers what the engine lists
+    p.add_string_argument("scheduler", "Sc_heduler", "The sampler, by A1111 name or id (empty: the engine's, Euler)",
+                          "", RW)
+    p.add_string_argument("schedule", "Noise sched_ule", "default, karras or trailing (empty: the model's own)", "",
+                          RW)
+    p.add_int_argument("clip-skip", "Clip s_kip", "Use the text encoder's N-th last layer (1: off)",
+                       settings.CLIP_SKIP_MIN, settings.CLIP_SKIP_MAX, 1, RW)
+    p.add_string_argument("vae", "_VAE", "A VAE on the engine instead of the model's own (empty: the model's)", "",
+                          RW)
     p.add_int_argument("seed", "See_d", "Seed (-1: random; the one used is in the layer's name)", -1,
                        settings.SEED_MAX, -1, RW)
     if default_strength is not None:
@@ -171,7 +180,10 @@ class Paintbridge(Gimp.PlugIn):
         elif name == PROC_SETTINGS:
             p.add_string_argument("server-url", "Server _URL", "ws://host:port/v1/ws", "", RW)
             p.add_string_argument("model", "Default _model", "Empty: the engine's default", "", RW)
-            p.add_boolean_argument("sign-out", "Si_gn out", "Forget the stored sign-in for this server", False, RW)
+            p.add_boolean_argument("sign-out", "Si_gn out", "End the sign-in on the engine and forget it here", False,
+                                   RW)
+            p.add_string_argument("download", "_Download a model", "Admins: a URL, OWNER/REPO/FILE or starter:NAME "
+                                  "for the engine to download (empty: none)", "", RW)
         p.add_string_return_value("result", "Result", "JSON: job, layers placed, new image", "", RW)
         return p
 
@@ -214,6 +226,7 @@ class Run:
         self.image, self.drawables = image, drawables
         self.name = procedure.get_name()
         self.label = LABELS[self.name][0]
+        self.fields = list(DIALOG_FIELDS.get(self.name, ()))   # what the dialog shows
         self.ctl = None
 
     def text(self, prop):
@@ -246,16 +259,16 @@ class Run:
         for prop, value in settings.last_form(cfg_dir, self.name).items():
             if prop in arg_names:
                 self.config.set_property(prop, value)
-        for prop in DIALOG_FIELDS[self.name]:   # an empty text argument comes back as None: Gtk wants ""
+        for prop in self.fields:   # an empty text argument comes back as None: Gtk wants ""
             spec = self.config.find_property(prop)
             if spec is not None and spec.value_type == GObject.TYPE_STRING and self.get(prop) is None:
                 self.config.set_property(prop, "")
         recalled = settings.pending_recall(cfg_dir, self.name, arg_names)
         for prop, value in recalled.items():
             self.config.set_property(prop, value)
-        ok = panels.procedure_dialog(self.procedure, self.config, DIALOG_FIELDS[self.name], self.label, pickers, note)
+        ok = panels.procedure_dialog(self.procedure, self.config, self.fields, self.label, pickers, note)
         if self.name != PROC_SETTINGS:   # kept even when canceled (GIMP keeps only a successful run's values)
-            settings.remember_form(cfg_dir, self.name, {p: self.get(p) for p in DIALOG_FIELDS[self.name]})
+            settings.remember_form(cfg_dir, self.name, {p: self.get(p) for p in self.fields})
         if ok and recalled:
             settings.recall_used(cfg_dir, self.name)
         return ok
@@ -270,7 +283,7 @@ class Run:
         mode = generate_mode(self.name)
         out = {}
         for field in ("prompt", "negative_prompt", "model", "lora", "lora_weight", "steps", "guidance", "seed",
-                      "batch", "strength", "scale", "upscaler"):
+                      "batch", "strength", "scale", "upscaler", "scheduler", "schedule", "clip_skip", "vae"):
             prop = field.replace("_", "-")
             if not mode.uses(field) or self.config.find_property(prop) is None:
                 continue
@@ -290,7 +303,6 @@ def controller_label(label):
 
 
 def generate_mode(name):
-    from protocol import generate
     return generate.MODES[MODE[name]]
 
 
@@ -299,6 +311,10 @@ def pickers(ctl, with_upscaler=False):
              "lora": [""] + [m["name"] for m in ctl.session.loras]}
     if with_upscaler:
         names["upscaler"] = [""] + [m["name"] for m in ctl.session.upscalers]
+    else:   # the engine's pickers: samplers by label, the schedules, its VAEs ("" = the model's own)
+        names["scheduler"] = [c.label for c in generate.scheduler_choices(ctl.session.samplers)]
+        names["schedule"] = list(generate.SCHEDULE_LABELS)
+        names["vae"] = [""] + [v["name"] for v in ctl.session.vaes]
     return names
 
 
@@ -438,24 +454,57 @@ def run_settings(run):
             ctl = run.open()
             note = f"Signed in to {ctl.url} as {ctl.user or '?'}"
             names = {"model": [""] + [m["name"] for m in ctl.session.models]}
+            if ctl.session.is_admin:   # only an admin sees the download field
+                run.fields.append("download")
+                note += " (admin: you can have the engine download a model)"
             run.done()
         except Failure as exc:
             note = str(exc).replace("Paintbridge: ", "")
         run.config.set_property("server-url", prefs.get("url") or "")
         run.config.set_property("model", prefs.get("model") or "")
         run.config.set_property("sign-out", False)
+        run.config.set_property("download", "")
         if not run.form(names, note=note):
             raise Failure("Paintbridge: canceled", Gimp.PDBStatusType.CANCEL)
     from protocol import default_url
     url = settings.resolve_url(run.text("server-url"), prefs, default_url())
     settings.update(cfg_dir, url=url, model=run.text("model"))
     signed_out = bool(run.get("sign-out"))
+    download = None
+    if run.text("download").strip():
+        download = download_model(run, url, run.text("download").strip())
+    said = ""
     if signed_out:
-        TokenStore(cfg_dir).delete(url)
+        ctl = Controller(run.interactive, url, "Paintbridge: signing out")
+        try:
+            said = ctl.sign_out()
+        finally:
+            ctl.close()
         run.config.set_property("sign-out", False)
         if run.interactive:
-            Gimp.message(f"Paintbridge: signed out of {url}: this computer no longer keeps your sign-in")
-    return {"url": url, "model": run.text("model"), "signed_out": signed_out}
+            Gimp.message(f"Paintbridge ({url}): {said}")
+    return {"url": url, "model": run.text("model"), "signed_out": signed_out, "message": said,
+            "download": download}
+
+
+def download_model(run, url, source):
+    """Settings' download (admins): the engine fetches the model; its progress on GIMP's bar (and the progress
+    dialog), a clear error when it fails. Returns the download's final row as a dict."""
+    ctl = Controller(run.interactive, url, "Paintbridge: downloading a model")
+    try:
+        ctl.connect(settings.script_token())
+        run.ctl = ctl
+        run.progress()
+        run.ctl = None
+        row, seen = ctl.download(source)
+    finally:
+        ctl.close()
+    if row.state != "done":
+        raise Failure(f"Paintbridge: {row.describe()}")
+    if run.interactive:
+        Gimp.message(f"Paintbridge: {row.describe()}")
+    return {"state": row.state, "name": row.name, "bytes": row.bytes, "total": row.total, "seen": seen,
+            "text": row.describe()}
 
 
 # ---- Open from gallery ---------------------------------------------------------------------------------------

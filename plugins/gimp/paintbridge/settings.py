@@ -20,6 +20,7 @@ STEPS_MAX = 500
 GUIDANCE_MAX = 50.0
 SEED_MAX = 2 ** 31 - 1
 BATCH_MAX = 16
+CLIP_SKIP_MIN, CLIP_SKIP_MAX = generate.CLIP_SKIP_MIN, generate.CLIP_SKIP_MAX
 
 SECRET_WORDS = ("password", "token")   # argument/value names that must never be stored
 
@@ -118,6 +119,10 @@ RECALL_ARGS = {
     "seed": ("seed", int, -1, SEED_MAX),
     "strength": ("strength", float, 0.0, 1.0),
     "batch": ("batch", int, 1, BATCH_MAX),
+    "scheduler": ("scheduler", str, None, None),
+    "schedule": ("schedule", str, None, None),
+    "clip_skip": ("clip-skip", int, CLIP_SKIP_MIN, CLIP_SKIP_MAX),
+    "vae": ("vae", str, None, None),
 }
 
 

@@ -21,9 +21,9 @@ from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 from ._vendor.protocol import forms, generate
 from ._vendor.protocol.gallery import GalleryBrowser
 from ._vendor.protocol.session import ResultLayer, Session
-from ._vendor.protocol.updates import (ErrorUpdate, ImagesPage, JobAccepted, JobCanceled, JobFailed, JobProgress,
-                                       JobQueued, JobResult, JobStarted, ModelsChanged, Recalled, Reply, SignedIn,
-                                       StateChanged, WorkflowsChanged)
+from ._vendor.protocol.updates import (DownloadProgress, ErrorUpdate, ImagesPage, JobAccepted, JobCanceled,
+                                       JobFailed, JobProgress, JobQueued, JobResult, JobStarted, ModelsChanged,
+                                       Recalled, Reply, SignedIn, StateChanged, WorkflowsChanged)
 
 from . import host, settings
 
@@ -56,6 +56,7 @@ class Controller(QObject):
     workflows_changed = pyqtSignal(list)
     workflow_errors = pyqtSignal(dict)          # {field name: message}; "" for the workflow as a whole
     signed_in = pyqtSignal(str)                 # the user's name
+    downloads_changed = pyqtSignal()            # session.downloads changed (admins' model downloads)
 
     def __init__(self):
         super().__init__()
@@ -90,6 +91,34 @@ class Controller(QObject):
     @property
     def loras(self) -> list:
         return self.session.loras
+
+    @property
+    def vaes(self) -> list:
+        return self.session.vaes
+
+    @property
+    def samplers(self) -> list:
+        return self.session.samplers
+
+    @property
+    def is_admin(self) -> bool:
+        return self.session.is_admin
+
+    def model_entry(self, name: str) -> dict:
+        return generate.model_entry(self.session.models, name)
+
+    # ---- model downloads (admins) ---------------------------------------------------------------------
+    def download_model(self, source: str, name: str = "") -> str | None:
+        """Have the engine download a model; session.downloads (downloads_changed) shows its progress."""
+        if not source.strip():
+            self.message.emit("Give a URL, a Hugging Face OWNER/REPO/FILE or starter:NAME to download.")
+            return None
+        rid = self.session.download_model(source, name or None)
+        self.downloads_changed.emit()
+        return rid
+
+    def downloads(self) -> list:
+        return list(self.session.downloads.rows.values())
 
     @property
     def active_jobs(self) -> dict:
@@ -127,10 +156,10 @@ class Controller(QObject):
         return True
 
     def sign_out(self):
-        """Forget the stored token on this computer (the engine has no revoke: it stays valid until it expires)."""
+        """End the sign-in on the engine (every copy of the token is refused from then on) and forget the token
+        saved on this computer; the Session's signed_out state says which of the two happened."""
         self.session.sign_out()
-        self.message.emit("Signed out: the token saved on this computer was deleted (a copy of it stays valid "
-                          "on the engine until it expires).")
+        self.message.emit("Signing out…")
 
     # ---- generate ---------------------------------------------------------------------------------------
     def generate(self) -> str | None:
@@ -143,7 +172,8 @@ class Controller(QObject):
             values = f.values()
             values.update(width=w, height=h, x=x, y=y)
             params = generate.generate_args(f.mode, values, limits=self.session.limits, loras=self.session.loras,
-                                            upscalers=self.session.upscalers,
+                                            upscalers=self.session.upscalers, samplers=self.session.samplers,
+                                            vaes=self.session.vaes, models=self.session.models,
                                             source={"app": "krita", "document": host.document_key(doc)})
             mode = generate.MODES[f.mode]
             image = mask = None
@@ -364,6 +394,8 @@ class Controller(QObject):
             msg = up.message
             if up.state == "expired":
                 msg = "Your session expired. Sign in again (your prompt and settings are kept)."
+            elif up.state == "signed_out" and msg.startswith("signed out"):   # the answer to Sign out
+                self.message.emit(msg[0].upper() + msg[1:] + ".")
             elif up.state == "disconnected" and up.lost:
                 msg = "connection lost"
             elif up.state == "disconnected" and msg.startswith("cannot reach"):
@@ -379,6 +411,8 @@ class Controller(QObject):
             if up.state == "connected" and was != "connected":
                 self.message.emit("")   # an older line (a refused sign-in…) must not stand under the new state
             self._show_status()
+            if up.state != was:
+                self.downloads_changed.emit()   # the download tab is for admins: shown once connected as one
             if up.state == "connected" and was != "connected":
                 self.refresh_workflows()
                 self.signed_in.emit(self.user)
@@ -393,7 +427,14 @@ class Controller(QObject):
                 self.form.upscaler = ""
             if self.form.lora not in [m["name"] for m in up.loras]:
                 self.form.lora = ""
+            if self.form.vae not in [v["name"] for v in generate.vaes_for(up.vaes, up.models, self.form.model)]:
+                self.form.vae = ""
+            if up.samplers and generate.sampler_entry(up.samplers, self.form.scheduler) is None:
+                self.form.scheduler = generate.DEFAULT_SCHEDULER
             self.models_changed.emit(up.models)
+        elif isinstance(up, DownloadProgress):
+            self.session.downloads.forget_finished(keep=5)
+            self.downloads_changed.emit()
         elif isinstance(up, JobAccepted):
             self._jobs_changed()
         elif isinstance(up, (JobQueued, JobStarted)):

@@ -50,6 +50,7 @@ class PaintbridgeDocker(DockWidget):
         self.tabs.addTab(self._generate_tab(), "Generate")
         self.tabs.addTab(self._workflows_tab(), "Workflows")
         self.tabs.addTab(self._gallery_tab(), "Gallery")
+        self.models_page = self._models_tab()   # a tab only while an admin is signed in (_downloads)
         lay.addWidget(self.tabs)
         lay.addStretch(1)
         scroll = _Scroll()
@@ -87,7 +88,7 @@ class PaintbridgeDocker(DockWidget):
         self.connect_btn = QPushButton("Connect")
         self.connect_btn.setToolTip("Connect with the pasted token, or the one saved for this server")
         self.sign_out_btn = QPushButton("Sign out")
-        self.sign_out_btn.setToolTip("Delete the token saved on this computer")
+        self.sign_out_btn.setToolTip("End this sign-in on the engine and delete the token saved on this computer")
         for b in (self.sign_in_btn, self.connect_btn, self.sign_out_btn):
             buttons.addWidget(b)
         form.addRow(plain_label("Server"), self.url)
@@ -150,8 +151,47 @@ class PaintbridgeDocker(DockWidget):
         form.addRow(plain_label("Upscaler"), self.upscaler)
         form.addRow(plain_label("Scale"), self.scale)
         form.addRow(plain_label("Steps"), self.steps_row)
+        self._sampling_rows(form)
         form.addRow(plain_label("Seed"), self.seed_row)
         form.addRow(self.size_note)
+        return page
+
+    def _sampling_rows(self, form: QFormLayout):
+        """The engine's pickers (protocol.generate): sampler by A1111 label and the schedules it takes; clip skip
+        and a VAE that fits the model. Filled by _models / _fill_vaes / _fill_schedules."""
+        f = self.ctl.form
+        self.scheduler = QComboBox()
+        self.scheduler.setToolTip("The sampler, as the engine lists them")
+        self.schedule = QComboBox()
+        self.schedule.setToolTip("The noise schedule: the model's own, Karras, or trailing (sgm_uniform)")
+        self.clip_skip = _spin(generate.CLIP_SKIP_MIN, generate.CLIP_SKIP_MAX, f.clip_skip)
+        self.clip_skip.setToolTip("Use the text encoder's N-th last layer (A1111's Clip skip; 1 = off)")
+        self.vae = QComboBox()
+        self.vae.setToolTip("A VAE on the engine instead of the model's own")
+        self.sampler_row = _pair(self.scheduler, self.schedule, stretch=True)
+        self.clip_row = _pair(self.clip_skip, plain_label("VAE"), self.vae, stretch=True)
+        form.addRow(plain_label("Sampler"), self.sampler_row)
+        form.addRow(plain_label("Clip skip"), self.clip_row)
+
+    def _models_tab(self) -> QWidget:
+        """Admins: have the engine download a model (a URL, OWNER/REPO/FILE or starter:NAME) and follow it."""
+        page = QWidget()
+        form = QFormLayout(page)
+        self.dl_source = QLineEdit()
+        self.dl_source.setPlaceholderText("https://…/model.safetensors, OWNER/REPO/FILE or starter:NAME")
+        self.dl_name = QLineEdit()
+        self.dl_name.setPlaceholderText("empty: from the file")
+        self.dl_btn = QPushButton("Download")
+        self.dl_btn.setToolTip("The engine downloads, checks and registers the model; progress shows below")
+        self.dl_bar = QProgressBar()
+        self.dl_bar.setVisible(False)
+        self.dl_list = plain_label("")
+        self.dl_list.setWordWrap(True)
+        form.addRow(plain_label("Download"), self.dl_source)
+        form.addRow(plain_label("Name"), self.dl_name)
+        form.addRow(self.dl_btn)
+        form.addRow(self.dl_bar)
+        form.addRow(self.dl_list)
         return page
 
     def _results_box(self) -> QWidget:
@@ -289,6 +329,10 @@ class PaintbridgeDocker(DockWidget):
         self.results.currentRowChanged.connect(guarded(self._result_selection))
         self.mode.currentIndexChanged.connect(guarded(self._mode_changed))
         self.model.currentIndexChanged.connect(guarded(self._fill_loras))
+        self.model.currentIndexChanged.connect(guarded(self._fill_vaes))
+        self.scheduler.currentIndexChanged.connect(guarded(self._fill_schedules))
+        self.dl_btn.clicked.connect(guarded(self._download))
+        ctl.downloads_changed.connect(guarded(self._downloads))
         ctl.state_changed.connect(guarded(self._state))
         ctl.models_changed.connect(guarded(self._models))
         ctl.progress.connect(guarded(self._progress))
@@ -342,6 +386,9 @@ class PaintbridgeDocker(DockWidget):
         f.seed, f.batch = self.seed.value(), self.batch.value()
         f.upscaler, f.scale = self.upscaler.currentData() or "", self.scale.value()
         f.lora, f.lora_weight = self.lora.currentData() or "", self.lora_weight.value()
+        f.scheduler = self.scheduler.currentData() or f.scheduler
+        f.schedule = self.schedule.currentData() or f.schedule
+        f.clip_skip, f.vae = self.clip_skip.value(), self.vae.currentData() or ""
         f.extend_left, f.extend_top, f.extend_right, f.extend_bottom = (s.value() for s in self.extend)
 
     def _generate(self):
@@ -398,7 +445,8 @@ class PaintbridgeDocker(DockWidget):
                  self.source: mode.image, self.strength: mode.uses("strength"),
                  self.extend_row: mode.name == "outpaint", self.upscaler: mode.uses("upscaler"),
                  self.scale: mode.uses("scale"), self.steps_row: mode.uses("steps"), self.seed_row: mode.uses("seed"),
-                 self.size_note: mode.name == "txt2img"}
+                 self.size_note: mode.name == "txt2img", self.sampler_row: mode.uses("scheduler"),
+                 self.clip_row: mode.uses("clip_skip")}
         for widget, visible in shown.items():
             widget.setVisible(visible)
             label = self.gen_form.labelForField(widget)
@@ -436,6 +484,63 @@ class PaintbridgeDocker(DockWidget):
             self.upscaler.addItem(m["name"], m["name"])
         self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(self.ctl.form.upscaler)))
         self._fill_loras()
+        keep = self.ctl.form.scheduler
+        self.scheduler.blockSignals(True)
+        self.scheduler.clear()
+        for c in generate.scheduler_choices(self.ctl.samplers):
+            self.scheduler.addItem(c.label, c.value)
+        self.scheduler.setCurrentIndex(max(0, self.scheduler.findData(keep)))
+        self.scheduler.blockSignals(False)
+        self._fill_schedules()
+        self._fill_vaes()
+
+    def _fill_schedules(self):
+        """The schedule picker holds the schedules the chosen sampler takes."""
+        keep = self.schedule.currentData() or self.ctl.form.schedule
+        sampler = self.scheduler.currentData() or self.ctl.form.scheduler
+        self.schedule.clear()
+        for c in generate.schedule_choices(self.ctl.samplers, sampler):
+            self.schedule.addItem(c.label, c.value)
+        self.schedule.setCurrentIndex(max(0, self.schedule.findData(
+            generate.fit_schedule(self.ctl.samplers, sampler, keep))))
+
+    def _fill_vaes(self):
+        """The VAE picker holds the model's own and the VAEs that fit the chosen model; the size note says the
+        size the model is made for (protocol.generate.native_size)."""
+        keep = self.vae.currentData() if self.vae.count() else self.ctl.form.vae
+        model = self.model.currentData() or ""
+        self.vae.clear()
+        for c in generate.vae_choices(self.ctl.vaes, self.ctl.models, model):
+            self.vae.addItem(c.label, c.value)
+        self.vae.setCurrentIndex(max(0, self.vae.findData(keep)))
+        note = "Size: the selection, or the whole document."
+        if model:
+            note += f" {model} is made for {generate.native_size(self.ctl.model_entry(model))} px."
+        self.size_note.setText(note)
+
+    def _download(self):
+        if self.ctl.download_model(self.dl_source.text().strip(), self.dl_name.text().strip()):
+            self.dl_source.clear()
+            self.dl_name.clear()
+
+    def _downloads(self):
+        """The Models tab: only for an admin; each download's line, and the bar of the newest running one."""
+        index = self.tabs.indexOf(self.models_page)
+        if self.ctl.is_admin and index < 0:
+            self.tabs.addTab(self.models_page, "Models")
+        elif not self.ctl.is_admin and index >= 0:
+            self.tabs.removeTab(index)
+        rows = self.ctl.downloads()
+        self.dl_list.setText("\n".join(r.describe() for r in rows))
+        running = [r for r in rows if r.active]
+        self.dl_bar.setVisible(bool(running))
+        if running:
+            frac = running[-1].fraction
+            if frac is None:
+                self.dl_bar.setRange(0, 0)
+            else:
+                self.dl_bar.setRange(0, 1000)
+                self.dl_bar.setValue(int(1000 * frac))
 
     def _fill_loras(self):
         """The LoRA picker holds the LoRAs that fit the chosen model (its base)."""
@@ -515,6 +620,12 @@ class PaintbridgeDocker(DockWidget):
         self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(f.upscaler)))
         self.lora.setCurrentIndex(max(0, self.lora.findData(f.lora)))
         self.lora_weight.setValue(f.lora_weight)
+        self.scheduler.setCurrentIndex(max(0, self.scheduler.findData(f.scheduler)))
+        self._fill_schedules()
+        self.schedule.setCurrentIndex(max(0, self.schedule.findData(f.schedule)))
+        self.clip_skip.setValue(max(generate.CLIP_SKIP_MIN, min(f.clip_skip, generate.CLIP_SKIP_MAX)))
+        self._fill_vaes()
+        self.vae.setCurrentIndex(max(0, self.vae.findData(f.vae)))
         for spin, v in zip(self.extend, (f.extend_left, f.extend_top, f.extend_right, f.extend_bottom)):
             spin.setValue(v)
         self.tabs.setCurrentIndex(0)

@@ -35,6 +35,10 @@ class Form:
     scale: float = 2.0
     lora: str = ""          # a LoRA applied to the model, "" for none
     lora_weight: float = 0.8
+    scheduler: str = "euler"    # the engine's pickers (protocol.generate): sampler id, schedule, clip skip,
+    schedule: str = "default"   # and a VAE instead of the model's own ("" = the model's)
+    clip_skip: int = 1
+    vae: str = ""
     extend_left: int = 0    # Outpaint: grow the canvas by these margins first
     extend_top: int = 0
     extend_right: int = 0
@@ -61,7 +65,8 @@ class Form:
         return {"model": self.model, "prompt": self.prompt, "negative_prompt": self.negative, "steps": self.steps,
                 "guidance": self.guidance, "seed": self.seed, "batch": self.batch, "lora": self.lora,
                 "lora_weight": self.lora_weight, "strength": self.strength, "scale": self.scale,
-                "upscaler": self.upscaler}
+                "upscaler": self.upscaler, "scheduler": self.scheduler, "schedule": self.schedule,
+                "clip_skip": self.clip_skip, "vae": self.vae}
 
     def set_values(self, values: dict):
         """protocol.generate field values (recalled_fields) back into the form; wrong types are skipped."""

@@ -68,6 +68,7 @@ catalog = bpy.context.window_manager.paintbridge_catalog
 settings.model = "tiny-sdxl"          # the LoRA picker lists only LoRAs for the model's base
 R["loras_sdxl"] = [i.name for i in catalog.loras]
 settings.model = model
+settings.width, settings.height = 64, 48   # after the model: picking one resets the size to its native size
 R["loras"] = [i.name for i in catalog.loras]
 settings.lora, settings.lora_weight = R["loras"][0], 0.65
 n0 = len(ctl.STATE["results"])

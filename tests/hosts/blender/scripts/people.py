@@ -158,9 +158,14 @@ R["created_ok"] = bool(re.fullmatch(r"\d{1,2}:\d{2}|\d{1,2} \w{3} \d{2}:\d{2}", 
 
 # ---- 8. a token field: signed out, a pasted token connects (and is stored) ----------------------------------
 R["connect_has_token"] = "token" in bpy.ops.paintbridge.connect.get_rna_type().properties
+# Sign out ends the sign-in on the engine (auth.logout): sign out a sign-in of its own, not the shared token
+assert "FINISHED" in bpy.ops.paintbridge.connect(token=PARAMS["signout_token"])
+pump(ctl, lambda: ctl.STATE["state"] == "connected" and s.client.token == PARAMS["signout_token"], 30,
+     "second sign-in")
 assert "FINISHED" in bpy.ops.paintbridge.sign_out()
 pump(ctl, lambda: ctl.STATE["state"] == "signed_out", 30, "signed out")
 R["token_after_sign_out"] = s.tokens.get(url)
+R["sign_out_message"] = ctl.STATE["message"]
 assert "FINISHED" in bpy.ops.paintbridge.connect(token=token)
 pump(ctl, lambda: ctl.STATE["state"] == "connected", 30, "connected with a pasted token")
 R["token_stored"] = bool(s.tokens.get(url))

@@ -26,3 +26,4 @@ OUT["plugin_settings"] = sorted(os.listdir(os.path.join(profile, "plug-in-settin
     if os.path.isdir(os.path.join(profile, "plug-in-settings")) else []
 OUT["sign_out"] = run("paintbridge-settings", img, [], server_url=os.environ["PB_URL"], model="", sign_out=True)
 OUT["after_sign_out"] = run("paintbridge-gallery", img, [], image_id="0123456789abcdef", server_url=os.environ["PB_URL"])
+OUT["token"] = token   # the test asks the engine whether it still accepts it

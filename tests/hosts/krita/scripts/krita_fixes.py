@@ -182,8 +182,11 @@ try:
     R["closed_placed_in_open_doc"] = count_nodes(doc.rootNode()) > layers_before
     R["closed_result_left"] = len(ctl.results) - n_before
 
-    # K6: Sign out clears the pasted token and says what it did
+    # K6: Sign out clears the pasted token and says what it did; it ends the sign-in on the engine (auth.logout),
+    # so it signs out a sign-in of its own, not the test session's shared token
     mark("sign out")
+    ctl.connect_server(P["url"], P["signout_token"])
+    pump(lambda: ctl.state == "connected" and ctl.session.client.token == P["signout_token"], 60, "second sign-in")
     dk.token.setText("pasted-token")
     del messages[:]
     dk.sign_out_btn.click()
