@@ -80,6 +80,7 @@ def test_addon_installs_and_places_results(host, addon_zip, tmp_path):
     # installed into the isolated user directory (4.2: as an extension, so the manifest was accepted)
     assert out["result"]["addon_file"] == str(tmp_path / "u" / where / "__init__.py")
     assert out["result"]["drain_without_session"] == 0
+    assert out["result"]["replace_packed_own_png"] is True   # Replace: no PNG encoded on the main thread
     if host == "blender43":   # the chroot has no numpy: the add-on's array('f') path is what ran
         assert out["result"]["numpy"] is False
     # undo/redo of "Replace active image" reloads the pixels from the restored packed file without Blender

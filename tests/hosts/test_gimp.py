@@ -274,16 +274,14 @@ def test_gimp_cancel_kills_the_plugin_and_the_engine_job_ends(gimp, gimp_plugin,
             deadline = _time.monotonic() + 240
             while _time.monotonic() < deadline and "pid" not in killed:
                 jobs = [j for j in c.call("job.list", {"limit": 20})["jobs"] if j["request"].get("prompt") == prompt]
-                if jobs and jobs[0]["status"] == "running" and _plugin_pids(gimp):
-                    # A moment for the plug-in's drain timer to hand the job id to its guard: a Cancel within
-                    # that first instant is not covered (the guard has no job to cancel yet).
-                    _time.sleep(1.0)
+                if jobs and jobs[0]["status"] in ("queued", "running") and _plugin_pids(gimp):
+                    # at once, as the job appears: the plug-in may not know its id yet (the guard finds it)
                     killed["job"] = jobs[0]["job"]
                     for pid in _plugin_pids(gimp):
                         os.kill(pid, signal.SIGKILL)      # what gimp_plug_in_close(plug_in, TRUE) does
                         killed["pid"] = pid
                     return
-                _time.sleep(0.2)
+                _time.sleep(0.02)
 
     killer = threading.Thread(target=kill_when_running, daemon=True)
     killer.start()
@@ -751,3 +749,37 @@ def test_pickers_and_an_admin_download_in_gimp(gimp, gimp_plugin, engine_server,
     assert any("%)" in line for line in dl["result"]["download"]["seen"]), dl["result"]["download"]["seen"]
     bad = out["bad_download"]
     assert bad["status"] == "execution-error" and "could not download" in bad["error"] and "404" in bad["error"], bad
+
+
+@pytest.mark.slow
+def test_job_guard_cancels_a_job_whose_id_the_plugin_never_learned(engine_server):
+    """Issue 15 item 3 (GIMP): a Cancel in GIMP's status bar in the first instant kills the plug-in before the
+    job id reached it. The guard (started before the request is sent) finds the job by the request's fields - the
+    client-picked seed, prompt, mode, source - and cancels it; another job of the same user is left alone."""
+    import random
+
+    guard_py = ROOT / "plugins" / "gimp" / "paintbridge" / "job_guard.py"
+    prompt, source = f"guard {uuid.uuid4().hex[:8]}", {"app": "gimp", "document": "guarded.xcf"}
+    seed = random.randrange(2 ** 30)
+    args = {"model": engine_server.model_name, "prompt": prompt, "steps": 200, "width": 64, "height": 64,
+            "source": source}
+    with engine_server.client() as c:
+        other = c.call("generate", dict(args, seed=seed + 1))["job"]   # runs first; not the plug-in's
+        guard = subprocess.Popen([sys.executable, str(guard_py)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            match = {"mode": "txt2img", "seed": seed, "prompt": prompt, "source": source}
+            guard.stdin.write((json.dumps({"url": engine_server.url, "token": engine_server.token,
+                                           "match": match}) + "\n").encode())
+            guard.stdin.flush()
+            job = c.call("generate", dict(args, seed=seed))["job"]
+            guard.stdin.close()            # the plug-in died: no {"job"}, no {"done"}
+            assert guard.wait(60) == 0, guard.stderr.read().decode()
+            status = c.call("job.get", {"job": job})["status"]
+            assert status == "canceled", status
+            assert c.call("job.get", {"job": other})["status"] in ("queued", "running", "completed")
+        finally:
+            if guard.poll() is None:
+                guard.kill()
+            for j in (other, locals().get("job")):
+                if j:
+                    c.call("job.cancel", {"job": j})

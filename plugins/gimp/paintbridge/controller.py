@@ -76,17 +76,29 @@ class Controller:
         self.session.close()
 
     # -- GIMP's own Cancel kills this process: a guard process cancels the engine job then (job_guard.py) --
-    def _guard_job(self, job):
+    def _guard_start(self, match: dict):
+        """Before the request is sent: a killed run can then cancel its job even before it knew the job's id (the
+        guard finds it by `match`: request fields the engine records)."""
         client = self.session.client
         try:
             self._guard = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "job_guard.py")],
                                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
-            line = {"url": self.url, "token": getattr(client, "token", None), "job": job}
-            self._guard.stdin.write((json.dumps(line) + "\n").encode())
-            self._guard.stdin.flush()
+            self._guard_say({"url": self.url, "token": getattr(client, "token", None), "match": match})
         except OSError as exc:   # no guard: everything else still works; only GIMP's Cancel would not reach the job
             sys.stderr.write(f"paintbridge: no job guard ({exc})\n")
             self._guard = None
+
+    def _guard_job(self, job):
+        self._guard_say({"job": job})
+
+    def _guard_say(self, line: dict):
+        if self._guard is not None:
+            try:
+                self._guard.stdin.write((json.dumps(line) + "\n").encode())
+                self._guard.stdin.flush()
+            except OSError as exc:   # the guard is gone: only GIMP's Cancel would not reach the job
+                sys.stderr.write(f"paintbridge: job guard lost ({exc})\n")
+                self._guard = None
 
     def _guard_done(self):
         guard, self._guard = self._guard, None
@@ -250,10 +262,14 @@ class Controller:
 
     def generate(self, params, image=None, mask=None):
         """Submit, follow the job, return its ResultLayers."""
+        # the seed is picked here (protocol.generate), so with the prompt and the document it names this request
+        self._guard_start({k: params[k] for k in ("mode", "seed", "prompt", "source") if k in params})
         rid = self.session.generate(params, image, mask, tag="gimp")
         return self._follow(rid)
 
     def run_workflow(self, name, values):
+        plain = {k: v for k, v in values.items() if isinstance(v, (str, int, float, bool))}
+        self._guard_start({"workflow": name, "values": plain})
         rid = self.session.run_workflow(name, values, tag="gimp")
         return self._follow(rid)
 
@@ -266,7 +282,7 @@ class Controller:
             row = self.session.jobs.rows.get(rid)   # poll() has applied up to it: queued, starting, step n
             if row is not None:
                 if row.job and self.job is None:
-                    self._guard_job(row.job)
+                    self._guard_job(row.job)   # from here the guard cancels by id
                 self.job = row.job or self.job
                 self._show(row, last)
             if isinstance(up, ErrorUpdate) and up.request in (None, rid):

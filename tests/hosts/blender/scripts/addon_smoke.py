@@ -1,5 +1,6 @@
 """The add-on without an engine: registration, pixel conversion, placing results, undo, deleted images."""
 
+import importlib
 import os
 from array import array
 
@@ -53,6 +54,10 @@ inv = bytes(255 - v if i % 4 != 3 else v for i, v in enumerate(pat))
 name2 = host.place_result({"mode": "REFINE", "target": "replace", "uid": uid, "name": "src"},
                           ResultLayer("r", Pixels(inv, W, H)))
 assert name2 == "src" and host.image_to_pixels(bpy.data.images["src"]).data == inv
+# ...and its packed file is the PNG the add-on encoded off the main thread: Blender did not encode the changed
+# pixels on the main thread (image.pack() of a 4K image: seconds; issue 15 items 7 and 17)
+png = importlib.import_module(f"{ADDON_MODULE}.png")
+R["replace_packed_own_png"] = bytes(bpy.data.images["src"].packed_file.data) == png.encode_rgba(W, H, inv, level=1)
 win = bpy.context.window_manager.windows[0]
 with bpy.context.temp_override(window=win):
     bpy.ops.ed.undo()
