@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .. import auth, sessions
-from ..errors import Unauthenticated
+from ..errors import Forbidden, Unauthenticated
 from ..opspec import Args, op
 
 
@@ -30,7 +30,10 @@ async def login(ctx, args: LoginArgs):
 
 @op("auth.refresh", mutating=False)
 async def refresh(ctx, args):
-    """Issue a fresh token now (same remember_me); the connection switches to it."""
+    """Issue a fresh token now (same remember_me); the connection switches to it. Not for a connection signed
+    in by the web page's session cookie: page scripts never hold a token."""
+    if ctx.conn.web_session is not None:
+        raise Forbidden("a browser session has no token to refresh")
     return sessions.refresh_token(ctx.app.tokens, ctx.conn)
 
 
