@@ -21,6 +21,7 @@ from PIL import Image
 
 from .. import __version__, auth, sessions
 from ..aio import run_blocking
+from ..errors import EngineError
 from ..hub import CLOSE_SIGNED_OUT
 from . import cookies, guard
 
@@ -258,12 +259,9 @@ class WebPages:
         try:
             user = await sessions.password_attempt(app.db, app.login_limiter, app.passwords, name,
                                                    request.remote or "?", password)
-        except Exception as exc:   # rate_limited / busy: say so on the form
-            message = getattr(exc, "message", None)
-            if message is None:
-                raise
-            return self._render(request, "signin.html", {"next": nxt, "message": message, "username": name},
-                                status=429)
+        except EngineError as exc:   # rate_limited: the same limit as auth.login, said on the form
+            return self._render(request, "signin.html", {"next": nxt, "message": exc.message, "username": name},
+                                status=STATUS.get(exc.code, 500))
         if user is None:
             return self._render(request, "signin.html", {"next": nxt, "message": "Wrong username or password.",
                                                          "username": name}, status=401)
@@ -400,18 +398,26 @@ class WebPages:
     async def generate(self, request):
         conn = await self.signed_in(request)
         form, upload = {}, None
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if part.name == "image" and part.filename:
-                data = bytearray()
-                while chunk := await part.read_chunk(256 * 1024):
-                    data += chunk
-                    if len(data) > UPLOAD_MAX:
-                        raise OpFailed("form", {"code": "too_large", "message": "the image file is larger than "
-                                                f"{UPLOAD_MAX // (1024 * 1024)} MiB"})
+        try:
+            reader = await request.multipart()
+        except (AssertionError, ValueError):   # not multipart/form-data
+            raise OpFailed("form", {"code": "bad_request", "message": "send the generate form"}) from None
+        for _ in range(32):   # the form has 13 fields
+            part = await reader.next()
+            if part is None:
+                break
+            is_file = part.name == "image" and bool(part.filename)
+            limit = UPLOAD_MAX if is_file else 64 * 1024   # read no more than that, whatever was sent
+            data = bytearray()
+            while chunk := await part.read_chunk(256 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    raise OpFailed("form", {"code": "too_large", "message": f"the {part.name} field is larger than "
+                                            f"{limit // 1024} KiB"})
+            if is_file:
                 upload = bytes(data)
             elif part.name:
-                form[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:20000]
+                form[part.name] = bytes(data).decode("utf-8", "replace")
         mode = form.get("mode", "txt2img")
         args = {"mode": mode, "model": form.get("model") or None, "prompt": form.get("prompt", ""),
                 "negative_prompt": form.get("negative_prompt", ""), "steps": _int(form, "steps", 20),
