@@ -26,7 +26,7 @@
   function setLive(on) {
     const live = document.getElementById("live");
     if (!live) return;
-    live.textContent = on ? "live" : "live updates off";
+    live.textContent = on ? "· live" : "· live updates paused (reconnecting)";
     live.classList.toggle("on", on);
   }
 
