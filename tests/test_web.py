@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from websockets.sync.client import connect as ws_connect
 
 from engine.gallery.png import read_png_meta
@@ -161,19 +162,41 @@ def test_sign_in_see_a_plugin_image_and_its_metadata(browser, engine_server, tmp
     page.click("#star")
     page.wait_for_url(re.compile(r"done=starred"))
     assert "Unstar" in page.inner_text("#star")
+    image_url = page.url.split("?")[0]
     page.goto(base(engine_server) + "/gallery?starred=1")
     assert page.locator("#images li").count() == 1
+
+    # boards: make one, put the image on it, filter by it
+    page.click("details.box summary")
+    page.fill("form[action='/boards'] input[name=name]", "<i>sea</i> studies")
+    page.click("form[action='/boards'] button")
+    page.wait_for_url(re.compile(r"done=board"))
+    assert page.locator("#images li").count() == 0
+    page.goto(image_url)
+    page.select_option("form[action$='/move'] select", label="<i>sea</i> studies")
+    page.click("form[action$='/move'] button")
+    page.wait_for_url(re.compile(r"done=moved"))
+    page.goto(base(engine_server) + "/gallery")
+    page.select_option("select[name=board]", label="<i>sea</i> studies (1)")
+    page.click("form.filters button")
+    assert page.locator("#images li").count() == 1
+
+    page.goto(image_url)
+    page.once("dialog", lambda d: d.accept())   # "Delete this image?"
+    page.click("#delete")
+    page.wait_for_url(re.compile(r"/gallery\?done=deleted"))
+    assert page.inner_text(".notice") == "Image deleted." and page.locator("#images li").count() == 0
     ctx.close()
 
 
-def test_generate_from_the_page_with_live_preview(browser, engine_server, shots):
+def test_generate_from_the_page_with_live_preview(browser, engine_server, tmp_path, shots):
     name, password = add_user(engine_server)
     ctx, page = sign_in(browser, engine_server, name, password, "/generate")
     page.wait_for_selector("#live.on")
     page.fill("#prompt", "a red boat")
     page.fill("input[name=width]", "64")
     page.fill("input[name=height]", "64")
-    page.fill("#steps", "30")
+    page.fill("#steps", "16")
     page.fill("input[name=seed]", "11")
     page.click("#go")
     page.wait_for_url(re.compile(r"/generate\?job="))
@@ -189,6 +212,19 @@ def test_generate_from_the_page_with_live_preview(browser, engine_server, shots)
     page.click("#again")   # "generate again": the form filled with the image's settings
     assert page.input_value("#prompt") == "a red boat"
     assert page.input_value("input[name=seed]") == "11"
+
+    # img2img from a file the person picks
+    src = tmp_path / "source.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(src)
+    page.check("input[name=mode][value=img2img]")
+    page.set_input_files("input[name=image]", str(src))
+    page.fill("#steps", "4")
+    page.fill("input[name=strength]", "0.5")
+    page.click("#go")
+    page.wait_for_url(re.compile(r"/generate\?job="))
+    page.wait_for_selector("#results a img", timeout=120_000)
+    page.click("#results a")
+    assert page.inner_text("table.meta").count("img2img") == 1
     ctx.close()
 
 
