@@ -160,6 +160,29 @@ def test_engine_refuses_what_a_browser_page_of_ours_would_not_send(spine_server)
     assert status == 303 and query == {"next": ["/queue"], "expired": ["1"]}
 
 
+def test_changing_your_password_on_the_page_keeps_only_this_browser(spine_server):
+    name, password = add_user(spine_server)
+    root = spine_server.url.replace("ws://", "http://").replace("/v1/ws", "")
+    own = {"Origin": root, "Sec-Fetch-Site": "same-origin"}
+    jars = []
+    for _ in range(2):   # two browsers
+        status, headers, _ = _http(spine_server, "POST", "/signin", {"username": name, "password": password,
+                                                                     "remember": "1"}, own)
+        assert status == 303 and "Max-Age" in headers["Set-Cookie"]   # remember me: a lasting cookie
+        jars.append({"Cookie": headers["Set-Cookie"].split(";")[0], **own})
+    status, _, body = _http(spine_server, "POST", "/account/password",
+                            {"current": "wrong", "password": "newpass1", "confirm": "newpass1"}, jars[0])
+    assert status == 403 and b"current password is wrong" in body
+    status, headers, _ = _http(spine_server, "POST", "/account/password",
+                               {"current": password, "password": "newpass1", "confirm": "newpass1"}, jars[0])
+    assert status == 303 and headers["Location"] == "/account?done=password"
+    fresh = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+    assert _http(spine_server, "GET", "/account", headers=fresh)[0] == 200
+    for jar in jars:   # both old sessions ended with the change
+        status, headers, _ = _http(spine_server, "GET", "/account", headers={"Cookie": jar["Cookie"]})
+        assert status == 303 and "expired=1" in headers["Location"]
+
+
 def test_users_admin_and_sign_out_ops(spine_server):
     admin = app_client(spine_server, "pytest")
     name, password = add_user(spine_server)
