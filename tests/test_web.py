@@ -2,7 +2,7 @@
 engine with the tiny demo models, next to a real plug-in client (protocol.session.Session).
 
 One browser for the module, a fresh browser context (cookies) per person. Screenshots of every page go to
-$PAINTBRIDGE_ARTIFACTS/web (or the pytest temp folder's web-screenshots) so a person can look at them.
+$PAINTBRIDGE_ARTIFACTS/web (default: artifacts/web in the checkout, git-ignored) so a person can look at them.
 Without Chromium or Playwright the tests skip, unless PAINTBRIDGE_REQUIRE_HOSTS=1 (CI), where they fail.
 """
 
@@ -23,7 +23,7 @@ from websockets.sync.client import connect as ws_connect
 from engine.gallery.png import read_png_meta
 from protocol.session import Session
 
-from .helpers import add_user, user_token, wait_for
+from .helpers import ROOT, add_user, user_token, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -51,9 +51,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    root = os.environ.get("PAINTBRIDGE_ARTIFACTS")
-    out = Path(root) / "web" if root else tmp_path_factory.getbasetemp() / "web-screenshots"
+def shots() -> Path:
+    out = Path(os.environ.get("PAINTBRIDGE_ARTIFACTS") or ROOT / "artifacts") / "web"
     out.mkdir(parents=True, exist_ok=True)
     print(f"web page screenshots: {out}")
     return out
