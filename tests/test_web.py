@@ -192,6 +192,7 @@ def test_generate_from_the_page_with_live_preview(browser, engine_server, tmp_pa
     name, password = add_user(engine_server)
     ctx, page = sign_in(browser, engine_server, name, password, "/generate")
     page.wait_for_selector("#live.on")
+    page.select_option("#model", "tiny-sd15")
     page.fill("#prompt", "a red boat")
     page.fill("input[name=width]", "64")
     page.fill("input[name=height]", "64")
@@ -200,10 +201,11 @@ def test_generate_from_the_page_with_live_preview(browser, engine_server, tmp_pa
     page.click("#go")
     page.wait_for_url(re.compile(r"/generate\?job="))
     assert page.inner_text("#job-seed") == "11"
+    assert page.input_value("#prompt") == "a red boat" and page.input_value("#model") == "tiny-sd15"
     # the preview canvas is drawn from job.progress previews (rgba8 over msgpack), then the result links appear
     until(page, "document.querySelector('#preview').width !== 256", timeout=120)   # a 64 px preview was drawn
     page.wait_for_selector("#results a img", timeout=120_000)
-    assert page.inner_text("#job-status") == "done"
+    assert page.inner_text("#job-status") == "done" and not page.is_visible("#cancel")
     page.screenshot(path=str(shots / "generate.png"), full_page=True)
     page.click("#results a")
     page.wait_for_url(re.compile(r"/gallery/[0-9a-f]+$"))

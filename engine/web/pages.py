@@ -375,7 +375,18 @@ class WebPages:
                   "negative_prompt": "", "width": "", "height": "", "steps": 20, "guidance": 7.0, "seed": "",
                   "strength": 0.75}
         again = request.query.get("again")
+        job = request.query.get("job", "")[:64]
         note = ""
+        if job and not again:   # the form keeps what was just sent (the seed stays as chosen: empty = random)
+            try:
+                sent = (await self.call(conn, "job.get", {"job": job})).get("request") or {}
+            except OpFailed:
+                sent = {}
+            for k in values:
+                if k != "seed" and sent.get(k) is not None:
+                    values[k] = sent[k]
+            if values["mode"] not in ("txt2img", "img2img"):
+                values["mode"] = "txt2img"
         if again:
             image = await self.call(conn, "images.get", {"image": again})
             params = image.get("params")
@@ -392,7 +403,7 @@ class WebPages:
                 note = "This image was made by a node graph: its prompt is filled in, resubmit the graph for the rest."
                 values["prompt"] = image.get("prompt") or ""
         return self._render(request, "generate.html", {"models": models, "values": values, "note": note,
-                                                       "job": request.query.get("job", "")[:64],
+                                                       "job": job,
                                                        "seed": request.query.get("seed", "")[:20]})
 
     async def generate(self, request):

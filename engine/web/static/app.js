@@ -169,7 +169,7 @@
       }
       results.append(el("p", {}, "In your gallery: click the image for its page."));
     }
-    function finished(text) { status.textContent = text; if (cancel) cancel.disabled = true; }
+    function finished(text) { status.textContent = text; if (cancel) cancel.form.hidden = true; }
     function apply(j) {
       if (j.status === "queued") status.textContent = "queued";
       else if (j.status === "running") status.textContent = j.progress ? "step " + j.progress.step + " of " + j.progress.total : "running";
