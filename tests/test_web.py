@@ -366,17 +366,32 @@ ws.onclose = () => {{ if (document.title !== "ws:open") document.title = "ws:ref
     ctx.close()
 
 
-def test_an_expired_session_goes_back_to_sign_in(browser, engine_server, shots):
-    name, password = add_user(engine_server)
-    ctx, page = sign_in(browser, engine_server, name, password, "/queue")
-    page.wait_for_selector("#live.on")
-    db = sqlite3.connect(engine_server.data_dir / "paintbridge.db", timeout=30)
+def expire_sessions(engine, name):
+    """What time does to a browser session, done at once: its absolute expiry passes."""
+    db = sqlite3.connect(engine.data_dir / "paintbridge.db", timeout=30)
     try:
         db.execute("UPDATE web_sessions SET expires = 0 WHERE user_id = (SELECT id FROM users WHERE name = ?)",
                    [name])
         db.commit()
     finally:
         db.close()
+
+
+def test_an_expired_session_goes_back_to_sign_in(browser, engine_server, shots):
+    name, password = add_user(engine_server)
+    ctx, page = sign_in(browser, engine_server, name, password, "/queue?x=1")
+    page.wait_for_selector("#live.on")
+    # an open page: the engine closes its socket when the session expires, the page goes to sign in by itself
+    expire_sessions(engine_server, name)
+    page.wait_for_url(re.compile(r"/signin\?next=%2Fqueue%3Fx%3D1&expired=1"), timeout=30_000)
+    assert "expired" in page.inner_text("#message")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", password)
+    page.click("form[action='/signin'] button[type=submit]")
+    page.wait_for_url(re.compile(r"/queue\?x=1$"))
+
+    # a page opened after the session expired
+    expire_sessions(engine_server, name)
     page.goto(base(engine_server) + "/gallery?q=boat")
     assert "/signin?" in page.url and "expired=1" in page.url
     assert "expired" in page.inner_text("#message")
@@ -386,12 +401,14 @@ def test_an_expired_session_goes_back_to_sign_in(browser, engine_server, shots):
     page.click("form[action='/signin'] button[type=submit]")
     page.wait_for_url(re.compile(r"/gallery\?q=boat$"))   # where the person was
 
-    # An open page whose user is signed out everywhere (by an admin, here the user themself) goes to sign in
-    # by itself: the engine closes its WebSocket, the page asks /session and leaves.
+    # An admin signs the user out everywhere on the Users page: the user's open page goes to sign in by itself
+    # (the engine closes its WebSocket, the page asks /session and leaves).
     page.goto(base(engine_server) + "/queue")
     page.wait_for_selector("#live.on")
-    other = ctx.new_page()
-    other.goto(base(engine_server) + "/account")
-    other.click("form[action='/account/signout'] button")
-    page.wait_for_url(re.compile(r"/signin\?expired=1&next=%2Fqueue"), timeout=20_000)
+    admin, admin_pw = add_user(engine_server, admin=True)
+    actx, apage = sign_in(browser, engine_server, admin, admin_pw, "/users")
+    apage.locator(f"tr[data-user='{name}'] form[action='/users/signout'] button").click()
+    apage.wait_for_url(re.compile(r"done=signedout"))
+    page.wait_for_url(re.compile(r"/signin\?next=%2Fqueue&expired=1$"), timeout=20_000)
+    actx.close()
     ctx.close()

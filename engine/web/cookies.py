@@ -78,5 +78,13 @@ def find(db, value: str | None) -> tuple[WebSession | None, str]:
     return WebSession(sid, user, row["created"], row["expires"], bool(row["remember"])), ""
 
 
+def alive(db, ids: list[str]) -> set[str]:
+    """Which of these sessions are still within their absolute and idle expiry (not touched by asking)."""
+    now = time.time()
+    marks = ",".join("?" * len(ids))
+    return {r["id"] for r in db.query(f"SELECT id FROM web_sessions WHERE id IN ({marks}) AND expires > ? "
+                                      "AND seen + idle_s > ?", [*ids, now, now])}
+
+
 def delete(db, sid: str) -> None:
     db.execute("DELETE FROM web_sessions WHERE id = ?", [sid])

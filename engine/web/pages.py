@@ -8,6 +8,7 @@ scripts on the WebSocket (/v1/ws), signed in at the upgrade by the same session 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -29,6 +30,7 @@ log = logging.getLogger("paintbridge.web")
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 24
+SWEEP_S = 5.0                   # how often open pages' sockets are checked against their sessions' expiry
 UPLOAD_MAX = 32 * 1024 * 1024   # an img2img source image file
 STATUS = {"bad_request": 400, "unauthenticated": 401, "token_expired": 401, "forbidden": 403, "not_found": 404,
           "too_large": 413, "rate_limited": 429, "busy": 503}
@@ -138,6 +140,8 @@ class WebPages:
     # ---- plumbing ---------------------------------------------------------------------------------------
     def routes(self, app: web.Application):
         app.middlewares.append(self._guard)
+        app.on_startup.append(self._start_sweeper)
+        app.on_shutdown.append(self._stop_sweeper)
         r = app.router
         r.add_get("/", lambda request: self._redirect("/gallery"))
         r.add_get("/favicon.ico", lambda request: web.Response(status=204))
@@ -232,6 +236,27 @@ class WebPages:
                 hub.detach(conn)
                 conn.user = None
                 conn.close_soon(CLOSE_SIGNED_OUT, why)
+
+    async def _start_sweeper(self, app):
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def _stop_sweeper(self, app):
+        self._sweeper.cancel()
+
+    async def _sweep_forever(self):
+        """A page's WebSocket lives only as long as its browser session: past the session's idle or absolute
+        expiry it is closed (4401) and the page goes to sign in. (A password change or sign-out everywhere
+        closes it at once: engine/sessions.py sweeps epochs for every connection.)"""
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                ids = sorted({c.web_session for c in self.services.hub.all() if c.web_session is not None})
+                if ids:
+                    live = await self.services.db.run(cookies.alive, ids)
+                    for sid in set(ids) - live:
+                        self._close_session_sockets(sid, "session expired: sign in again")
+            except Exception:   # never let it die: it is what ends expired pages' sockets
+                log.exception("web session sweep failed")
 
     async def page_upgrade(self, request: web.Request) -> tuple[cookies.WebSession | None, str]:
         """For engine/server.py: a browser's WebSocket upgrade from a page. (session, "") when it comes from this

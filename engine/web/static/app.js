@@ -19,8 +19,8 @@
     return node;
   }
 
-  function toSignIn() {
-    location.href = "/signin?expired=1&next=" + encodeURIComponent(location.pathname + location.search);
+  function toSignIn(expired) {
+    location.href = "/signin?next=" + encodeURIComponent(location.pathname + location.search) + (expired ? "&expired=1" : "");
   }
 
   function setLive(on) {
@@ -54,7 +54,7 @@
         this.pending.clear();
         // Signed out (expired, or by an admin) or only a dropped link? The session endpoint says.
         fetch("/session", { credentials: "same-origin" }).then((r) => r.json()).then((s) => {
-          if (!s.signed_in) toSignIn(); else setTimeout(() => this.connect(), 2000);
+          if (!s.signed_in) toSignIn(s.expired); else setTimeout(() => this.connect(), 2000);
         }).catch(() => setTimeout(() => this.connect(), 5000));
       };
     }
