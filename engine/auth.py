@@ -226,6 +226,23 @@ def set_disabled(db: sqlite_utils.Database, name: str, disabled: bool = True) ->
     db.execute("UPDATE users SET disabled = ?, epoch = epoch + 1 WHERE id = ?", [int(disabled), user["id"]])
 
 
+def set_admin(db: sqlite_utils.Database, name: str, admin: bool = True) -> None:
+    """Make a user an admin or an ordinary user; the engine keeps at least one enabled admin."""
+    user = get_user(db, name=name)
+    if not admin and user["admin"]:
+        others = db.execute("SELECT COUNT(*) FROM users WHERE admin = 1 AND disabled = 0 AND id != ?",
+                            [user["id"]]).fetchone()[0]
+        if not others:
+            raise BadRequest("this is the last enabled admin: make another user admin first")
+    db.execute("UPDATE users SET admin = ? WHERE id = ?", [int(admin), user["id"]])
+
+
+def sign_out_everywhere(db: sqlite_utils.Database, name: str) -> None:
+    """Every token and browser session of the user stops working (the epoch moves); the password stays."""
+    user = get_user(db, name=name)
+    db.execute("UPDATE users SET epoch = epoch + 1 WHERE id = ?", [user["id"]])
+
+
 def ensure_admin(db: sqlite_utils.Database) -> dict | None:
     """On first start create user 'admin' (no password: use `paintbridge token` or `users passwd`)."""
     if db.execute("SELECT 1 FROM users LIMIT 1").fetchone():

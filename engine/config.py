@@ -65,6 +65,12 @@ class Config:
     token_ttl_s: int = 24 * 3600
     remember_ttl_s: int = 7 * 24 * 3600
     refresh_after_s: int = 60              # sliding window: re-issue a token at most this often per connection
+    # The web page's browser sessions (engine/web/): signed out after this long without a request (absolute
+    # expiry: token_ttl_s, or remember_ttl_s with "remember me")
+    web_idle_s: int = 2 * 3600
+    web_remember_idle_s: int = 3 * 24 * 3600
+    # Host names the web page answers to besides IP addresses, localhost and --host (DNS-rebinding guard)
+    web_hosts: list[str] = field(default_factory=list)
     ram_budget_mb: int = 0                 # model cache budgets; 0 = automatic
     vram_budget_mb: int = 0
     limits: Limits = field(default_factory=Limits)

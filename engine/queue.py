@@ -42,6 +42,7 @@ INTERRUPTED = {"code": "interrupted", "message": "the engine stopped while this 
 def _row_public(row: dict, progress: dict | None = None) -> dict:
     result = json.loads(row["result"]) if row["result"] else None
     return {"job": row["id"], "status": row["status"], "kind": row["kind"], "priority": row["priority"],
+            "owner": row["user_id"], "app": row["app"] or "",
             "created": row["created"], "started": row["started"], "finished": row["finished"],
             "layers": (result or {}).get("layers", []), "error": json.loads(row["error"]) if row["error"] else None,
             "request": json.loads(row["request"]) if row["request"] else None, "progress": progress}

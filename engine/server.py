@@ -1,4 +1,5 @@
-"""The transport: an aiohttp app serving GET /v1/health and the WebSocket endpoint /v1/ws.
+"""The transport: an aiohttp app serving GET /v1/health, the WebSocket endpoint /v1/ws and the web page (engine/web/,
+`/` and below).
 
 A frame comes in on Connection.serve → decoded → Server.dispatch looks the op up in engine.opspec.OPS (op `X.y`
 lives in engine/ops/X.py), checks sign-in and admin rights, validates args with the op's pydantic model, runs
@@ -26,6 +27,8 @@ from .app import Services
 from .errors import EngineError, Forbidden
 from .netguard import ConnectionGuard
 from .opspec import OpContext, bad_args
+from .web import WebPages
+from .web.guard import security_headers
 
 log = logging.getLogger("paintbridge.server")
 
@@ -55,6 +58,7 @@ class Connection:
         self.writer_task: asyncio.Task | None = None
         self.pending_close: tuple[int, str] | None = None
         self.bad_frames = 0
+        self.web_session: str | None = None   # signed in by the web page's session cookie (engine/web/)
 
     @property
     def uid(self) -> int:
@@ -221,6 +225,7 @@ class Server:
         self.services = services
         self.config = services.config
         self.guard = ConnectionGuard(self.config.limits.max_connections, self.config.limits.header_timeout_s)
+        self.web = WebPages(self)
 
     # ---- dispatch ---------------------------------------------------------------------------------------
     async def dispatch(self, conn: Connection, rid: int, name: str, args: dict) -> dict:
@@ -261,19 +266,28 @@ class Server:
 
     async def websocket(self, request: web.Request):
         origin = request.headers.get("Origin")
+        page = None
         if origin is not None and origin not in self.config.allow_origins:
-            # A web page the person happens to have open must not drive the engine (see SECURITY.md).
-            return web.json_response({"error": {"code": "forbidden", "message": f"origin {origin} not allowed"}},
-                                     status=403)
+            # A web page the person happens to have open must not drive the engine (see SECURITY.md); the engine's
+            # own page may, signed in by its session cookie (browsers send cookies on upgrades, hence the check).
+            page, why = await self.web.page_upgrade(request)
+            if page is None:
+                status, code = (403, "forbidden") if why == "cross-site" else (401, "unauthenticated")
+                return web.json_response({"error": {"code": code, "message": f"origin {origin}: {why}"}},
+                                         status=status)
         limit = self.config.limits.frame_limit
         ws = web.WebSocketResponse(compress=False, max_msg_size=limit * HARD_FRAME_FACTOR, heartbeat=30)
         conn = Connection(self, ws, request.remote or "?")
         bearer = request.headers.get("Authorization", "")
-        if bearer.startswith("Bearer "):
+        if page is not None or bearer.startswith("Bearer "):
             try:
-                claims = self.services.tokens.verify(bearer[7:].strip())
-                user = await self.services.db.run(auth.check_user, claims)
-                conn.sign_in(user, claims, bearer[7:].strip(), {})
+                if page is not None:
+                    conn.web_session = page.id
+                    conn.sign_in(page.user, page.claims(), None, {"app": "web", "version": ""})
+                else:
+                    claims = self.services.tokens.verify(bearer[7:].strip())
+                    user = await self.services.db.run(auth.check_user, claims)
+                    conn.sign_in(user, claims, bearer[7:].strip(), {})
             except EngineError as exc:
                 status = 429 if exc.code == "busy" else 401
                 return web.json_response({"error": {"code": exc.code, "message": exc.message}}, status=status)
@@ -294,7 +308,9 @@ class Server:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._settle])
         app.router.add_get("/v1/health", self.health)
         app.router.add_get(WS_PATH, self.websocket)
+        self.web.routes(app)   # the web page: / and below (engine/web/)
         app.on_response_prepare.append(_plain_server_header)
+        app.on_response_prepare.append(security_headers)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app

@@ -34,6 +34,9 @@ def refresh_token(tokens: auth.Tokens, conn) -> dict:
 
 def sliding_refresh(config, tokens: auth.Tokens, conn) -> events.Event | None:
     """After a successful mutating request: a new token once the current one is refresh_after_s old."""
+    # A browser session (engine/web/) never gets a token: page scripts must not hold one (XSS could take it).
+    if conn.web_session is not None:
+        return None
     if conn.claims is not None and time.time() - conn.claims.iat >= config.refresh_after_s:
         return events.auth_refreshed(**refresh_token(tokens, conn))
     return None

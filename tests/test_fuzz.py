@@ -219,7 +219,8 @@ def check_reply(reply, expected_re, what):
 
 
 def keep_signed_in(batch):
-    """users.passwd/users.disable on the fuzzing accounts would (correctly) sign the fuzzing connection out."""
+    """users.passwd/disable/sign_out/admin on the fuzzing accounts would (correctly) sign the fuzzing connection
+    out or take its rights."""
     return [(rid, name, args) for rid, name, args in batch
             if not (isinstance(args, dict) and args.get("name") in ("admin", "fuzzer"))]
 
@@ -314,6 +315,7 @@ def templates(fuzz_engine):
         ("users.create", {"name": "fz", "password": "pppp", "admin": False}),
         ("users.passwd", {"name": "nobody", "password": "pppp"}),
         ("users.disable", {"name": "nobody", "disabled": True}),
+        ("users.admin", {"name": "nobody", "admin": True}), ("users.sign_out", {"name": "nobody"}),
     ]
     named = {n for n, _ in t}
     t += [(n, {}) for n in OP_NAMES if n not in named and n != "hello"]   # ops added later still get fuzzed

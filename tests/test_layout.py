@@ -31,7 +31,7 @@ FLOORS: list[tuple[str, list[str]]] = [
                    "engine.uploads"]),
     ("ops",       ["engine.ops"]),
     ("root",      ["engine.app"]),
-    ("transport", ["engine.server"]),
+    ("transport", ["engine.server", "engine.web"]),
     ("commands",  ["engine.cli", "engine.process", "engine.plugin_build"]),
 ]
 

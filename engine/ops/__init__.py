@@ -2,7 +2,7 @@
 handled in engine/ops/X.py. Importing this package registers them all in engine.opspec.OPS.
 
 hello.py      hello                      auth.py       auth.login|refresh|whoami
-ping.py       ping                       users.py      users.list|create|passwd|disable
+ping.py       ping                       users.py      users.list|create|passwd|disable|admin|sign_out
 blob.py       blob.has|put|get           blobs.py      blobs.gc
 generate.py   generate                   graph.py      graph.submit
 job.py        job.get|cancel|list        nodes.py      nodes.list

@@ -7,7 +7,7 @@ import time
 from pydantic import Field
 
 from .. import auth, sessions
-from ..errors import Unauthenticated
+from ..errors import Forbidden, Unauthenticated
 from ..hub import CLOSE_SIGNED_OUT
 from ..opspec import Args, op
 
@@ -33,7 +33,10 @@ async def login(ctx, args: LoginArgs):
 
 @op("auth.refresh", mutating=False)
 async def refresh(ctx, args):
-    """Issue a fresh token now (same remember_me); the connection switches to it."""
+    """Issue a fresh token now (same remember_me); the connection switches to it. Not for a connection signed
+    in by the web page's session cookie: page scripts never hold a token."""
+    if ctx.conn.web_session is not None:
+        raise Forbidden("a browser session has no token to refresh")
     return sessions.refresh_token(ctx.app.tokens, ctx.conn)
 
 
@@ -49,6 +52,8 @@ async def logout(ctx, args):
     now on, and every connection signed in with one is closed (4401) after this reply → {}. Other sign-ins of the
     same user stay valid."""
     app, conn = ctx.app, ctx.conn
+    if conn.web_session is not None:
+        raise Forbidden("a browser session has no token to revoke: sign out from the page")
     claims = conn.claims
     # no token of this sign-in outlives the latest expiry so far or a refresh made just before now
     keep_until = max(claims.sx, time.time() + max(app.config.token_ttl_s, app.config.remember_ttl_s))

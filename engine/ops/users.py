@@ -1,4 +1,5 @@
-"""Users: users.list|create|passwd|disable (admin, except changing your own password)."""
+"""Users: users.list|create|passwd|disable|admin|sign_out (admin, except changing your own password and signing
+yourself out everywhere)."""
 
 from __future__ import annotations
 
@@ -67,4 +68,25 @@ async def users_disable(ctx, args: DisableArgs):
     if args.name == ctx.conn.user["name"]:
         raise BadRequest("you cannot disable yourself")
     await ctx.app.db.run(auth.set_disabled, args.name, args.disabled)
+    return {}
+
+
+class AdminArgs(UserArgs):
+    admin: bool = True
+
+
+@op("users.admin", AdminArgs, admin=True, mutating=True)
+async def users_admin(ctx, args: AdminArgs):
+    """Make a user an admin (or, admin=false, an ordinary user); the last enabled admin stays one (admin)."""
+    await ctx.app.db.run(auth.set_admin, args.name, args.admin)
+    return {}
+
+
+@op("users.sign_out", UserArgs, mutating=False)
+async def users_sign_out(ctx, args: UserArgs):
+    """Sign a user out everywhere: every token and browser session of theirs stops working, open connections
+    are closed. Yours, or anyone's as admin."""
+    if args.name != ctx.conn.user["name"] and not ctx.conn.is_admin:
+        raise Forbidden("only an admin can sign another user out")
+    await ctx.app.db.run(auth.sign_out_everywhere, args.name)
     return {}

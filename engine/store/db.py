@@ -62,6 +62,11 @@ SCHEMA = [
         id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
         graph TEXT NOT NULL, params TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
         UNIQUE (user_id, name))""",
+    # browser sessions of the web page (engine/web/cookies.py): id = SHA-256 of the cookie, never the cookie itself
+    """CREATE TABLE IF NOT EXISTS web_sessions (
+        id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, epoch INTEGER NOT NULL, created REAL NOT NULL,
+        seen REAL NOT NULL, expires REAL NOT NULL, idle_s REAL NOT NULL, remember INTEGER NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS web_sessions_user ON web_sessions (user_id)""",
 ]
 
 
