@@ -370,8 +370,8 @@ def expire_sessions(engine, name):
     """What time does to a browser session, done at once: its absolute expiry passes."""
     db = sqlite3.connect(engine.data_dir / "paintbridge.db", timeout=30)
     try:
-        db.execute("UPDATE web_sessions SET expires = 0 WHERE user_id = (SELECT id FROM users WHERE name = ?)",
-                   [name])
+        db.execute("UPDATE web_sessions SET expires = ? WHERE user_id = (SELECT id FROM users WHERE name = ?)",
+                   [time.time() - 1, name])
         db.commit()
     finally:
         db.close()

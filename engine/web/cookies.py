@@ -19,6 +19,9 @@ from ..errors import NotFound
 COOKIE = "pb_session"
 SECURE_COOKIE = "__Host-pb_session"   # under TLS: the prefix makes browsers insist on Secure, Path=/ and no Domain
 TOUCH_EVERY_S = 30.0                  # `seen` is written at most this often per session
+# An ended session's row stays this long, so every request that still carries its cookie (the page's own /session
+# check, a socket retry, another tab) hears "expired" and not "none"; the sweep in create() removes it after.
+KEEP_ENDED_S = 86400.0
 
 
 def cookie_name(tls: bool) -> str:
@@ -43,12 +46,13 @@ class WebSession:
 
 
 def create(db, config, user: dict, remember: bool) -> tuple[str, float]:
-    """A new session for user: (cookie value, absolute expiry). Expired rows are swept on the way."""
+    """A new session for user: (cookie value, absolute expiry). Rows ended over KEEP_ENDED_S ago are swept."""
     now = time.time()
     value = secrets.token_urlsafe(32)
     life = config.remember_ttl_s if remember else config.token_ttl_s
     idle = config.web_remember_idle_s if remember else config.web_idle_s
-    db.execute("DELETE FROM web_sessions WHERE expires <= ? OR seen + idle_s <= ?", [now, now])
+    gone = now - KEEP_ENDED_S
+    db.execute("DELETE FROM web_sessions WHERE expires <= ? OR seen + idle_s <= ?", [gone, gone])
     db.execute("INSERT INTO web_sessions (id, user_id, epoch, created, seen, expires, idle_s, remember) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                [_digest(value), user["id"], user["epoch"], now, now, now + life, idle, int(remember)])
@@ -71,8 +75,7 @@ def find(db, value: str | None) -> tuple[WebSession | None, str]:
         user = None
     if (row["expires"] <= now or row["seen"] + row["idle_s"] <= now or user is None or user["disabled"]
             or user["epoch"] != row["epoch"]):
-        db.execute("DELETE FROM web_sessions WHERE id = ?", [sid])
-        return None, "expired"
+        return None, "expired"   # the row stays (KEEP_ENDED_S): asked again, it still says "expired"
     if now - row["seen"] >= TOUCH_EVERY_S:
         db.execute("UPDATE web_sessions SET seen = ? WHERE id = ?", [now, sid])
     return WebSession(sid, user, row["created"], row["expires"], bool(row["remember"])), ""
