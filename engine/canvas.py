@@ -84,13 +84,25 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
         g.add("model", "load_model", **load)
     clip = {"clip_skip": args.clip_skip} if args.clip_skip != 1 else {}
     g.add("cond", "prompt", {"model": ("model", "model")}, text=args.prompt, negative=args.negative_prompt, **clip)
+    cond = "cond"
+
+    def regional(x: int, y: int, w: int, h: int) -> str:
+        """A regions node over the document area (x, y, w, h) the denoise generates, when there are regions."""
+        if not args.regions:
+            return "cond"
+        items = [{"prompt": r.prompt, "negative_prompt": r.negative_prompt or "", "mask": r.mask.model_dump()}
+                 for r in args.regions]
+        g.add("regions", "regions", {"model": ("model", "model"), "conditioning": ("cond", "conditioning")},
+              regions=items, x=x, y=y, width=w, height=h)
+        return "regions"
     sampler = {"steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler,
                **({"schedule": args.schedule} if args.schedule != "default" else {})}
 
     if mode == "txt2img":
+        cond = regional(args.x, args.y, args.width, args.height)
         for i, seed in enumerate(seeds):
             g.add(f"noise{i}", "noise", seed=seed, width=args.width, height=args.height)
-            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
+            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": (cond, "conditioning"),
                                              "noise": (f"noise{i}", "noise")}, **sampler)
             g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})
             g.add(f"place{i}", "place", {"image": (f"decode{i}", "image")}, x=args.x, y=args.y)
@@ -106,9 +118,10 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
             return g.graph()
         gw, gh = (args.width, args.height) if args.width else generation_size(iw, ih, native, max_pixels)
         g.add("scaled", "resize", {"image": ("image", "image")}, width=gw, height=gh)
+        cond = regional(args.image.x, args.image.y, iw, ih)
         for i, seed in enumerate(seeds):
             g.add(f"noise{i}", "noise", seed=seed, width=gw, height=gh)
-            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
+            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": (cond, "conditioning"),
                                              "noise": (f"noise{i}", "noise"), "image": ("scaled", "image")},
                   strength=args.strength, **sampler)
             g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})
@@ -131,6 +144,7 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
     rx, ry, rw, rh = context_region(bounds, iw, ih)
     gw, gh = (args.width, args.height) if args.width else generation_size(rw, rh, native, max_pixels)
     g.add("crop", "crop", {"image": ("image", "image")}, x=rx, y=ry, width=rw, height=rh)
+    cond = regional(args.image.x + rx, args.image.y + ry, rw, rh)
     g.add("cropm", "crop_mask", {"mask": ("mask", "mask")}, x=rx, y=ry, width=rw, height=rh)
     g.add("scaled", "resize", {"image": ("crop", "image")}, width=gw, height=gh)
     g.add("scaledm", "resize_mask", {"mask": ("cropm", "mask")}, width=gw, height=gh)
@@ -140,7 +154,7 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
     bx, by, bw, bh = bounds
     for i, seed in enumerate(seeds):
         g.add(f"noise{i}", "noise", seed=seed, width=gw, height=gh)
-        g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
+        g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": (cond, "conditioning"),
                                          "noise": (f"noise{i}", "noise"), "image": ("scaled", "image"),
                                          "mask": ("grown", "mask")}, strength=strength, **sampler)
         g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})

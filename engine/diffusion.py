@@ -7,6 +7,7 @@ CPU torch.Generator, so the same seed and arguments give bit-identical latents o
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import conditioning, prompts, samplers
+from engine import attention, conditioning, prompts, samplers
 from engine.errors import BadRequest, Canceled
 from engine.models.loader import LoadedModel
 from engine.models.preview import latent_preview, unpack_flux
@@ -25,13 +26,28 @@ FLUX_MAX_SEQUENCE_LENGTH = 512
 
 
 @dataclass
+class RegionConditioning:
+    """One region: its prompt tensors and its coverage (float32 (H, W) in [0, 1] over the generated area)."""
+
+    index: int
+    prompt: str
+    negative: str
+    tensors: dict = field(repr=False)
+    coverage: np.ndarray = field(repr=False)
+
+
+@dataclass
 class Conditioning:
-    """Opaque, family-specific prompt tensors (already on the model's device)."""
+    """Opaque, family-specific prompt tensors (already on the model's device). With regions, the base tensors
+    condition the background (coverage `background`) and each region its own coverage (engine/attention.py)."""
 
     family: str
     prompt: str
     negative: str
     tensors: dict = field(default_factory=dict, repr=False)
+    clip_skip: int = 1
+    regions: list[RegionConditioning] = field(default_factory=list)
+    background: np.ndarray | None = field(default=None, repr=False)
 
 
 def encode_prompt(model: LoadedModel, prompt: str, negative: str = "", clip_skip: int = 1) -> Conditioning:
@@ -58,7 +74,7 @@ def encode_prompt(model: LoadedModel, prompt: str, negative: str = "", clip_skip
             t = {"prompt_embeds": pe, "pooled_prompt_embeds": ppe}
         else:
             raise BadRequest(f"unsupported model family {model.family!r}")
-    return Conditioning(family=model.family, prompt=prompt, negative=negative, tensors=t)
+    return Conditioning(family=model.family, prompt=prompt, negative=negative, tensors=t, clip_skip=int(clip_skip))
 
 
 def _make_scheduler(model: LoadedModel, sampler: str, schedule: str, seed: int):
@@ -209,12 +225,29 @@ def denoise(
         kwargs["strength"] = strength
     if mode == "inpaint":
         kwargs["mask_image"] = Image.fromarray(mask, "L")
-    with torch.inference_mode():
+    with torch.inference_mode(), _regions(pipe, cond, height, width):
         out = pipe(**kwargs)
     latents = out.images
     if is_flux:
         latents = unpack_flux(latents, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     return latents
+
+
+@contextlib.contextmanager
+def _regions(pipe, cond: Conditioning, height: int, width: int):
+    """Regional cross-attention on the pipeline's UNet for one call when `cond` has regions."""
+    if not cond.regions:
+        yield
+        return
+    if cond.family == "flux":
+        raise BadRequest("regions are not supported for FLUX models (only SD1, SD2 and SDXL)")
+    f = pipe.vae_scale_factor
+    unet = pipe.unet
+    coverage = attention.latent_coverage([cond.background] + [r.coverage for r in cond.regions],
+                                         (height // f, width // f), unet.device)
+    contexts = [(r.tensors["negative_prompt_embeds"], r.tensors["prompt_embeds"]) for r in cond.regions]
+    with attention.regional_attention(unet, attention.RegionalState(contexts, coverage)):
+        yield
 
 
 def _vae_decode(vae, latents: torch.Tensor, device, dtype) -> torch.Tensor:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .. import regions as region_rules
 from .. import samplers
+from ..layers import Layer
 from ..graph.node import ConditioningValue, Image, Latents, Mask, ModelValue, Node, Noise
 
 # Ids only in the schema (nodes.list lists them); A1111 labels and ComfyUI names are turned into ids on input.
@@ -40,6 +42,82 @@ class PromptEncode(Node):
         negative = ctx.expand_prompt(self.negative, self.model)
         cond = diffusion.encode_prompt(self.model.loaded, text, negative, clip_skip=self.clip_skip)
         return self.Out(conditioning=ConditioningValue(cond, self.model.name))
+
+
+class RegionLiteral(BaseModel):
+    """One item of a regions node's `regions` (generate's `regions` item: prompt, negative_prompt, mask)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    prompt: str = Field(default="", max_length=10000)
+    negative_prompt: str = Field(default="", max_length=10000)
+    mask: Layer
+
+    @field_validator("mask")
+    @classmethod
+    def _gray(cls, v):
+        if v.format != "gray8":
+            raise ValueError("a region's mask must be a gray8 layer (255 = this region)")
+        return v
+
+
+MAX_REGIONS = 64   # per node; generate's configurable limit ([limits] max_regions, default 10) is lower
+
+
+class Regions(Node):
+    """Regional prompts: each region's prompt (followed by the base prompt) conditions only the area its mask
+    covers; the base conditioning covers the rest. Masks are gray8 layers in document coordinates; x, y, width,
+    height is the document area the denoise generates. A higher region (later in the list) takes its area from
+    the ones below; one under 2 % of the area is dropped; one over 90 % becomes the base prompt. SD1/SD2/SDXL."""
+
+    type = "regions"
+    title = "Regions"
+    model: ModelValue
+    conditioning: ConditioningValue
+    regions: list = Field(default=[], max_length=MAX_REGIONS)
+    x: int = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
+    y: int = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
+    width: int = Field(default=512, ge=8, le=16384)
+    height: int = Field(default=512, ge=8, le=16384)
+
+    @field_validator("regions")
+    @classmethod
+    def _items(cls, v):
+        return [RegionLiteral.model_validate(r).model_dump() for r in v]
+
+    class Out(Node.Out):
+        conditioning: ConditioningValue
+
+    def invoke(self, ctx) -> Out:
+        from .. import diffusion
+
+        base = self.conditioning.cond
+        loaded = self.model.loaded
+        if loaded.family == "flux":
+            raise ctx.error("regions are not supported for FLUX models (only SD1, SD2 and SDXL)")
+        area = (self.x, self.y, self.width, self.height)
+        items = []
+        for i, r in enumerate(self.regions):
+            if not r["prompt"].strip() and not base.prompt.strip():
+                raise ctx.error(f"region {i}: give it a prompt, or give a base prompt")
+            mask = ctx.load_mask(r["mask"])
+            items.append((ctx.expand_prompt(r["prompt"], self.model), ctx.expand_prompt(r["negative_prompt"], self.model),
+                          region_rules.crop_to_area(mask.gray, mask.x, mask.y, area)))
+        if not items:
+            return self.Out(conditioning=self.conditioning)
+        plan = region_rules.plan(items, base.prompt, base.negative)
+        if plan.became_base is not None:
+            base = diffusion.encode_prompt(loaded, plan.prompt, plan.negative, clip_skip=base.clip_skip)
+        if not plan.regions:
+            return self.Out(conditioning=ConditioningValue(base, self.conditioning.model))
+        parts = []
+        for r in plan.regions:
+            ctx.check_canceled()
+            enc = diffusion.encode_prompt(loaded, r.prompt, r.negative, clip_skip=base.clip_skip)
+            parts.append(diffusion.RegionConditioning(r.index, r.prompt, r.negative, enc.tensors, r.coverage))
+        cond = diffusion.Conditioning(family=base.family, prompt=base.prompt, negative=base.negative,
+                                      tensors=base.tensors, clip_skip=base.clip_skip, regions=parts,
+                                      background=plan.background)
+        return self.Out(conditioning=ConditioningValue(cond, self.conditioning.model))
 
 
 class NoiseNode(Node):

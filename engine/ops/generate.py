@@ -30,6 +30,18 @@ class LoraRef(Args):
     weight: float = Field(default=1.0, ge=-4.0, le=4.0)
 
 
+class RegionArgs(Args):
+    """One region: a prompt (followed by the base prompt) for the area its gray8 mask covers (document
+    coordinates). control/reference/loras per region are refused before queueing (protocol/SPEC.md says why)."""
+
+    prompt: str = Field(default="", max_length=10000)
+    negative_prompt: str | None = Field(default=None, max_length=10000)
+    mask: Layer
+    control: list | None = None
+    reference: list | None = None
+    loras: list | None = None
+
+
 class SourceInfo(Args):
     app: str = Field(default="", max_length=64)
     document: str = Field(default="", max_length=1024)
@@ -60,6 +72,7 @@ class GenerateArgs(Args):
     scale: float = Field(default=2.0, gt=0.0, le=8.0)
     upscaler: str | None = Field(default=None, max_length=256)
     loras: list[LoraRef] = Field(default_factory=list, max_length=16)
+    regions: list[RegionArgs] = Field(default_factory=list, max_length=64)   # [limits] max_regions applies too
     priority: int = Field(default=0, ge=-100, le=100)
     source: SourceInfo | None = None
     recall: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,32}$")   # a gallery image id
@@ -104,6 +117,47 @@ class GenerateArgs(Args):
         return self
 
 
+def document_area(args: GenerateArgs) -> tuple[int, int, int, int]:
+    """The document rectangle a generate works in: the image layer's, or txt2img's x, y, width, height."""
+    if args.image is not None:
+        return args.image.x, args.image.y, args.image.w, args.image.h
+    return args.x, args.y, args.width, args.height
+
+
+def check_regions(args: GenerateArgs, max_regions: int, family: str | None) -> None:
+    """bad_request naming the region (details.field "regions.N..."), before anything is queued."""
+    if not args.regions:
+        return
+
+    def bad(i, message, where=""):
+        field = f"regions.{i}" + (f".{where}" if where else "") if i is not None else "regions"
+        return BadRequest(message if i is None else f"region {i}: {message}", details={"field": field, "region": i})
+
+    if len(args.regions) > max_regions:
+        raise bad(None, f"{len(args.regions)} regions: at most {max_regions} (the engine's max_regions)")
+    if args.mode == "upscale":
+        raise bad(None, "upscale takes no regions")
+    if family == "flux":
+        raise bad(None, "regions are not supported for FLUX models (only SD1, SD2 and SDXL)")
+    ax, ay, aw, ah = document_area(args)
+    for i, r in enumerate(args.regions):
+        m = r.mask
+        if m.format != "gray8":
+            raise bad(i, f"its mask must be a gray8 layer (255 = this region), not {m.format}", "mask")
+        if m.x >= ax + aw or m.y >= ay + ah or m.x + m.w <= ax or m.y + m.h <= ay:
+            raise bad(i, f"its mask ({m.w}x{m.h} at {m.x},{m.y}) lies outside the document "
+                         f"({aw}x{ah} at {ax},{ay})", "mask")
+        if not r.prompt.strip() and not args.prompt.strip():
+            raise bad(i, "its prompt is empty and there is no base prompt: give one of them", "prompt")
+        if r.loras:
+            raise bad(i, "LoRAs per region are not supported: a LoRA changes the UNet's weights, which every "
+                         "pixel shares in one pass; put the LoRA in the top-level loras", "loras")
+        if r.control:
+            raise bad(i, "control per region is not supported yet: use the top-level control", "control")
+        if r.reference:
+            raise bad(i, "reference per region is not supported yet: use the top-level reference", "reference")
+
+
 async def resolve_recall(ctx, args: GenerateArgs) -> GenerateArgs:
     """generate with recall: the recalled image's params, overridden by every argument the caller gave."""
     await ctx.app.queue.settled(None if ctx.conn.is_admin else ctx.conn.uid)   # an image just made is archived
@@ -135,7 +189,9 @@ async def generate(ctx, args: GenerateArgs):
         entry = await ctx.run_blocking(app.registry.get, args.model, "main")
         native = await ctx.run_blocking(native_size, entry)   # reads config files: off the loop
         # LoRAs and `<embedding>`s for another base are refused here, before anything is queued
-        await ctx.run_blocking(check_addons, app.registry, entry, args.loras, [args.prompt, args.negative_prompt])
+        texts = [args.prompt, args.negative_prompt] + [t for r in args.regions for t in (r.prompt, r.negative_prompt or "")]
+        await ctx.run_blocking(check_addons, app.registry, entry, args.loras, texts)
+        check_regions(args, app.config.limits.max_regions, entry.family)
         if args.vae:
             from ..models.patch import check_vae
 
@@ -143,11 +199,14 @@ async def generate(ctx, args: GenerateArgs):
             check_vae(vae, entry.family, entry.name)
     elif args.upscaler:
         await ctx.run_blocking(app.registry.get, args.upscaler, "upscaler")
+    if args.mode == "upscale":
+        check_regions(args, app.config.limits.max_regions, None)
     if args.seed is None:
         # below 2**31 (so seed+batch too): every host's integer field (GIMP arguments, Blender properties) holds it,
         # and a recalled seed can be shown and edited there
         args.seed = random.randrange(2 ** 31 - 64)
     layers = [lay.model_dump() for lay in (args.image, args.mask) if lay is not None]
+    layers += [r.mask.model_dump() for r in args.regions]
     await check_layers(ctx, layers)
     image = mask = None
     if args.mode in ("inpaint", "outpaint"):
