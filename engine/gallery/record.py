@@ -24,7 +24,7 @@ from ..store.owners import record
 from .db import image_by_sha, summary
 from .hashing import model_hash
 from .png import META_VERSION, encode_png, encode_thumbnail
-from .trace import input_shas, params_for, trace_graph
+from .trace import input_shas, params_for, regions_summary, trace_graph
 
 log = logging.getLogger("paintbridge.gallery")
 
@@ -107,6 +107,7 @@ class Recorder:
             facts = {k: request.get(k) for k in ("prompt", "negative_prompt", "steps", "guidance", "scheduler",
                                                  "strength", "width", "height", "model")}
             facts["seed"] = layer.get("seed", request.get("seed"))
+            facts["regions"] = regions_summary(request.get("regions"))
             params = params_for(request, layer)
             mode = request.get("mode", kind)
         if layer.get("seed") is not None:
@@ -125,6 +126,8 @@ class Recorder:
             "layer": {k: layer.get(k) for k in ("name", "w", "h", "x", "y", "sha256")},
             "parent": parent, "params": params, "graph": graph,
         }
+        if facts.get("regions"):
+            meta["regions"] = facts["regions"]
         if kind == "workflow":
             meta["workflow"] = {"name": request.get("workflow"), "values": request.get("values")}
 

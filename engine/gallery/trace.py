@@ -41,12 +41,29 @@ def trace_graph(raw: dict, out_id: str) -> dict:
         if k in noise:
             facts[k] = noise[k]
     prompt = nodes.get(links.get("conditioning", ""), {})
+    if prompt.get("type") == "regions":
+        facts["regions"] = regions_summary(prompt.get("regions"))
+        prompt = nodes.get(into.get(links["conditioning"], {}).get("conditioning", ""), {})
     if prompt.get("type") == "prompt":
         facts["prompt"], facts["negative_prompt"] = prompt.get("text", ""), prompt.get("negative", "")
     model = nodes.get(links.get("model", ""), {})
     if model.get("type") == "load_model":
         facts["model"] = model.get("model")
     return facts
+
+
+def regions_summary(items) -> list[dict]:
+    """What the gallery keeps of regions (generate's or a regions node's): prompts and each mask's hash and
+    place in the document."""
+    out = []
+    for r in items or []:
+        if not isinstance(r, dict) or not isinstance(r.get("mask"), dict):
+            continue
+        m = r["mask"]
+        out.append({"prompt": r.get("prompt") or "", "negative_prompt": r.get("negative_prompt") or "",
+                    "mask": m.get("sha256"), "x": m.get("x", 0), "y": m.get("y", 0), "w": m.get("w"),
+                    "h": m.get("h")})
+    return out
 
 
 def params_for(request: dict, layer: dict) -> dict:
