@@ -2,6 +2,9 @@
 `generate` arguments built from a host's field values, recalled parameters back into field values, and which
 field an engine error belongs beside.
 
+Regions (a prompt per mask, SPEC §7) travel beside the fields: region_args() builds generate's `regions` from a
+host's regions (masks as Pixels, uploaded by the Session like image/mask), recalled_regions() reads them back.
+
 Field values are keyed by the names in FIELDS (the `generate` argument names, plus `lora`/`lora_weight` for a
 host's single LoRA picker). Hosts keep their own widgets; they read them into such a dict and call
 generate_args(), and write recalled_fields() back into them.
@@ -40,6 +43,7 @@ def resolve_seed(seed, rng: random.Random | None = None) -> int:
 # ---- modes and their fields ----------------------------------------------------------------------------------
 FIELDS = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "lora",
           "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale", "upscaler")
+REGIONS = "regions"   # the field name errors about regions carry (a host's regions list/panel), not a widget value
 _DIFFUSION = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "lora",
               "lora_weight")
 
@@ -67,7 +71,7 @@ MODES = {
 
 
 class FieldError(ValueError):
-    """A value the person must fix: `field` names the form field (a FIELDS name, "" for the form)."""
+    """A value the person must fix: `field` names the form field (a FIELDS name, REGIONS, "" for the form)."""
 
     def __init__(self, field: str, message: str):
         super().__init__(message)
@@ -76,13 +80,15 @@ class FieldError(ValueError):
 
 
 def generate_args(mode: str, values: dict, *, limits: Limits | None = None, loras: list | None = None,
-                  upscalers: list | None = None, source: dict | None = None, rng: random.Random | None = None) -> dict:
+                  upscalers: list | None = None, source: dict | None = None, rng: random.Random | None = None,
+                  regions: list | None = None) -> dict:
     """`generate` arguments (without image/mask, which the Session uploads) for a host's field values.
 
     Only the fields `mode` uses are sent; an empty value (None, "") is left out so the engine applies its
     default (prompts are always sent, "" included); the seed follows the seed rule (the chosen one is in the result's "seed"); width/height (txt2img)
     are rounded up to multiples of 8. Other modes send no size: the engine generates at the model's native size.
-    loras/upscalers (Session.loras/.upscalers) check a picked name against what the engine has. Raises FieldError."""
+    loras/upscalers (Session.loras/.upscalers) check a picked name against what the engine has. regions: a
+    host's regions for region_args() (not for upscale). Raises FieldError."""
     m = MODES.get(mode)
     if m is None:
         raise FieldError("mode", f"unknown mode {mode!r}: one of {', '.join(MODES)}")
@@ -136,9 +142,51 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
                 raise FieldError(name, f"{name}: {args[name]!r} is not a number") from None
     if "strength" in args and not 0.0 <= args["strength"] <= 1.0:
         raise FieldError("strength", "strength: between 0 and 1")
+    if regions:
+        if mode == "upscale":
+            raise FieldError("regions", "upscale takes no regions")
+        args["regions"] = region_args(regions, args.get("prompt", ""), limits)
     if source is not None:
         args["source"] = dict(source)
     return args
+
+
+def region_args(regions: list, base_prompt: str = "", limits: Limits | None = None) -> list[dict]:
+    """generate's `regions` for a host's regions, bottom of the layer stack first (a higher region takes its
+    area from the ones below). Each: {"prompt", "negative_prompt" (optional), "mask"}, the mask a gray8 Pixels in
+    document coordinates (255 = this region; from the layer's alpha) or a zero-argument callable returning one,
+    which the Session calls on its worker thread and uploads like image/mask. FieldError("regions") names the
+    region (0-based) for what the engine would refuse anyway: too many, an empty prompt with no base prompt."""
+    limits = limits or Limits()
+    if len(regions) > limits.max_regions:
+        raise FieldError("regions", f"{len(regions)} regions: at most {limits.max_regions} on this engine")
+    out = []
+    for i, r in enumerate(regions):
+        prompt = str(r.get("prompt") or "")
+        if not prompt.strip() and not str(base_prompt or "").strip():
+            raise FieldError("regions", f"region {i}: its prompt is empty and there is no base prompt")
+        mask = r.get("mask")
+        if mask is None:
+            raise FieldError("regions", f"region {i}: no mask")
+        if getattr(mask, "format", "gray8") != "gray8":
+            raise FieldError("regions", f"region {i}: its mask must be gray8, not {mask.format}")
+        item = {"prompt": prompt, "mask": mask}
+        if r.get("negative_prompt"):
+            item["negative_prompt"] = str(r["negative_prompt"])
+        out.append(item)
+    return out
+
+
+def recalled_regions(values: dict | None) -> list[dict]:
+    """The regions of recalled values (Recalled.values / forms.recalled), bottom first: [{"prompt",
+    "negative_prompt", "mask"}] with mask the engine's layer reference ({sha256, w, h, format, x, y}: match it to
+    a host layer by hash or fetch it with blob.get). [] when the image had none."""
+    out = []
+    for r in (values or {}).get("regions") or []:
+        if isinstance(r, dict) and isinstance(r.get("mask"), dict):
+            out.append({"prompt": str(r.get("prompt") or ""), "negative_prompt": str(r.get("negative_prompt") or ""),
+                        "mask": dict(r["mask"])})
+    return out
 
 
 def _check_int(name: str, value, lo: int, hi: int | None):
@@ -185,7 +233,7 @@ def recalled_fields(values: dict | None, summary: dict | None = None,
 
 
 # ---- errors beside the field they are about --------------------------------------------------------------------
-_WIRE_TO_FIELD = {"loras": "lora", "image": "", "mask": "", "recall": "", "source": ""}
+_WIRE_TO_FIELD = {"loras": "lora", "image": "", "mask": "", "recall": "", "source": "", "regions": "regions"}
 
 
 def error_field(details) -> str:
@@ -200,8 +248,9 @@ def error_field(details) -> str:
     if isinstance(items, list) and items and isinstance(items[0], dict):
         where = str(items[0].get("field") or "").split(".")[0]
         where = _WIRE_TO_FIELD.get(where, where)
-        return where if where in FIELDS else ""
+        return where if where in FIELDS or where == REGIONS else ""
     if isinstance(details.get("field"), str):
-        where = _WIRE_TO_FIELD.get(details["field"], details["field"])
-        return where if where in FIELDS else ""
+        where = details["field"].split(".")[0] if details["field"].startswith(REGIONS + ".") else details["field"]
+        where = _WIRE_TO_FIELD.get(where, where)
+        return where if where in FIELDS or where == REGIONS else ""
     return ""

@@ -93,10 +93,14 @@ class Session:
         """Queue a generate request (params: e.g. generate.generate_args); returns a local request id, which is
         also the key of its row in `jobs`. The job id arrives as JobAccepted. Call on the host's main thread.
         image/mask: Pixels, or a zero-argument callable returning Pixels that is called on the worker thread (a
-        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request."""
+        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request. Each of
+        params["regions"] (generate.region_args) has its mask as such a value too, uploaded the same way."""
         rid = self._next_request()
         self.jobs.add(rid, tag)
-        self._submit(self._generate, rid, dict(params), image, mask, tag)
+        params = dict(params)
+        if params.get("regions"):   # copies: the uploads replace masks with references, not in the caller's list
+            params["regions"] = [dict(r) for r in params["regions"]]
+        self._submit(self._generate, rid, params, image, mask, tag)
         return rid
 
     def _next_request(self) -> str:
@@ -269,7 +273,11 @@ class Session:
             self._inflight += 1
         reply = None
         try:
-            for key, px in list(layers.items()):
+            # image/mask (or workflow layer values), and each region's mask (generate's regions)
+            slots = [(layers, key) for key in list(layers)]
+            slots += [(r, "mask") for r in (args.get("regions") or []) if isinstance(r, dict) and "mask" in r]
+            for where, key in slots:
+                px = where[key]
                 if callable(px):
                     try:
                         px = px()
@@ -280,7 +288,7 @@ class Session:
                     px = self._to_wire(px)
                     sha = px.sha256()
                     client.upload(px.data, sha)   # blob.has first: an unchanged layer is not re-sent
-                    layers[key] = px.layer(sha)
+                    where[key] = px.layer(sha)
             reply = client.call(op, args)
         except ProtocolError as exc:
             self._protocol_error(exc, request=rid, tag=tag)

@@ -153,3 +153,30 @@ def test_bad_regions_are_refused_naming_the_region(client):
                                  "regions": [{"prompt": "a", "mask": mask}]})
     assert "FLUX" in e.value.message
     assert client.call("job.list", {}) == jobs   # nothing was queued
+
+
+def test_session_uploads_region_masks_like_image_and_mask(engine_server, tmp_path, client):
+    """protocol's Session: a region's mask (Pixels, or a callable run on the worker thread) is uploaded and sent
+    as a layer reference; the gallery then holds the regions with those masks' hashes and bounds."""
+    from protocol import generate as g
+    from protocol.pixels import Pixels
+
+    from .helpers import open_session, wait_for
+
+    s = open_session(engine_server, tmp_path, app="krita")
+    try:
+        left = Pixels(LEFT[:, :32].tobytes(), 32, H, "gray8", 0, 0)
+        right = Pixels(RIGHT[:, 32:].tobytes(), 32, H, "gray8", 32, 0)
+        values = {"model": "tiny-sd15", "prompt": BASE, "negative_prompt": "", "steps": 2, "seed": 4,
+                  "width": W, "height": H}
+        regions = [{"prompt": "a knight", "mask": left}, {"prompt": "a dragon", "mask": lambda: right}]
+        params = g.generate_args("txt2img", values, regions=regions, limits=s.limits)
+        rid = s.generate(params)
+        job = wait_for(s, "job", pred=lambda d: d["request"] == rid)["job"]
+        wait_for(s, "result", pred=lambda d: d["job"] == job)
+        assert regions[1]["mask"] is not right and callable(regions[1]["mask"])   # the caller's list is untouched
+        meta = client.call("images.get", {"image": gallery_image(client, job)["id"]})
+    finally:
+        s.close()
+    assert [(r["prompt"], r["mask"], r["x"], r["y"], r["w"], r["h"]) for r in meta["meta"]["regions"]] == [
+        ("a knight", left.sha256(), 0, 0, 32, H), ("a dragon", right.sha256(), 32, 0, 32, H)]
