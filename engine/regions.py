@@ -62,6 +62,21 @@ def crop_to_area(gray: np.ndarray, mx: int, my: int, area: tuple[int, int, int, 
     return out
 
 
+MAX_SIDE = 1024   # coverage is kept at most this many pixels a side: far finer than any latent grid it feeds
+
+
+def shrink(cov: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """cov averaged over f x f blocks (f the smallest integer that brings both sides to max_side or less; the
+    edge is padded with zeros, i.e. not covered) so that ten regions of a 4K document do not take gigabytes."""
+    f = -(-max(cov.shape) // max_side)
+    if f <= 1:
+        return cov
+    h, w = -(-cov.shape[0] // f) * f, -(-cov.shape[1] // f) * f
+    padded = np.zeros((h, w), np.float32)
+    padded[:cov.shape[0], :cov.shape[1]] = cov
+    return padded.reshape(h // f, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
+
+
 def stack(coverages: list[np.ndarray]) -> list[np.ndarray]:
     """Bottom first: each region keeps only what the regions above it leave, so the result never sums past 1."""
     taken = np.zeros_like(coverages[0]) if coverages else None

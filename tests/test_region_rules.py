@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.regions import BASE_SHARE, MIN_SHARE, crop_to_area, join_prompt, plan, stack
+from engine.regions import BASE_SHARE, MIN_SHARE, crop_to_area, join_prompt, plan, shrink, stack
 
 H = W = 100
 
@@ -79,3 +79,13 @@ def test_region_over_90_percent_becomes_the_base():
 def test_every_region_dropped_leaves_the_base():
     p = plan([("speck", "", rect(0, 0, 5, 5))], "photo", "")
     assert p.regions == [] and p.dropped == [0] and p.prompt == "photo" and p.background.min() == 1
+
+
+def test_big_coverage_is_averaged_down_keeping_shares():
+    cov = np.zeros((3000, 2000), np.float32)
+    cov[:, :1000] = 1
+    small = shrink(cov, 1024)
+    assert max(small.shape) <= 1024 and small.shape == (1000, 667)   # blocks of 3x3, the edge padded
+    assert small[:, :333].min() == 1 and small[:, 334:].max() == 0 and 0 < small[0, 333] < 1
+    assert abs(small.mean() * small.size * 9 - cov.sum()) < 1e-3 * cov.sum()
+    assert shrink(rect(0, 0, 10, 10)) is not None and shrink(rect(0, 0, 10, 10)).shape == (H, W)

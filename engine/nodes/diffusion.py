@@ -101,7 +101,7 @@ class Regions(Node):
                 raise ctx.error(f"region {i}: give it a prompt, or give a base prompt")
             mask = ctx.load_mask(r["mask"])
             items.append((ctx.expand_prompt(r["prompt"], self.model), ctx.expand_prompt(r["negative_prompt"], self.model),
-                          region_rules.crop_to_area(mask.gray, mask.x, mask.y, area)))
+                          region_rules.shrink(region_rules.crop_to_area(mask.gray, mask.x, mask.y, area))))
         if not items:
             return self.Out(conditioning=self.conditioning)
         plan = region_rules.plan(items, base.prompt, base.negative)
