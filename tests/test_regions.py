@@ -116,9 +116,12 @@ def test_regions_graph_node(client):
                        {"from": ["r", "conditioning"], "to": ["d", "conditioning"]},
                        {"from": ["n", "noise"], "to": ["d", "noise"]}, {"from": ["m", "model"], "to": ["v", "model"]},
                        {"from": ["d", "latents"], "to": ["v", "latents"]}, {"from": ["v", "image"], "to": ["o", "image"]}]}
-    _, layers = run(client, "graph.submit", {"graph": graph})
+    job, layers = run(client, "graph.submit", {"graph": graph})
     same, _ = txt2img(client, regions=[{"prompt": OTHER, "mask": mask}])
     assert np.array_equal(fetch(client, layers[0])[..., :3], same)   # generate compiles to the same graph
+    meta = client.call("images.get", {"image": gallery_image(client, job)["id"]})["meta"]
+    assert meta["prompt"] == BASE and meta["regions"] == [{"prompt": OTHER, "negative_prompt": "",
+                                                          "mask": mask["sha256"], "x": 0, "y": 0, "w": W, "h": H}]
     # a mask blob the caller never uploaded is refused before queueing
     graph["nodes"]["r"]["regions"][0]["mask"] = dict(mask, sha256="ab" * 32)
     with pytest.raises(ProtocolError) as e:
