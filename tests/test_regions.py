@@ -115,7 +115,8 @@ def test_regions_graph_node(client):
                        {"from": ["m", "model"], "to": ["d", "model"]},
                        {"from": ["r", "conditioning"], "to": ["d", "conditioning"]},
                        {"from": ["n", "noise"], "to": ["d", "noise"]}, {"from": ["m", "model"], "to": ["v", "model"]},
-                       {"from": ["d", "latents"], "to": ["v", "latents"]}, {"from": ["v", "image"], "to": ["o", "image"]}]}
+                       {"from": ["d", "latents"], "to": ["v", "latents"]},
+                       {"from": ["v", "image"], "to": ["o", "image"]}]}
     job, layers = run(client, "graph.submit", {"graph": graph})
     same, _ = txt2img(client, regions=[{"prompt": OTHER, "mask": mask}])
     assert np.array_equal(fetch(client, layers[0])[..., :3], same)   # generate compiles to the same graph

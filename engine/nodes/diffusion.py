@@ -100,7 +100,8 @@ class Regions(Node):
             if not r["prompt"].strip() and not base.prompt.strip():
                 raise ctx.error(f"region {i}: give it a prompt, or give a base prompt")
             mask = ctx.load_mask(r["mask"])
-            items.append((ctx.expand_prompt(r["prompt"], self.model), ctx.expand_prompt(r["negative_prompt"], self.model),
+            items.append((ctx.expand_prompt(r["prompt"], self.model),
+                          ctx.expand_prompt(r["negative_prompt"], self.model),
                           region_rules.shrink(region_rules.crop_to_area(mask.gray, mask.x, mask.y, area))))
         if not items:
             return self.Out(conditioning=self.conditioning)

@@ -189,7 +189,8 @@ async def generate(ctx, args: GenerateArgs):
         entry = await ctx.run_blocking(app.registry.get, args.model, "main")
         native = await ctx.run_blocking(native_size, entry)   # reads config files: off the loop
         # LoRAs and `<embedding>`s for another base are refused here, before anything is queued
-        texts = [args.prompt, args.negative_prompt] + [t for r in args.regions for t in (r.prompt, r.negative_prompt or "")]
+        texts = [args.prompt, args.negative_prompt]
+        texts += [t for r in args.regions for t in (r.prompt, r.negative_prompt or "")]
         await ctx.run_blocking(check_addons, app.registry, entry, args.loras, texts)
         check_regions(args, app.config.limits.max_regions, entry.family)
         if args.vae:
