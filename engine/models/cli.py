@@ -262,7 +262,8 @@ def register_cli(sub):
 
     ls = ms.add_parser("list", help="registered models")
     ls.add_argument("--json", action="store_true")
-    ls.add_argument("--type", choices=["main", "lora", "embedding", "vae", "controlnet", "upscaler"])
+    ls.add_argument("--type", choices=["main", "lora", "embedding", "vae", "controlnet", "t2i_adapter", "ip_adapter",
+                                       "clip_vision", "upscaler"])
     ls.add_argument("--base", choices=["sd1", "sd2", "sdxl", "flux"])
     data_dir(ls)
     ls.set_defaults(func=cmd_list)

@@ -16,7 +16,8 @@ from ..opspec import Args, op
 
 
 class ListArgs(Args):
-    type: Literal["main", "lora", "embedding", "vae", "controlnet", "upscaler"] | None = None
+    type: Literal["main", "lora", "embedding", "vae", "controlnet", "t2i_adapter", "ip_adapter", "clip_vision",
+                  "upscaler"] | None = None
     base: Literal["sd1", "sd2", "sdxl", "flux"] | None = None
 
 
