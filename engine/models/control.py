@@ -411,3 +411,48 @@ def load_t2i_adapter(path: Path, device, dtype):
     except Exception as e:
         raise ModelError(f"cannot load T2I-Adapter {path.name}: {type(e).__name__}: {e}") from e
     return model.to(device).eval()
+
+
+# ---- checks before queueing (registry entries only; headers and configs are read, never weights) --------------
+CONTROL_TYPES = ("controlnet", "t2i_adapter")
+
+
+def check_control(entry, family: str, model_name: str) -> None:
+    """A ControlNet/T2I-Adapter entry fits a main model of `family`; BadRequest naming what is wrong."""
+    from ..errors import BadRequest
+
+    if entry.type not in CONTROL_TYPES:
+        raise BadRequest(f"{entry.name!r} is a {entry.type} model, not a ControlNet or T2I-Adapter")
+    if entry.family and entry.family != family:
+        raise BadRequest(f"{entry.type} {entry.name!r} is for {entry.family} models, but {model_name!r} is {family}")
+
+
+def find_image_encoder(registry, entry) -> Any:
+    """The registered CLIP image encoder (clip_vision) an IP-Adapter entry needs: the first whose embedding width
+    is what the adapter takes (projection width; hidden width for Plus adapters). BadRequest naming it if none."""
+    from ..errors import BadRequest
+    from .probe import read_shapes
+
+    path = Path(entry.path)
+    try:
+        shapes, _ = read_shapes(path)
+    except ModelError as exc:
+        raise BadRequest(f"IP-Adapter {entry.name!r}: {exc.message}") from None
+    kind = ip_adapter_width(shapes)
+    if kind is None:
+        raise BadRequest(f"{entry.name!r} is not an IP-Adapter Paintbridge can use")
+    plus, width = kind
+    for enc in registry.list(type="clip_vision"):
+        if enc.missing:
+            continue
+        try:
+            widths = clip_vision_widths(enc.path)
+        except ModelError:
+            continue
+        if widths is not None and widths[1 if plus else 0] == width:
+            return enc
+    size = {1024: "ViT-H/14 (the SD1.5 IP-Adapters' image_encoder)", 1280: "ViT-bigG/14 (SDXL's) or ViT-H/14",
+            1664: "ViT-bigG/14"}.get(width, f"{width}-wide")
+    raise BadRequest(f"IP-Adapter {entry.name!r} needs a CLIP image encoder ({size} embeddings); no clip_vision model "
+                     "with that width is installed: install its image_encoder (e.g. `paintbridge models install "
+                     "PATH`)", details={"missing": "clip_vision", "width": width})

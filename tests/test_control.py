@@ -1,0 +1,315 @@
+"""Control layers and image references (issue 18): preprocessors, the wire's checks, graphs, and — through a real
+engine with the tiny demo models — ControlNet, T2I-Adapter and IP-Adapter in every mode."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from engine.canvas import compile_generate
+from engine.graph import graph as graphs
+from engine.graph.node import node_schema
+from engine.nodes.image import region_image
+from engine.ops.generate import GenerateArgs
+from engine.preprocess import METHODS, canny, gray, preprocess
+from protocol.errors import ProtocolError
+
+from .helpers import EngineProc, fetch, pattern, run_job, upload_mask, upload_rgba
+
+LAYER = {"sha256": "a" * 64, "w": 64, "h": 64, "format": "rgba8", "x": 0, "y": 0}
+
+
+def drawing(w=96, h=80, seed=0) -> np.ndarray:
+    """A known RGB image: shapes, a thick line and noise."""
+    im = Image.new("RGB", (w, h), (200, 180, 160))
+    d = ImageDraw.Draw(im)
+    d.ellipse((10, 10, 60, 50), fill=(30, 60, 200))
+    d.rectangle((40, 30, 90, 70), fill=(250, 250, 20))
+    d.line((0, h - 1, w - 1, 0), fill=(0, 0, 0), width=3)
+    noise = np.random.default_rng(seed).integers(-20, 20, (h, w, 3))
+    return np.clip(np.asarray(im).astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+# ---- preprocessors (no engine) -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("low,high", [(100, 200), (50, 150), (20, 60)])
+def test_canny_matches_opencv(low, high):
+    g = cv2.cvtColor(drawing(), cv2.COLOR_RGB2GRAY)
+    ours = canny(g, low, high)
+    assert (ours > 0).sum() > 100
+    assert np.array_equal(ours, cv2.Canny(g, low, high))
+
+
+def test_canny_preprocessor_is_opencv_canny_of_the_gray_image():
+    rgb = drawing(seed=3)
+    g = gray(rgb)
+    assert np.abs(g.astype(int) - cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)).max() <= 1
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    out = preprocess("canny", rgba)
+    assert out.shape == rgb.shape and np.array_equal(out[..., 0], cv2.Canny(g, 100, 200))
+
+
+def test_invert_and_scribble_make_white_lines_on_black():
+    # black strokes on a transparent layer (a sketch): transparent counts as white paper
+    sketch = np.zeros((64, 64, 4), np.uint8)
+    sketch[30:33, 8:56] = (0, 0, 0, 255)
+    sketch[8:56, 40:42] = (0, 0, 0, 255)
+    lines = np.zeros((64, 64), bool)
+    lines[30:33, 8:56] = lines[8:56, 40:42] = True
+    inv = preprocess("invert", sketch)
+    assert (inv[lines] == 255).all() and (inv[~lines] == 0).all()
+    scr = preprocess("scribble", sketch)[..., 0]
+    assert set(np.unique(scr)) <= {0, 255}
+    assert scr[lines].mean() > 200 and scr[~lines].mean() < 40      # white on the strokes, black around them
+    art = preprocess("lineart", sketch)[..., 0]
+    assert art[lines].mean() > 3 * max(art[~lines].mean(), 1)
+
+
+def test_every_preprocessor_keeps_the_size():
+    rgba = np.concatenate([drawing(), np.full((80, 96, 1), 255, np.uint8)], axis=2)
+    for m in METHODS:
+        out = preprocess(m, rgba)
+        assert out.shape == (80, 96, 3) and out.dtype == np.uint8, m
+    assert np.array_equal(preprocess("none", rgba), rgba[..., :3])
+
+
+def test_region_image_cuts_the_document_rectangle():
+    img = pattern(32, 16)                          # placed at document (10, 20)
+    out = region_image(img, 10, 20, 0, 0, 64, 64, 64, 64)
+    assert np.array_equal(out[20:36, 10:42], img) and (out[:20] == 0).all() and (out[:, :10] == 0).all()
+    half = region_image(img, 10, 20, 10, 20, 32, 16, 16, 8)   # the image's own rectangle at half size
+    assert half.shape == (8, 16, 4)
+
+
+# ---- the wire's checks and the graph (no engine) -------------------------------------------------------------------
+def _args(**kw):
+    return GenerateArgs.model_validate({"model": "m", "prompt": "p", "width": 64, "height": 64, **kw})
+
+
+@pytest.mark.parametrize("entry,field", [
+    ({"strength": 2.5}, "control.0.strength"),
+    ({"start": -0.1}, "control.0.start"),
+    ({"end": 1.5}, "control.0.end"),
+    ({"start": 0.8, "end": 0.2}, "control.0"),
+    ({"preprocess": "depth-anything"}, "control.0.preprocess"),
+    ({"image": {**LAYER, "format": "gray8"}}, "control.0"),
+    ({"model": ""}, "control.0.model"),
+])
+def test_bad_control_names_the_field(entry, field):
+    from pydantic import ValidationError
+
+    from engine.opspec import bad_args
+
+    with pytest.raises(ValidationError) as exc:
+        _args(control=[{"model": "cn", "image": LAYER, **entry}])
+    err = bad_args("generate", exc.value)
+    assert err.code == "bad_request" and err.details["fields"][0]["field"] == field
+
+
+def test_defaults_and_graph():
+    a = _args(control=[{"model": "cn", "image": {**LAYER, "x": 5}}, {"model": "t2i", "image": LAYER,
+                                                                      "preprocess": "canny"}],
+              reference=[{"model": "ipa", "image": LAYER}], batch=2, seed=1)
+    assert (a.control[0].strength, a.control[0].start, a.control[0].end, a.control[0].preprocess) == \
+        (1.0, 0.0, 1.0, "none")
+    assert (a.reference[0].strength, a.reference[0].start, a.reference[0].end) == (0.6, 0.0, 1.0)
+    raw = compile_generate(a, 64, 1 << 24)
+    g = graphs.validate(raw)
+    nodes = raw["nodes"]
+    assert nodes["cregion0"] == {"type": "region", "x": 0, "y": 0, "width": 64, "height": 64,
+                                      "out_width": 64, "out_height": 64}
+    assert nodes["cprep1"]["method"] == "canny" and nodes["control1"]["control"] == "t2i"
+    into = {(e["to"][0], e["to"][1]): e["from"][0] for e in raw["edges"]}
+    assert into[("control1", "previous")] == "control0"
+    for i in (0, 1):   # every image of the batch gets both chains
+        assert into[(f"denoise{i}", "control")] == "control1" and into[(f"denoise{i}", "reference")] == "reference0"
+    assert g is not None
+
+
+def test_upscale_takes_no_control():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        GenerateArgs.model_validate({"mode": "upscale", "image": LAYER, "control": [{"model": "c", "image": LAYER}]})
+
+
+def test_nodes_are_listed_for_workflows():
+    schema = node_schema()
+    assert schema["control"]["inputs"]["previous"]["type"] == "control"
+    assert schema["reference"]["outputs"] == {"reference": "reference"}
+    assert schema["preprocess"]["inputs"]["method"]["choices"] == list(METHODS)
+    assert schema["denoise"]["inputs"]["control"]["type"] == "control"
+    assert {"region", "preprocess", "control", "reference"} <= set(schema)
+
+
+# ---- through a real engine (slow) -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def control_engine(tmp_path_factory):
+    """An engine with the sd15 demo, its ControlNet (a folder, and one file), T2I-Adapter, IP-Adapter (+ image
+    encoder), an IP-Adapter whose encoder is not installed, and the SDXL ControlNet (another base)."""
+    import shutil
+
+    from engine.models.demo import make_demo, tiny_ip_adapter
+
+    root = tmp_path_factory.mktemp("control-models")
+    build = root / "build"
+    make_demo(build, "sd15").rename(root / "tiny-sd15")
+    make_demo(build, "controlnet-sd15").rename(root / "cn")
+    make_demo(build, "controlnet-sd15", "single-file").rename(root / "cn-file.safetensors")
+    make_demo(build, "controlnet-sdxl").rename(root / "cn-xl")
+    make_demo(build, "t2i-sd15").rename(root / "t2i")
+    make_demo(build, "ipadapter-sd15").rename(root / "ipa.safetensors")
+    (build / "demo-clip-vision").rename(root / "ipa-encoder")
+    from safetensors.torch import save_file
+    save_file(tiny_ip_adapter("sd15", image_width=48), str(root / "ipa-orphan.safetensors"))
+    shutil.rmtree(build)
+    proc = EngineProc(tmp_path_factory.mktemp("control-engine"), ["--models", str(root)]).start()
+    client = proc.client()
+    yield client
+    client.close()
+    proc.kill()
+
+
+BASE = {"model": "tiny-sd15", "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "seed": 5,
+        "guidance": 5.0}
+
+
+def _sha(client, args) -> str:
+    _, _, res, _ = run_job(client, args)
+    assert res.name == "job.result", res.data
+    return res.data["layers"][0]["sha256"]
+
+
+def _control_image(client):
+    img = np.zeros((64, 64, 4), np.uint8)
+    img[..., 3] = 255
+    img[16:48, 16:48, :3] = 255
+    return upload_rgba(client, img)
+
+
+@pytest.mark.slow
+def test_controlnets_strength_range_and_two_at_once(control_engine):
+    c = control_engine
+    layer = _control_image(c)
+    plain = _sha(c, BASE)
+    assert _sha(c, {**BASE, "control": [{"model": "cn", "image": layer, "strength": 0.0}]}) == plain
+    assert _sha(c, {**BASE, "control": [{"model": "cn", "image": layer, "start": 0.4, "end": 0.4}]}) == plain
+    one = _sha(c, {**BASE, "control": [{"model": "cn", "image": layer}]})
+    other = _sha(c, {**BASE, "control": [{"model": "cn-file", "image": layer, "preprocess": "invert"}]})
+    both = _sha(c, {**BASE, "control": [{"model": "cn", "image": layer},
+                                        {"model": "cn-file", "image": layer, "preprocess": "invert"}]})
+    assert len({plain, one, other, both}) == 4
+    listed = {m["name"]: m for m in c.call("models.list", {})["models"]}
+    assert listed["cn"]["type"] == "controlnet" and listed["cn"]["base"] == "sd1"
+    assert listed["cn"]["loaded"] and listed["cn-file"]["loaded"]    # kept between jobs like main models
+
+
+@pytest.mark.slow
+def test_t2i_adapter_and_ip_adapter(control_engine):
+    c = control_engine
+    layer = _control_image(c)
+    ref = upload_rgba(c, pattern())
+    plain = _sha(c, BASE)
+    assert _sha(c, {**BASE, "control": [{"model": "t2i", "image": layer, "strength": 0.0}]}) == plain
+    t2i = _sha(c, {**BASE, "control": [{"model": "t2i", "image": layer}]})
+    assert t2i != plain
+    assert _sha(c, {**BASE, "reference": [{"model": "ipa", "image": ref, "strength": 0.0}]}) == plain
+    ipa = _sha(c, {**BASE, "reference": [{"model": "ipa", "image": ref}]})
+    ipa2 = _sha(c, {**BASE, "reference": [{"model": "ipa", "image": layer, "strength": 1.0}]})
+    both = _sha(c, {**BASE, "reference": [{"model": "ipa", "image": ref}, {"model": "ipa", "image": layer,
+                                                                             "strength": 1.0}]})
+    assert len({plain, ipa, ipa2, both}) == 4
+    mixed = _sha(c, {**BASE, "control": [{"model": "t2i", "image": layer}, {"model": "cn", "image": layer}],
+                     "reference": [{"model": "ipa", "image": ref}]})
+    assert mixed not in (plain, t2i, ipa)
+    assert _sha(c, BASE) == plain          # the cached model is left as it was (hook and processors removed)
+    listed = {m["name"]: m["type"] for m in c.call("models.list", {})["models"]}
+    assert (listed["t2i"], listed["ipa"], listed["ipa-encoder"]) == ("t2i_adapter", "ip_adapter", "clip_vision")
+
+
+@pytest.mark.slow
+def test_every_mode_takes_controls(control_engine):
+    c = control_engine
+    img = pattern()
+    layer = upload_rgba(c, img, x=100, y=40)
+    ctl = upload_rgba(c, np.roll(img, 17, axis=1), x=90, y=30)      # in document coordinates, offset
+    ref = upload_rgba(c, pattern(32, 32))
+    steer = {"control": [{"model": "cn", "image": ctl, "preprocess": "canny"}],
+             "reference": [{"model": "ipa", "image": ref}]}
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:50, 12:40] = 255
+    transparent = img.copy()
+    transparent[:, 48:, 3] = 0
+    cases = [{"mode": "img2img", "image": layer, "strength": 0.8},
+             {"mode": "inpaint", "image": layer, "mask": upload_mask(c, mask, 100, 40), "strength": 1.0},
+             {"mode": "outpaint", "image": upload_rgba(c, transparent, 100, 40)}]
+    for case in cases:
+        args = {**BASE, **case}
+        args.pop("width"), args.pop("height")
+        plain = _sha(c, args)
+        steered = _sha(c, {**args, **steer})
+        assert steered != plain, case["mode"]
+
+
+@pytest.mark.slow
+def test_gallery_records_controls_and_recall_restores_them(control_engine):
+    c = control_engine
+    layer = _control_image(c)
+    ref = upload_rgba(c, pattern())
+    args = {**BASE, "control": [{"model": "cn", "image": layer, "strength": 0.7, "start": 0.0, "end": 0.5,
+                                 "preprocess": "invert"}],
+            "reference": [{"model": "ipa", "image": ref, "strength": 0.5}]}
+    _, _, res, _ = run_job(c, args)
+    out = res.data["layers"][0]
+    got = c.call("images.get", {"image": out["image_id"]})
+    meta = got["meta"]
+    assert meta["control"] == [{"model": "cn", "model_hash": meta["control"][0]["model_hash"], "strength": 0.7,
+                                "start": 0.0, "end": 0.5, "preprocess": "invert",
+                                "image": {"sha256": layer["sha256"], "w": 64, "h": 64, "x": 0, "y": 0,
+                                          "name": None}}]
+    assert meta["reference"][0]["model"] == "ipa" and meta["reference"][0]["strength"] == 0.5
+    assert meta["reference"][0]["image"]["sha256"] == ref["sha256"]
+    assert got["params"]["control"][0]["image"]["sha256"] == layer["sha256"]
+    # recall: the same request again, controls included
+    _, _, again, _ = run_job(c, {"recall": out["image_id"]})
+    assert again.data["layers"][0]["sha256"] == out["sha256"]
+    _, _, without, _ = run_job(c, {"recall": out["image_id"], "control": [], "reference": []})
+    assert without.data["layers"][0]["sha256"] != out["sha256"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra,field,words", [
+    ({"control": [{"model": "cn-xl", "image": None}]}, "control.0.model", "sdxl"),
+    ({"control": [{"model": "ipa", "image": None}]}, "control.0.model", "not a controlnet"),
+    ({"control": [{"model": "nope", "image": None}]}, "control.0.model", "unknown model"),
+    ({"reference": [{"model": "cn", "image": None}]}, "reference.0.model", "not a ip_adapter"),
+    ({"reference": [{"model": "ipa-orphan", "image": None}]}, "reference.0.model", "image encoder"),
+    ({"control": [{"model": "cn", "image": None, "start": 0.6, "end": 0.3}]}, "control.0", "after"),
+    ({"control": [{"model": "cn", "image": None}] * 9}, "control", "at most 8"),
+    ({"control": [{"model": "cn", "image": None}] * 5, "reference": [{"model": "ipa", "image": None}] * 4},
+     "control", "at most 8"),
+])
+def test_bad_input_is_refused_before_queueing(control_engine, extra, field, words):
+    c = control_engine
+    layer = _control_image(c)
+    for key in ("control", "reference"):
+        for item in extra.get(key, []):
+            item["image"] = layer
+    before = c.call("jobs.list", {})["jobs"] if _has_jobs_list(c) else None
+    with pytest.raises(ProtocolError) as exc:
+        c.call("generate", {**BASE, **extra})
+    err = exc.value
+    assert err.code == "bad_request"
+    assert err.details["fields"][0]["field"] == field
+    assert words.lower() in err.message.lower()
+    if before is not None:
+        assert c.call("jobs.list", {})["jobs"] == before
+
+
+def _has_jobs_list(client) -> bool:
+    try:
+        client.call("jobs.list", {})
+        return True
+    except ProtocolError:
+        return False
