@@ -93,7 +93,8 @@ class Session:
         """Queue a generate request (params: e.g. generate.generate_args); returns a local request id, which is
         also the key of its row in `jobs`. The job id arrives as JobAccepted. Call on the host's main thread.
         image/mask: Pixels, or a zero-argument callable returning Pixels that is called on the worker thread (a
-        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request."""
+        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request. The `image`
+        of each params["control"] / params["reference"] entry may be the same (uploaded like image/mask)."""
         rid = self._next_request()
         self.jobs.add(rid, tag)
         self._submit(self._generate, rid, dict(params), image, mask, tag)
@@ -269,7 +270,15 @@ class Session:
             self._inflight += 1
         reply = None
         try:
-            for key, px in list(layers.items()):
+            # top-level Pixels values, and the images of generate's control/reference entries
+            slots = [(layers, key) for key in list(layers)]
+            for key in ("control", "reference"):
+                items = args.get(key) if op == "generate" else None
+                if isinstance(items, list):
+                    args[key] = items = [dict(it) if isinstance(it, dict) else it for it in items]
+                    slots += [(it, "image") for it in items if isinstance(it, dict) and "image" in it]
+            for holder, key in slots:
+                px = holder[key]
                 if callable(px):
                     try:
                         px = px()
@@ -280,7 +289,7 @@ class Session:
                     px = self._to_wire(px)
                     sha = px.sha256()
                     client.upload(px.data, sha)   # blob.has first: an unchanged layer is not re-sent
-                    layers[key] = px.layer(sha)
+                    holder[key] = px.layer(sha)
             reply = client.call(op, args)
         except ProtocolError as exc:
             self._protocol_error(exc, request=rid, tag=tag)

@@ -166,6 +166,7 @@ def control_engine(tmp_path_factory):
     shutil.rmtree(build)
     proc = EngineProc(tmp_path_factory.mktemp("control-engine"), ["--models", str(root)]).start()
     client = proc.client()
+    client.engine = proc
     yield client
     client.close()
     proc.kill()
@@ -313,3 +314,77 @@ def _has_jobs_list(client) -> bool:
         return True
     except ProtocolError:
         return False
+
+
+# ---- the shared client (protocol/): pure, and through a Session --------------------------------------------------
+def test_client_form_carries_controls_and_references():
+    from protocol import generate as g
+    from protocol.pixels import Pixels
+
+    px = Pixels(bytes(64 * 64 * 4), 64, 64, "rgba8", 10, 20)
+    form = {"model": "tiny-sd15", "prompt": "a fox", "seed": 3,
+            "control": [{"model": "cn", "image": px, "strength": "0.5", "end": 0.8, "preprocess": "canny"},
+                        {"model": "t2i", "image": lambda: px}],
+            "reference": [{"model": "ipa", "image": px, "strength": 0.4}]}
+    args = g.generate_args("img2img", form)
+    assert args["control"][0] == {"model": "cn", "image": px, "strength": 0.5, "end": 0.8, "preprocess": "canny"}
+    assert args["control"][1]["model"] == "t2i" and callable(args["control"][1]["image"])
+    assert args["reference"] == [{"model": "ipa", "image": px, "strength": 0.4}]
+    assert "control" not in g.generate_args("upscale", {**form, "scale": 2.0})
+    for bad, words in [({"start": 0.9, "end": 0.1}, "start is after end"), ({"strength": 3}, "strength"),
+                       ({"preprocess": "depth"}, "preprocess"), ({"model": ""}, "choose a model"),
+                       ({"image": None}, "choose a layer"), ({"start": "x"}, "not a number")]:
+        with pytest.raises(g.FieldError) as exc:
+            g.generate_args("txt2img", {**form, "control": [{"model": "cn", "image": px, **bad}]})
+        assert exc.value.field == "control" and words in exc.value.message
+    # an engine error about a control is shown beside the control list
+    assert g.error_field({"fields": [{"field": "control.0.model", "problem": "x"}]}) == "control"
+    assert g.error_field({"fields": [{"field": "reference.1.strength", "problem": "x"}]}) == "reference"
+    # recall: the recorded entries come back, and the host puts its own layers back in where they still exist
+    params = {"mode": "txt2img", "model": "tiny-sd15", "prompt": "p", "seed": 1,
+              "control": [{"model": "cn", "image": {"sha256": "a" * 64, "w": 64, "h": 64, "x": 0, "y": 0},
+                           "strength": 0.5, "start": 0.0, "end": 1.0, "preprocess": "none"},
+                          {"model": "cn2", "image": {"sha256": "b" * 64, "w": 8, "h": 8, "x": 0, "y": 0},
+                           "strength": 1.0, "start": 0.0, "end": 1.0, "preprocess": "none"}],
+              "reference": []}
+    from protocol import forms
+
+    fields, _ = g.recalled_fields(forms.recalled(params))
+    assert [c["model"] for c in fields["control"]] == ["cn", "cn2"] and "reference" not in fields
+    layers = {"a" * 64: "layer-7"}
+    kept, notes = g.recalled_steering(fields["control"], lambda image: layers.get(image.get("sha256")))
+    assert [(c["model"], c["image"], c["strength"]) for c in kept] == [("cn", "layer-7", 0.5)]
+    assert len(notes) == 1 and "cn2" in notes[0]
+
+
+@pytest.mark.slow
+def test_session_uploads_control_and_reference_images(control_engine, tmp_path):
+    from protocol import generate as g
+    from protocol.pixels import Pixels
+    from protocol.session import Session
+
+    from .helpers import wait_for
+
+    c = control_engine
+    # a Session signed in as the same user as the module's client
+    s = Session("krita", "test", str(tmp_path / "k"), url=c.engine.url, use_keyring=False)
+    s.connect(token=c.engine.token)
+    wait_for(s, "state", pred=lambda d: d["state"] == "connected")
+    try:
+        img = np.zeros((64, 64, 4), np.uint8)
+        img[..., 3] = 255
+        img[20:44, 8:56, :3] = 255
+        px = Pixels(img.tobytes(), 64, 64, "rgba8", 0, 0)
+        ref = Pixels(pattern().tobytes(), 64, 64, "rgba8", 0, 0)
+        params = g.generate_args("txt2img", {"model": "tiny-sd15", "prompt": "p", "seed": 4, "steps": 2,
+                                             "width": 64, "height": 64,
+                                             "control": [{"model": "cn", "image": lambda: px, "strength": 0.8}],
+                                             "reference": [{"model": "ipa", "image": ref}]})
+        s.generate(params)
+        wait_for(s, "result")
+        newest = c.call("images.list", {"limit": 1, "app": "krita"})["images"][0]
+        meta = c.call("images.get", {"image": newest["id"]})["meta"]
+        assert meta["control"][0]["image"]["sha256"] == px.sha256() and meta["control"][0]["strength"] == 0.8
+        assert meta["reference"][0]["image"]["sha256"] == ref.sha256()
+    finally:
+        s.close()
