@@ -204,6 +204,7 @@ def test_controlnets_strength_range_and_two_at_once(control_engine):
     listed = {m["name"]: m for m in c.call("models.list", {})["models"]}
     assert listed["cn"]["type"] == "controlnet" and listed["cn"]["base"] == "sd1"
     assert listed["cn"]["loaded"] and listed["cn-file"]["loaded"]    # kept between jobs like main models
+    assert listed["cn"]["preset"]["kind"] == "control" and "preset" not in listed["tiny-sd15"]
 
 
 @pytest.mark.slow
@@ -388,3 +389,17 @@ def test_session_uploads_control_and_reference_images(control_engine, tmp_path):
         assert meta["reference"][0]["image"]["sha256"] == ref.sha256()
     finally:
         s.close()
+
+
+def test_presets_are_data():
+    from engine.control_presets import PRESETS_FILE, preset_for
+
+    assert preset_for("controlnet", "control_v11p_sd15_canny") == {"kind": "canny", "strength": 1.0, "start": 0.0,
+                                                                   "end": 1.0, "preprocess": "canny"}
+    assert preset_for("t2i_adapter", "t2i-adapter_xl_sketch")["preprocess"] == "scribble"
+    assert preset_for("controlnet", "my-controlnet")["kind"] == "control"      # the catch-all
+    assert preset_for("ip_adapter", "ip-adapter-plus-face_sd15")["kind"] == "face"
+    assert preset_for("main", "canny-model") is None
+    import json
+    data = json.loads(PRESETS_FILE.read_text())
+    assert all(p.get("preprocess", "none") in METHODS for p in data["control"])
