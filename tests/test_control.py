@@ -403,3 +403,59 @@ def test_presets_are_data():
     import json
     data = json.loads(PRESETS_FILE.read_text())
     assert all(p.get("preprocess", "none") in METHODS for p in data["control"])
+
+
+def _stripped(path, shapes: dict):
+    """A .safetensors with real tensor names and shapes (zeros, fp16): what the probe and checks read."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({k: torch.zeros(s, dtype=torch.float16) for k, s in shapes.items()}, str(path))
+    return path
+
+
+def test_probe_and_image_encoder_lookup_with_real_shapes(tmp_path):
+    import torch
+
+    from engine.errors import BadRequest
+    from engine.models.control import find_image_encoder
+    from engine.models.probe import probe
+    from engine.models.registry import ModelRegistry
+
+    ipa15 = {"image_proj.proj.weight": (3072, 1024), "image_proj.proj.bias": (3072,), "image_proj.norm.weight": (768,),
+             "image_proj.norm.bias": (768,), "ip_adapter.1.to_k_ip.weight": (320, 768),
+             "ip_adapter.1.to_v_ip.weight": (320, 768)}
+    _stripped(tmp_path / "ip-adapter_sd15.safetensors", ipa15)
+    _stripped(tmp_path / "ip-adapter-plus_sdxl_vit-h.safetensors",
+              {"image_proj.proj_in.weight": (1280, 1280), "image_proj.latents": (1, 16, 1280),
+               "ip_adapter.1.to_k_ip.weight": (640, 2048), "ip_adapter.1.to_v_ip.weight": (640, 2048)})
+    torch.save({"image_proj": {k[len("image_proj."):]: torch.zeros(s, dtype=torch.float16)
+                               for k, s in ipa15.items() if k.startswith("image_proj.")},
+                "ip_adapter": {k[len("ip_adapter."):]: torch.zeros(s, dtype=torch.float16)
+                               for k, s in ipa15.items() if k.startswith("ip_adapter.")}},
+               tmp_path / "ip-adapter_sd15.bin")
+    _stripped(tmp_path / "t2i-canny-sd15.safetensors",
+              {"adapter.conv_in.weight": (320, 192, 3, 3), "adapter.body.0.resnets.0.block1.weight": (320, 320, 3, 3)})
+    _stripped(tmp_path / "t2i-canny-xl.safetensors",
+              {"adapter.conv_in.weight": (320, 768, 3, 3), "adapter.body.0.resnets.0.block1.weight": (320, 320, 3, 3)})
+    vit_h = {"vision_model.embeddings.patch_embedding.weight": (1280, 3, 14, 14),
+             "vision_model.post_layernorm.weight": (1280,), "visual_projection.weight": (1024, 1280)}
+    expect = {"ip-adapter_sd15.safetensors": ("ip_adapter", "sd1"),
+              "ip-adapter-plus_sdxl_vit-h.safetensors": ("ip_adapter", "sdxl"),
+              "ip-adapter_sd15.bin": ("ip_adapter", "sd1"),
+              "t2i-canny-sd15.safetensors": ("t2i_adapter", "sd1"), "t2i-canny-xl.safetensors": ("t2i_adapter", "sdxl")}
+    for name, (kind, base) in expect.items():
+        got = probe(tmp_path / name)
+        assert (got["type"], got["base"]) == (kind, base), name
+    reg = ModelRegistry([tmp_path], scan=True)
+    with pytest.raises(BadRequest) as exc:          # no image encoder installed yet: the error says which
+        find_image_encoder(reg, reg.get("ip-adapter_sd15"))
+    assert "ViT-H" in exc.value.message and exc.value.details["missing"] == "clip_vision"
+    enc_dir = tmp_path / "encoders"
+    enc_dir.mkdir()
+    _stripped(enc_dir / "clip-vit-h.safetensors", vit_h)
+    assert probe(enc_dir / "clip-vit-h.safetensors")["type"] == "clip_vision"
+    reg.scan(enc_dir)
+    assert find_image_encoder(reg, reg.get("ip-adapter_sd15")).name == "clip-vit-h"
+    # a Plus adapter takes the encoder's hidden states: ViT-H's are 1280 wide
+    assert find_image_encoder(reg, reg.get("ip-adapter-plus_sdxl_vit-h")).name == "clip-vit-h"
