@@ -155,6 +155,7 @@ def control_engine(tmp_path_factory):
     root = tmp_path_factory.mktemp("control-models")
     build = root / "build"
     make_demo(build, "sd15").rename(root / "tiny-sd15")
+    make_demo(build, "sdxl").rename(root / "tiny-sdxl")
     make_demo(build, "controlnet-sd15").rename(root / "cn")
     make_demo(build, "controlnet-sd15", "single-file").rename(root / "cn-file.safetensors")
     make_demo(build, "controlnet-sdxl").rename(root / "cn-xl")
@@ -205,6 +206,16 @@ def test_controlnets_strength_range_and_two_at_once(control_engine):
     assert listed["cn"]["type"] == "controlnet" and listed["cn"]["base"] == "sd1"
     assert listed["cn"]["loaded"] and listed["cn-file"]["loaded"]    # kept between jobs like main models
     assert listed["cn"]["preset"]["kind"] == "control" and "preset" not in listed["tiny-sd15"]
+
+
+@pytest.mark.slow
+def test_sdxl_controlnet(control_engine):
+    c = control_engine
+    layer = _control_image(c)
+    args = {**BASE, "model": "tiny-sdxl"}
+    plain = _sha(c, args)
+    assert _sha(c, {**args, "control": [{"model": "cn-xl", "image": layer, "strength": 0.0}]}) == plain
+    assert _sha(c, {**args, "control": [{"model": "cn-xl", "image": layer, "end": 0.5}]}) != plain
 
 
 @pytest.mark.slow
