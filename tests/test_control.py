@@ -470,3 +470,22 @@ def test_probe_and_image_encoder_lookup_with_real_shapes(tmp_path):
     assert find_image_encoder(reg, reg.get("ip-adapter_sd15")).name == "clip-vit-h"
     # a Plus adapter takes the encoder's hidden states: ViT-H's are 1280 wide
     assert find_image_encoder(reg, reg.get("ip-adapter-plus_sdxl_vit-h")).name == "clip-vit-h"
+
+
+def test_budgets_count_control_images_and_region_outputs():
+    from engine.budgets import check_generate_budget, check_graph_budget
+    from engine.config import Limits
+    from engine.errors import BadRequest
+
+    limits = Limits(max_pixels=64 * 64)
+    big = {**LAYER, "w": 128, "h": 128}
+    with pytest.raises(BadRequest):
+        check_generate_budget(limits, _args(control=[{"model": "cn", "image": big}]))
+    with pytest.raises(BadRequest):
+        check_generate_budget(limits, _args(reference=[{"model": "ipa", "image": big}]))
+    check_generate_budget(limits, _args(control=[{"model": "cn", "image": LAYER}]))
+    graph = {"nodes": {"r": {"type": "region", "x": 0, "y": 0, "width": 8, "height": 8, "out_width": 4096,
+                             "out_height": 4096}}, "edges": []}
+    with pytest.raises(BadRequest) as exc:
+        check_graph_budget(graph, limits)
+    assert exc.value.details == {"node": "r", "field": "out_width"}
