@@ -489,3 +489,16 @@ def test_budgets_count_control_images_and_region_outputs():
     with pytest.raises(BadRequest) as exc:
         check_graph_budget(graph, limits)
     assert exc.value.details == {"node": "r", "field": "out_width"}
+
+
+def test_trace_finds_a_graphs_controls():
+    from engine.gallery.trace import trace_graph
+
+    a = _args(control=[{"model": "cn", "image": {**LAYER, "x": 3}, "strength": 0.5},
+                       {"model": "t2i", "image": LAYER, "end": 0.5}],
+              reference=[{"model": "ipa", "image": LAYER}], seed=1)
+    facts = trace_graph(compile_generate(a, 64, 1 << 24), "out0")
+    assert [(c["model"], c["strength"], c["end"]) for c in facts["control"]] == [("cn", 0.5, 1.0), ("t2i", 1.0, 0.5)]
+    assert facts["control"][0]["image"]["x"] == 3 and facts["control"][0]["image"]["sha256"] == LAYER["sha256"]
+    assert facts["reference"] == [{"model": "ipa", "strength": 0.6, "start": 0.0, "end": 1.0,
+                                   "image": {**{k: LAYER[k] for k in ("sha256", "w", "h", "x", "y")}, "name": None}}]

@@ -98,7 +98,7 @@ class Recorder:
     def _steer_facts(self, item: dict, hashes: dict) -> dict:
         """What the gallery keeps of one control/reference: model (and its hash), strength, range, preprocessor,
         and the image: its blob hash and where it sat in the document."""
-        image = item.get("image") or {}
+        image = item.get("image") or {}   # None: a graph's image that is not an input layer
         mh = self._model_hash_for(item.get("model"), hashes)
         out = {"model": item.get("model"), "model_hash": mh[0] if mh else None, "strength": item.get("strength"),
                "start": item.get("start"), "end": item.get("end"),
@@ -140,7 +140,10 @@ class Recorder:
         if kind == "workflow":
             meta["workflow"] = {"name": request.get("workflow"), "values": request.get("values")}
         for key in ("control", "reference"):
-            if request.get(key) and kind not in ("graph", "workflow"):
+            if kind in ("graph", "workflow"):
+                if facts.get(key):   # traced from the graph's control/reference nodes
+                    meta[key] = [self._steer_facts(item, hashes) for item in facts[key]]
+            elif request.get(key):
                 meta[key] = [self._steer_facts(item, hashes) for item in request[key]]
 
         rgba = np.frombuffer(self.blobs.read(layer["sha256"]), np.uint8).reshape(layer["h"], layer["w"], 4)
