@@ -57,6 +57,8 @@ class Session:
         self.models: list[dict] = []      # main models (usable as generate's "model")
         self.upscalers: list[dict] = []   # upscaler models (generate's "upscaler", mode upscale)
         self.loras: list[dict] = []       # LoRA models (generate's "loras"; "base" must match the model's)
+        self.controls: list[dict] = []    # ControlNets / T2I-Adapters (generate's "control"), with a "preset"
+        self.references: list[dict] = []  # IP-Adapters (generate's "reference"), with a "preset"
         self.limits = Limits()            # the engine's, from hello (defaults until connected)
         self.user: dict | None = None
         self.jobs = JobTable()            # the jobs this session submitted, as the host shows them
@@ -164,6 +166,7 @@ class Session:
                     self.limits = up.limits or self.limits
             elif isinstance(up, ModelsChanged):
                 self.models, self.upscalers, self.loras = up.models, up.upscalers, up.loras
+                self.controls, self.references = up.controls, up.references
             self.jobs.apply(up)
             out.append(up)
         return out
@@ -246,7 +249,9 @@ class Session:
         usable = [m for m in self.client.call("models.list", {})["models"] if not m.get("missing")]
         self._put(ModelsChanged([m for m in usable if m.get("type") == "main"],
                                 [m for m in usable if m.get("type") == "upscaler"],
-                                [m for m in usable if m.get("type") == "lora"]))
+                                [m for m in usable if m.get("type") == "lora"],
+                                [m for m in usable if m.get("type") in ("controlnet", "t2i_adapter")],
+                                [m for m in usable if m.get("type") == "ip_adapter"]))
 
     def _generate(self, rid: str, params: dict, image, mask, tag: Any):
         for key, px in (("image", image), ("mask", mask)):

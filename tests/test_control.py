@@ -383,6 +383,13 @@ def test_session_uploads_control_and_reference_images(control_engine, tmp_path):
     s.connect(token=c.engine.token)
     wait_for(s, "state", pred=lambda d: d["state"] == "connected")
     try:
+        s.refresh_models()
+        wait_for(s, "models")
+        assert {m["name"] for m in s.controls} == {"cn", "cn-file", "cn-xl", "t2i"}
+        assert {m["name"] for m in s.references} == {"ipa", "ipa-orphan"}
+        assert s.references[0]["preset"]["strength"] == 0.6
+        from protocol.forms import loras_for
+        assert {m["name"] for m in loras_for(s.controls, s.models, "tiny-sd15")} == {"cn", "cn-file", "t2i"}
         img = np.zeros((64, 64, 4), np.uint8)
         img[..., 3] = 255
         img[20:44, 8:56, :3] = 255
