@@ -103,6 +103,11 @@ class ControlHook:
         with torch.inference_mode():
             for i, c in enumerate(controls):
                 if c.kind == "t2i_adapter":
+                    df = int(getattr(c.model, "downscale_factor", 1))
+                    if width % df or height % df:
+                        from ..errors import BadRequest
+                        raise BadRequest(f"T2I-Adapter {c.name!r} needs a generation size that is a multiple of "
+                                         f"{df}; this one is {width}x{height}", details={"field": "control"})
                     self.features[i] = [f * c.strength for f in c.model(self.conds[i])]
         self.processors: list = []
         self.handle = None
