@@ -117,6 +117,10 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
     for key in ("control", "reference"):
         if m.uses(key) and values.get(key):
             args[key] = steer_args(key, values[key])
+    count = len(args.get("control", [])) + len(args.get("reference", []))
+    if count > limits.max_controls:
+        raise FieldError("control" if args.get("control") else "reference",
+                         f"{count} controls and references: at most {limits.max_controls} on this engine")
     if m.uses("lora"):
         name = str(values.get("lora") or "")
         if loras is not None:

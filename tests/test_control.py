@@ -509,3 +509,18 @@ def test_trace_finds_a_graphs_controls():
     assert facts["control"][0]["image"]["x"] == 3 and facts["control"][0]["image"]["sha256"] == LAYER["sha256"]
     assert facts["reference"] == [{"model": "ipa", "strength": 0.6, "start": 0.0, "end": 1.0,
                                    "image": {**{k: LAYER[k] for k in ("sha256", "w", "h", "x", "y")}, "name": None}}]
+
+
+def test_client_knows_the_controls_limit():
+    from protocol import generate as g
+    from protocol.limits import Limits
+    from protocol.pixels import Pixels
+
+    assert Limits.from_wire({"max_controls": 3}).max_controls == 3 and Limits().max_controls == 8
+    px = Pixels(bytes(4), 1, 1)
+    form = {"model": "m", "prompt": "", "control": [{"model": "cn", "image": px}] * 2,
+            "reference": [{"model": "ipa", "image": px}] * 2}
+    with pytest.raises(g.FieldError) as exc:
+        g.generate_args("txt2img", form, limits=Limits(max_controls=3))
+    assert exc.value.field == "control" and "at most 3" in exc.value.message
+    assert len(g.generate_args("txt2img", form, limits=Limits(max_controls=4))["reference"]) == 2
