@@ -228,7 +228,8 @@ def denoise(
     if mode == "inpaint":
         kwargs["mask_image"] = Image.fromarray(mask, "L")
     if references:
-        cfg = guidance > 1.0
+        # the pipelines' own rule for classifier-free guidance (none for guidance-distilled UNets)
+        cfg = guidance > 1.0 and pipe.unet.config.get("time_cond_proj_dim") is None
         kwargs["ip_adapter_image_embeds"] = [
             (torch.cat([r.negative, r.embeds]) if cfg else r.embeds).to(model.device, model.dtype) for r in references]
     saved = attach_ip_adapters(pipe.unet, [r.adapter for r in references]) if references else None
