@@ -1,5 +1,9 @@
 """Run diffusion on a LoadedModel: encode prompts, denoise (txt2img / img2img / inpaint), decode, preview.
 
+Controls (ControlNet, T2I-Adapter) and references (IP-Adapter) act on the same pipelines in every mode, through a
+UNet pre-hook and IP-Adapter attention processors installed for one call (engine/models/control.py says how);
+one that never acts (strength 0, an empty start/end range) is left out, so the result is the request's without it.
+
 Thin layer over the real diffusers pipelines. img2img/inpaint variants are made with `Pipeline.from_pipe(base)`
 so they share the loaded components. Every call gets a fresh scheduler (schedulers keep per-run state) and a
 CPU torch.Generator, so the same seed and arguments give bit-identical latents on a given device.
@@ -17,6 +21,7 @@ from PIL import Image
 
 from engine import attention, conditioning, prompts, samplers
 from engine.errors import BadRequest, Canceled
+from engine.models.control import Control, ControlHook, Reference, attach_ip_adapters, detach_ip_adapters, ever_acts
 from engine.models.loader import LoadedModel
 from engine.models.preview import latent_preview, unpack_flux
 
@@ -184,10 +189,19 @@ def denoise(
     mask: np.ndarray | None = None,
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
+    controls: list[Control] | tuple = (),
+    references: list[Reference] | tuple = (),
 ) -> torch.Tensor:
     """Final latents, (1, C, height/f, width/f) in the model's scaled latent space (FLUX: unpacked)."""
     sampler, schedule = _check_args(model, cond, width, height, steps, strength, init_image, mask, scheduler,
                                     schedule)
+    # the steps this call runs (img2img/inpaint: strength of them); a control that acts on none is left out
+    run = max(1, min(int(steps * strength), steps)) if init_image is not None else steps
+    controls = [c for c in controls if ever_acts(c, run)]
+    references = [r for r in references if ever_acts(r, run)]
+    if (controls or references) and model.family not in ("sd1", "sd2", "sdxl"):
+        raise BadRequest(f"controls and references work with SD1/SD2/SDXL models, not {model.family}",
+                         details={"field": "control" if controls else "reference"})
     if is_canceled is not None and is_canceled():
         raise Canceled("canceled before the first step")
     mode = "txt2img" if init_image is None else ("img2img" if mask is None else "inpaint")
@@ -196,7 +210,11 @@ def denoise(
     pipe.scheduler = _make_scheduler(model, sampler, schedule, seed)
     is_flux = model.family == "flux"
 
+    hook = ControlHook(pipe, controls, references, width, height, steps) if (controls or references) else None
+
     def callback(p, i, t, kwargs):
+        if hook is not None:
+            hook.step = i + 1
         latents = kwargs["latents"]
         total = int(getattr(p, "_num_timesteps", steps) or steps)
         if on_step is not None:
@@ -225,8 +243,20 @@ def denoise(
         kwargs["strength"] = strength
     if mode == "inpaint":
         kwargs["mask_image"] = Image.fromarray(mask, "L")
-    with torch.inference_mode(), _regions(pipe, cond, height, width):
-        out = pipe(**kwargs)
+    if references:
+        # the pipelines' own rule for classifier-free guidance (none for guidance-distilled UNets)
+        cfg = guidance > 1.0 and pipe.unet.config.get("time_cond_proj_dim") is None
+        kwargs["ip_adapter_image_embeds"] = [
+            (torch.cat([r.negative, r.embeds]) if cfg else r.embeds).to(model.device, model.dtype) for r in references]
+    saved = attach_ip_adapters(pipe.unet, [r.adapter for r in references]) if references else None
+    try:
+        # the hook first (it finds the IP-Adapter processors it sets scales on), then the regional processors,
+        # which keep those processors inside them
+        with torch.inference_mode(), hook or contextlib.nullcontext(), _regions(pipe, cond, height, width):
+            out = pipe(**kwargs)
+    finally:
+        if saved is not None:   # the cached model's UNet goes back to what it was
+            detach_ip_adapters(pipe.unet, saved)
     latents = out.images
     if is_flux:
         latents = unpack_flux(latents, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)

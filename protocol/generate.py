@@ -42,10 +42,22 @@ def resolve_seed(seed, rng: random.Random | None = None) -> int:
 
 # ---- modes and their fields ----------------------------------------------------------------------------------
 FIELDS = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "lora",
-          "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale", "upscaler")
+          "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale", "upscaler", "control",
+          "reference")
 REGIONS = "regions"   # the field name errors about regions carry (a host's regions list/panel), not a widget value
 _DIFFUSION = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "lora",
-              "lora_weight")
+              "lora_weight", "control", "reference")
+
+# ---- control layers and image references ----------------------------------------------------------------------
+# A control (ControlNet / T2I-Adapter) or reference (IP-Adapter) in a host's form is a dict:
+#   {"model": name, "image": Pixels | a callable returning Pixels | a wire layer, "strength": float,
+#    "start": float, "end": float, "preprocess": one of PREPROCESSORS (controls only)}
+# with the image in document coordinates, like the generate image. Missing numbers take the engine's defaults.
+PREPROCESSORS = ("none", "canny", "scribble", "lineart", "invert", "blur", "tile")
+CONTROL_DEFAULTS = {"strength": 1.0, "start": 0.0, "end": 1.0, "preprocess": "none"}
+REFERENCE_DEFAULTS = {"strength": 0.6, "start": 0.0, "end": 1.0}
+CONTROL_TYPES = ("controlnet", "t2i_adapter")
+REFERENCE_TYPES = ("ip_adapter",)
 
 
 @dataclass(frozen=True)
@@ -101,13 +113,20 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
             continue
         if isinstance(value, str):
             value = value.strip()
-        if name in ("lora", "lora_weight", "seed") or value is None or value == "":
+        if name in ("lora", "lora_weight", "seed", "control", "reference") or value is None or value == "":
             continue
         args[name] = value
     if m.uses("model") and not args.get("model"):
         raise FieldError("model", "choose a model")
     if m.uses("seed"):
         args["seed"] = resolve_seed(values.get("seed"), rng)
+    for key in ("control", "reference"):
+        if m.uses(key) and values.get(key):
+            args[key] = steer_args(key, values[key])
+    count = len(args.get("control", [])) + len(args.get("reference", []))
+    if count > limits.max_controls:
+        raise FieldError("control" if args.get("control") else "reference",
+                         f"{count} controls and references: at most {limits.max_controls} on this engine")
     if m.uses("lora"):
         name = str(values.get("lora") or "")
         if loras is not None:
@@ -187,6 +206,60 @@ def recalled_regions(values: dict | None) -> list[dict]:
             out.append({"prompt": str(r.get("prompt") or ""), "negative_prompt": str(r.get("negative_prompt") or ""),
                         "mask": dict(r["mask"])})
     return out
+def steer_args(key: str, items: list) -> list[dict]:
+    """generate's `control` or `reference` list from a host's entries (see PREPROCESSORS above): checked like the
+    engine checks them; images are passed through for the Session to upload. Raises FieldError(key, ...)."""
+    what = "control" if key == "control" else "reference"
+    out = []
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise FieldError(key, f"{what} {n}: not a {what} entry")
+        model = str(item.get("model") or "").strip()
+        if not model:
+            raise FieldError(key, f"{what} {n}: choose a model")
+        if item.get("image") is None:
+            raise FieldError(key, f"{what} {n}: choose a layer")
+        entry = {"model": model, "image": item["image"]}
+        for name in ("strength", "start", "end"):
+            value = item.get(name)
+            if value is None or value == "":
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise FieldError(key, f"{what} {n}: {name} {value!r} is not a number") from None
+            hi = 2.0 if name == "strength" else 1.0
+            if not 0.0 <= value <= hi:
+                raise FieldError(key, f"{what} {n}: {name} between 0 and {hi:g}")
+            entry[name] = value
+        defaults = CONTROL_DEFAULTS if key == "control" else REFERENCE_DEFAULTS
+        if entry.get("start", defaults["start"]) > entry.get("end", defaults["end"]):
+            raise FieldError(key, f"{what} {n}: start is after end")
+        if key == "control" and item.get("preprocess") not in (None, ""):
+            if item["preprocess"] not in PREPROCESSORS:
+                raise FieldError(key, f"{what} {n}: preprocess {item['preprocess']!r} is not one of "
+                                      f"{', '.join(PREPROCESSORS)}")
+            entry["preprocess"] = item["preprocess"]
+        out.append(entry)
+    return out
+
+
+def recalled_steering(items, find) -> tuple[list[dict], list[str]]:
+    """Recalled `control`/`reference` entries (Recalled.values / recalled_fields) with each image replaced by the
+    host's layer: `find(layer)` gets the recorded wire layer ({sha256, w, h, x, y, name}) and returns the host's
+    layer (or its id), or None when the document no longer has it. (entries kept, notes for the ones dropped)."""
+    kept, notes = [], []
+    for item in items or []:
+        if not isinstance(item, dict):
+            continue
+        layer = find(item.get("image") or {})
+        if layer is None:
+            image = item.get("image") or {}
+            notes.append(f"{item.get('model')}: its layer {image.get('name') or str(image.get('sha256', ''))[:12]} "
+                         "is not in this document")
+            continue
+        kept.append({**item, "image": layer})
+    return kept, notes
 
 
 def _check_int(name: str, value, lo: int, hi: int | None):
@@ -233,7 +306,8 @@ def recalled_fields(values: dict | None, summary: dict | None = None,
 
 
 # ---- errors beside the field they are about --------------------------------------------------------------------
-_WIRE_TO_FIELD = {"loras": "lora", "image": "", "mask": "", "recall": "", "source": "", "regions": "regions"}
+_WIRE_TO_FIELD = {"loras": "lora", "image": "", "mask": "", "recall": "", "source": "",   # control.0.x -> control
+                  "regions": "regions"}
 
 
 def error_field(details) -> str:

@@ -16,6 +16,7 @@ class Limits:
     max_steps: int = 200
     max_batch: int = 16
     max_regions: int = 10                  # regions in one generate
+    max_controls: int = 8                  # controls + references in one generate
 
     @classmethod
     def from_wire(cls, raw) -> "Limits":

@@ -57,6 +57,8 @@ class Session:
         self.models: list[dict] = []      # main models (usable as generate's "model")
         self.upscalers: list[dict] = []   # upscaler models (generate's "upscaler", mode upscale)
         self.loras: list[dict] = []       # LoRA models (generate's "loras"; "base" must match the model's)
+        self.controls: list[dict] = []    # ControlNets / T2I-Adapters (generate's "control"), with a "preset"
+        self.references: list[dict] = []  # IP-Adapters (generate's "reference"), with a "preset"
         self.limits = Limits()            # the engine's, from hello (defaults until connected)
         self.user: dict | None = None
         self.jobs = JobTable()            # the jobs this session submitted, as the host shows them
@@ -93,14 +95,12 @@ class Session:
         """Queue a generate request (params: e.g. generate.generate_args); returns a local request id, which is
         also the key of its row in `jobs`. The job id arrives as JobAccepted. Call on the host's main thread.
         image/mask: Pixels, or a zero-argument callable returning Pixels that is called on the worker thread (a
-        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request. Each of
-        params["regions"] (generate.region_args) has its mask as such a value too, uploaded the same way."""
+        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request. The `image`
+        of each params["control"] / params["reference"] entry and the `mask` of each params["regions"] entry
+        (generate.region_args) may be the same (uploaded like image/mask)."""
         rid = self._next_request()
         self.jobs.add(rid, tag)
-        params = dict(params)
-        if params.get("regions"):   # copies: the uploads replace masks with references, not in the caller's list
-            params["regions"] = [dict(r) for r in params["regions"]]
-        self._submit(self._generate, rid, params, image, mask, tag)
+        self._submit(self._generate, rid, dict(params), image, mask, tag)
         return rid
 
     def _next_request(self) -> str:
@@ -167,6 +167,7 @@ class Session:
                     self.limits = up.limits or self.limits
             elif isinstance(up, ModelsChanged):
                 self.models, self.upscalers, self.loras = up.models, up.upscalers, up.loras
+                self.controls, self.references = up.controls, up.references
             self.jobs.apply(up)
             out.append(up)
         return out
@@ -249,7 +250,9 @@ class Session:
         usable = [m for m in self.client.call("models.list", {})["models"] if not m.get("missing")]
         self._put(ModelsChanged([m for m in usable if m.get("type") == "main"],
                                 [m for m in usable if m.get("type") == "upscaler"],
-                                [m for m in usable if m.get("type") == "lora"]))
+                                [m for m in usable if m.get("type") == "lora"],
+                                [m for m in usable if m.get("type") in ("controlnet", "t2i_adapter")],
+                                [m for m in usable if m.get("type") == "ip_adapter"]))
 
     def _generate(self, rid: str, params: dict, image, mask, tag: Any):
         for key, px in (("image", image), ("mask", mask)):
@@ -273,11 +276,15 @@ class Session:
             self._inflight += 1
         reply = None
         try:
-            # image/mask (or workflow layer values), and each region's mask (generate's regions)
+            # top-level Pixels values, the images of generate's control/reference entries, its regions' masks
             slots = [(layers, key) for key in list(layers)]
-            slots += [(r, "mask") for r in (args.get("regions") or []) if isinstance(r, dict) and "mask" in r]
-            for where, key in slots:
-                px = where[key]
+            for key, field in (("control", "image"), ("reference", "image"), ("regions", "mask")):
+                items = args.get(key) if op == "generate" else None
+                if isinstance(items, list):   # copies: the caller's entries keep their Pixels
+                    args[key] = items = [dict(it) if isinstance(it, dict) else it for it in items]
+                    slots += [(it, field) for it in items if isinstance(it, dict) and field in it]
+            for holder, key in slots:
+                px = holder[key]
                 if callable(px):
                     try:
                         px = px()
@@ -288,7 +295,7 @@ class Session:
                     px = self._to_wire(px)
                     sha = px.sha256()
                     client.upload(px.data, sha)   # blob.has first: an unchanged layer is not re-sent
-                    where[key] = px.layer(sha)
+                    holder[key] = px.layer(sha)
             reply = client.call(op, args)
         except ProtocolError as exc:
             self._protocol_error(exc, request=rid, tag=tag)

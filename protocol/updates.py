@@ -65,12 +65,15 @@ class SignedIn(Update):
 
 @dataclass(repr=False)
 class ModelsChanged(Update):
-    """Main models for a picker, upscalers and LoRAs (none whose file is missing)."""
+    """Main models for a picker, upscalers, LoRAs, control models (ControlNets and T2I-Adapters) and reference
+    models (IP-Adapters), none whose file is missing. Control/reference entries carry models.list's `preset`."""
 
     kind: ClassVar[str] = "models"
     models: list
     upscalers: list
     loras: list
+    controls: list = field(default_factory=list)
+    references: list = field(default_factory=list)
 
 
 @dataclass(repr=False)

@@ -49,6 +49,17 @@ def trace_graph(raw: dict, out_id: str) -> dict:
     model = nodes.get(links.get("model", ""), {})
     if model.get("type") == "load_model":
         facts["model"] = model.get("model")
+    for key, field in (("control", "control"), ("reference", "adapter")):
+        chain, nid = [], links.get(key)
+        while nid in nodes and nodes[nid].get("type") == key and len(chain) < 64:
+            spec = nodes[nid]
+            item = {"model": spec.get(field), "strength": spec.get("strength", 1.0 if key == "control" else 0.6),
+                    "start": spec.get("start", 0.0), "end": spec.get("end", 1.0),
+                    "image": _source_layer(nodes, into, into.get(nid, {}).get("image"))}
+            chain.append(item)
+            nid = into.get(nid, {}).get("previous")
+        if chain:
+            facts[key] = chain[::-1]
     return facts
 
 
@@ -64,6 +75,18 @@ def regions_summary(items) -> list[dict]:
                     "mask": m.get("sha256"), "x": m.get("x", 0), "y": m.get("y", 0), "w": m.get("w"),
                     "h": m.get("h")})
     return out
+def _source_layer(nodes: dict, into: dict, nid: str | None) -> dict | None:
+    """The image_input layer an image comes from through region/preprocess/resize/crop nodes, or None."""
+    for _ in range(32):
+        spec = nodes.get(nid or "")
+        if spec is None:
+            return None
+        if spec.get("type") == "image_input":
+            layer = spec.get("layer")
+            return {k: layer.get(k) for k in ("sha256", "w", "h", "x", "y", "name")} if isinstance(layer, dict) \
+                else None
+        nid = into.get(nid, {}).get("image")
+    return None
 
 
 def params_for(request: dict, layer: dict) -> dict:

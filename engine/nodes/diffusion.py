@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .. import regions as region_rules
 from .. import samplers
+from ..graph.node import ConditioningValue, ControlList, Image, Latents, Mask, ModelValue, Node, Noise, ReferenceList
 from ..layers import Layer
-from ..graph.node import ConditioningValue, Image, Latents, Mask, ModelValue, Node, Noise
 
 # Ids only in the schema (nodes.list lists them); A1111 labels and ComfyUI names are turned into ids on input.
 Scheduler = Literal[tuple(samplers.SAMPLERS)]
@@ -139,7 +139,8 @@ class NoiseNode(Node):
 
 class Denoise(Node):
     """Denoise from noise (txt2img), or from an image with strength < 1 (img2img), only where the mask is
-    set (inpaint). Reports progress with a cheap preview after every step; stops at the next step on cancel."""
+    set (inpaint), steered by controls (ControlNet / T2I-Adapter) and image references (IP-Adapter) if given.
+    Reports progress with a cheap preview after every step; stops at the next step on cancel."""
 
     type = "denoise"
     title = "Denoise"
@@ -148,6 +149,8 @@ class Denoise(Node):
     noise: Noise
     image: Image | None = None
     mask: Mask | None = None
+    control: ControlList | None = None
+    reference: ReferenceList | None = None
     steps: int = Field(default=20, ge=1, le=1000)
     guidance: float = Field(default=7.0, ge=0.0, le=50.0)
     strength: float = Field(default=1.0, ge=0.0, le=1.0)
@@ -191,6 +194,8 @@ class Denoise(Node):
             seed=self.noise.seed, scheduler=self.scheduler, schedule=self.schedule,
             strength=self.strength if init is not None else 1.0,
             init_image=init, mask=mask,
+            controls=list(self.control.items) if self.control is not None else [],
+            references=list(self.reference.items) if self.reference is not None else [],
             on_step=lambda step, total, lat: ctx.progress(step, total, loaded, lat),
             is_canceled=ctx.is_canceled)
         return self.Out(latents=Latents(latents, loaded.family))

@@ -23,6 +23,7 @@ from ..graph import graph as graphs
 from ..layers import Layer, check_layers
 from ..models.registry import native_size
 from ..opspec import Args, bad_args, op
+from ..preprocess import METHODS
 
 
 class LoraRef(Args):
@@ -40,6 +41,41 @@ class RegionArgs(Args):
     control: list | None = None
     reference: list | None = None
     loras: list | None = None
+class ControlRef(Args):
+    """A ControlNet or T2I-Adapter and its image (in document coordinates, like `image`)."""
+
+    model: str = Field(min_length=1, max_length=256)
+    image: Layer
+    strength: float = Field(default=1.0, ge=0.0, le=2.0)
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=1.0, ge=0.0, le=1.0)
+    preprocess: Literal[METHODS] = "none"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.image.format != "rgba8":
+            raise ValueError("image must be an rgba8 layer")
+        return self
+
+
+class ReferenceRef(Args):
+    """An IP-Adapter and its reference image."""
+
+    model: str = Field(min_length=1, max_length=256)
+    image: Layer
+    strength: float = Field(default=0.6, ge=0.0, le=2.0)
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.image.format != "rgba8":
+            raise ValueError("image must be an rgba8 layer")
+        return self
 
 
 class SourceInfo(Args):
@@ -73,6 +109,8 @@ class GenerateArgs(Args):
     upscaler: str | None = Field(default=None, max_length=256)
     loras: list[LoraRef] = Field(default_factory=list, max_length=16)
     regions: list[RegionArgs] = Field(default_factory=list, max_length=64)   # [limits] max_regions applies too
+    control: list[ControlRef] = Field(default_factory=list, max_length=64)       # also limited by max_controls
+    reference: list[ReferenceRef] = Field(default_factory=list, max_length=64)
     priority: int = Field(default=0, ge=-100, le=100)
     source: SourceInfo | None = None
     recall: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,32}$")   # a gallery image id
@@ -102,6 +140,8 @@ class GenerateArgs(Args):
             self.width = self.height = 512
         if self.mode != "upscale" and not self.model:
             raise ValueError(f"mode {self.mode} needs a model")
+        if self.mode == "upscale" and (self.control or self.reference):
+            raise ValueError("control and reference steer diffusion: mode upscale takes neither")
         if self.mode != "txt2img" and self.image is None:
             raise ValueError(f"mode {self.mode} needs an image layer")
         if self.image is not None and self.image.format != "rgba8":
@@ -175,6 +215,37 @@ async def resolve_recall(ctx, args: GenerateArgs) -> GenerateArgs:
     return merged
 
 
+def _field_error(field: str, exc: Exception) -> BadRequest:
+    problem = getattr(exc, "message", None) or str(exc)
+    return BadRequest(f"generate: {field}: {problem}", details={"fields": [{"field": field, "problem": problem}],
+                                                                **(getattr(exc, "details", None) or {})})
+
+
+def check_controls(registry, entry, args: GenerateArgs, max_controls: int) -> None:
+    """Every control and reference fits the main model (type, base; an IP-Adapter's image encoder is installed)
+    and there are no more than the engine allows. Blocking (reads model headers)."""
+    from ..models.control import check_control, find_image_encoder
+    from ..models.patch import check_base
+
+    count = len(args.control) + len(args.reference)
+    if count > max_controls:
+        field = "control" if args.control else "reference"
+        raise _field_error(field, ValueError(f"{count} controls and references; this engine takes at most "
+                                             f"{max_controls} in one request"))
+    for i, c in enumerate(args.control):
+        try:
+            check_control(registry.get(c.model), entry.family, entry.name)
+        except BadRequest as exc:
+            raise _field_error(f"control.{i}.model", exc) from None
+    for i, r in enumerate(args.reference):
+        try:
+            ref = registry.get(r.model, "ip_adapter")
+            check_base(ref, entry.family, entry.name)
+            find_image_encoder(registry, ref)
+        except BadRequest as exc:
+            raise _field_error(f"reference.{i}.model", exc) from None
+
+
 @op("generate", GenerateArgs, mutating=True)
 async def generate(ctx, args: GenerateArgs):
     """A canvas operation (txt2img, img2img, inpaint, outpaint, upscale), compiled to a graph and queued."""
@@ -198,6 +269,12 @@ async def generate(ctx, args: GenerateArgs):
 
             vae = await ctx.run_blocking(app.registry.get, args.vae, "vae")
             check_vae(vae, entry.family, entry.name)
+        if args.control or args.reference:
+            if entry.family not in ("sd1", "sd2", "sdxl"):
+                raise _field_error("control" if args.control else "reference",
+                                   ValueError(f"controls and references work with SD1/SD2/SDXL models; "
+                                              f"{entry.name!r} is {entry.family}"))
+            await ctx.run_blocking(check_controls, app.registry, entry, args, app.config.limits.max_controls)
     elif args.upscaler:
         await ctx.run_blocking(app.registry.get, args.upscaler, "upscaler")
     if args.mode == "upscale":
@@ -208,6 +285,7 @@ async def generate(ctx, args: GenerateArgs):
         args.seed = random.randrange(2 ** 31 - 64)
     layers = [lay.model_dump() for lay in (args.image, args.mask) if lay is not None]
     layers += [r.mask.model_dump() for r in args.regions]
+    layers += [c.image.model_dump() for c in (*args.control, *args.reference)]
     await check_layers(ctx, layers)
     image = mask = None
     if args.mode in ("inpaint", "outpaint"):
