@@ -121,7 +121,8 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
         """A regions node over the document area (x, y, w, h) the denoise generates, when there are regions."""
         if not args.regions:
             return "cond"
-        items = [{"prompt": r.prompt, "negative_prompt": r.negative_prompt or "", "mask": r.mask.model_dump()}
+        items = [{"prompt": r.prompt, "negative_prompt": r.negative_prompt or "", "mask": r.mask.model_dump(),
+                  **({"reference": [ref.model_dump() for ref in r.reference]} if r.reference else {})}
                  for r in args.regions]
         g.add("regions", "regions", {"model": ("model", "model"), "conditioning": ("cond", "conditioning")},
               regions=items, x=x, y=y, width=w, height=h)

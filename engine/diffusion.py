@@ -53,6 +53,8 @@ class Conditioning:
     clip_skip: int = 1
     regions: list[RegionConditioning] = field(default_factory=list)
     background: np.ndarray | None = field(default=None, repr=False)
+    # regions' IP-Adapter references: (Reference, its region's coverage, or None where the region became the base)
+    references: list = field(default_factory=list, repr=False)
 
 
 def encode_prompt(model: LoadedModel, prompt: str, negative: str = "", clip_skip: int = 1) -> Conditioning:
@@ -198,7 +200,11 @@ def denoise(
     # the steps this call runs (img2img/inpaint: strength of them); a control that acts on none is left out
     run = max(1, min(int(steps * strength), steps)) if init_image is not None else steps
     controls = [c for c in controls if ever_acts(c, run)]
-    references = [r for r in references if ever_acts(r, run)]
+    # regions' own references act where their region does (mask = its coverage); the others everywhere
+    steering = [(r, None) for r in references] + list(cond.references)
+    steering = [(r, m) for r, m in steering if ever_acts(r, run)]
+    references = [r for r, _ in steering]
+    ip_masks = [m for _, m in steering]
     if (controls or references) and model.family not in ("sd1", "sd2", "sdxl"):
         raise BadRequest(f"controls and references work with SD1/SD2/SDXL models, not {model.family}",
                          details={"field": "control" if controls else "reference"})
@@ -252,7 +258,7 @@ def denoise(
     try:
         # the hook first (it finds the IP-Adapter processors it sets scales on), then the regional processors,
         # which keep those processors inside them
-        with torch.inference_mode(), hook or contextlib.nullcontext(), _regions(pipe, cond, height, width):
+        with torch.inference_mode(), hook or contextlib.nullcontext(), _regions(pipe, cond, height, width, ip_masks):
             out = pipe(**kwargs)
     finally:
         if saved is not None:   # the cached model's UNet goes back to what it was
@@ -264,19 +270,23 @@ def denoise(
 
 
 @contextlib.contextmanager
-def _regions(pipe, cond: Conditioning, height: int, width: int):
-    """Regional cross-attention on the pipeline's UNet for one call when `cond` has regions."""
-    if not cond.regions:
+def _regions(pipe, cond: Conditioning, height: int, width: int, ip_masks: list):
+    """Regional cross-attention on the pipeline's UNet for one call when `cond` has regions or a reference has a
+    mask (a region's reference). ip_masks: per reference, in the order the IP-Adapter processors hold them, its
+    coverage over the generated area or None (everywhere)."""
+    if not cond.regions and all(m is None for m in ip_masks):
         yield
         return
     if cond.family == "flux":
         raise BadRequest("regions are not supported for FLUX models (only SD1, SD2 and SDXL)")
     f = pipe.vae_scale_factor
     unet = pipe.unet
-    coverage = attention.latent_coverage([cond.background] + [r.coverage for r in cond.regions],
-                                         (height // f, width // f), unet.device)
+    grid = (height // f, width // f)
+    background = cond.background if cond.background is not None else np.ones(grid, np.float32)
+    coverage = attention.latent_coverage([background] + [r.coverage for r in cond.regions], grid, unet.device)
     contexts = [(r.tensors["negative_prompt_embeds"], r.tensors["prompt_embeds"]) for r in cond.regions]
-    with attention.regional_attention(unet, attention.RegionalState(contexts, coverage)):
+    masks = [None if m is None else attention.latent_coverage([m], grid, unet.device)[0] for m in ip_masks]
+    with attention.regional_attention(unet, attention.RegionalState(contexts, coverage, masks)):
         yield
 
 

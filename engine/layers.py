@@ -41,7 +41,9 @@ def graph_layers(graph) -> list[dict]:
         if cls.type in ("image_input", "mask_input"):
             out.append(node_layer(nid, lits))
         elif cls.type == "regions":
-            out += [Layer.model_validate(r["mask"]).model_dump() for r in lits.get("regions") or []]
+            for r in lits.get("regions") or []:   # each region's mask and its references' images
+                out += [Layer.model_validate(lay).model_dump()
+                        for lay in [r["mask"]] + [ref["image"] for ref in r.get("reference") or []]]
     return out
 
 

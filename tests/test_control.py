@@ -524,3 +524,52 @@ def test_client_knows_the_controls_limit():
         g.generate_args("txt2img", form, limits=Limits(max_controls=3))
     assert exc.value.field == "control" and "at most 3" in exc.value.message
     assert len(g.generate_args("txt2img", form, limits=Limits(max_controls=4))["reference"]) == 2
+
+
+# ---- with regions (issue 19): one attention processor for region prompts and IP-Adapter image tokens -------------
+def _halves(c, left_prompt, right_prompt, **right):
+    left = np.zeros((64, 64), np.uint8)
+    left[:, :32] = 255
+    return [{"prompt": left_prompt, "mask": upload_mask(c, left)},
+            {"prompt": right_prompt, "mask": upload_mask(c, 255 - left), **right}]
+
+
+def _pixels(c, args) -> np.ndarray:
+    _, _, res, _ = run_job(c, args)
+    assert res.name == "job.result", res.data
+    return fetch(c, res.data["layers"][0])[..., :3].astype(int)
+
+
+@pytest.mark.slow
+def test_regions_a_reference_and_a_control_in_one_job(control_engine):
+    c = control_engine
+    steer = {"control": [{"model": "cn", "image": _control_image(c)}],
+             "reference": [{"model": "ipa", "image": upload_rgba(c, pattern()), "strength": 1.0}]}
+    plain = _pixels(c, {**BASE, **steer})
+    # regions that repeat the base prompt keep the reference's image tokens and the control: the same pixels
+    same = _pixels(c, {**BASE, **steer, "regions": _halves(c, BASE["prompt"], BASE["prompt"])})
+    assert np.abs(plain - same).max() <= 1
+    mixed = _pixels(c, {**BASE, **steer, "regions": _halves(c, "a red sports car", "a bowl of fruit")})
+    assert np.abs(plain - mixed).mean() > 1.0
+    without_ref = _pixels(c, {**BASE, "control": steer["control"],
+                              "regions": _halves(c, "a red sports car", "a bowl of fruit")})
+    assert np.abs(mixed - without_ref).mean() > 1.0   # the reference still acts with regions
+
+
+@pytest.mark.slow
+def test_a_regions_reference_acts_in_its_region(control_engine):
+    c = control_engine
+    ref = {"model": "ipa", "image": upload_rgba(c, pattern()), "strength": 1.0}
+    plain = _pixels(c, {**BASE, "regions": _halves(c, BASE["prompt"], BASE["prompt"])})
+    got = _pixels(c, {**BASE, "regions": _halves(c, BASE["prompt"], BASE["prompt"], reference=[ref])})
+    diff = np.abs(got - plain).mean(axis=2)
+    inside, outside = diff[:, 32:].mean(), diff[:, :32].mean()
+    print(f"region reference: mean |Δ| inside {inside:.2f}, outside {outside:.2f}")
+    assert inside > 1.2 * outside
+    with pytest.raises(ProtocolError) as e:
+        c.call("generate", {**BASE, "regions": _halves(c, "a", "b", reference=[dict(ref, model="ipa-orphan")])})
+    assert e.value.code == "bad_request" and e.value.details["fields"][0]["field"] == "regions.1.reference.0.model"
+    with pytest.raises(ProtocolError) as e:
+        c.call("generate", {**BASE, "regions": _halves(c, "a", "b", control=[{"model": "cn",
+                                                                              "image": _control_image(c)}])})
+    assert e.value.message.startswith("region 1: control per region is not supported")

@@ -71,9 +71,14 @@ def regions_summary(items) -> list[dict]:
         if not isinstance(r, dict) or not isinstance(r.get("mask"), dict):
             continue
         m = r["mask"]
-        out.append({"prompt": r.get("prompt") or "", "negative_prompt": r.get("negative_prompt") or "",
-                    "mask": m.get("sha256"), "x": m.get("x", 0), "y": m.get("y", 0), "w": m.get("w"),
-                    "h": m.get("h")})
+        item = {"prompt": r.get("prompt") or "", "negative_prompt": r.get("negative_prompt") or "",
+                "mask": m.get("sha256"), "x": m.get("x", 0), "y": m.get("y", 0), "w": m.get("w"), "h": m.get("h")}
+        refs = [{"model": ref.get("model"), "strength": ref.get("strength", 0.6),
+                 "image": (ref.get("image") or {}).get("sha256")}
+                for ref in r.get("reference") or [] if isinstance(ref, dict)]
+        if refs:
+            item["reference"] = refs
+        out.append(item)
     return out
 def _source_layer(nodes: dict, into: dict, nid: str | None) -> dict | None:
     """The image_input layer an image comes from through region/preprocess/resize/crop nodes, or None."""

@@ -44,6 +44,25 @@ class PromptEncode(Node):
         return self.Out(conditioning=ConditioningValue(cond, self.model.name))
 
 
+class RegionReference(BaseModel):
+    """An IP-Adapter reference that acts only where its region does (generate's `reference` entry)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: str = Field(min_length=1, max_length=256)
+    image: Layer
+    strength: float = Field(default=0.6, ge=0.0, le=2.0)
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.image.format != "rgba8":
+            raise ValueError("a reference image must be an rgba8 layer")
+        return self
+
+
 class RegionLiteral(BaseModel):
     """One item of a regions node's `regions` (generate's `regions` item: prompt, negative_prompt, mask)."""
 
@@ -51,6 +70,7 @@ class RegionLiteral(BaseModel):
     prompt: str = Field(default="", max_length=10000)
     negative_prompt: str = Field(default="", max_length=10000)
     mask: Layer
+    reference: list[RegionReference] = Field(default=[], max_length=8)
 
     @field_validator("mask")
     @classmethod
@@ -108,17 +128,34 @@ class Regions(Node):
         plan = region_rules.plan(items, base.prompt, base.negative)
         if plan.became_base is not None:
             base = diffusion.encode_prompt(loaded, plan.prompt, plan.negative, clip_skip=base.clip_skip)
-        if not plan.regions:
-            return self.Out(conditioning=ConditioningValue(base, self.conditioning.model))
+        references = []   # a region's references act where it does; the one that became the base: everywhere
+        if plan.became_base is not None:
+            references += [(ref, None) for ref in self._references(ctx, plan.became_base)]
         parts = []
         for r in plan.regions:
             ctx.check_canceled()
             enc = diffusion.encode_prompt(loaded, r.prompt, r.negative, clip_skip=base.clip_skip)
             parts.append(diffusion.RegionConditioning(r.index, r.prompt, r.negative, enc.tensors, r.coverage))
+            references += [(ref, r.coverage) for ref in self._references(ctx, r.index)]
+        if not parts and not references:
+            return self.Out(conditioning=ConditioningValue(base, self.conditioning.model))
         cond = diffusion.Conditioning(family=base.family, prompt=base.prompt, negative=base.negative,
                                       tensors=base.tensors, clip_skip=base.clip_skip, regions=parts,
-                                      background=plan.background)
+                                      background=plan.background if parts else None, references=references)
         return self.Out(conditioning=ConditioningValue(cond, self.conditioning.model))
+
+    def _references(self, ctx, index: int) -> list:
+        """Region `index`'s IP-Adapter references, their images encoded (engine.models.control.Reference)."""
+        from ..models.control import Reference, image_embeds
+        from ..preprocess import flatten
+
+        out = []
+        for ref in self.regions[index]["reference"]:
+            weights, encoder = ctx.load_reference(ref["model"], self.model)
+            pos, neg = image_embeds(encoder, flatten(ctx.load_image(ref["image"]).rgba, 255), weights.plus)
+            out.append(Reference(ref["model"], weights, pos, neg, float(ref["strength"]), float(ref["start"]),
+                                 float(ref["end"])))
+        return out
 
 
 class NoiseNode(Node):

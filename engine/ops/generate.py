@@ -31,16 +31,6 @@ class LoraRef(Args):
     weight: float = Field(default=1.0, ge=-4.0, le=4.0)
 
 
-class RegionArgs(Args):
-    """One region: a prompt (followed by the base prompt) for the area its gray8 mask covers (document
-    coordinates). control/reference/loras per region are refused before queueing (protocol/SPEC.md says why)."""
-
-    prompt: str = Field(default="", max_length=10000)
-    negative_prompt: str | None = Field(default=None, max_length=10000)
-    mask: Layer
-    control: list | None = None
-    reference: list | None = None
-    loras: list | None = None
 class ControlRef(Args):
     """A ControlNet or T2I-Adapter and its image (in document coordinates, like `image`)."""
 
@@ -78,6 +68,16 @@ class ReferenceRef(Args):
         return self
 
 
+class RegionArgs(Args):
+    """One region: a prompt (followed by the base prompt) for the area its gray8 mask covers (document
+    coordinates). control/reference/loras per region are refused before queueing (protocol/SPEC.md says why)."""
+
+    prompt: str = Field(default="", max_length=10000)
+    negative_prompt: str | None = Field(default=None, max_length=10000)
+    mask: Layer
+    control: list | None = None
+    reference: list[ReferenceRef] = Field(default_factory=list, max_length=8)   # acts only in this region
+    loras: list | None = None
 class SourceInfo(Args):
     app: str = Field(default="", max_length=64)
     document: str = Field(default="", max_length=1024)
@@ -193,9 +193,9 @@ def check_regions(args: GenerateArgs, max_regions: int, family: str | None) -> N
             raise bad(i, "LoRAs per region are not supported: a LoRA changes the UNet's weights, which every "
                          "pixel shares in one pass; put the LoRA in the top-level loras", "loras")
         if r.control:
-            raise bad(i, "control per region is not supported yet: use the top-level control", "control")
-        if r.reference:
-            raise bad(i, "reference per region is not supported yet: use the top-level reference", "reference")
+            raise bad(i, "control per region is not supported: a ControlNet's residuals are added to the UNet's "
+                         "features everywhere; use the top-level control (its image in document coordinates "
+                         "already places it)", "control")
 
 
 async def resolve_recall(ctx, args: GenerateArgs) -> GenerateArgs:
@@ -227,7 +227,7 @@ def check_controls(registry, entry, args: GenerateArgs, max_controls: int) -> No
     from ..models.control import check_control, find_image_encoder
     from ..models.patch import check_base
 
-    count = len(args.control) + len(args.reference)
+    count = len(args.control) + len(args.reference) + sum(len(r.reference) for r in args.regions)
     if count > max_controls:
         field = "control" if args.control else "reference"
         raise _field_error(field, ValueError(f"{count} controls and references; this engine takes at most "
@@ -237,13 +237,16 @@ def check_controls(registry, entry, args: GenerateArgs, max_controls: int) -> No
             check_control(registry.get(c.model), entry.family, entry.name)
         except BadRequest as exc:
             raise _field_error(f"control.{i}.model", exc) from None
-    for i, r in enumerate(args.reference):
+    refs = [(f"reference.{i}.model", r) for i, r in enumerate(args.reference)]
+    refs += [(f"regions.{n}.reference.{i}.model", r) for n, reg in enumerate(args.regions)
+             for i, r in enumerate(reg.reference)]
+    for where, r in refs:
         try:
             ref = registry.get(r.model, "ip_adapter")
             check_base(ref, entry.family, entry.name)
             find_image_encoder(registry, ref)
         except BadRequest as exc:
-            raise _field_error(f"reference.{i}.model", exc) from None
+            raise _field_error(where, exc) from None
 
 
 @op("generate", GenerateArgs, mutating=True)
@@ -269,7 +272,7 @@ async def generate(ctx, args: GenerateArgs):
 
             vae = await ctx.run_blocking(app.registry.get, args.vae, "vae")
             check_vae(vae, entry.family, entry.name)
-        if args.control or args.reference:
+        if args.control or args.reference or any(r.reference for r in args.regions):
             if entry.family not in ("sd1", "sd2", "sdxl"):
                 raise _field_error("control" if args.control else "reference",
                                    ValueError(f"controls and references work with SD1/SD2/SDXL models; "
@@ -286,6 +289,7 @@ async def generate(ctx, args: GenerateArgs):
     layers = [lay.model_dump() for lay in (args.image, args.mask) if lay is not None]
     layers += [r.mask.model_dump() for r in args.regions]
     layers += [c.image.model_dump() for c in (*args.control, *args.reference)]
+    layers += [ref.image.model_dump() for r in args.regions for ref in r.reference]
     await check_layers(ctx, layers)
     image = mask = None
     if args.mode in ("inpaint", "outpaint"):
