@@ -21,6 +21,7 @@ def check_generate_budget(limits, args) -> None:
         sizes.append((args.image.w, args.image.h))
         if args.mode == "upscale":
             sizes.append((int(args.image.w * args.scale), int(args.image.h * args.scale)))
+    sizes += [(item.image.w, item.image.h) for item in (*args.control, *args.reference)]
     for w, h in sizes:
         if w * h > limits.max_pixels:
             raise BadRequest(f"{w}x{h} is {w * h / 1e6:.1f} MP, over the {limits.max_pixels / 1e6:.1f} MP budget",
@@ -34,10 +35,12 @@ def check_graph_budget(graph_raw: dict, limits) -> None:
     for nid, spec in (graph_raw.get("nodes") or {}).items():
         if not isinstance(spec, dict):
             continue
-        w, h, steps = spec.get("width"), spec.get("height"), spec.get("steps")
-        if isinstance(w, int) and isinstance(h, int) and w * h > limits.max_pixels:
-            raise BadRequest(f"node {nid!r}: {w}x{h} is {w * h / 1e6:.1f} MP, over the "
-                             f"{limits.max_pixels / 1e6:.1f} MP budget", details={"node": nid, "field": "width"})
+        steps = spec.get("steps")
+        for wf, hf in (("width", "height"), ("out_width", "out_height")):   # out_*: the region node's output
+            w, h = spec.get(wf), spec.get(hf)
+            if isinstance(w, int) and isinstance(h, int) and w * h > limits.max_pixels:
+                raise BadRequest(f"node {nid!r}: {w}x{h} is {w * h / 1e6:.1f} MP, over the "
+                                 f"{limits.max_pixels / 1e6:.1f} MP budget", details={"node": nid, "field": wf})
         if isinstance(steps, int) and steps > limits.max_steps:
             raise BadRequest(f"node {nid!r}: steps {steps} is more than the limit of {limits.max_steps}",
                              details={"node": nid, "field": "steps"})

@@ -4,6 +4,10 @@ txt2img, img2img (refine), inpaint (selection), outpaint (transparent areas) and
 of the nodes in engine/nodes. Inpaint and outpaint crop the mask's bounds plus context, scale that region to
 the model's native size, generate, scale back and paste with a feather that only reaches inwards, so every
 pixel where the mask is 0 comes back exactly as sent. Result layers carry document x, y.
+
+Controls and references: each control image (in document coordinates) is cut to the document region the
+generation covers and scaled to the generation size (`region` node), preprocessed, and chained into `control`
+nodes; reference images go whole into `reference` nodes. Every denoise of the request gets both chains.
 """
 
 from __future__ import annotations
@@ -53,6 +57,33 @@ def layer_name(args, seed: int) -> str:
     return f"{text} · {seed}"
 
 
+def add_controls(g: GraphBuilder, args, region: tuple[int, int, int, int], size: tuple[int, int]) -> dict:
+    """Nodes for args.control / args.reference; the denoise inputs that use them ({} when there are none).
+    region: the document rectangle (x, y, w, h) the generation covers; size: the generation's (w, h)."""
+    inputs: dict = {}
+    x, y, w, h = region
+    for i, c in enumerate(args.control):
+        g.add(f"cimage{i}", "image_input", layer=c.image.model_dump())
+        g.add(f"cregion{i}", "region", {"image": (f"cimage{i}", "image")}, x=x, y=y, width=w, height=h,
+              out_width=size[0], out_height=size[1])
+        g.add(f"cprep{i}", "preprocess", {"image": (f"cregion{i}", "image")}, method=c.preprocess)
+        links = {"model": ("model", "model"), "image": (f"cprep{i}", "image")}
+        if i:
+            links["previous"] = (f"control{i - 1}", "control")
+        g.add(f"control{i}", "control", links, control=c.model, strength=float(c.strength), start=float(c.start),
+              end=float(c.end))
+        inputs["control"] = (f"control{i}", "control")
+    for i, r in enumerate(args.reference):
+        g.add(f"rimage{i}", "image_input", layer=r.image.model_dump())
+        links = {"model": ("model", "model"), "image": (f"rimage{i}", "image")}
+        if i:
+            links["previous"] = (f"reference{i - 1}", "reference")
+        g.add(f"reference{i}", "reference", links, adapter=r.model, strength=float(r.strength),
+              start=float(r.start), end=float(r.end))
+        inputs["reference"] = (f"reference{i}", "reference")
+    return inputs
+
+
 def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | None = None,
                      mask: np.ndarray | None = None) -> dict:
     """args: validated GenerateArgs; image/mask: the layers' pixels (needed to place inpaint/outpaint)."""
@@ -84,14 +115,28 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
         g.add("model", "load_model", **load)
     clip = {"clip_skip": args.clip_skip} if args.clip_skip != 1 else {}
     g.add("cond", "prompt", {"model": ("model", "model")}, text=args.prompt, negative=args.negative_prompt, **clip)
+    cond = "cond"
+
+    def regional(x: int, y: int, w: int, h: int) -> str:
+        """A regions node over the document area (x, y, w, h) the denoise generates, when there are regions."""
+        if not args.regions:
+            return "cond"
+        items = [{"prompt": r.prompt, "negative_prompt": r.negative_prompt or "", "mask": r.mask.model_dump(),
+                  **({"reference": [ref.model_dump() for ref in r.reference]} if r.reference else {})}
+                 for r in args.regions]
+        g.add("regions", "regions", {"model": ("model", "model"), "conditioning": ("cond", "conditioning")},
+              regions=items, x=x, y=y, width=w, height=h)
+        return "regions"
     sampler = {"steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler,
                **({"schedule": args.schedule} if args.schedule != "default" else {})}
 
     if mode == "txt2img":
+        cond = regional(args.x, args.y, args.width, args.height)
+        steer = add_controls(g, args, (args.x, args.y, args.width, args.height), (args.width, args.height))
         for i, seed in enumerate(seeds):
             g.add(f"noise{i}", "noise", seed=seed, width=args.width, height=args.height)
-            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
-                                             "noise": (f"noise{i}", "noise")}, **sampler)
+            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": (cond, "conditioning"),
+                                             "noise": (f"noise{i}", "noise"), **steer}, **sampler)
             g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})
             g.add(f"place{i}", "place", {"image": (f"decode{i}", "image")}, x=args.x, y=args.y)
             g.add(f"out{i}", "output", {"image": (f"place{i}", "image")}, name=layer_name(args, seed), seed=seed)
@@ -106,10 +151,13 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
             return g.graph()
         gw, gh = (args.width, args.height) if args.width else generation_size(iw, ih, native, max_pixels)
         g.add("scaled", "resize", {"image": ("image", "image")}, width=gw, height=gh)
+        cond = regional(args.image.x, args.image.y, iw, ih)
+        steer = add_controls(g, args, (args.image.x, args.image.y, iw, ih), (gw, gh))
         for i, seed in enumerate(seeds):
             g.add(f"noise{i}", "noise", seed=seed, width=gw, height=gh)
-            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
-                                             "noise": (f"noise{i}", "noise"), "image": ("scaled", "image")},
+            g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": (cond, "conditioning"),
+                                             "noise": (f"noise{i}", "noise"), "image": ("scaled", "image"),
+                                             **steer},
                   strength=args.strength, **sampler)
             g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})
             g.add(f"back{i}", "resize", {"image": (f"decode{i}", "image")}, width=iw, height=ih)
@@ -131,6 +179,7 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
     rx, ry, rw, rh = context_region(bounds, iw, ih)
     gw, gh = (args.width, args.height) if args.width else generation_size(rw, rh, native, max_pixels)
     g.add("crop", "crop", {"image": ("image", "image")}, x=rx, y=ry, width=rw, height=rh)
+    cond = regional(args.image.x + rx, args.image.y + ry, rw, rh)
     g.add("cropm", "crop_mask", {"mask": ("mask", "mask")}, x=rx, y=ry, width=rw, height=rh)
     g.add("scaled", "resize", {"image": ("crop", "image")}, width=gw, height=gh)
     g.add("scaledm", "resize_mask", {"mask": ("cropm", "mask")}, width=gw, height=gh)
@@ -138,11 +187,12 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
     g.add("grown", "mask_grow", {"mask": ("scaledm", "mask")}, pixels=max(1, min(gw, gh) // 64))
     strength = args.strength if mode == "inpaint" else 1.0
     bx, by, bw, bh = bounds
+    steer = add_controls(g, args, (args.image.x + rx, args.image.y + ry, rw, rh), (gw, gh))
     for i, seed in enumerate(seeds):
         g.add(f"noise{i}", "noise", seed=seed, width=gw, height=gh)
-        g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
+        g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": (cond, "conditioning"),
                                          "noise": (f"noise{i}", "noise"), "image": ("scaled", "image"),
-                                         "mask": ("grown", "mask")}, strength=strength, **sampler)
+                                         "mask": ("grown", "mask"), **steer}, strength=strength, **sampler)
         g.add(f"decode{i}", "vae_decode", {"model": ("model", "model"), "latents": (f"denoise{i}", "latents")})
         g.add(f"back{i}", "resize", {"image": (f"decode{i}", "image")}, width=rw, height=rh)
         g.add(f"paste{i}", "paste", {"base": ("image", "image"), "image": (f"back{i}", "image"),

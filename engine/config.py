@@ -27,6 +27,8 @@ class Limits:
     max_queued_per_user: int = 200
     max_job_bytes: int = 2048 * MiB        # images/tensors one job may hold at once (intermediate results)
     max_outputs: int = 64                  # output nodes in one graph
+    max_regions: int = 10                  # regions in one generate (a regions node takes at most 64)
+    max_controls: int = 8                  # controls + references in one generate request
     max_connections_per_user: int = 64
     max_connections: int = 1024            # open TCP connections, engine-wide (descriptors are raised to fit)
     max_unauthenticated: int = 64          # WebSockets not signed in yet; at the cap the oldest is closed

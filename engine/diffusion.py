@@ -1,5 +1,9 @@
 """Run diffusion on a LoadedModel: encode prompts, denoise (txt2img / img2img / inpaint), decode, preview.
 
+Controls (ControlNet, T2I-Adapter) and references (IP-Adapter) act on the same pipelines in every mode, through a
+UNet pre-hook and IP-Adapter attention processors installed for one call (engine/models/control.py says how);
+one that never acts (strength 0, an empty start/end range) is left out, so the result is the request's without it.
+
 Thin layer over the real diffusers pipelines. img2img/inpaint variants are made with `Pipeline.from_pipe(base)`
 so they share the loaded components. Every call gets a fresh scheduler (schedulers keep per-run state) and a
 CPU torch.Generator, so the same seed and arguments give bit-identical latents on a given device.
@@ -7,6 +11,7 @@ CPU torch.Generator, so the same seed and arguments give bit-identical latents o
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import conditioning, prompts, samplers
+from engine import attention, conditioning, prompts, samplers
 from engine.errors import BadRequest, Canceled
+from engine.models.control import Control, ControlHook, Reference, attach_ip_adapters, detach_ip_adapters, ever_acts
 from engine.models.loader import LoadedModel
 from engine.models.preview import latent_preview, unpack_flux
 
@@ -25,13 +31,30 @@ FLUX_MAX_SEQUENCE_LENGTH = 512
 
 
 @dataclass
+class RegionConditioning:
+    """One region: its prompt tensors and its coverage (float32 (H, W) in [0, 1] over the generated area)."""
+
+    index: int
+    prompt: str
+    negative: str
+    tensors: dict = field(repr=False)
+    coverage: np.ndarray = field(repr=False)
+
+
+@dataclass
 class Conditioning:
-    """Opaque, family-specific prompt tensors (already on the model's device)."""
+    """Opaque, family-specific prompt tensors (already on the model's device). With regions, the base tensors
+    condition the background (coverage `background`) and each region its own coverage (engine/attention.py)."""
 
     family: str
     prompt: str
     negative: str
     tensors: dict = field(default_factory=dict, repr=False)
+    clip_skip: int = 1
+    regions: list[RegionConditioning] = field(default_factory=list)
+    background: np.ndarray | None = field(default=None, repr=False)
+    # regions' IP-Adapter references: (Reference, its region's coverage, or None where the region became the base)
+    references: list = field(default_factory=list, repr=False)
 
 
 def encode_prompt(model: LoadedModel, prompt: str, negative: str = "", clip_skip: int = 1) -> Conditioning:
@@ -58,7 +81,7 @@ def encode_prompt(model: LoadedModel, prompt: str, negative: str = "", clip_skip
             t = {"prompt_embeds": pe, "pooled_prompt_embeds": ppe}
         else:
             raise BadRequest(f"unsupported model family {model.family!r}")
-    return Conditioning(family=model.family, prompt=prompt, negative=negative, tensors=t)
+    return Conditioning(family=model.family, prompt=prompt, negative=negative, tensors=t, clip_skip=int(clip_skip))
 
 
 def _make_scheduler(model: LoadedModel, sampler: str, schedule: str, seed: int):
@@ -168,10 +191,23 @@ def denoise(
     mask: np.ndarray | None = None,
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
+    controls: list[Control] | tuple = (),
+    references: list[Reference] | tuple = (),
 ) -> torch.Tensor:
     """Final latents, (1, C, height/f, width/f) in the model's scaled latent space (FLUX: unpacked)."""
     sampler, schedule = _check_args(model, cond, width, height, steps, strength, init_image, mask, scheduler,
                                     schedule)
+    # the steps this call runs (img2img/inpaint: strength of them); a control that acts on none is left out
+    run = max(1, min(int(steps * strength), steps)) if init_image is not None else steps
+    controls = [c for c in controls if ever_acts(c, run)]
+    # regions' own references act where their region does (mask = its coverage); the others everywhere
+    steering = [(r, None) for r in references] + list(cond.references)
+    steering = [(r, m) for r, m in steering if ever_acts(r, run)]
+    references = [r for r, _ in steering]
+    ip_masks = [m for _, m in steering]
+    if (controls or references) and model.family not in ("sd1", "sd2", "sdxl"):
+        raise BadRequest(f"controls and references work with SD1/SD2/SDXL models, not {model.family}",
+                         details={"field": "control" if controls else "reference"})
     if is_canceled is not None and is_canceled():
         raise Canceled("canceled before the first step")
     mode = "txt2img" if init_image is None else ("img2img" if mask is None else "inpaint")
@@ -180,7 +216,11 @@ def denoise(
     pipe.scheduler = _make_scheduler(model, sampler, schedule, seed)
     is_flux = model.family == "flux"
 
+    hook = ControlHook(pipe, controls, references, width, height, steps) if (controls or references) else None
+
     def callback(p, i, t, kwargs):
+        if hook is not None:
+            hook.step = i + 1
         latents = kwargs["latents"]
         total = int(getattr(p, "_num_timesteps", steps) or steps)
         if on_step is not None:
@@ -209,12 +249,45 @@ def denoise(
         kwargs["strength"] = strength
     if mode == "inpaint":
         kwargs["mask_image"] = Image.fromarray(mask, "L")
-    with torch.inference_mode():
-        out = pipe(**kwargs)
+    if references:
+        # the pipelines' own rule for classifier-free guidance (none for guidance-distilled UNets)
+        cfg = guidance > 1.0 and pipe.unet.config.get("time_cond_proj_dim") is None
+        kwargs["ip_adapter_image_embeds"] = [
+            (torch.cat([r.negative, r.embeds]) if cfg else r.embeds).to(model.device, model.dtype) for r in references]
+    saved = attach_ip_adapters(pipe.unet, [r.adapter for r in references]) if references else None
+    try:
+        # the hook first (it finds the IP-Adapter processors it sets scales on), then the regional processors,
+        # which keep those processors inside them
+        with torch.inference_mode(), hook or contextlib.nullcontext(), _regions(pipe, cond, height, width, ip_masks):
+            out = pipe(**kwargs)
+    finally:
+        if saved is not None:   # the cached model's UNet goes back to what it was
+            detach_ip_adapters(pipe.unet, saved)
     latents = out.images
     if is_flux:
         latents = unpack_flux(latents, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     return latents
+
+
+@contextlib.contextmanager
+def _regions(pipe, cond: Conditioning, height: int, width: int, ip_masks: list):
+    """Regional cross-attention on the pipeline's UNet for one call when `cond` has regions or a reference has a
+    mask (a region's reference). ip_masks: per reference, in the order the IP-Adapter processors hold them, its
+    coverage over the generated area or None (everywhere)."""
+    if not cond.regions and all(m is None for m in ip_masks):
+        yield
+        return
+    if cond.family == "flux":
+        raise BadRequest("regions are not supported for FLUX models (only SD1, SD2 and SDXL)")
+    f = pipe.vae_scale_factor
+    unet = pipe.unet
+    grid = (height // f, width // f)
+    background = cond.background if cond.background is not None else np.ones(grid, np.float32)
+    coverage = attention.latent_coverage([background] + [r.coverage for r in cond.regions], grid, unet.device)
+    contexts = [(r.tensors["negative_prompt_embeds"], r.tensors["prompt_embeds"]) for r in cond.regions]
+    masks = [None if m is None else attention.latent_coverage([m], grid, unet.device)[0] for m in ip_masks]
+    with attention.regional_attention(unet, attention.RegionalState(contexts, coverage, masks)):
+        yield
 
 
 def _vae_decode(vae, latents: torch.Tensor, device, dtype) -> torch.Tensor:

@@ -76,6 +76,35 @@ class JobContext:
             return model.with_lora(lora, weight, weights)   # keeps its VAE
         return ModelRef(raw, model.name, prev + ((lora, float(weight), weights),), getattr(model, "sha256", ""))
 
+    def load_control(self, name: str, model: ModelValue):
+        """(kind, module) of a ControlNet or T2I-Adapter for `model`, cached between jobs; refused for another
+        base."""
+        from .models.control import check_control
+
+        raw = model.raw if hasattr(model, "raw") else model.loaded
+        entry = self._registry.get(name)
+        try:
+            check_control(entry, raw.family, raw.name)
+        except Exception as exc:
+            raise self.error(getattr(exc, "message", str(exc))) from None
+        if entry.type == "controlnet":
+            return entry.type, self._cache.get_controlnet(name, raw.device, raw.dtype)
+        return entry.type, self._cache.get_t2i_adapter(name, raw.device, raw.dtype)
+
+    def load_reference(self, name: str, model: ModelValue):
+        """(IP-Adapter weights, its CLIP image encoder) for `model`, both cached between jobs."""
+        from .models.control import find_image_encoder
+        from .models.patch import check_base
+
+        raw = model.raw if hasattr(model, "raw") else model.loaded
+        entry = self._registry.get(name, type="ip_adapter")
+        try:
+            check_base(entry, raw.family, raw.name)
+            encoder = find_image_encoder(self._registry, entry)
+        except Exception as exc:
+            raise self.error(getattr(exc, "message", str(exc))) from None
+        return self._cache.get_ip_adapter(name), self._cache.get_clip_vision(encoder.name, raw.device, raw.dtype)
+
     def load_upscaler(self, name: str):
         """An engine.models.upscale.Upscaler, cached between jobs."""
         return self._cache.get_upscaler(name)

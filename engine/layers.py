@@ -33,6 +33,20 @@ def node_layer(nid: str, literals: dict) -> dict:
                          details={"node": nid, "field": "layer"}) from None
 
 
+def graph_layers(graph) -> list[dict]:
+    """Every layer a validated graph reads: image_input/mask_input layers and regions nodes' masks."""
+    out = []
+    for nid, cls in graph.nodes.items():
+        lits = graph.literals[nid]
+        if cls.type in ("image_input", "mask_input"):
+            out.append(node_layer(nid, lits))
+        elif cls.type == "regions":
+            for r in lits.get("regions") or []:   # each region's mask and its references' images
+                out += [Layer.model_validate(lay).model_dump()
+                        for lay in [r["mask"]] + [ref["image"] for ref in r.get("reference") or []]]
+    return out
+
+
 async def check_layers(ctx, layers: list[dict]):
     """Every referenced layer must be a blob the caller may read, with exactly the bytes its size implies.
     ctx: an OpContext."""

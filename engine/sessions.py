@@ -22,7 +22,8 @@ def welcome(config, conn) -> dict:
     return {"protocol": PROTOCOL_VERSION, "server": {"name": "paintbridge", "version": __version__},
             "user": auth.public_user(conn.user), "expires_at": conn.claims.exp,
             "limits": {"frame_limit": lim.frame_limit, "max_blob_size": lim.max_blob_size,
-                       "max_pixels": lim.max_pixels, "max_steps": lim.max_steps, "max_batch": lim.max_batch}}
+                       "max_pixels": lim.max_pixels, "max_steps": lim.max_steps, "max_batch": lim.max_batch,
+                       "max_regions": lim.max_regions, "max_controls": lim.max_controls}}
 
 
 def refresh_token(tokens: auth.Tokens, conn) -> dict:

@@ -117,7 +117,8 @@ def collect(form: list[Field], raw: dict) -> tuple[dict, dict]:
 
 # ---- recall: refill a host's generate form from an image's parameters -------------------------------------
 RECALLED = ("mode", "model", "prompt", "negative_prompt", "seed", "steps", "guidance", "strength", "width",
-            "height", "scheduler", "schedule", "clip_skip", "vae", "batch", "scale", "upscaler", "loras")
+            "height", "scheduler", "schedule", "clip_skip", "vae", "batch", "scale", "upscaler", "loras", "control",
+            "reference", "regions")
 UPSCALE_ONLY = ("scale", "upscaler")   # stored with every request (defaults), meaningful for upscales only
 
 

@@ -2,6 +2,9 @@
 `generate` arguments built from a host's field values, recalled parameters back into field values, and which
 field an engine error belongs beside.
 
+Regions (a prompt per mask, SPEC §7) travel beside the fields: region_args() builds generate's `regions` from a
+host's regions (masks as Pixels, uploaded by the Session like image/mask), recalled_regions() reads them back.
+
 Field values are keyed by the names in FIELDS (the `generate` argument names, plus `lora`/`lora_weight` for a
 host's single LoRA picker). Hosts keep their own widgets; they read them into such a dict and call
 generate_args(), and write recalled_fields() back into them.
@@ -40,9 +43,21 @@ def resolve_seed(seed, rng: random.Random | None = None) -> int:
 # ---- modes and their fields ----------------------------------------------------------------------------------
 FIELDS = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "schedule",
           "clip_skip", "vae", "lora", "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale",
-          "upscaler")
+          "upscaler", "control", "reference")
+REGIONS = "regions"   # the field name errors about regions carry (a host's regions list/panel), not a widget value
 _DIFFUSION = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "schedule",
-              "clip_skip", "vae", "lora", "lora_weight")
+              "clip_skip", "vae", "lora", "lora_weight", "control", "reference")
+
+# ---- control layers and image references ----------------------------------------------------------------------
+# A control (ControlNet / T2I-Adapter) or reference (IP-Adapter) in a host's form is a dict:
+#   {"model": name, "image": Pixels | a callable returning Pixels | a wire layer, "strength": float,
+#    "start": float, "end": float, "preprocess": one of PREPROCESSORS (controls only)}
+# with the image in document coordinates, like the generate image. Missing numbers take the engine's defaults.
+PREPROCESSORS = ("none", "canny", "scribble", "lineart", "invert", "blur", "tile")
+CONTROL_DEFAULTS = {"strength": 1.0, "start": 0.0, "end": 1.0, "preprocess": "none"}
+REFERENCE_DEFAULTS = {"strength": 0.6, "start": 0.0, "end": 1.0}
+CONTROL_TYPES = ("controlnet", "t2i_adapter")
+REFERENCE_TYPES = ("ip_adapter",)
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ MODES = {
 
 
 class FieldError(ValueError):
-    """A value the person must fix: `field` names the form field (a FIELDS name, "" for the form)."""
+    """A value the person must fix: `field` names the form field (a FIELDS name, REGIONS, "" for the form)."""
 
     def __init__(self, field: str, message: str):
         super().__init__(message)
@@ -78,14 +93,16 @@ class FieldError(ValueError):
 
 def generate_args(mode: str, values: dict, *, limits: Limits | None = None, loras: list | None = None,
                   upscalers: list | None = None, source: dict | None = None, rng: random.Random | None = None,
-                  samplers: list | None = None, vaes: list | None = None, models: list | None = None) -> dict:
+                  samplers: list | None = None, vaes: list | None = None, models: list | None = None,
+                  regions: list | None = None) -> dict:
     """`generate` arguments (without image/mask, which the Session uploads) for a host's field values.
 
     Only the fields `mode` uses are sent; an empty value (None, "") is left out so the engine applies its
     default (prompts are always sent, "" included); the seed follows the seed rule (the chosen one is in the result's "seed"); width/height (txt2img)
     are rounded up to multiples of 8. Other modes send no size: the engine generates at the model's native size.
     loras/upscalers/samplers/vaes (Session.loras/.upscalers/.samplers/.vaes) check a picked name against what the
-    engine has; with models (Session.models) a VAE must fit the model's base. Raises FieldError."""
+    engine has; with models (Session.models) a VAE must fit the model's base. regions: a host's regions for
+    region_args() (not for upscale). Raises FieldError."""
     m = MODES.get(mode)
     if m is None:
         raise FieldError("mode", f"unknown mode {mode!r}: one of {', '.join(MODES)}")
@@ -98,13 +115,20 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
             continue
         if isinstance(value, str):
             value = value.strip()
-        if name in ("lora", "lora_weight", "seed") or value is None or value == "":
+        if name in ("lora", "lora_weight", "seed", "control", "reference") or value is None or value == "":
             continue
         args[name] = value
     if m.uses("model") and not args.get("model"):
         raise FieldError("model", "choose a model")
     if m.uses("seed"):
         args["seed"] = resolve_seed(values.get("seed"), rng)
+    for key in ("control", "reference"):
+        if m.uses(key) and values.get(key):
+            args[key] = steer_args(key, values[key])
+    count = len(args.get("control", [])) + len(args.get("reference", []))
+    if count > limits.max_controls:
+        raise FieldError("control" if args.get("control") else "reference",
+                         f"{count} controls and references: at most {limits.max_controls} on this engine")
     if m.uses("lora"):
         name = str(values.get("lora") or "")
         if loras is not None:
@@ -140,6 +164,10 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
                 raise FieldError(name, f"{name}: {args[name]!r} is not a number") from None
     if "strength" in args and not 0.0 <= args["strength"] <= 1.0:
         raise FieldError("strength", "strength: between 0 and 1")
+    if regions:
+        if mode == "upscale":
+            raise FieldError("regions", "upscale takes no regions")
+        args["regions"] = region_args(regions, args.get("prompt", ""), limits)
     if source is not None:
         args["source"] = dict(source)
     return args
@@ -170,6 +198,100 @@ def _check_sampling(args: dict, samplers: list | None, vaes: list | None, models
             base = model_entry(models, args.get("model")).get("base")
             raise FieldError("vae", f"the VAE {args['vae']!r} is not for {base or 'this'} models: choose one for "
                                     f"{args.get('model')!r} or the model's own")
+
+
+def region_args(regions: list, base_prompt: str = "", limits: Limits | None = None) -> list[dict]:
+    """generate's `regions` for a host's regions, bottom of the layer stack first (a higher region takes its
+    area from the ones below). Each: {"prompt", "negative_prompt" (optional), "mask"}, the mask a gray8 Pixels in
+    document coordinates (255 = this region; from the layer's alpha) or a zero-argument callable returning one,
+    which the Session calls on its worker thread and uploads like image/mask. FieldError("regions") names the
+    region (0-based) for what the engine would refuse anyway: too many, an empty prompt with no base prompt."""
+    limits = limits or Limits()
+    if len(regions) > limits.max_regions:
+        raise FieldError("regions", f"{len(regions)} regions: at most {limits.max_regions} on this engine")
+    out = []
+    for i, r in enumerate(regions):
+        prompt = str(r.get("prompt") or "")
+        if not prompt.strip() and not str(base_prompt or "").strip():
+            raise FieldError("regions", f"region {i}: its prompt is empty and there is no base prompt")
+        mask = r.get("mask")
+        if mask is None:
+            raise FieldError("regions", f"region {i}: no mask")
+        if getattr(mask, "format", "gray8") != "gray8":
+            raise FieldError("regions", f"region {i}: its mask must be gray8, not {mask.format}")
+        item = {"prompt": prompt, "mask": mask}
+        if r.get("negative_prompt"):
+            item["negative_prompt"] = str(r["negative_prompt"])
+        out.append(item)
+    return out
+
+
+def recalled_regions(values: dict | None) -> list[dict]:
+    """The regions of recalled values (Recalled.values / forms.recalled), bottom first: [{"prompt",
+    "negative_prompt", "mask"}] with mask the engine's layer reference ({sha256, w, h, format, x, y}: match it to
+    a host layer by hash or fetch it with blob.get). [] when the image had none."""
+    out = []
+    for r in (values or {}).get("regions") or []:
+        if isinstance(r, dict) and isinstance(r.get("mask"), dict):
+            out.append({"prompt": str(r.get("prompt") or ""), "negative_prompt": str(r.get("negative_prompt") or ""),
+                        "mask": dict(r["mask"])})
+    return out
+
+
+def steer_args(key: str, items: list) -> list[dict]:
+    """generate's `control` or `reference` list from a host's entries (see PREPROCESSORS above): checked like the
+    engine checks them; images are passed through for the Session to upload. Raises FieldError(key, ...)."""
+    what = "control" if key == "control" else "reference"
+    out = []
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise FieldError(key, f"{what} {n}: not a {what} entry")
+        model = str(item.get("model") or "").strip()
+        if not model:
+            raise FieldError(key, f"{what} {n}: choose a model")
+        if item.get("image") is None:
+            raise FieldError(key, f"{what} {n}: choose a layer")
+        entry = {"model": model, "image": item["image"]}
+        for name in ("strength", "start", "end"):
+            value = item.get(name)
+            if value is None or value == "":
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise FieldError(key, f"{what} {n}: {name} {value!r} is not a number") from None
+            hi = 2.0 if name == "strength" else 1.0
+            if not 0.0 <= value <= hi:
+                raise FieldError(key, f"{what} {n}: {name} between 0 and {hi:g}")
+            entry[name] = value
+        defaults = CONTROL_DEFAULTS if key == "control" else REFERENCE_DEFAULTS
+        if entry.get("start", defaults["start"]) > entry.get("end", defaults["end"]):
+            raise FieldError(key, f"{what} {n}: start is after end")
+        if key == "control" and item.get("preprocess") not in (None, ""):
+            if item["preprocess"] not in PREPROCESSORS:
+                raise FieldError(key, f"{what} {n}: preprocess {item['preprocess']!r} is not one of "
+                                      f"{', '.join(PREPROCESSORS)}")
+            entry["preprocess"] = item["preprocess"]
+        out.append(entry)
+    return out
+
+
+def recalled_steering(items, find) -> tuple[list[dict], list[str]]:
+    """Recalled `control`/`reference` entries (Recalled.values / recalled_fields) with each image replaced by the
+    host's layer: `find(layer)` gets the recorded wire layer ({sha256, w, h, x, y, name}) and returns the host's
+    layer (or its id), or None when the document no longer has it. (entries kept, notes for the ones dropped)."""
+    kept, notes = [], []
+    for item in items or []:
+        if not isinstance(item, dict):
+            continue
+        layer = find(item.get("image") or {})
+        if layer is None:
+            image = item.get("image") or {}
+            notes.append(f"{item.get('model')}: its layer {image.get('name') or str(image.get('sha256', ''))[:12]} "
+                         "is not in this document")
+            continue
+        kept.append({**item, "image": layer})
+    return kept, notes
 
 
 def _check_int(name: str, value, lo: int, hi: int | None):
@@ -220,7 +342,8 @@ def recalled_fields(values: dict | None, summary: dict | None = None,
 
 
 # ---- errors beside the field they are about --------------------------------------------------------------------
-_WIRE_TO_FIELD = {"loras": "lora", "image": "", "mask": "", "recall": "", "source": ""}
+_WIRE_TO_FIELD = {"loras": "lora", "image": "", "mask": "", "recall": "", "source": "",   # control.0.x -> control
+                  "regions": "regions"}
 
 
 def error_field(details) -> str:
@@ -235,10 +358,11 @@ def error_field(details) -> str:
     if isinstance(items, list) and items and isinstance(items[0], dict):
         where = str(items[0].get("field") or "").split(".")[0]
         where = _WIRE_TO_FIELD.get(where, where)
-        return where if where in FIELDS else ""
+        return where if where in FIELDS or where == REGIONS else ""
     if isinstance(details.get("field"), str):
-        where = _WIRE_TO_FIELD.get(details["field"], details["field"])
-        return where if where in FIELDS else ""
+        where = details["field"].split(".")[0] if details["field"].startswith(REGIONS + ".") else details["field"]
+        where = _WIRE_TO_FIELD.get(where, where)
+        return where if where in FIELDS or where == REGIONS else ""
     return ""
 
 

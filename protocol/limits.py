@@ -15,6 +15,8 @@ class Limits:
     max_pixels: int = 16 * 1024 * 1024     # width*height of one generation
     max_steps: int = 200
     max_batch: int = 16
+    max_regions: int = 10                  # regions in one generate
+    max_controls: int = 8                  # controls + references in one generate
 
     @classmethod
     def from_wire(cls, raw) -> "Limits":

@@ -60,6 +60,8 @@ class Session:
         self.loras: list[dict] = []       # LoRA models (generate's "loras"; "base" must match the model's)
         self.vaes: list[dict] = []        # VAE models (generate's "vae"; generate.vaes_for the model)
         self.samplers: list[dict] = []    # nodes.list samplers: {id, label, schedules} (generate's "scheduler")
+        self.controls: list[dict] = []    # ControlNets / T2I-Adapters (generate's "control"), with a "preset"
+        self.references: list[dict] = []  # IP-Adapters (generate's "reference"), with a "preset"
         self.limits = Limits()            # the engine's, from hello (defaults until connected)
         self.user: dict | None = None
         self.jobs = JobTable()            # the jobs this session submitted, as the host shows them
@@ -118,7 +120,9 @@ class Session:
         """Queue a generate request (params: e.g. generate.generate_args); returns a local request id, which is
         also the key of its row in `jobs`. The job id arrives as JobAccepted. Call on the host's main thread.
         image/mask: Pixels, or a zero-argument callable returning Pixels that is called on the worker thread (a
-        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request."""
+        host's pixel conversion, kept off its UI thread); a ValueError it raises refuses the request. The `image`
+        of each params["control"] / params["reference"] entry and the `mask` of each params["regions"] entry
+        (generate.region_args) may be the same (uploaded like image/mask)."""
         rid = self._next_request()
         self.jobs.add(rid, tag)
         self._submit(self._generate, rid, dict(params), image, mask, tag)
@@ -189,6 +193,7 @@ class Session:
             elif isinstance(up, ModelsChanged):
                 self.models, self.upscalers, self.loras = up.models, up.upscalers, up.loras
                 self.vaes, self.samplers = up.vaes, up.samplers or self.samplers
+                self.controls, self.references = up.controls, up.references
             elif isinstance(up, DownloadProgress):
                 self.downloads.apply(up)
             self.jobs.apply(up)
@@ -290,7 +295,9 @@ class Session:
         self._put(ModelsChanged([m for m in usable if m.get("type") == "main"],
                                 [m for m in usable if m.get("type") == "upscaler"],
                                 [m for m in usable if m.get("type") == "lora"],
-                                [m for m in usable if m.get("type") == "vae"], samplers))
+                                [m for m in usable if m.get("type") == "vae"], samplers,
+                                [m for m in usable if m.get("type") in ("controlnet", "t2i_adapter")],
+                                [m for m in usable if m.get("type") == "ip_adapter"]))
 
     def _download_model(self, rid: str, source: str, name: str | None, sha256: str | None, tag: Any):
         client = self.client
@@ -329,7 +336,15 @@ class Session:
             self._inflight += 1
         reply = None
         try:
-            for key, px in list(layers.items()):
+            # top-level Pixels values, the images of generate's control/reference entries, its regions' masks
+            slots = [(layers, key) for key in list(layers)]
+            for key, field in (("control", "image"), ("reference", "image"), ("regions", "mask")):
+                items = args.get(key) if op == "generate" else None
+                if isinstance(items, list):   # copies: the caller's entries keep their Pixels
+                    args[key] = items = [dict(it) if isinstance(it, dict) else it for it in items]
+                    slots += [(it, field) for it in items if isinstance(it, dict) and field in it]
+            for holder, key in slots:
+                px = holder[key]
                 if callable(px):
                     try:
                         px = px()
@@ -340,7 +355,7 @@ class Session:
                     px = self._to_wire(px)
                     sha = px.sha256()
                     client.upload(px.data, sha)   # blob.has first: an unchanged layer is not re-sent
-                    layers[key] = px.layer(sha)
+                    holder[key] = px.layer(sha)
             reply = client.call(op, args)
         except ProtocolError as exc:
             self._protocol_error(exc, request=rid, tag=tag)

@@ -65,8 +65,9 @@ class SignedIn(Update):
 
 @dataclass(repr=False)
 class ModelsChanged(Update):
-    """Main models for a picker, upscalers, LoRAs and VAEs (none whose file is missing), and the samplers
-    (nodes.list: id, label, schedules) for the sampler picker."""
+    """Main models for a picker, upscalers, LoRAs and VAEs (none whose file is missing), the samplers (nodes.list:
+    id, label, schedules) for the sampler picker, control models (ControlNets and T2I-Adapters) and reference
+    models (IP-Adapters); control/reference entries carry models.list's `preset`."""
 
     kind: ClassVar[str] = "models"
     models: list
@@ -74,6 +75,8 @@ class ModelsChanged(Update):
     loras: list
     vaes: list = field(default_factory=list)
     samplers: list = field(default_factory=list)
+    controls: list = field(default_factory=list)
+    references: list = field(default_factory=list)
 
 
 @dataclass(repr=False)

@@ -478,7 +478,8 @@ def test_limits_from_config_toml_are_enforced(fuzz_engine):
     c = fuzz_engine.client(token=token)
     hello = c.call("auth.whoami")
     assert hello["limits"] == {"frame_limit": 262144, "max_blob_size": hello["limits"]["max_blob_size"],
-                               "max_pixels": 4096, "max_steps": 2, "max_batch": 1}
+                               "max_pixels": 4096, "max_steps": 2, "max_batch": 1, "max_regions": 10,
+                               "max_controls": 8}
     base = {"model": "tiny-sd15", "prompt": "x", "width": 64, "height": 64, "steps": 1, "seed": 1}
     for change, field in (({"width": 128}, "width"), ({"steps": 3}, "steps"), ({"batch": 2}, "batch")):
         with pytest.raises(ProtocolError) as e:

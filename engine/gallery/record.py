@@ -24,7 +24,7 @@ from ..store.owners import record
 from .db import image_by_sha, summary
 from .hashing import model_hash
 from .png import META_VERSION, encode_png, encode_thumbnail
-from .trace import input_shas, params_for, trace_graph
+from .trace import input_shas, params_for, regions_summary, trace_graph
 
 log = logging.getLogger("paintbridge.gallery")
 
@@ -95,6 +95,18 @@ class Recorder:
                 cache[name] = None
         return cache[name]
 
+    def _steer_facts(self, item: dict, hashes: dict) -> dict:
+        """What the gallery keeps of one control/reference: model (and its hash), strength, range, preprocessor,
+        and the image: its blob hash and where it sat in the document."""
+        image = item.get("image") or {}   # None: a graph's image that is not an input layer
+        mh = self._model_hash_for(item.get("model"), hashes)
+        out = {"model": item.get("model"), "model_hash": mh[0] if mh else None, "strength": item.get("strength"),
+               "start": item.get("start"), "end": item.get("end"),
+               "image": {k: image.get(k) for k in ("sha256", "w", "h", "x", "y", "name")}}
+        if "preprocess" in item:
+            out["preprocess"] = item["preprocess"]
+        return out
+
     def _record_layer(self, row, request, graph, layer, out_id, parent, user_name, hashes):
         created = row.get("finished") or time.time()   # when the job completed: the same path if run again
         image_id = layer.get("image_id") or secrets.token_hex(8)
@@ -107,6 +119,7 @@ class Recorder:
             facts = {k: request.get(k) for k in ("prompt", "negative_prompt", "steps", "guidance", "scheduler",
                                                  "strength", "width", "height", "model")}
             facts["seed"] = layer.get("seed", request.get("seed"))
+            facts["regions"] = regions_summary(request.get("regions"))
             params = params_for(request, layer)
             mode = request.get("mode", kind)
         if layer.get("seed") is not None:
@@ -125,8 +138,16 @@ class Recorder:
             "layer": {k: layer.get(k) for k in ("name", "w", "h", "x", "y", "sha256")},
             "parent": parent, "params": params, "graph": graph,
         }
+        if facts.get("regions"):
+            meta["regions"] = facts["regions"]
         if kind == "workflow":
             meta["workflow"] = {"name": request.get("workflow"), "values": request.get("values")}
+        for key in ("control", "reference"):
+            if kind in ("graph", "workflow"):
+                if facts.get(key):   # traced from the graph's control/reference nodes
+                    meta[key] = [self._steer_facts(item, hashes) for item in facts[key]]
+            elif request.get(key):
+                meta[key] = [self._steer_facts(item, hashes) for item in request[key]]
 
         rgba = np.frombuffer(self.blobs.read(layer["sha256"]), np.uint8).reshape(layer["h"], layer["w"], 4)
         png = encode_png(rgba, meta)

@@ -41,12 +41,57 @@ def trace_graph(raw: dict, out_id: str) -> dict:
         if k in noise:
             facts[k] = noise[k]
     prompt = nodes.get(links.get("conditioning", ""), {})
+    if prompt.get("type") == "regions":
+        facts["regions"] = regions_summary(prompt.get("regions"))
+        prompt = nodes.get(into.get(links["conditioning"], {}).get("conditioning", ""), {})
     if prompt.get("type") == "prompt":
         facts["prompt"], facts["negative_prompt"] = prompt.get("text", ""), prompt.get("negative", "")
     model = nodes.get(links.get("model", ""), {})
     if model.get("type") == "load_model":
         facts["model"] = model.get("model")
+    for key, field in (("control", "control"), ("reference", "adapter")):
+        chain, nid = [], links.get(key)
+        while nid in nodes and nodes[nid].get("type") == key and len(chain) < 64:
+            spec = nodes[nid]
+            item = {"model": spec.get(field), "strength": spec.get("strength", 1.0 if key == "control" else 0.6),
+                    "start": spec.get("start", 0.0), "end": spec.get("end", 1.0),
+                    "image": _source_layer(nodes, into, into.get(nid, {}).get("image"))}
+            chain.append(item)
+            nid = into.get(nid, {}).get("previous")
+        if chain:
+            facts[key] = chain[::-1]
     return facts
+
+
+def regions_summary(items) -> list[dict]:
+    """What the gallery keeps of regions (generate's or a regions node's): prompts and each mask's hash and
+    place in the document."""
+    out = []
+    for r in items or []:
+        if not isinstance(r, dict) or not isinstance(r.get("mask"), dict):
+            continue
+        m = r["mask"]
+        item = {"prompt": r.get("prompt") or "", "negative_prompt": r.get("negative_prompt") or "",
+                "mask": m.get("sha256"), "x": m.get("x", 0), "y": m.get("y", 0), "w": m.get("w"), "h": m.get("h")}
+        refs = [{"model": ref.get("model"), "strength": ref.get("strength", 0.6),
+                 "image": (ref.get("image") or {}).get("sha256")}
+                for ref in r.get("reference") or [] if isinstance(ref, dict)]
+        if refs:
+            item["reference"] = refs
+        out.append(item)
+    return out
+def _source_layer(nodes: dict, into: dict, nid: str | None) -> dict | None:
+    """The image_input layer an image comes from through region/preprocess/resize/crop nodes, or None."""
+    for _ in range(32):
+        spec = nodes.get(nid or "")
+        if spec is None:
+            return None
+        if spec.get("type") == "image_input":
+            layer = spec.get("layer")
+            return {k: layer.get(k) for k in ("sha256", "w", "h", "x", "y", "name")} if isinstance(layer, dict) \
+                else None
+        nid = into.get(nid, {}).get("image")
+    return None
 
 
 def params_for(request: dict, layer: dict) -> dict:

@@ -66,8 +66,22 @@ class ConditioningValue:
     model: str
 
 
+@dataclass(eq=False)
+class ControlList:
+    """ControlNets / T2I-Adapters for a denoise, in order (engine.models.control.Control items)."""
+
+    items: tuple = ()
+
+
+@dataclass(eq=False)
+class ReferenceList:
+    """IP-Adapter references for a denoise, their images encoded (engine.models.control.Reference items)."""
+
+    items: tuple = ()
+
+
 LINK_TYPES = {Image: "image", Mask: "mask", Latents: "latents", Noise: "noise", ModelValue: "model",
-              ConditioningValue: "conditioning"}
+              ConditioningValue: "conditioning", ControlList: "control", ReferenceList: "reference"}
 SCALAR_TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
 
 

@@ -1,7 +1,8 @@
 """Loaded models kept between jobs, in RAM and VRAM budgets, least recently used out first.
 
-Everything that is loaded goes through here: main models (diffusers pipelines), LoRA weights, embeddings and
-upscalers. Each entry's size is its parameter (+ buffer) bytes, counted against the budget of the device it
+Everything that is loaded goes through here: main models (diffusers pipelines), LoRA weights, embeddings,
+upscalers, ControlNets, T2I-Adapters, IP-Adapters and CLIP image encoders (a ControlNet stays loaded between jobs
+like a main model). Each entry's size is its parameter (+ buffer) bytes, counted against the budget of the device it
 lives on: `ram_budget_mb` for CPU, `vram_budget_mb` for the accelerator (config.toml; 0 = automatic: half of
 physical RAM, 85% of the GPU's memory). Before a load, least recently used entries on that device are evicted
 until the new one's estimate (its size on disk) fits; after the load, again by its measured size. One model
@@ -29,6 +30,8 @@ from .registry import ModelRegistry
 
 log = logging.getLogger("paintbridge.models")
 MiB = 1024 * 1024
+# kinds that live on the accelerator (the others are CPU tensors put on a model for one job)
+ON_DEVICE = ("main", "upscaler", "vae", "controlnet", "t2i_adapter", "clip_vision")
 
 
 @dataclass
@@ -61,6 +64,8 @@ def module_bytes(*objs) -> int:
 def value_size(value) -> int:
     import torch
 
+    if isinstance(value, torch.nn.Module):   # ControlNet, T2I-Adapter, image encoder, VAE
+        return module_bytes(value)
     pipe = getattr(value, "pipe", None)
     if pipe is not None:
         return module_bytes(*[c for c in pipe.components.values() if isinstance(c, torch.nn.Module)])
@@ -135,6 +140,22 @@ class ModelCache:
         from .upscale import load_upscaler
         return self._get(name, "upscaler", lambda e: load_upscaler(e.path, name))
 
+    def get_controlnet(self, name: str, device=None, dtype=None):
+        from .control import load_controlnet
+        return self._get(name, "controlnet", lambda e: load_controlnet(e.path, e.family, device, dtype))
+
+    def get_t2i_adapter(self, name: str, device=None, dtype=None):
+        from .control import load_t2i_adapter
+        return self._get(name, "t2i_adapter", lambda e: load_t2i_adapter(e.path, device, dtype))
+
+    def get_ip_adapter(self, name: str):
+        from .control import load_ip_adapter
+        return self._get(name, "ip_adapter", lambda e: load_ip_adapter(e.path, name))
+
+    def get_clip_vision(self, name: str, device=None, dtype=None):
+        from .control import load_clip_vision
+        return self._get(name, "clip_vision", lambda e: load_clip_vision(e.path, device, dtype))
+
     # -- machinery
     def _get(self, name: str, kind: str, loader):
         entry = self.registry.get(name, type=kind)
@@ -148,7 +169,7 @@ class ModelCache:
         if slot is not None:   # changed on disk (or a different kind under that name): load it again
             self.unload(name)
         device = "cpu"
-        if kind in ("main", "upscaler", "vae"):
+        if kind in ON_DEVICE:
             from .loader import pick_device
             device = "gpu" if pick_device()[0].type != "cpu" else "cpu"
         self._make_room(device, entry.size)
@@ -164,7 +185,7 @@ class ModelCache:
             raise ModelError(f"cannot load {kind} {name!r}: {type(e).__name__}: {str(e)[:300]}") from e
         self.loads += 1
         size = value_size(value) or entry.size
-        device = _device_kind(value) if kind in ("main", "upscaler", "vae") else "cpu"
+        device = _device_kind(value) if kind in ON_DEVICE else "cpu"
         with self._lock:
             self._loaded[name] = _Slot(name, kind, value, size, device, sig)
         self._make_room(device, 0, keep=name)

@@ -16,21 +16,34 @@ def cmd_make_demo(args) -> int:
     from .demo import make_demo
 
     dest = Path(args.dir).expanduser()
-    one_file = args.format == "single-file" or args.arch in ("esrgan", "lora-sd15")
+    one_file = args.format == "single-file" or args.arch in ("esrgan", "lora-sd15", "ipadapter-sd15")
     name = args.name or f"tiny-{args.arch}" + ("-single" if args.format == "single-file" and not
                                                args.arch.startswith(("esrgan", "lora")) else "")
     final = dest / (f"{name}.safetensors" if one_file else name)
-    if final.exists():
-        print(f"error: {final} exists", file=sys.stderr)
-        return 1
+    # an IP-Adapter comes with its CLIP image encoder (a clip_vision model), named NAME-encoder
+    encoder = None
+    if args.arch == "ipadapter-sd15":
+        encoder = dest / (f"{name}-encoder.safetensors" if args.format == "single-file" else f"{name}-encoder")
+    for f in (final, encoder):
+        if f is not None and f.exists():
+            print(f"error: {f} exists", file=sys.stderr)
+            return 1
     try:
         made = make_demo(dest, args.arch, args.format)
         path = made.rename(final)
+        if encoder is not None:
+            made_enc = dest / ("demo-clip-vision.safetensors" if args.format == "single-file" else "demo-clip-vision")
+            made_enc.rename(encoder)
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {path} (random weights: it produces noise; for trying and testing only)")
-    if not args.arch.startswith(("esrgan", "lora")):
+    if encoder is not None:
+        print(f"wrote {encoder} (its image encoder, a clip_vision model)")
+    if args.arch in ("controlnet-sd15", "t2i-sd15", "ipadapter-sd15", "controlnet-sdxl"):
+        print(f"for the {'sdxl' if args.arch.endswith('sdxl') else 'sd15'} demo model (`models make-demo --arch "
+              f"{'sdxl' if args.arch.endswith('sdxl') else 'sd15'}`)")
+    elif not args.arch.startswith(("esrgan", "lora")):
         from .registry import native_size_hint
 
         size = native_size_hint(path)
@@ -228,8 +241,11 @@ def register_cli(sub):
     ms = p.add_subparsers(dest="models_cmd", required=True)
     d = ms.add_parser("make-demo", help="write a tiny random-weight model (produces noise) for trying and tests")
     d.add_argument("dir")
-    d.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "flux", "esrgan", "lora-sd15"], default="sd15",
-                   help="esrgan: a 2× upscaler; lora-sd15: a LoRA for the sd15 demo (each one .safetensors file)")
+    d.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "flux", "esrgan", "lora-sd15", "controlnet-sd15",
+                                      "controlnet-sdxl", "t2i-sd15", "ipadapter-sd15"], default="sd15",
+                   help="esrgan: a 2× upscaler; lora-sd15: a LoRA for the sd15 demo (each one .safetensors file); "
+                        "controlnet-sd15/-sdxl, t2i-sd15: control models for the sd15/sdxl demos; ipadapter-sd15: an "
+                        "IP-Adapter for the sd15 demo and its image encoder (NAME-encoder)")
     d.add_argument("--format", choices=["diffusers", "single-file"], default="diffusers")
     d.add_argument("--name", help="model name (default tiny-ARCH)")
     d.set_defaults(func=cmd_make_demo)
@@ -262,7 +278,8 @@ def register_cli(sub):
 
     ls = ms.add_parser("list", help="registered models")
     ls.add_argument("--json", action="store_true")
-    ls.add_argument("--type", choices=["main", "lora", "embedding", "vae", "controlnet", "upscaler"])
+    ls.add_argument("--type", choices=["main", "lora", "embedding", "vae", "controlnet", "t2i_adapter", "ip_adapter",
+                                       "clip_vision", "upscaler"])
     ls.add_argument("--base", choices=["sd1", "sd2", "sdxl", "flux"])
     data_dir(ls)
     ls.set_defaults(func=cmd_list)

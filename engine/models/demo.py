@@ -15,6 +15,7 @@ import torch
 from .tokenizers import bytes_to_unicode
 
 ARCHES = ("sd15", "sd2", "sdxl", "flux")
+CONTROL_ARCHES = ("controlnet-sd15", "controlnet-sdxl", "t2i-sd15", "ipadapter-sd15")
 FORMATS = ("diffusers", "single-file")
 
 # SD-style schedulers: the real SD1.5/SDXL training schedule, so scheduler swapping behaves as with real models.
@@ -415,6 +416,128 @@ def tiny_lora(pipe, path: Path, layout: str = "kohya", scale: float = 0.5, seed:
     return path
 
 
+# ---- control models for the demo models ------------------------------------------------------------------------
+def _visible(module, seed: int, std: float = 0.05):
+    """Random weights where a real ControlNet starts at zero (its zero convolutions), so a random one has an
+    effect (diffusers' fast tests do the same)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data = torch.randn(m.weight.shape, generator=g) * std
+            if m.bias is not None:
+                m.bias.data = torch.randn(m.bias.shape, generator=g) * std
+
+
+def tiny_controlnet(arch: str, seed: int = 0):
+    """A ControlNet for the sd15 or sdxl demo: the demo UNet's encoder copied (ControlNetModel.from_unet, as real
+    ControlNets start), a conditioning embedding that downscales by 2 like the demo VAE."""
+    from diffusers import ControlNetModel
+
+    unet = build_pipeline(arch).unet
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+        _visible(net.controlnet_down_blocks, seed)
+        _visible(net.controlnet_mid_block, seed + 1)
+        _visible(net.controlnet_cond_embedding.conv_out, seed + 2)
+    return net
+
+
+def tiny_t2i_adapter(seed: int = 0):
+    """A T2I-Adapter for the sd15 demo: one 32-channel feature at 1/4 of the image (the demo UNet's first block
+    output: 64 px image, 32 px latents, 16 px after its downsampler)."""
+    from diffusers import T2IAdapter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return T2IAdapter(in_channels=3, channels=[32], num_res_blocks=2, downscale_factor=4,
+                          adapter_type="full_adapter")
+
+
+def tiny_clip_vision(seed: int = 0):
+    """A tiny CLIP image encoder (32 px, 32 wide) for the IP-Adapter demo."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32,
+            patch_size=4, projection_dim=32, num_channels=3))
+
+
+def tiny_ip_adapter(arch: str = "sd15", image_width: int = 32, seed: int = 0) -> dict:
+    """An IP-Adapter state dict (flat, as the real .safetensors files) for a demo UNet: an image projection to 4
+    tokens and to_k_ip/to_v_ip for every cross-attention layer, numbered as diffusers and the originals do (the
+    n-th attention processor in the UNet's order gets key n+1... only cross-attention ones: 1, 3, 5, ...)."""
+    unet = build_pipeline(arch).unet
+    cross = unet.config.cross_attention_dim
+    g = torch.Generator().manual_seed(seed)
+    sd = {"image_proj.proj.weight": torch.randn(4 * cross, image_width, generator=g) * 0.2,
+          "image_proj.proj.bias": torch.zeros(4 * cross),
+          "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    key = 1
+    for name, module in unet.attn_processors.items():
+        if name.endswith("attn1.processor"):
+            continue
+        path = name.rsplit(".processor", 1)[0]
+        attn = unet.get_submodule(path)
+        hidden = attn.to_k.out_features
+        sd[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.5
+        sd[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.5
+        key += 2
+    return sd
+
+
+def _module_meta(module, arch: str) -> dict:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if hasattr(module, "save_config"):
+            module.save_config(tmp)
+        else:
+            module.config.to_json_file(Path(tmp) / "config.json")
+        files = {"config.json": (Path(tmp) / "config.json").read_text()}
+    return {"paintbridge_demo": arch, "paintbridge_configs": json.dumps(files)}
+
+
+def make_control_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
+    """A control model for the demo models (CONTROL_ARCHES): a diffusers folder, or one .safetensors with its
+    config in the metadata. ipadapter-sd15 writes the adapter file and, beside it, its image encoder
+    (demo-clip-vision, a transformers folder or one file), and returns the adapter."""
+    from safetensors.torch import save_file
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if arch == "ipadapter-sd15":
+        enc = tiny_clip_vision()
+        if fmt == "diffusers":
+            out = dest / "demo-clip-vision"
+            if out.exists():
+                shutil.rmtree(out)
+            enc.save_pretrained(out, safe_serialization=True)
+        else:
+            save_file({k: v.contiguous() for k, v in enc.state_dict().items()},
+                      str(dest / "demo-clip-vision.safetensors"), metadata=_module_meta(enc, "clip-vision"))
+        out = dest / "demo-ipadapter-sd15.safetensors"
+        save_file(tiny_ip_adapter("sd15", enc.config.projection_dim), str(out))
+        return out
+    if arch in ("controlnet-sd15", "controlnet-sdxl"):
+        model = tiny_controlnet(arch.split("-")[1])
+    elif arch == "t2i-sd15":
+        model = tiny_t2i_adapter()
+    else:
+        raise ValueError(f"unknown demo control arch {arch!r}; choose one of {CONTROL_ARCHES}")
+    if fmt == "diffusers":
+        out = dest / f"demo-{arch}"
+        if out.exists():
+            shutil.rmtree(out)
+        model.save_pretrained(out, safe_serialization=True)
+        return out
+    out = dest / f"demo-{arch}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out), metadata=_module_meta(model, arch))
+    return out
+
+
 def make_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
     """Write a tiny demo model under `dest` and return the path to load (a folder, or one .safetensors file).
 
@@ -425,6 +548,8 @@ def make_demo(dest: Path, arch: str, fmt: str = "diffusers") -> Path:
         raise ValueError(f"unknown demo format {fmt!r}; choose one of {FORMATS}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    if arch in CONTROL_ARCHES:
+        return make_control_demo(dest, arch, fmt)
     if arch == "esrgan":   # an upscaler is one file whatever fmt says
         from safetensors.torch import save_file
 

@@ -4,7 +4,7 @@ Sources: a .safetensors header (tensor names, shapes, metadata), a diffusers fol
 .ckpt/.pt/.pth/.bin opened with `torch.load(weights_only=True, mmap=True)` (tensors stay on disk; a pickle that
 needs more than plain tensors/containers is refused, never executed).
 
-The answer: {"type": main|lora|embedding|vae|controlnet|upscaler, "base": sd1|sd2|sdxl|flux|null,
+The answer: {"type": main|lora|embedding|vae|controlnet|t2i_adapter|ip_adapter|clip_vision|upscaler, "base": sd1|sd2|sdxl|flux|null,
 "variant": normal|inpaint|depth, "prediction_type": epsilon|v_prediction|flow|null (null: cannot be known from
 the file), "format": checkpoint|diffusers}.
 
@@ -27,7 +27,7 @@ from engine.errors import ModelError
 
 from .loader import read_safetensors_header
 
-TYPES = ("main", "lora", "embedding", "vae", "controlnet", "upscaler")
+TYPES = ("main", "lora", "embedding", "vae", "controlnet", "t2i_adapter", "ip_adapter", "clip_vision", "upscaler")
 BASES = ("sd1", "sd2", "sdxl", "flux")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -177,6 +177,35 @@ def _probe_controlnet(shapes: dict, meta: dict, name: str) -> dict | None:
     return _result("controlnet", _cross_dim_base(shapes) or "sd1", "checkpoint")
 
 
+def _probe_ip_adapter(shapes: dict, meta: dict, name: str) -> dict | None:
+    """IP-Adapter: image_proj.* (its image projection) + ip_adapter.N.to_k_ip/to_v_ip (cross-attention width)."""
+    if not (_has(shapes, "image_proj.") and _has(shapes, "ip_adapter.")):
+        return None
+    for k, s in shapes.items():
+        if k.endswith(".to_k_ip.weight") and len(s) == 2:
+            base = _CROSS_DIM_BASE.get(s[1])
+            if base is None and _name_says_xl(name, meta):
+                base = "sdxl"
+            return _result("ip_adapter", base or "sd1", "checkpoint")
+    return None
+
+
+def _probe_t2i_adapter(shapes: dict, meta: dict, name: str) -> dict | None:
+    """T2I-Adapter (diffusers layout, adapter.*): SDXL's take a 16x pixel-unshuffle (3*256 input channels)."""
+    conv_in = shapes.get("adapter.conv_in.weight")
+    if conv_in is None or not _has(shapes, "adapter.body."):
+        return None
+    base = "sdxl" if (len(conv_in) == 4 and conv_in[1] == 3 * 256) or _name_says_xl(name, meta) else "sd1"
+    return _result("t2i_adapter", base, "checkpoint")
+
+
+def _probe_clip_vision(shapes: dict, meta: dict, name: str) -> dict | None:
+    """A CLIP image encoder (transformers layout) without a text tower: what IP-Adapters encode images with."""
+    if "vision_model.embeddings.patch_embedding.weight" in shapes and not _has(shapes, "text_model."):
+        return _result("clip_vision", None, "checkpoint")
+    return None
+
+
 def _probe_vae(shapes: dict, meta: dict, name: str) -> dict | None:
     for prefix in ("", "first_stage_model.", "vae."):
         dec = shapes.get(prefix + "decoder.conv_in.weight")
@@ -253,12 +282,12 @@ def classify(shapes: dict[str, list[int]], meta: dict, name: str) -> dict:
     """The probe answer for a single file's {tensor name: shape}; ModelError when nothing matches."""
     if not shapes:
         raise ModelError(f"{name} holds no tensors")
-    for fn in (_probe_embedding, _probe_lora, _probe_main, _probe_controlnet, _probe_vae, _probe_upscaler):
+    for fn in (_probe_embedding, _probe_ip_adapter, _probe_t2i_adapter, _probe_clip_vision, _probe_lora, _probe_main, _probe_controlnet, _probe_vae, _probe_upscaler):
         out = fn(shapes, meta, name) if fn is not _probe_embedding else fn(shapes, name)
         if out is not None:
             return out
     raise ModelError(f"{name}: unknown kind of model (not a SD1/SD2/SDXL/FLUX checkpoint, LoRA, embedding, VAE, "
-                     "ControlNet or an upscaler Paintbridge recognises)")
+                     "ControlNet, T2I-Adapter, IP-Adapter, CLIP image encoder or an upscaler Paintbridge recognises)")
 
 
 # ---- diffusers folders --------------------------------------------------------------------------------------
@@ -310,6 +339,11 @@ def _probe_folder(path: Path) -> dict:
             base = "flux" if latent == 16 else ("sdxl" if abs(float(cfg.get("scaling_factor", 0.18215)) - 0.13025) < 1e-4
                                                 else "sd1")
             return _result("vae", base, "diffusers")
+        if cls == "T2IAdapter":
+            xl = cfg.get("adapter_type") == "full_adapter_xl"
+            return _result("t2i_adapter", "sdxl" if xl else "sd1", "diffusers")
+        if "CLIPVisionModel" in " ".join(cfg.get("architectures") or []) or cfg.get("model_type") == "clip_vision_model":
+            return _result("clip_vision", None, "diffusers")
         if cls == "FluxControlNetModel":
             return _result("controlnet", "flux", "diffusers")
         if cls.startswith("ControlNet"):

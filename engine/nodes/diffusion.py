@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .. import regions as region_rules
 from .. import samplers
-from ..graph.node import ConditioningValue, Image, Latents, Mask, ModelValue, Node, Noise
+from ..graph.node import ConditioningValue, ControlList, Image, Latents, Mask, ModelValue, Node, Noise, ReferenceList
+from ..layers import Layer
 
 # Ids only in the schema (nodes.list lists them); A1111 labels and ComfyUI names are turned into ids on input.
 Scheduler = Literal[tuple(samplers.SAMPLERS)]
@@ -42,6 +44,120 @@ class PromptEncode(Node):
         return self.Out(conditioning=ConditioningValue(cond, self.model.name))
 
 
+class RegionReference(BaseModel):
+    """An IP-Adapter reference that acts only where its region does (generate's `reference` entry)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: str = Field(min_length=1, max_length=256)
+    image: Layer
+    strength: float = Field(default=0.6, ge=0.0, le=2.0)
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.image.format != "rgba8":
+            raise ValueError("a reference image must be an rgba8 layer")
+        return self
+
+
+class RegionLiteral(BaseModel):
+    """One item of a regions node's `regions` (generate's `regions` item: prompt, negative_prompt, mask)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    prompt: str = Field(default="", max_length=10000)
+    negative_prompt: str = Field(default="", max_length=10000)
+    mask: Layer
+    reference: list[RegionReference] = Field(default=[], max_length=8)
+
+    @field_validator("mask")
+    @classmethod
+    def _gray(cls, v):
+        if v.format != "gray8":
+            raise ValueError("a region's mask must be a gray8 layer (255 = this region)")
+        return v
+
+
+MAX_REGIONS = 64   # per node; generate's configurable limit ([limits] max_regions, default 10) is lower
+
+
+class Regions(Node):
+    """Regional prompts: each region's prompt (followed by the base prompt) conditions only the area its mask
+    covers; the base conditioning covers the rest. Masks are gray8 layers in document coordinates; x, y, width,
+    height is the document area the denoise generates. A higher region (later in the list) takes its area from
+    the ones below; one under 2 % of the area is dropped; one over 90 % becomes the base prompt. SD1/SD2/SDXL."""
+
+    type = "regions"
+    title = "Regions"
+    model: ModelValue
+    conditioning: ConditioningValue
+    regions: list = Field(default=[], max_length=MAX_REGIONS)
+    x: int = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
+    y: int = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
+    width: int = Field(default=512, ge=8, le=16384)
+    height: int = Field(default=512, ge=8, le=16384)
+
+    @field_validator("regions")
+    @classmethod
+    def _items(cls, v):
+        return [RegionLiteral.model_validate(r).model_dump() for r in v]
+
+    class Out(Node.Out):
+        conditioning: ConditioningValue
+
+    def invoke(self, ctx) -> Out:
+        from .. import diffusion
+
+        base = self.conditioning.cond
+        loaded = self.model.loaded
+        if loaded.family == "flux":
+            raise ctx.error("regions are not supported for FLUX models (only SD1, SD2 and SDXL)")
+        area = (self.x, self.y, self.width, self.height)
+        items = []
+        for i, r in enumerate(self.regions):
+            if not r["prompt"].strip() and not base.prompt.strip():
+                raise ctx.error(f"region {i}: give it a prompt, or give a base prompt")
+            mask = ctx.load_mask(r["mask"])
+            items.append((ctx.expand_prompt(r["prompt"], self.model),
+                          ctx.expand_prompt(r["negative_prompt"], self.model),
+                          region_rules.shrink(region_rules.crop_to_area(mask.gray, mask.x, mask.y, area))))
+        if not items:
+            return self.Out(conditioning=self.conditioning)
+        plan = region_rules.plan(items, base.prompt, base.negative)
+        if plan.became_base is not None:
+            base = diffusion.encode_prompt(loaded, plan.prompt, plan.negative, clip_skip=base.clip_skip)
+        references = []   # a region's references act where it does; the one that became the base: everywhere
+        if plan.became_base is not None:
+            references += [(ref, None) for ref in self._references(ctx, plan.became_base)]
+        parts = []
+        for r in plan.regions:
+            ctx.check_canceled()
+            enc = diffusion.encode_prompt(loaded, r.prompt, r.negative, clip_skip=base.clip_skip)
+            parts.append(diffusion.RegionConditioning(r.index, r.prompt, r.negative, enc.tensors, r.coverage))
+            references += [(ref, r.coverage) for ref in self._references(ctx, r.index)]
+        if not parts and not references:
+            return self.Out(conditioning=ConditioningValue(base, self.conditioning.model))
+        cond = diffusion.Conditioning(family=base.family, prompt=base.prompt, negative=base.negative,
+                                      tensors=base.tensors, clip_skip=base.clip_skip, regions=parts,
+                                      background=plan.background if parts else None, references=references)
+        return self.Out(conditioning=ConditioningValue(cond, self.conditioning.model))
+
+    def _references(self, ctx, index: int) -> list:
+        """Region `index`'s IP-Adapter references, their images encoded (engine.models.control.Reference)."""
+        from ..models.control import Reference, image_embeds
+        from ..preprocess import flatten
+
+        out = []
+        for ref in self.regions[index]["reference"]:
+            weights, encoder = ctx.load_reference(ref["model"], self.model)
+            pos, neg = image_embeds(encoder, flatten(ctx.load_image(ref["image"]).rgba, 255), weights.plus)
+            out.append(Reference(ref["model"], weights, pos, neg, float(ref["strength"]), float(ref["start"]),
+                                 float(ref["end"])))
+        return out
+
+
 class NoiseNode(Node):
     """The starting noise: a seed and a size (multiples of 8)."""
 
@@ -60,7 +176,8 @@ class NoiseNode(Node):
 
 class Denoise(Node):
     """Denoise from noise (txt2img), or from an image with strength < 1 (img2img), only where the mask is
-    set (inpaint). Reports progress with a cheap preview after every step; stops at the next step on cancel."""
+    set (inpaint), steered by controls (ControlNet / T2I-Adapter) and image references (IP-Adapter) if given.
+    Reports progress with a cheap preview after every step; stops at the next step on cancel."""
 
     type = "denoise"
     title = "Denoise"
@@ -69,6 +186,8 @@ class Denoise(Node):
     noise: Noise
     image: Image | None = None
     mask: Mask | None = None
+    control: ControlList | None = None
+    reference: ReferenceList | None = None
     steps: int = Field(default=20, ge=1, le=1000)
     guidance: float = Field(default=7.0, ge=0.0, le=50.0)
     strength: float = Field(default=1.0, ge=0.0, le=1.0)
@@ -112,6 +231,8 @@ class Denoise(Node):
             seed=self.noise.seed, scheduler=self.scheduler, schedule=self.schedule,
             strength=self.strength if init is not None else 1.0,
             init_image=init, mask=mask,
+            controls=list(self.control.items) if self.control is not None else [],
+            references=list(self.reference.items) if self.reference is not None else [],
             on_step=lambda step, total, lat: ctx.progress(step, total, loaded, lat),
             is_canceled=ctx.is_canceled)
         return self.Out(latents=Latents(latents, loaded.family))

@@ -103,6 +103,45 @@ def resize_gray(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(PILImage.fromarray(gray, "L").resize((width, height), PILImage.BILINEAR))
 
 
+def region_image(rgba: np.ndarray, ix: int, iy: int, x: int, y: int, w: int, h: int, out_w: int,
+                 out_h: int) -> np.ndarray:
+    """The document rectangle (x, y, w, h) of an image whose top-left sits at (ix, iy), scaled to out_w x out_h:
+    what a control image is for a generation of that region at that size. Parts of the rectangle the image does
+    not cover are transparent."""
+    region = np.zeros((h, w, rgba.shape[2]), np.uint8)
+    ih, iw = rgba.shape[:2]
+    left, top = max(x, ix), max(y, iy)
+    right, bottom = min(x + w, ix + iw), min(y + h, iy + ih)
+    if right > left and bottom > top:
+        region[top - y:bottom - y, left - x:right - x] = rgba[top - iy:bottom - iy, left - ix:right - ix]
+    return resize_rgba(region, out_w, out_h)
+
+
+class Region(Node):
+    """Cut a rectangle in document coordinates (x, y, width, height) out of an image placed in the document, and
+    scale it to out_width x out_height: a control image for the region a generation covers. Uncovered parts are
+    transparent."""
+
+    type = "region"
+    title = "Document region"
+    image: Image
+    x: int = Coord
+    y: int = Coord
+    width: int = Size
+    height: int = Size
+    out_width: int = Size
+    out_height: int = Size
+
+    class Out(Node.Out):
+        image: Image
+
+    def invoke(self, ctx) -> Out:
+        im = self.image
+        rgba = region_image(im.rgba, im.x, im.y, self.x, self.y, self.width, self.height, self.out_width,
+                            self.out_height)
+        return self.Out(image=Image(rgba, self.x, self.y))
+
+
 class Resize(Node):
     """Scale an image (Lanczos)."""
 

@@ -23,6 +23,7 @@ from ..graph import graph as graphs
 from ..layers import Layer, check_layers
 from ..models.registry import native_size
 from ..opspec import Args, bad_args, op
+from ..preprocess import METHODS
 
 
 class LoraRef(Args):
@@ -30,6 +31,53 @@ class LoraRef(Args):
     weight: float = Field(default=1.0, ge=-4.0, le=4.0)
 
 
+class ControlRef(Args):
+    """A ControlNet or T2I-Adapter and its image (in document coordinates, like `image`)."""
+
+    model: str = Field(min_length=1, max_length=256)
+    image: Layer
+    strength: float = Field(default=1.0, ge=0.0, le=2.0)
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=1.0, ge=0.0, le=1.0)
+    preprocess: Literal[METHODS] = "none"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.image.format != "rgba8":
+            raise ValueError("image must be an rgba8 layer")
+        return self
+
+
+class ReferenceRef(Args):
+    """An IP-Adapter and its reference image."""
+
+    model: str = Field(min_length=1, max_length=256)
+    image: Layer
+    strength: float = Field(default=0.6, ge=0.0, le=2.0)
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.image.format != "rgba8":
+            raise ValueError("image must be an rgba8 layer")
+        return self
+
+
+class RegionArgs(Args):
+    """One region: a prompt (followed by the base prompt) for the area its gray8 mask covers (document
+    coordinates). control/reference/loras per region are refused before queueing (protocol/SPEC.md says why)."""
+
+    prompt: str = Field(default="", max_length=10000)
+    negative_prompt: str | None = Field(default=None, max_length=10000)
+    mask: Layer
+    control: list | None = None
+    reference: list[ReferenceRef] = Field(default_factory=list, max_length=8)   # acts only in this region
+    loras: list | None = None
 class SourceInfo(Args):
     app: str = Field(default="", max_length=64)
     document: str = Field(default="", max_length=1024)
@@ -60,6 +108,9 @@ class GenerateArgs(Args):
     scale: float = Field(default=2.0, gt=0.0, le=8.0)
     upscaler: str | None = Field(default=None, max_length=256)
     loras: list[LoraRef] = Field(default_factory=list, max_length=16)
+    regions: list[RegionArgs] = Field(default_factory=list, max_length=64)   # [limits] max_regions applies too
+    control: list[ControlRef] = Field(default_factory=list, max_length=64)       # also limited by max_controls
+    reference: list[ReferenceRef] = Field(default_factory=list, max_length=64)
     priority: int = Field(default=0, ge=-100, le=100)
     source: SourceInfo | None = None
     recall: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,32}$")   # a gallery image id
@@ -89,6 +140,8 @@ class GenerateArgs(Args):
             self.width = self.height = 512
         if self.mode != "upscale" and not self.model:
             raise ValueError(f"mode {self.mode} needs a model")
+        if self.mode == "upscale" and (self.control or self.reference):
+            raise ValueError("control and reference steer diffusion: mode upscale takes neither")
         if self.mode != "txt2img" and self.image is None:
             raise ValueError(f"mode {self.mode} needs an image layer")
         if self.image is not None and self.image.format != "rgba8":
@@ -102,6 +155,47 @@ class GenerateArgs(Args):
                 raise ValueError(f"the mask is {self.mask.w}x{self.mask.h} but the image is "
                                  f"{self.image.w}x{self.image.h}: they must match")
         return self
+
+
+def document_area(args: GenerateArgs) -> tuple[int, int, int, int]:
+    """The document rectangle a generate works in: the image layer's, or txt2img's x, y, width, height."""
+    if args.image is not None:
+        return args.image.x, args.image.y, args.image.w, args.image.h
+    return args.x, args.y, args.width, args.height
+
+
+def check_regions(args: GenerateArgs, max_regions: int, family: str | None) -> None:
+    """bad_request naming the region (details.field "regions.N..."), before anything is queued."""
+    if not args.regions:
+        return
+
+    def bad(i, message, where=""):
+        field = f"regions.{i}" + (f".{where}" if where else "") if i is not None else "regions"
+        return BadRequest(message if i is None else f"region {i}: {message}", details={"field": field, "region": i})
+
+    if len(args.regions) > max_regions:
+        raise bad(None, f"{len(args.regions)} regions: at most {max_regions} (the engine's max_regions)")
+    if args.mode == "upscale":
+        raise bad(None, "upscale takes no regions")
+    if family == "flux":
+        raise bad(None, "regions are not supported for FLUX models (only SD1, SD2 and SDXL)")
+    ax, ay, aw, ah = document_area(args)
+    for i, r in enumerate(args.regions):
+        m = r.mask
+        if m.format != "gray8":
+            raise bad(i, f"its mask must be a gray8 layer (255 = this region), not {m.format}", "mask")
+        if m.x >= ax + aw or m.y >= ay + ah or m.x + m.w <= ax or m.y + m.h <= ay:
+            raise bad(i, f"its mask ({m.w}x{m.h} at {m.x},{m.y}) lies outside the document "
+                         f"({aw}x{ah} at {ax},{ay})", "mask")
+        if not r.prompt.strip() and not args.prompt.strip():
+            raise bad(i, "its prompt is empty and there is no base prompt: give one of them", "prompt")
+        if r.loras:
+            raise bad(i, "LoRAs per region are not supported: a LoRA changes the UNet's weights, which every "
+                         "pixel shares in one pass; put the LoRA in the top-level loras", "loras")
+        if r.control:
+            raise bad(i, "control per region is not supported: a ControlNet's residuals are added to the UNet's "
+                         "features everywhere; use the top-level control (its image in document coordinates "
+                         "already places it)", "control")
 
 
 async def resolve_recall(ctx, args: GenerateArgs) -> GenerateArgs:
@@ -121,6 +215,40 @@ async def resolve_recall(ctx, args: GenerateArgs) -> GenerateArgs:
     return merged
 
 
+def _field_error(field: str, exc: Exception) -> BadRequest:
+    problem = getattr(exc, "message", None) or str(exc)
+    return BadRequest(f"generate: {field}: {problem}", details={"fields": [{"field": field, "problem": problem}],
+                                                                **(getattr(exc, "details", None) or {})})
+
+
+def check_controls(registry, entry, args: GenerateArgs, max_controls: int) -> None:
+    """Every control and reference fits the main model (type, base; an IP-Adapter's image encoder is installed)
+    and there are no more than the engine allows. Blocking (reads model headers)."""
+    from ..models.control import check_control, find_image_encoder
+    from ..models.patch import check_base
+
+    count = len(args.control) + len(args.reference) + sum(len(r.reference) for r in args.regions)
+    if count > max_controls:
+        field = "control" if args.control else "reference"
+        raise _field_error(field, ValueError(f"{count} controls and references; this engine takes at most "
+                                             f"{max_controls} in one request"))
+    for i, c in enumerate(args.control):
+        try:
+            check_control(registry.get(c.model), entry.family, entry.name)
+        except BadRequest as exc:
+            raise _field_error(f"control.{i}.model", exc) from None
+    refs = [(f"reference.{i}.model", r) for i, r in enumerate(args.reference)]
+    refs += [(f"regions.{n}.reference.{i}.model", r) for n, reg in enumerate(args.regions)
+             for i, r in enumerate(reg.reference)]
+    for where, r in refs:
+        try:
+            ref = registry.get(r.model, "ip_adapter")
+            check_base(ref, entry.family, entry.name)
+            find_image_encoder(registry, ref)
+        except BadRequest as exc:
+            raise _field_error(where, exc) from None
+
+
 @op("generate", GenerateArgs, mutating=True)
 async def generate(ctx, args: GenerateArgs):
     """A canvas operation (txt2img, img2img, inpaint, outpaint, upscale), compiled to a graph and queued."""
@@ -135,19 +263,33 @@ async def generate(ctx, args: GenerateArgs):
         entry = await ctx.run_blocking(app.registry.get, args.model, "main")
         native = await ctx.run_blocking(native_size, entry)   # reads config files: off the loop
         # LoRAs and `<embedding>`s for another base are refused here, before anything is queued
-        await ctx.run_blocking(check_addons, app.registry, entry, args.loras, [args.prompt, args.negative_prompt])
+        texts = [args.prompt, args.negative_prompt]
+        texts += [t for r in args.regions for t in (r.prompt, r.negative_prompt or "")]
+        await ctx.run_blocking(check_addons, app.registry, entry, args.loras, texts)
+        check_regions(args, app.config.limits.max_regions, entry.family)
         if args.vae:
             from ..models.patch import check_vae
 
             vae = await ctx.run_blocking(app.registry.get, args.vae, "vae")
             check_vae(vae, entry.family, entry.name)
+        if args.control or args.reference or any(r.reference for r in args.regions):
+            if entry.family not in ("sd1", "sd2", "sdxl"):
+                raise _field_error("control" if args.control else "reference",
+                                   ValueError(f"controls and references work with SD1/SD2/SDXL models; "
+                                              f"{entry.name!r} is {entry.family}"))
+            await ctx.run_blocking(check_controls, app.registry, entry, args, app.config.limits.max_controls)
     elif args.upscaler:
         await ctx.run_blocking(app.registry.get, args.upscaler, "upscaler")
+    if args.mode == "upscale":
+        check_regions(args, app.config.limits.max_regions, None)
     if args.seed is None:
         # below 2**31 (so seed+batch too): every host's integer field (GIMP arguments, Blender properties) holds it,
         # and a recalled seed can be shown and edited there
         args.seed = random.randrange(2 ** 31 - 64)
     layers = [lay.model_dump() for lay in (args.image, args.mask) if lay is not None]
+    layers += [r.mask.model_dump() for r in args.regions]
+    layers += [c.image.model_dump() for c in (*args.control, *args.reference)]
+    layers += [ref.image.model_dump() for r in args.regions for ref in r.reference]
     await check_layers(ctx, layers)
     image = mask = None
     if args.mode in ("inpaint", "outpaint"):

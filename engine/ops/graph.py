@@ -6,7 +6,7 @@ from pydantic import Field
 
 from ..budgets import check_graph_budget
 from ..graph import graph as graphs
-from ..layers import check_layers, node_layer
+from ..layers import check_layers, graph_layers
 from ..opspec import Args, op
 
 
@@ -22,11 +22,9 @@ async def graph_submit(ctx, args: SubmitArgs):
 
     app = ctx.app
     graph = graphs.validate(args.graph)
-    layers = []
+    layers = graph_layers(graph)
     for nid, cls in graph.nodes.items():
         lits = graph.literals[nid]
-        if cls.type in ("image_input", "mask_input"):
-            layers.append(node_layer(nid, lits))
         if cls.type == "load_model":
             await ctx.run_blocking(app.registry.get, lits["model"], "main")
     await ctx.run_blocking(check_graph, app.registry, graph)   # upscalers, LoRA/embedding bases

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..control_presets import preset_for
 from ..errors import EngineError
 from ..models.download import parse_source
 from ..models.registry import native_size
@@ -16,14 +17,16 @@ from ..opspec import Args, op
 
 
 class ListArgs(Args):
-    type: Literal["main", "lora", "embedding", "vae", "controlnet", "upscaler"] | None = None
+    type: Literal["main", "lora", "embedding", "vae", "controlnet", "t2i_adapter", "ip_adapter", "clip_vision",
+                  "upscaler"] | None = None
     base: Literal["sd1", "sd2", "sdxl", "flux"] | None = None
 
 
 @op("models.list", ListArgs)
 async def models_list(ctx, args: ListArgs):
     """Models the engine can use (filter by type/base), whether each is loaded, each main model's native_size
-    (the square side it was trained at: what a client's size should default to), and the cache's state."""
+    (the square side it was trained at: what a client's size should default to), each control/reference model's
+    preset (strength, range, preprocessor for its kind), and the cache's state."""
     registry, cache = ctx.app.registry, ctx.app.cache
     def listing():   # native sizes come from config files: off the loop
         return [(e, native_size(e) if e.type == "main" else None) for e in registry.list(args.type, args.base)]
@@ -32,6 +35,10 @@ async def models_list(ctx, args: ListArgs):
     loaded = set(cache.loaded())
     admin = ctx.conn.is_admin
     out = [{**e.public(admin), "loaded": e.name in loaded, "native_size": native} for e, native in entries]
+    for item in out:   # controls and references: what a client fills a new one with (configs/control_presets.json)
+        preset = preset_for(item["type"], item["name"])
+        if preset is not None:
+            item["preset"] = preset
     stats = cache.stats()
     if not admin:
         stats.pop("loaded", None)

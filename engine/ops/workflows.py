@@ -14,7 +14,7 @@ from pydantic import Field
 from .. import workflows as wfs
 from ..budgets import check_graph_budget
 from ..graph import graph as graphs
-from ..layers import check_layers, node_layer
+from ..layers import check_layers, graph_layers
 from ..opspec import Args, op
 
 Name = Field(min_length=1, max_length=128)
@@ -71,11 +71,9 @@ async def workflows_run(ctx, args: RunArgs):
     graph_raw = await ctx.run_blocking(wfs.build_run_graph, row, args.values)
     graph = graphs.validate(graph_raw)
     check_graph_budget(graph_raw, app.config.limits)
-    layers = []
+    layers = graph_layers(graph)
     for nid, cls in graph.nodes.items():
         lits = graph.literals[nid]
-        if cls.type in ("image_input", "mask_input"):
-            layers.append(node_layer(nid, lits))
         if cls.type == "load_model":
             await ctx.run_blocking(app.registry.get, lits["model"])
     await check_layers(ctx, layers)
