@@ -14,15 +14,19 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .. import samplers
+from .. import samplers, tiles
 from ..budgets import check_generate_budget
-from ..canvas import compile_generate
+from ..canvas import compile_generate, uses_hires
 from ..errors import BadRequest
 from ..gallery.db import get_row
 from ..graph import graph as graphs
 from ..layers import Layer, check_layers
 from ..models.registry import native_size
 from ..opspec import Args, bad_args, op
+
+
+UPSCALE_STRENGTH = 0.3   # upscale with a model: enough to add detail, little enough to keep the picture
+HIRES_STRENGTH = 0.4     # hires txt2img: the first pass's upscale is softer, so it is refined a little more
 
 
 class LoraRef(Args):
@@ -59,6 +63,11 @@ class GenerateArgs(Args):
     feather: float = Field(default=4.0, ge=0.0, le=128.0)
     scale: float = Field(default=2.0, gt=0.0, le=8.0)
     upscaler: str | None = Field(default=None, max_length=256)
+    # upscale with a model, and hires txt2img: refine in tiles (engine/nodes/refine.py); defaults from the model
+    tile: int | None = Field(default=None, ge=tiles.MIN_TILE, le=tiles.MAX_TILE)
+    overlap: int | None = Field(default=None, ge=0, le=tiles.MAX_TILE // 2)
+    hires: bool = False
+    hires_strength: float = Field(default=HIRES_STRENGTH, ge=0.0, le=1.0)
     loras: list[LoraRef] = Field(default_factory=list, max_length=16)
     priority: int = Field(default=0, ge=-100, le=100)
     source: SourceInfo | None = None
@@ -89,6 +98,19 @@ class GenerateArgs(Args):
             self.width = self.height = 512
         if self.mode != "upscale" and not self.model:
             raise ValueError(f"mode {self.mode} needs a model")
+        if self.mode == "upscale" and "strength" not in self.model_fields_set:
+            self.strength = UPSCALE_STRENGTH
+        tiled = (self.mode == "upscale" and self.model) or (self.mode == "txt2img" and self.hires)
+        if (self.tile is not None or self.overlap is not None) and not tiled:
+            raise ValueError("tile and overlap apply to upscale with a model, or txt2img with hires")
+        if self.tile is not None and self.tile % tiles.MULTIPLE:
+            raise ValueError(f"tile {self.tile} is not a multiple of {tiles.MULTIPLE}")
+        if self.tile is not None and self.overlap is not None and self.overlap > self.tile // 2:
+            raise ValueError(f"overlap {self.overlap} is more than half the tile ({self.tile // 2})")
+        if self.mode == "upscale" and self.model and 0 < self.strength * self.steps < 1:
+            raise ValueError(f"strength {self.strength} with {self.steps} steps leaves no step to run")
+        if self.mode == "txt2img" and self.hires and 0 < self.hires_strength * self.steps < 1:
+            raise ValueError(f"hires_strength {self.hires_strength} with {self.steps} steps leaves no step to run")
         if self.mode != "txt2img" and self.image is None:
             raise ValueError(f"mode {self.mode} needs an image layer")
         if self.image is not None and self.image.format != "rgba8":
@@ -129,7 +151,7 @@ async def generate(ctx, args: GenerateArgs):
         args = await resolve_recall(ctx, args)
     check_generate_budget(app.config.limits, args)
     native = 512
-    if args.mode != "upscale":
+    if args.model:   # every mode but a plain upscale; upscale with a model refines with it
         from ..models.patch import check_addons   # imports torch: not at engine start, on the first generate
 
         entry = await ctx.run_blocking(app.registry.get, args.model, "main")
@@ -141,7 +163,7 @@ async def generate(ctx, args: GenerateArgs):
 
             vae = await ctx.run_blocking(app.registry.get, args.vae, "vae")
             check_vae(vae, entry.family, entry.name)
-    elif args.upscaler:
+    if args.upscaler and (args.mode == "upscale" or uses_hires(args, native)):
         await ctx.run_blocking(app.registry.get, args.upscaler, "upscaler")
     if args.seed is None:
         # below 2**31 (so seed+batch too): every host's integer field (GIMP arguments, Blender properties) holds it,
