@@ -39,7 +39,12 @@ def resolve_seed(seed, rng: random.Random | None = None) -> int:
 
 # ---- modes and their fields ----------------------------------------------------------------------------------
 FIELDS = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "lora",
-          "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale", "upscaler")
+          "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale", "upscaler", "refine",
+          "refine_strength")
+# Upscale's "refine with the model": a checkbox (refine) and its own strength (sent as `strength`), so the low
+# strength a tiled refine wants does not share a widget with Refine's (img2img's) much higher one.
+REFINE_STRENGTH = 0.3
+_REFINE = ("refine", "refine_strength", "model", "prompt", "negative_prompt", "steps", "seed", "scheduler")
 _DIFFUSION = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "lora",
               "lora_weight")
 
@@ -62,7 +67,8 @@ MODES = {
     "inpaint": Mode("inpaint", "Inpaint", _DIFFUSION + ("strength", "feather"), mask=True),
     # the image's fully transparent pixels are the area to fill
     "outpaint": Mode("outpaint", "Outpaint", _DIFFUSION + ("feather",)),
-    "upscale": Mode("upscale", "Upscale", ("scale", "upscaler")),
+    # with `refine`: upscaled, then refined with the model in tiles at its native size
+    "upscale": Mode("upscale", "Upscale", ("scale", "upscaler") + _REFINE),
 }
 
 
@@ -76,19 +82,31 @@ class FieldError(ValueError):
 
 
 def generate_args(mode: str, values: dict, *, limits: Limits | None = None, loras: list | None = None,
-                  upscalers: list | None = None, source: dict | None = None, rng: random.Random | None = None) -> dict:
+                  upscalers: list | None = None, source: dict | None = None, rng: random.Random | None = None,
+                  models: list | None = None) -> dict:
     """`generate` arguments (without image/mask, which the Session uploads) for a host's field values.
 
     Only the fields `mode` uses are sent; an empty value (None, "") is left out so the engine applies its
     default (prompts are always sent, "" included); the seed follows the seed rule (the chosen one is in the result's "seed"); width/height (txt2img)
     are rounded up to multiples of 8. Other modes send no size: the engine generates at the model's native size.
-    loras/upscalers (Session.loras/.upscalers) check a picked name against what the engine has. Raises FieldError."""
+    loras/upscalers (Session.loras/.upscalers) check a picked name against what the engine has. Upscale sends
+    the model, prompt, steps, seed and refine_strength (as `strength`) only with `refine` on. models
+    (Session.models): a txt2img bigger than the model's native_size squared asks for `hires` (first pass at the
+    native size, then upscaled and refined in tiles). Raises FieldError."""
     m = MODES.get(mode)
     if m is None:
         raise FieldError("mode", f"unknown mode {mode!r}: one of {', '.join(MODES)}")
     limits = limits or Limits()
     args: dict = {"mode": mode}
-    for name in m.fields:
+    fields = m.fields
+    if mode == "upscale":
+        fields = tuple(f for f in fields if f not in ("refine", "refine_strength"))
+        if not values.get("refine"):
+            fields = tuple(f for f in fields if f not in _REFINE)
+        else:
+            value = values.get("refine_strength")
+            args["strength"] = REFINE_STRENGTH if value is None or value == "" else value
+    for name in fields:
         value = values.get(name)
         if name in ("prompt", "negative_prompt"):   # text as typed; "" is a prompt like any other
             args[name] = "" if value is None else str(value)
@@ -98,9 +116,9 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
         if name in ("lora", "lora_weight", "seed") or value is None or value == "":
             continue
         args[name] = value
-    if m.uses("model") and not args.get("model"):
+    if "model" in fields and not args.get("model"):
         raise FieldError("model", "choose a model")
-    if m.uses("seed"):
+    if "seed" in fields:
         args["seed"] = resolve_seed(values.get("seed"), rng)
     if m.uses("lora"):
         name = str(values.get("lora") or "")
@@ -128,6 +146,9 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
         if args["width"] * args["height"] > limits.max_pixels:
             raise FieldError("width", f"{args['width']}×{args['height']} is more than the engine's "
                                       f"{limits.max_pixels / 1e6:.1f} MP per generation")
+        native = native_size(models, args.get("model"))
+        if native and args["width"] * args["height"] > native * native:
+            args["hires"] = True
     for name in ("guidance", "strength", "scale", "feather"):
         if name in args:
             try:
@@ -135,10 +156,20 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
             except (TypeError, ValueError):
                 raise FieldError(name, f"{name}: {args[name]!r} is not a number") from None
     if "strength" in args and not 0.0 <= args["strength"] <= 1.0:
-        raise FieldError("strength", "strength: between 0 and 1")
+        where = "refine_strength" if mode == "upscale" else "strength"
+        raise FieldError(where, f"{where.replace('_', ' ')}: between 0 and 1")
     if source is not None:
         args["source"] = dict(source)
     return args
+
+
+def native_size(models: list | None, name: str | None) -> int | None:
+    """A main model's native image side from models.list (Session.models), None when unknown."""
+    for entry in models or ():
+        if isinstance(entry, dict) and entry.get("name") == name:
+            size = entry.get("native_size")
+            return size if isinstance(size, int) and size > 0 else None
+    return None
 
 
 def _check_int(name: str, value, lo: int, hi: int | None):
@@ -174,6 +205,11 @@ def recalled_fields(values: dict | None, summary: dict | None = None,
     if "loras" in values or (mode is not None and mode != "upscale"):
         out["lora"], out["lora_weight"] = forms.recalled_lora(values)
     values.pop("loras", None)
+    if mode == "upscale":   # refined with a model: its strength goes back into the refine strength
+        out["refine"] = bool(values.get("model"))
+        strength = values.pop("strength", None)
+        if out["refine"] and strength is not None:
+            out["refine_strength"] = strength
     for name, value in values.items():
         if name not in FIELDS:
             continue
