@@ -72,6 +72,15 @@ MODES = {
 }
 
 
+def field_applies(mode: str, name: str, refine: bool = False) -> bool:
+    """Whether a host shows (enables) form field `name` in `mode` now: the mode uses it, and Upscale's model,
+    prompt, steps, seed and refine strength only while its `refine` checkbox is on."""
+    m = MODES.get(mode)
+    if m is None or not m.uses(name):
+        return False
+    return refine or mode != "upscale" or name not in _REFINE or name == "refine"
+
+
 class FieldError(ValueError):
     """A value the person must fix: `field` names the form field (a FIELDS name, "" for the form)."""
 

@@ -73,6 +73,10 @@ def test_upscale_refines_with_the_model_only_when_asked():
         with pytest.raises(g.FieldError) as e:
             g.generate_args("upscale", values)
         assert e.value.field == fld
+    assert g.field_applies("upscale", "refine") and not g.field_applies("upscale", "model")
+    assert g.field_applies("upscale", "model", refine=True) and g.field_applies("upscale", "refine_strength", True)
+    assert g.field_applies("img2img", "model") and not g.field_applies("img2img", "refine", True)
+    assert not g.field_applies("upscale", "strength", True)     # img2img's strength is not the refine strength
     # recalled: a refined upscale turns the checkbox on and its strength back into the refine strength
     fields, _ = g.recalled_fields({"mode": "upscale", "scale": 2.0, "model": "tiny-sd15", "strength": 0.4})
     assert fields["refine"] is True and fields["refine_strength"] == 0.4 and "strength" not in fields

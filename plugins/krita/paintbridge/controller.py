@@ -143,7 +143,7 @@ class Controller(QObject):
             values = f.values()
             values.update(width=w, height=h, x=x, y=y)
             params = generate.generate_args(f.mode, values, limits=self.session.limits, loras=self.session.loras,
-                                            upscalers=self.session.upscalers,
+                                            upscalers=self.session.upscalers, models=self.session.models,
                                             source={"app": "krita", "document": host.document_key(doc)})
             mode = generate.MODES[f.mode]
             image = mask = None

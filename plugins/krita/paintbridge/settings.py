@@ -33,6 +33,8 @@ class Form:
     batch: int = 1
     upscaler: str = ""      # Upscale: an upscaler model, "" for a plain (Lanczos) resize
     scale: float = 2.0
+    refine: bool = False    # Upscale: then refine with the model, in tiles
+    refine_strength: float = 0.3
     lora: str = ""          # a LoRA applied to the model, "" for none
     lora_weight: float = 0.8
     extend_left: int = 0    # Outpaint: grow the canvas by these margins first
@@ -47,7 +49,7 @@ class Form:
             if raw == "":
                 continue
             try:
-                setattr(self, name, type(value)(raw))
+                setattr(self, name, raw == "True" if isinstance(value, bool) else type(value)(raw))
             except ValueError:
                 pass
 
@@ -61,7 +63,7 @@ class Form:
         return {"model": self.model, "prompt": self.prompt, "negative_prompt": self.negative, "steps": self.steps,
                 "guidance": self.guidance, "seed": self.seed, "batch": self.batch, "lora": self.lora,
                 "lora_weight": self.lora_weight, "strength": self.strength, "scale": self.scale,
-                "upscaler": self.upscaler}
+                "upscaler": self.upscaler, "refine": self.refine, "refine_strength": self.refine_strength}
 
     def set_values(self, values: dict):
         """protocol.generate field values (recalled_fields) back into the form; wrong types are skipped."""
