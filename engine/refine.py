@@ -94,7 +94,7 @@ class Preview:
         h, w = rgba.shape[:2]
         self.scale = min(1.0, PREVIEW_SIDE / max(w, h))
         self.size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
-        self.rgb = _resized(rgba[..., :3], *self.size)
+        self.rgb = np.array(_resized(rgba[..., :3], *self.size))   # its own, writable: tiles are pasted in
 
     def _box(self, t: tiles.Tile) -> tuple[int, int, int, int]:
         x0, y0 = int(t.x * self.scale), int(t.y * self.scale)
@@ -115,6 +115,6 @@ class Preview:
 
 def _resized(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     if rgb.shape[1] == width and rgb.shape[0] == height:
-        return np.array(rgb)
+        return rgb
     img = PILImage.fromarray(np.ascontiguousarray(rgb), "RGB")
     return np.asarray(img.resize((width, height), PILImage.BILINEAR))

@@ -71,6 +71,20 @@ def test_tiles_are_each_img2img_merged(model):
     assert not np.array_equal(seen[-1][4][:first.h, :first.w], img[:first.h, :first.w, :3])
 
 
+def test_preview_of_a_big_image_is_the_whole_image_at_most_256_px():
+    img = pattern(600, 300)
+    lay = refine.plan(600, 300, 256, 64)
+    preview = refine.Preview(img)
+    assert preview.rgb.shape == (128, 256, 3)
+    tile = np.zeros((32, 32, 3), np.uint8)            # a tile's latent preview is smaller than its box
+    shown = preview.with_tile(lay[1], tile)
+    x0, y0, x1, y1 = preview._box(lay[1])
+    assert shown.shape == (128, 256, 3) and (shown[y0:y1, x0:x1] == 0).all()
+    preview.paste(lay[0], np.full((256, 256, 3), 255, np.uint8))
+    x0, y0, x1, y1 = preview._box(lay[0])
+    assert (preview.rgb[y0:y1, x0:x1] == 255).all() and not (preview.rgb == 255).all()
+
+
 def test_odd_sizes_are_padded_and_cut_back(model):
     cond = diffusion.encode_prompt(model, "", "")
     img = pattern(70, 37)
