@@ -130,6 +130,9 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
         gw, gh = generation_size(args.width, args.height, native, max_pixels) if hires else (args.width, args.height)
         if hires:
             tile, overlap = refine_tile(args, native, args.hires_strength)
+            # hires is asked for by the plug-ins, not set by hand: few steps still get one refine step per tile
+            hires_sampler = dict(sampler, steps=max(args.steps, math.ceil(1 / args.hires_strength - 1e-9))
+                                 if args.hires_strength > 0 else args.steps)
         for i, seed in enumerate(seeds):
             g.add(f"noise{i}", "noise", seed=seed, width=gw, height=gh)
             g.add(f"denoise{i}", "denoise", {"model": ("model", "model"), "conditioning": ("cond", "conditioning"),
@@ -143,7 +146,7 @@ def compile_generate(args, native: int, max_pixels: int, image: np.ndarray | Non
                     g.add(f"refined{i}", "refine_tiles", {"model": ("model", "model"),
                                                           "conditioning": ("cond", "conditioning"),
                                                           "image": (last, "image")},
-                          seed=seed, strength=args.hires_strength, tile=tile, overlap=overlap, **sampler)
+                          seed=seed, strength=args.hires_strength, tile=tile, overlap=overlap, **hires_sampler)
                     last = f"refined{i}"
             g.add(f"place{i}", "place", {"image": (last, "image")}, x=args.x, y=args.y)
             g.add(f"out{i}", "output", {"image": (f"place{i}", "image")}, name=layer_name(args, seed), seed=seed)

@@ -153,6 +153,10 @@ def test_hires_txt2img(client):
     assert (first[-1]["preview"]["w"], first[-1]["preview"]["h"]) == (36, 28)   # its latents (the demo VAE: 2×)
     assert tiled and {p["tiles"] for p in tiled} == {len(tiles.layout(128, 96, 64, 24))}
     assert all(p["total"] == 3 for p in tiled)
+    # one step asked: the first pass takes it, the refine still gets one step per tile (hires is automatic)
+    _, _, few, events = run_job(client, {**args, "steps": 1})
+    assert few.name == "job.result", few.data
+    assert {e.data["total"] for e in events if e.name == "job.progress" and "tile" in e.data} == {1}
     # without hires: one pass at 128 x 96
     _, _, one, events = run_job(client, {**args, "hires": False})
     assert not any("tile" in e.data for e in events if e.name == "job.progress")

@@ -109,8 +109,6 @@ class GenerateArgs(Args):
             raise ValueError(f"overlap {self.overlap} is more than half the tile ({self.tile // 2})")
         if self.mode == "upscale" and self.model and 0 < self.strength * self.steps < 1:
             raise ValueError(f"strength {self.strength} with {self.steps} steps leaves no step to run")
-        if self.mode == "txt2img" and self.hires and 0 < self.hires_strength * self.steps < 1:
-            raise ValueError(f"hires_strength {self.hires_strength} with {self.steps} steps leaves no step to run")
         if self.mode != "txt2img" and self.image is None:
             raise ValueError(f"mode {self.mode} needs an image layer")
         if self.image is not None and self.image.format != "rgba8":

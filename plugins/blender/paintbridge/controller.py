@@ -103,7 +103,7 @@ def build_request(s, image=None) -> tuple[dict, object, object, object]:
     mode = settings.MODES[s.mode]
     sess = get_session()
     params = generate.generate_args(mode, settings.form_values(s), limits=sess.limits, loras=_ENTRIES["loras"],
-                                    upscalers=_ENTRIES["upscalers"],
+                                    upscalers=_ENTRIES["upscalers"], models=_ENTRIES["models"],
                                     source={"app": "blender", "document": _document_key()})
     if not generate.MODES[mode].image:
         return params, None, None, None

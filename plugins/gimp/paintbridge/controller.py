@@ -59,6 +59,16 @@ def native_size(entry: dict | None) -> int:
     return NATIVE.get(entry.get("base") or "sd1", 512)
 
 
+def render_size(w: int, h: int, native: int, max_pixels: int) -> tuple[int, int, bool]:
+    """(width, height, hires) Generate sends for a w x h area: up to the model's native area, that many pixels
+    at the area's aspect (generation_size); above it, the area itself (within the pixel budget) with hires, so
+    the engine renders at the native size first and refines the enlargement in tiles."""
+    if w * h <= native * native:
+        return (*generation_size(w, h, native, max_pixels), False)
+    gw, gh = generation_size(w, h, math.isqrt(min(w * h, max_pixels)), max_pixels)
+    return gw, gh, gw * gh > native * native
+
+
 def generation_size(w: int, h: int, native: int, max_pixels: int) -> tuple[int, int]:
     """(w, h) scaled to about native*native pixels, aspect kept, multiples of 8: the engine's own rule for the
     modes that send an image (engine/canvas.py), so Generate works at the same scale as Refine."""
@@ -208,7 +218,7 @@ class Controller:
     def params(self, mode: str, values: dict, document: str = "") -> dict:
         """generate arguments for the form values (canonical field names); Failure for a value to fix."""
         values = dict(values)
-        if generate.MODES[mode].uses("model"):
+        if generate.field_applies(mode, "model", bool(values.get("refine"))):
             values["model"] = settings.pick_model(values.get("model") or "", self.prefs, self.session.models)
             if not values["model"]:
                 raise Failure("Paintbridge: the engine offers no model; add one on the engine first")
