@@ -10,6 +10,7 @@ size. Why blended tiles rather than latents averaged every step (MultiDiffusion)
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import numpy as np
@@ -18,6 +19,8 @@ from PIL import Image as PILImage
 from engine import diffusion, tiles
 from engine.errors import Canceled
 from engine.models.loader import LoadedModel
+
+log = logging.getLogger("paintbridge.refine")
 
 PREVIEW_SIDE = 256   # job.progress previews are at most this many px a side
 
@@ -55,7 +58,7 @@ def refine(
 
     extras(tile) -> more diffusion.denoise arguments for that tile: the one place where a conditioning layer
     that has a position in the image (a control image, a region mask) is cut to the tile's box.
-    on_step(step, total, tile (1-based), tiles, preview RGB of the whole image, <= 256 px a side)."""
+    on_step(step, total, tile (1-based), tiles, preview RGB of the whole image, <= 256 px a side, or None)."""
     h, w = rgba.shape[:2]
     multiple = tile_multiple(model)
     layout = plan(w, h, tile, overlap, multiple)
@@ -71,7 +74,12 @@ def refine(
             raise Canceled(f"canceled before tile {t.index + 1} of {len(layout)}")
 
         def step(i, total, latents, t=t):
-            on_step(i, total, t.index + 1, len(layout), preview.with_tile(t, diffusion.preview(model, latents)))
+            try:
+                rgb = preview.with_tile(t, diffusion.preview(model, latents))
+            except Exception:   # a preview is a nicety; never fail a job for it
+                log.debug("preview failed", exc_info=True)
+                rgb = None
+            on_step(i, total, t.index + 1, len(layout), rgb)
 
         latents = diffusion.denoise(
             model, cond, width=t.w, height=t.h, steps=steps, guidance=guidance, seed=seed + t.index,
