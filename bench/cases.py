@@ -609,3 +609,92 @@ def b8_upscale_result(ctx) -> list[Result]:
     finally:
         c.close()
     return [r]
+
+
+# ---- B10: refine in tiles ---------------------------------------------------------------------------------------
+def _job_peak(dmn, c, args: dict) -> tuple[int, int, float, dict]:
+    """(idle RSS, peak RSS, seconds, result layer) of the daemon over one generate job, to its gallery entry."""
+    from protocol.errors import ProtocolError
+
+    idle = proc_status(dmn.pid)["VmRSS"]
+    can_reset = reset_peak_rss(dmn.pid)
+    peak_poll = [idle]
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                peak_poll.append(proc_status(dmn.pid)["VmRSS"])
+            except OSError:
+                return
+            time.sleep(0.005)
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    t0 = time.perf_counter()
+    try:
+        job = c.call("generate", args)["job"]
+        seen, data = _job_timeline(c, job, timeout=3600)
+        dt = seen["job.result"][0] - t0
+        try:
+            c.next_event(timeout=120, name="images.added", match=lambda e: e.data.get("job") == job)
+        except ProtocolError:
+            pass   # an engine that archives before job.result
+    finally:
+        stop.set()
+        th.join()
+    st = proc_status(dmn.pid)
+    peak = max(st["VmHWM"] if can_reset else 0, max(peak_poll))
+    return idle, peak, dt, data["layers"][0]
+
+
+def b10_refine_memory(ctx) -> list[Result]:
+    """Daemon memory for upscale with a model (refine in tiles) to side×side (full run 4096×4096), against one
+    tile of the same size refined alone: what the job adds above one tile is the image's own copies, not the
+    model's activations over the image."""
+    side = ctx.refine_side
+    tile = ctx.refine_tile
+    r = Result("B10", f"Upscale {side // 2}×{side // 2} → {side}×{side} refined in {tile}-px tiles: daemon memory")
+    c = ctx.daemon.client()
+    try:
+        def layer(n, seed):
+            img = painting(n, n, seed=seed)
+            return {"sha256": c.upload(img.tobytes()), "w": n, "h": n, "format": "rgba8", "x": 0, "y": 0}
+
+        common = {"mode": "upscale", "model": "tiny-sd15", "prompt": "detailed", "steps": 2, "strength": 0.5,
+                  "guidance": 1.0, "tile": tile, "seed": 1}
+        _job_peak(ctx.daemon, c, {**common, "image": layer(64, 3), "tile": 64})        # warm: model loaded
+        one = layer(tile, 4)
+        idle1, peak1, dt1, _ = _job_peak(ctx.daemon, c, {**common, "image": one, "scale": 1.0})
+        big = layer(side // 2, 5)
+        idle2, peak2, dt2, out = _job_peak(ctx.daemon, c, {**common, "image": big, "scale": 2.0})
+        assert (out["w"], out["h"]) == (side, side)
+    finally:
+        c.close()
+    from engine.tiles import default_overlap, layout
+
+    n_tiles = len(layout(side, side, tile, default_overlap(tile, 0.5)))
+    image = side * side * 4
+    r.setup = (f"the shared daemon with the tiny demo SD1.5 model (random weights: the work, not the picture, is "
+               f"real), CPU; `generate` upscale with a model, scale 2 (Lanczos), steps 2 at strength 0.5, guidance 1 "
+               f"(one denoising step per tile, no CFG batch), tile {tile}, default overlap; {n_tiles} tiles. Peak = VmHWM after "
+               f"resetting it, and VmRSS polled every 5 ms, from `generate` to the gallery entry (PNG archived). "
+               f"'one tile' = the same request for a {tile}×{tile} image at scale 1 (a one-tile layout).")
+    # Peaks, not peaks above each job's idle: the allocator keeps what the one-tile job used, so the second job's
+    # idle starts higher and its own "peak − idle" would hide the tile's activations it reuses.
+    extra = max(0, peak2 - peak1)
+    r.tables.append((["job", "idle RSS MiB", "peak RSS MiB", "peak − first idle MiB", "seconds"],
+                     [[f"one tile {tile}×{tile}", f"{idle1 / 2**20:.0f}", f"{peak1 / 2**20:.0f}",
+                       f"{(peak1 - idle1) / 2**20:.0f}", f"{dt1:.1f}"],
+                      [f"{side}×{side} in {n_tiles} tiles", f"{idle2 / 2**20:.0f}", f"{peak2 / 2**20:.0f}",
+                       f"{(peak2 - idle1) / 2**20:.0f}", f"{dt2:.1f}"]]))
+    r.checks.append(Check("B10", f"peak above the one-tile job's peak / the {side}² RGBA image "
+                                f"({image / 2**20:.0f} MiB)",
+                          extra / image, 8.0, "×"))
+    r.notes.append("the bound: the tiled job's peak is the one-tile job's peak plus at most 8 image-sized "
+                   "copies (the input layer, its Lanczos upscale, the refine's unrefined source and merged output, "
+                   "the result layer's bytes, the gallery PNG's encoding buffers); the model's activations are "
+                   "one tile's whatever the image size")
+    r.raw = {"idle_one": idle1, "peak_one": peak1, "idle": idle2, "peak": peak2, "image": image, "tiles": n_tiles,
+             "seconds_one": dt1, "seconds": dt2}
+    return [r]

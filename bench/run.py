@@ -38,6 +38,7 @@ def make_ctx(args, tmp: Path) -> Ctx:
         ctx.preview_reps = 20
         ctx.clients, ctx.jobs_per_client, ctx.queue_rounds = 2, 3, 1
         ctx.big_side = 512
+        ctx.refine_side, ctx.refine_tile = 128, 64
     else:
         ctx.layer_size = (3840, 2160)
         ctx.reps = args.reps or 5
@@ -47,6 +48,9 @@ def make_ctx(args, tmp: Path) -> Ctx:
         ctx.preview_reps = 500
         ctx.clients, ctx.jobs_per_client, ctx.queue_rounds = 10, 10, 3
         ctx.big_side = 8192
+        # PAINTBRIDGE_BENCH_REFINE_SIDE: a smaller B10 where the CPU cannot refine 16 MP in reasonable time
+        ctx.refine_side = int(os.environ.get("PAINTBRIDGE_BENCH_REFINE_SIDE") or 4096)
+        ctx.refine_tile = min(512, ctx.refine_side // 4)
     return ctx
 
 
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
             plan = [("B1", cases.b1_b2_transport), ("B3", cases.b3_b6_engine), ("B4", cases.b4_queue),
                     ("B5", cases.b5_memory), ("B7", cases.b7_flood), ("B8", cases.b8_upscale_result),
-                    ("B9", hosts.b9_hosts)]
+                    ("B9", hosts.b9_hosts), ("B10", cases.b10_refine_memory)]
             for key, fn in plan:
                 if only and key not in only and not ({"B2", "B6"} & only and key in ("B1", "B3")):
                     continue

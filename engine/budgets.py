@@ -31,7 +31,7 @@ def check_generate_budget(limits, args) -> None:
 def check_graph_budget(graph_raw: dict, limits) -> None:
     """The same budgets as `generate` (pixels, steps, batch) for any graph, whoever built it: a hand-written
     graph must not be a way around the limits (e.g. a 16384x16384 noise or a 65536x65536 resize)."""
-    denoise = outputs = 0
+    denoise = refine = outputs = 0
     for nid, spec in (graph_raw.get("nodes") or {}).items():
         if not isinstance(spec, dict):
             continue
@@ -45,10 +45,12 @@ def check_graph_budget(graph_raw: dict, limits) -> None:
             raise BadRequest(f"node {nid!r}: steps {steps} is more than the limit of {limits.max_steps}",
                              details={"node": nid, "field": "steps"})
         denoise += spec.get("type") == "denoise"
+        refine += spec.get("type") == "refine_tiles"
         outputs += spec.get("type") == "output"
     if outputs > limits.max_outputs:
         raise BadRequest(f"the graph has {outputs} output nodes; at most {limits.max_outputs} (max_outputs) per job",
                          details={"field": "nodes"})
-    if denoise > limits.max_batch:
-        raise BadRequest(f"the graph has {denoise} denoise nodes; at most {limits.max_batch} (max_batch) per job",
-                         details={"field": "nodes"})
+    for kind, n in (("denoise", denoise), ("refine_tiles", refine)):
+        if n > limits.max_batch:
+            raise BadRequest(f"the graph has {n} {kind} nodes; at most {limits.max_batch} (max_batch) per job",
+                             details={"field": "nodes"})

@@ -38,9 +38,13 @@ def job_started(job: str) -> Event:
     return Event(JOB_STARTED, {"job": job})
 
 
-def job_progress(job: str, step: int, total: int, node: str, preview: dict | None = None) -> Event:
-    """preview: {w, h, format: "rgba8", x, y, data} with the pixels inline, or None when there is none."""
+def job_progress(job: str, step: int, total: int, node: str, preview: dict | None = None,
+                 tile: int | None = None, tiles: int | None = None) -> Event:
+    """preview: {w, h, format: "rgba8", x, y, data} with the pixels inline, or None when there is none.
+    tile/tiles: a job that refines in tiles says which tile (1-based) of how many the step belongs to."""
     data = {"job": job, "step": step, "total": total, "node": node}
+    if tile is not None:
+        data["tile"], data["tiles"] = tile, tiles
     if preview is not None:
         data["preview"] = preview
     return Event(JOB_PROGRESS, data)

@@ -145,16 +145,27 @@ class JobContext:
 
     # -- progress
     def progress(self, step: int, total: int, loaded, latents):
+        """A denoising step of `loaded`: the preview is made from its latents."""
         from . import diffusion   # torch, diffusers: see above
 
-        self.progress_state = {"step": step, "total": total, "node": self.node_id}
-        preview = None
+        rgb = None
         try:
             rgb = diffusion.preview(loaded, latents)
+        except Exception:   # a preview is a nicety; never fail a job for it
+            log.debug("preview failed", exc_info=True)
+        self.report(step, total, rgb)
+
+    def report(self, step: int, total: int, rgb: np.ndarray | None = None, tile: int | None = None,
+               tiles: int | None = None):
+        """Publish job.progress: step of total, an RGB preview (<= 256 px a side) and, for a job that runs in
+        tiles, which tile (1-based) of how many."""
+        self.progress_state = {"step": step, "total": total, "node": self.node_id}
+        if tile is not None:
+            self.progress_state.update(tile=tile, tiles=tiles)
+        preview = None
+        if rgb is not None:
             h, w = rgb.shape[:2]
             rgba = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
             preview = {"w": w, "h": h, "format": "rgba8", "x": 0, "y": 0, "data": rgba.tobytes()}
-        except Exception:   # a preview is a nicety; never fail a job for it
-            log.debug("preview failed", exc_info=True)
-        self._hub.publish_threadsafe(self.uid, events.job_progress(self.job, step, total, self.node_id, preview),
-                                     droppable=True)
+        self._hub.publish_threadsafe(self.uid, events.job_progress(self.job, step, total, self.node_id, preview,
+                                                                   tile, tiles), droppable=True)

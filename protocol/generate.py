@@ -12,6 +12,7 @@ generate_args(), and write recalled_fields() back into them.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -43,7 +44,11 @@ def resolve_seed(seed, rng: random.Random | None = None) -> int:
 # ---- modes and their fields ----------------------------------------------------------------------------------
 FIELDS = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "schedule",
           "clip_skip", "vae", "lora", "lora_weight", "strength", "feather", "width", "height", "x", "y", "scale",
-          "upscaler", "control", "reference")
+          "upscaler", "control", "reference", "refine", "refine_strength")
+# Upscale's "refine with the model": a checkbox (refine) and its own strength (sent as `strength`), so the low
+# strength a tiled refine wants does not share a widget with Refine's (img2img's) much higher one.
+REFINE_STRENGTH = 0.3
+_REFINE = ("refine", "refine_strength", "model", "prompt", "negative_prompt", "steps", "seed", "scheduler")
 REGIONS = "regions"   # the field name errors about regions carry (a host's regions list/panel), not a widget value
 _DIFFUSION = ("model", "prompt", "negative_prompt", "steps", "guidance", "seed", "batch", "scheduler", "schedule",
               "clip_skip", "vae", "lora", "lora_weight", "control", "reference")
@@ -78,8 +83,18 @@ MODES = {
     "inpaint": Mode("inpaint", "Inpaint", _DIFFUSION + ("strength", "feather"), mask=True),
     # the image's fully transparent pixels are the area to fill
     "outpaint": Mode("outpaint", "Outpaint", _DIFFUSION + ("feather",)),
-    "upscale": Mode("upscale", "Upscale", ("scale", "upscaler")),
+    # with `refine`: upscaled, then refined with the model in tiles at its native size
+    "upscale": Mode("upscale", "Upscale", ("scale", "upscaler") + _REFINE),
 }
+
+
+def field_applies(mode: str, name: str, refine: bool = False) -> bool:
+    """Whether a host shows (enables) form field `name` in `mode` now: the mode uses it, and Upscale's model,
+    prompt, steps, seed and refine strength only while its `refine` checkbox is on."""
+    m = MODES.get(mode)
+    if m is None or not m.uses(name):
+        return False
+    return refine or mode != "upscale" or name not in _REFINE or name == "refine"
 
 
 class FieldError(ValueError):
@@ -101,14 +116,24 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
     default (prompts are always sent, "" included); the seed follows the seed rule (the chosen one is in the result's "seed"); width/height (txt2img)
     are rounded up to multiples of 8. Other modes send no size: the engine generates at the model's native size.
     loras/upscalers/samplers/vaes (Session.loras/.upscalers/.samplers/.vaes) check a picked name against what the
-    engine has; with models (Session.models) a VAE must fit the model's base. regions: a host's regions for
-    region_args() (not for upscale). Raises FieldError."""
+    engine has; with models (Session.models) a VAE must fit the model's base, and a txt2img bigger than the
+    model's native size squared asks for `hires` (first pass at the native size, then upscaled and refined in
+    tiles). Upscale sends the model, prompt, steps, seed and refine_strength (as `strength`) only with `refine` on.
+    regions: a host's regions for region_args() (not for upscale). Raises FieldError."""
     m = MODES.get(mode)
     if m is None:
         raise FieldError("mode", f"unknown mode {mode!r}: one of {', '.join(MODES)}")
     limits = limits or Limits()
     args: dict = {"mode": mode}
-    for name in m.fields:
+    fields = m.fields
+    if mode == "upscale":
+        fields = tuple(f for f in fields if f not in ("refine", "refine_strength"))
+        if not values.get("refine"):
+            fields = tuple(f for f in fields if f not in _REFINE)
+        else:
+            value = values.get("refine_strength")
+            args["strength"] = REFINE_STRENGTH if value is None or value == "" else value
+    for name in fields:
         value = values.get(name)
         if name in ("prompt", "negative_prompt"):   # text as typed; "" is a prompt like any other
             args[name] = "" if value is None else str(value)
@@ -118,9 +143,9 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
         if name in ("lora", "lora_weight", "seed", "control", "reference") or value is None or value == "":
             continue
         args[name] = value
-    if m.uses("model") and not args.get("model"):
+    if "model" in fields and not args.get("model"):
         raise FieldError("model", "choose a model")
-    if m.uses("seed"):
+    if "seed" in fields:
         args["seed"] = resolve_seed(values.get("seed"), rng)
     for key in ("control", "reference"):
         if m.uses(key) and values.get(key):
@@ -156,6 +181,10 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
         if args["width"] * args["height"] > limits.max_pixels:
             raise FieldError("width", f"{args['width']}×{args['height']} is more than the engine's "
                                       f"{limits.max_pixels / 1e6:.1f} MP per generation")
+        entry = model_entry(models, args.get("model"))
+        native = native_size(entry) if entry else None   # an unknown model: no hires asked
+        if native and args["width"] * args["height"] > native * native:
+            args["hires"] = True
     for name in ("guidance", "strength", "scale", "feather"):
         if name in args:
             try:
@@ -163,7 +192,8 @@ def generate_args(mode: str, values: dict, *, limits: Limits | None = None, lora
             except (TypeError, ValueError):
                 raise FieldError(name, f"{name}: {args[name]!r} is not a number") from None
     if "strength" in args and not 0.0 <= args["strength"] <= 1.0:
-        raise FieldError("strength", "strength: between 0 and 1")
+        where = "refine_strength" if mode == "upscale" else "strength"
+        raise FieldError(where, f"{where.replace('_', ' ')}: between 0 and 1")
     if regions:
         if mode == "upscale":
             raise FieldError("regions", "upscale takes no regions")
@@ -331,6 +361,11 @@ def recalled_fields(values: dict | None, summary: dict | None = None,
     if mode is not None and mode != "upscale" and not values.get("vae"):
         out["vae"] = ""   # made with the model's own VAE: the picker goes back to it
     values.pop("loras", None)
+    if mode == "upscale":   # refined with a model: its strength goes back into the refine strength
+        out["refine"] = bool(values.get("model"))
+        strength = values.pop("strength", None)
+        if out["refine"] and strength is not None:
+            out["refine_strength"] = strength
     for name, value in values.items():
         if name not in FIELDS:
             continue
@@ -450,6 +485,16 @@ def generation_size(w: int, h: int, native: int, max_pixels: int) -> tuple[int, 
     modes that send an image, for a host that renders txt2img into a region (GIMP's selection)."""
     scale = (min(native * native, max_pixels) / (w * h)) ** 0.5
     return max(8, int(round(w * scale / 8)) * 8), max(8, int(round(h * scale / 8)) * 8)
+
+
+def render_size(w: int, h: int, native: int, max_pixels: int) -> tuple[int, int, bool]:
+    """(width, height, hires) Generate sends for a w x h area: up to the model's native area, that many pixels
+    at the area's aspect (generation_size); above it, the area itself (within the pixel budget) with hires, so
+    the engine renders at the native size first and refines the enlargement in tiles."""
+    if w * h <= native * native:
+        return (*generation_size(w, h, native, max_pixels), False)
+    gw, gh = generation_size(w, h, math.isqrt(min(w * h, max_pixels)), max_pixels)
+    return gw, gh, gw * gh > native * native
 
 
 def follow_model(values: dict, model: str, *, models: list | None, vaes: list | None = None,

@@ -37,6 +37,8 @@ class Job:
     step: int = 0
     total: int = 0
     preview: Any = None                # latest preview Pixels (host order) or None
+    tile: int | None = None            # refining in tiles: the tile (1-based) of `tiles` the step belongs to
+    tiles: int | None = None
     layers: list = field(default_factory=list)   # ResultLayers once completed
     error: str = ""                    # failure message, for FAILED / GONE / REFUSED
     error_code: str | None = None
@@ -50,7 +52,11 @@ class Job:
 
     @property
     def fraction(self) -> float:
-        return min(1.0, self.step / self.total) if self.total else 0.0
+        """Of the whole job: a job in tiles counts its finished tiles and this tile's steps."""
+        done = min(1.0, self.step / self.total) if self.total else 0.0
+        if self.tile and self.tiles:
+            return min(1.0, (self.tile - 1 + done) / self.tiles)
+        return done
 
     def describe(self) -> str:
         """One line for a status label, e.g. "queued (2 ahead)", "step 3 of 20", "failed: ..."."""
@@ -65,7 +71,8 @@ class Job:
         if self.state == STARTING:
             return "starting (loading the model)…"
         if self.state == RUNNING:
-            return f"step {self.step} of {self.total}" if self.total else "running…"
+            steps = f"step {self.step} of {self.total}" if self.total else "running…"
+            return f"tile {self.tile} of {self.tiles}, {steps}" if self.tile and self.tiles else steps
         if self.state == COMPLETED:
             return "done" + (f" (seed {self.seed})" if self.seed is not None else "")
         if self.state == CANCELED:
@@ -138,6 +145,7 @@ class JobTable:
         elif isinstance(up, u.JobProgress):
             if row.active:
                 row.state, row.step, row.total = RUNNING, up.step or 0, up.total or 0
+                row.tile, row.tiles = getattr(up, "tile", None), getattr(up, "tiles", None)
                 if up.preview is not None:
                     row.preview = up.preview
         elif isinstance(up, u.JobResult):

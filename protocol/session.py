@@ -489,7 +489,8 @@ class Session:
             elif status == "running":
                 prog = got.get("progress") or {}
                 if prog.get("total"):
-                    self._put(JobProgress(job, tag, prog.get("step") or 0, prog["total"]))
+                    self._put(JobProgress(job, tag, prog.get("step") or 0, prog["total"], None, prog.get("tile"),
+                                          prog.get("tiles")))
                 else:
                     self._put(JobStarted(job, tag))
             resend = status in ("queued", "running") and job in self._cancel_wanted
@@ -586,7 +587,8 @@ class Session:
                     preview = self._to_wire(Pixels(prev["data"], prev["w"], prev["h"], prev.get("format", "rgba8")))
                 except (KeyError, ValueError):
                     preview = None
-            self._put(JobProgress(job, tag, d.get("step") or 0, d.get("total") or 0, preview))
+            self._put(JobProgress(job, tag, d.get("step") or 0, d.get("total") or 0, preview, d.get("tile"),
+                                  d.get("tiles")))
         elif ev.name == "job.result":
             self._fetching[job] = self._claim(job)
             self._submit(self._fetch_results, job, d.get("layers", []), tag)

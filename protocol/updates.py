@@ -123,6 +123,8 @@ class JobProgress(Update):
     step: int = 0
     total: int = 0
     preview: Pixels | None = None    # host pixel order, at most 256 px a side
+    tile: int | None = None          # a job refining in tiles: this step's tile (1-based) of `tiles`
+    tiles: int | None = None
 
 
 @dataclass(repr=False)

@@ -61,6 +61,38 @@ def test_each_mode_sends_only_its_fields():
     assert [m.label for m in g.MODES.values()] == ["Generate", "Refine", "Inpaint", "Outpaint", "Upscale"]
 
 
+def test_upscale_refines_with_the_model_only_when_asked():
+    up = g.generate_args("upscale", dict(FORM, refine=True))
+    assert up == {"mode": "upscale", "scale": 2.0, "strength": g.REFINE_STRENGTH, "model": "tiny-sd15",
+                  "prompt": "a fox", "negative_prompt": "", "steps": 4, "seed": 7, "scheduler": "euler"}
+    assert g.generate_args("upscale", dict(FORM, refine=True, refine_strength=0.5))["strength"] == 0.5
+    assert g.generate_args("upscale", dict(FORM, refine=False, refine_strength=0.5)) == {"mode": "upscale",
+                                                                                         "scale": 2.0}
+    for values, fld in [(dict(FORM, refine=True, model=""), "model"),
+                        (dict(FORM, refine=True, refine_strength=2.0), "refine_strength")]:
+        with pytest.raises(g.FieldError) as e:
+            g.generate_args("upscale", values)
+        assert e.value.field == fld
+    assert g.field_applies("upscale", "refine") and not g.field_applies("upscale", "model")
+    assert g.field_applies("upscale", "model", refine=True) and g.field_applies("upscale", "refine_strength", True)
+    assert g.field_applies("img2img", "model") and not g.field_applies("img2img", "refine", True)
+    assert not g.field_applies("upscale", "strength", True)     # img2img's strength is not the refine strength
+    # recalled: a refined upscale turns the checkbox on and its strength back into the refine strength
+    fields, _ = g.recalled_fields({"mode": "upscale", "scale": 2.0, "model": "tiny-sd15", "strength": 0.4})
+    assert fields["refine"] is True and fields["refine_strength"] == 0.4 and "strength" not in fields
+    fields, _ = g.recalled_fields({"mode": "upscale", "scale": 2.0, "strength": 0.3})
+    assert fields["refine"] is False and "refine_strength" not in fields
+
+
+def test_generate_above_the_native_size_asks_for_hires():
+    models = [{"name": "tiny-sd15", "native_size": 64}, {"name": "big", "native_size": None}]
+    assert g.generate_args("txt2img", dict(FORM, width=128, height=64), models=models)["hires"] is True
+    assert "hires" not in g.generate_args("txt2img", dict(FORM, width=64, height=64), models=models)
+    assert "hires" not in g.generate_args("txt2img", dict(FORM, width=128, height=32), models=models)  # 64² px
+    assert "hires" not in g.generate_args("txt2img", dict(FORM, model="big", width=4096, height=64), models=models)
+    assert "hires" not in g.generate_args("txt2img", dict(FORM, width=128, height=64))   # no models.list given
+
+
 def test_empty_values_are_left_to_the_engine_and_bad_ones_name_their_field():
     args = g.generate_args("img2img", dict(FORM, steps=None, guidance="", scheduler=None))
     assert "steps" not in args and "guidance" not in args and "scheduler" not in args
@@ -163,6 +195,12 @@ def test_job_table_follows_a_job_from_sending_to_done():
     t.apply(JobResult("j1", "tag", ["L"]))
     assert row.state == COMPLETED and row.layers == ["L"] and not row.active and "seed 42" in row.describe()
     assert t.apply(JobProgress("other", None, 1, 2)) is None and t.active() == []
+    # a job refining in tiles: which tile, and the fraction of the whole job
+    tiled = t.add("r9", "up")
+    t.apply(JobAccepted("r9", "j9", "up", 5))
+    t.apply(JobProgress("j9", "up", 1, 4, None, 3, 8))
+    assert (tiled.tile, tiled.tiles) == (3, 8) and tiled.describe() == "tile 3 of 8, step 1 of 4"
+    assert tiled.fraction == (2 + 0.25) / 8
 
 
 def test_job_table_failures_cancel_and_lost_connection():

@@ -14,9 +14,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .. import samplers
+from .. import samplers, tiles
 from ..budgets import check_generate_budget
-from ..canvas import compile_generate
+from ..canvas import compile_generate, uses_hires
 from ..errors import BadRequest
 from ..gallery.db import get_row
 from ..graph import graph as graphs
@@ -24,6 +24,10 @@ from ..layers import Layer, check_layers
 from ..models.registry import native_size
 from ..opspec import Args, bad_args, op
 from ..preprocess import METHODS
+
+
+UPSCALE_STRENGTH = 0.3   # upscale with a model: enough to add detail, little enough to keep the picture
+HIRES_STRENGTH = 0.4     # hires txt2img: the first pass's upscale is softer, so it is refined a little more
 
 
 class LoraRef(Args):
@@ -107,6 +111,11 @@ class GenerateArgs(Args):
     feather: float = Field(default=4.0, ge=0.0, le=128.0)
     scale: float = Field(default=2.0, gt=0.0, le=8.0)
     upscaler: str | None = Field(default=None, max_length=256)
+    # upscale with a model, and hires txt2img: refine in tiles (engine/nodes/refine.py); defaults from the model
+    tile: int | None = Field(default=None, ge=tiles.MIN_TILE, le=tiles.MAX_TILE)
+    overlap: int | None = Field(default=None, ge=0, le=tiles.MAX_TILE // 2)
+    hires: bool = False
+    hires_strength: float = Field(default=HIRES_STRENGTH, ge=0.0, le=1.0)
     loras: list[LoraRef] = Field(default_factory=list, max_length=16)
     regions: list[RegionArgs] = Field(default_factory=list, max_length=64)   # [limits] max_regions applies too
     control: list[ControlRef] = Field(default_factory=list, max_length=64)       # also limited by max_controls
@@ -142,6 +151,17 @@ class GenerateArgs(Args):
             raise ValueError(f"mode {self.mode} needs a model")
         if self.mode == "upscale" and (self.control or self.reference):
             raise ValueError("control and reference steer diffusion: mode upscale takes neither")
+        if self.mode == "upscale" and "strength" not in self.model_fields_set:
+            self.strength = UPSCALE_STRENGTH
+        tiled = (self.mode == "upscale" and self.model) or (self.mode == "txt2img" and self.hires)
+        if (self.tile is not None or self.overlap is not None) and not tiled:
+            raise ValueError("tile and overlap apply to upscale with a model, or txt2img with hires")
+        if self.tile is not None and self.tile % tiles.MULTIPLE:
+            raise ValueError(f"tile {self.tile} is not a multiple of {tiles.MULTIPLE}")
+        if self.tile is not None and self.overlap is not None and self.overlap > self.tile // 2:
+            raise ValueError(f"overlap {self.overlap} is more than half the tile ({self.tile // 2})")
+        if self.mode == "upscale" and self.model and 0 < self.strength * self.steps < 1:
+            raise ValueError(f"strength {self.strength} with {self.steps} steps leaves no step to run")
         if self.mode != "txt2img" and self.image is None:
             raise ValueError(f"mode {self.mode} needs an image layer")
         if self.image is not None and self.image.format != "rgba8":
@@ -257,7 +277,7 @@ async def generate(ctx, args: GenerateArgs):
         args = await resolve_recall(ctx, args)
     check_generate_budget(app.config.limits, args)
     native = 512
-    if args.mode != "upscale":
+    if args.model:   # every mode but a plain upscale; upscale with a model refines with it
         from ..models.patch import check_addons   # imports torch: not at engine start, on the first generate
 
         entry = await ctx.run_blocking(app.registry.get, args.model, "main")
@@ -278,7 +298,7 @@ async def generate(ctx, args: GenerateArgs):
                                    ValueError(f"controls and references work with SD1/SD2/SDXL models; "
                                               f"{entry.name!r} is {entry.family}"))
             await ctx.run_blocking(check_controls, app.registry, entry, args, app.config.limits.max_controls)
-    elif args.upscaler:
+    if args.upscaler and (args.mode == "upscale" or uses_hires(args, native)):
         await ctx.run_blocking(app.registry.get, args.upscaler, "upscaler")
     if args.mode == "upscale":
         check_regions(args, app.config.limits.max_regions, None)

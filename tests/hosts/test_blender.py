@@ -118,6 +118,13 @@ def test_against_engine(host, addon_zip, engine_server, tmp_path):
     assert r["catalog"]["upscalers"] == ["tiny-esrgan"]
     assert "no upscaler" in r["bad_upscaler"] and "tiny-esrgan" in r["bad_upscaler"]
     assert r["upscale"] == [128, 96]
+    # issue 20: a refined upscale (2 steps at 0.5: one per tile; 6 tiles of the demo model's 64 px) and hires
+    assert r["refined"] == [128, 96]
+    assert r["refined_tiles"] and {n for _, n in r["refined_tiles"]} == {6}, r["refined_tiles"]
+    assert r["hires"] is True
+    with engine_server.client() as c:
+        req = c.call("job.get", {"job": r["refined_job"]})["request"]
+    assert (req["mode"], req["model"], req["strength"]) == ("upscale", engine_server.model_name, 0.5)
     # the token lives in Blender's (isolated) user config, mode 0600, unless a keyring took it
     if r["token_backend"].startswith("file"):
         f = Path(r["token_backend"][5:])

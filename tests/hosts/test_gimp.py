@@ -205,6 +205,19 @@ def test_plugin_generate_outpaint_upscale_settings(gimp, gimp_plugin, engine_ser
     assert out["outpaint_mask"] == {"at": [0, 0, 64, 40], "old_max": 0, "new_min": 255}, out["outpaint_mask"]
     assert out["old_area_shows_base"]
     assert out["upscaled_size"] == [128, 80] and out["esrgan_size"] == [128, 80]
+    # issue 20: Upscale refined with the model, and Generate above the native size with hires
+    assert out["refined"]["status"] == "success", out["refined"]
+    assert out["refined_size"] == [128, 80]
+    assert out["hires"]["status"] == "success", out["hires"]
+    assert out["hires"]["result"]["size"] == [128, 96]
+    with engine_server.client() as c:
+        refined = c.call("job.get", {"job": out["refined"]["result"]["job"]})
+        hires = c.call("job.get", {"job": out["hires"]["result"]["job"]})["request"]
+    req = refined["request"]
+    assert (req["mode"], req["model"], req["strength"], req["prompt"], req["seed"]) == \
+        ("upscale", engine_server.model_name, 0.5, "detail", 3)
+    assert refined["status"] == "completed" and refined["layers"][0]["w"] == 128
+    assert hires["hires"] is True and (hires["width"], hires["height"]) == (128, 96)
     assert out["bad_lora"]["status"] == "calling-error" and "tiny-lora-sd15" in out["bad_lora"]["error"]
     with engine_server.client() as c:   # the generate above asked for the LoRA
         asked = [j["request"].get("loras") for j in c.call("job.list", {"limit": 50})["jobs"]

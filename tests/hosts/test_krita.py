@@ -205,7 +205,7 @@ def test_gallery_and_workflows_in_krita(host, plugin_zip, engine_server):
 def test_outpaint_preview_and_upscaler_in_krita(host, plugin_zip, engine_server):
     """Outpaint from the docker (with the live preview and progress), then Upscale through an upscaler model
     picked in the docker: the pickers hold main models and upscalers apart."""
-    res = run_in_krita(plugin_zip, SCRIPTS / "outpaint_upscale.py", host=host, timeout=150,
+    res = run_in_krita(plugin_zip, SCRIPTS / "outpaint_upscale.py", host=host, timeout=300,
                        params={"url": engine_server.url, "token": engine_server.token,
                                "model": engine_server.model_name, "upscaler": "tiny-esrgan"})
     assert res["ok"], res.get("error", "") + "\n" + str(res.get("messages")) + "\n" + res.get("log", "")
@@ -231,6 +231,15 @@ def test_outpaint_preview_and_upscaler_in_krita(host, plugin_zip, engine_server)
     assert res["upscaler_enabled_in_upscale"] is True and res["model_enabled_in_upscale"] is False
     assert res["upscale_result"] == [128, 96] and res["upscale_doc"] == [128, 96]
     assert res["form_upscaler"] == "tiny-esrgan"
+    # upscale refined with the model: the checkbox turns on the model's fields; tiles counted on the job line
+    assert res["refine_row_shown"] and res["model_enabled_with_refine"] and not res["model_enabled_without_refine"]
+    assert res["refine_result"] == [128, 96] and res["refine_new_docs"] == 1
+    assert res["refine_tile_lines"] and all(" of 6, step " in t for t in res["refine_tile_lines"]), res
+    assert res["hires_args"] is True
+    with engine_server.client() as c:
+        req = c.call("job.get", {"job": res["refine_job"]})["request"]
+    assert (req["mode"], req["model"], req["strength"], req["upscaler"], req["prompt"]) == \
+        ("upscale", engine_server.model_name, 0.5, None, "fine detail")
     assert "ZeroDivisionError" in res["after_bug_message"]   # shown in the docker; Krita kept running
     with engine_server.client() as c:
         ups = c.call("models.list", {"type": "upscaler"})["models"]

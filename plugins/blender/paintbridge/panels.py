@@ -276,13 +276,17 @@ class PAINTBRIDGE_PT_panel(bpy.types.Panel):
         s = context.scene.paintbridge
         mode = generate.MODES[settings.MODES[s.mode]]
         catalog = context.window_manager.paintbridge_catalog
+
+        def uses(name):   # Upscale's model, prompt, steps and seed apply with "Refine with the model" only
+            return generate.field_applies(mode.name, name, s.refine)
+
         layout.prop(s, "mode")
-        if mode.uses("model"):
+        if uses("model"):
             layout.prop_search(s, "model", catalog, "models", icon="FILE_3D")
             row = layout.row(align=True)
             row.prop_search(s, "lora", catalog, "loras")
             row.prop(s, "lora_weight")
-        if mode.uses("prompt"):
+        if uses("prompt"):
             layout.prop(s, "prompt")
             layout.prop(s, "negative_prompt")
         if mode.uses("width"):
@@ -306,8 +310,13 @@ class PAINTBRIDGE_PT_panel(bpy.types.Panel):
             if mode.uses("scale"):
                 layout.prop(s, "upscale_factor")
                 layout.prop_search(s, "upscaler", catalog, "upscalers", text="Upscaler (empty: resize)")
+                row = layout.row(align=True)
+                row.prop(s, "refine")
+                sub = row.row(align=True)
+                sub.active = s.refine
+                sub.prop(s, "refine_strength", text="Strength")
             layout.prop(s, "replace_active")
-        if mode.uses("steps"):
+        if uses("steps"):
             col = layout.column(align=True)
             col.prop(s, "steps")
             col.prop(s, "guidance")

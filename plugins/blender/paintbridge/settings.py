@@ -92,6 +92,10 @@ class PaintbridgeSettings(bpy.types.PropertyGroup):
     upscale_factor: EnumProperty(name="Factor", default="2", items=[("2", "2×", ""), ("4", "4×", "")])
     upscaler: StringProperty(name="Upscaler", default="",
                              description="Upscaler model on the engine (empty: a plain resize)")
+    refine: BoolProperty(name="Refine with the model", default=False,
+                         description="Upscale: then add detail with the model, tile by tile at its native size")
+    refine_strength: FloatProperty(name="Refine strength", default=0.3, min=0.0, max=1.0,
+                                   description="Upscale: how much each tile may change")
     lora: StringProperty(name="LoRA", default="", description="A LoRA on the engine to apply (empty: none)")
     lora_weight: FloatProperty(name="Weight", default=0.8, min=-2.0, max=2.0, step=5,
                                description="How strongly the LoRA applies")
@@ -121,7 +125,8 @@ def form_values(s: PaintbridgeSettings) -> dict:
             "guidance": round(s.guidance, 4), "seed": s.seed, "batch": 1, "lora": s.lora,
             "lora_weight": round(s.lora_weight, 4), "strength": round(s.strength, 4), "width": s.width,
             "height": s.height, "scale": float(s.upscale_factor), "upscaler": s.upscaler, "scheduler": s.scheduler,
-            "schedule": s.schedule, "clip_skip": s.clip_skip, "vae": s.vae}
+            "schedule": s.schedule, "clip_skip": s.clip_skip, "vae": s.vae, "refine": s.refine,
+            "refine_strength": round(s.refine_strength, 4)}
 
 
 class PaintbridgeName(bpy.types.PropertyGroup):

@@ -48,9 +48,12 @@ def readable(message: str, url: str) -> str:
 
 # ---- sizes and values (no GIMP calls) -----------------------------------------------------------------------------
 
-# the model's native size and the size Generate renders a region at: protocol.generate's, once for every host
+# the model's native size and the size Generate renders a region at (hires above the native area):
+# protocol.generate's, once for every host
 native_size = generate.native_size
 generation_size = generate.generation_size
+
+render_size = generate.render_size
 
 
 # ---- the controller --------------------------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ class Controller:
     def params(self, mode: str, values: dict, document: str = "") -> dict:
         """generate arguments for the form values (canonical field names); Failure for a value to fix."""
         values = dict(values)
-        if generate.MODES[mode].uses("model"):
+        if generate.field_applies(mode, "model", bool(values.get("refine"))):
             values["model"] = settings.pick_model(values.get("model") or "", self.prefs, self.session.models)
             if not values["model"]:
                 raise Failure("Paintbridge: the engine offers no model; add one on the engine first")

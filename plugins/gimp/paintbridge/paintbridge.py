@@ -83,7 +83,7 @@ DIALOG_FIELDS = {
     PROC_REFINE: COMMON + ["strength"],
     PROC_INPAINT: COMMON + ["strength"],
     PROC_OUTPAINT: COMMON + ["extend-left", "extend-top", "extend-right", "extend-bottom"],
-    PROC_UPSCALE: ["scale", "upscaler"],
+    PROC_UPSCALE: ["scale", "upscaler", "refine", "refine-strength", "model", "prompt", "steps", "seed"],
     PROC_SETTINGS: ["server-url", "model", "sign-out"],   # + "download" for an admin (run_settings)
 }
 MODE = {PROC_GENERATE: "txt2img", PROC_REFINE: "img2img", PROC_INPAINT: "inpaint", PROC_OUTPAINT: "outpaint",
@@ -162,6 +162,15 @@ class Paintbridge(Gimp.PlugIn):
             p.add_int_argument("scale", "Sc_ale", "Upscale factor", 2, 4, 2, RW)
             p.add_string_argument("upscaler", "_Upscaler", "Upscaler model on the engine (empty: a plain resize)",
                                   "", RW)
+            # then, if asked, refined with the model in tiles at its native size (the fields below apply)
+            p.add_boolean_argument("refine", "Re_fine with the model", "Add detail with the model, tile by tile",
+                                   False, RW)
+            p.add_double_argument("refine-strength", "Refine stre_ngth", "How much each tile may change (0..1)",
+                                  0.0, 1.0, 0.3, RW)
+            p.add_string_argument("model", "_Model", "Model to refine with (empty: your default model)", "", RW)
+            p.add_string_argument("prompt", "_Prompt", "What the image shows (guides the refine)", "", RW)
+            p.add_int_argument("steps", "S_teps", "Sampling steps (0: model default)", 0, settings.STEPS_MAX, 0, RW)
+            p.add_int_argument("seed", "See_d", "Seed (-1: random)", -1, settings.SEED_MAX, -1, RW)
             add_connection_args(p)
         elif name == PROC_GALLERY:
             p.add_string_argument("image-id", "Image ID", "Gallery image to insert as a layer (empty: your newest)",
@@ -283,7 +292,8 @@ class Run:
         mode = generate_mode(self.name)
         out = {}
         for field in ("prompt", "negative_prompt", "model", "lora", "lora_weight", "steps", "guidance", "seed",
-                      "batch", "strength", "scale", "upscaler", "scheduler", "schedule", "clip_skip", "vae"):
+                      "batch", "strength", "scale", "upscaler", "scheduler", "schedule", "clip_skip", "vae", "refine",
+                      "refine_strength"):
             prop = field.replace("_", "-")
             if not mode.uses(field) or self.config.find_property(prop) is None:
                 continue
@@ -345,16 +355,22 @@ def run_generate(run):
     def prepare(ctl, params):
         region = host.selection_rect(run.image) or host.image_rect(run.image)
         limits = ctl.session.limits
-        w, h = controller.generation_size(region.w, region.h, controller.native_size(ctl.model_entry(params["model"])),
-                                          limits.max_pixels)
+        w, h, hires = controller.render_size(region.w, region.h,
+                                             controller.native_size(ctl.model_entry(params["model"])),
+                                             limits.max_pixels)
         params.update(width=w, height=h, x=region.x, y=region.y)
+        if hires:   # above the model's native size: a native-size pass, then refined in tiles by the engine
+            params["hires"] = True
         ctl.label = f"{ctl.label} at {w}×{h}"   # the size used, on the progress bar and the dialog
         return None, None, lambda res: host.place(run.image, res, "Paintbridge", fit=region), {"size": [w, h]}
     def note(ctl):
         region = host.selection_rect(run.image) or host.image_rect(run.image)
         model = settings.pick_model("", ctl.prefs, ctl.session.models)
-        w, h = controller.generation_size(region.w, region.h, controller.native_size(ctl.model_entry(model)),
-                                          ctl.session.limits.max_pixels)
+        w, h, hires = controller.render_size(region.w, region.h, controller.native_size(ctl.model_entry(model)),
+                                             ctl.session.limits.max_pixels)
+        if hires:
+            return (f"Renders at {w}×{h}: first at the size {model or 'the model'} is made for, then refined in "
+                    f"tiles (hires), placed in {region.w}×{region.h}")
         return f"Renders at {w}×{h} (the size {model or 'the model'} is made for), placed in {region.w}×{region.h}"
     return _diffusion(run, "txt2img", prepare, note)
 

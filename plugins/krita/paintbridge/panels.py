@@ -125,6 +125,11 @@ class PaintbridgeDocker(DockWidget):
         self.batch = _spin(1, 8, f.batch)
         self.upscaler = QComboBox()   # filled by _models: "plain resize" + the engine's upscaler models
         self.scale = _dspin(1.0, 8.0, 0.5, f.scale)
+        self.refine = QCheckBox("Refine with the model")
+        self.refine.setChecked(f.refine)
+        self.refine.setToolTip("Upscale, then add detail with the model, tile by tile at its native size")
+        self.refine_strength = _dspin(0.0, 1.0, 0.05, f.refine_strength)
+        self.refine_strength.setToolTip("How much each tile may change (0.3: detail, keeping the picture)")
         self.lora = QComboBox()       # filled by _models: "none" + the engine's LoRAs
         self.lora_weight = _dspin(-2.0, 2.0, 0.05, f.lora_weight)
         self.extend = [_spin(0, 2048, v) for v in (f.extend_left, f.extend_top, f.extend_right, f.extend_bottom)]
@@ -139,6 +144,7 @@ class PaintbridgeDocker(DockWidget):
         self.lora_row = _pair(self.lora, self.lora_weight, stretch=True)
         self.steps_row = _pair(self.steps, plain_label("Guidance"), self.guidance)
         self.seed_row = _pair(self.seed, plain_label("Images"), self.batch)
+        self.refine_row = _pair(self.refine, plain_label("Strength"), self.refine_strength)
         self.size_note = plain_label("Size: the selection, or the whole document.")
         form.addRow(plain_label("Mode"), self.mode)
         form.addRow(plain_label("Model"), self.model)
@@ -150,6 +156,7 @@ class PaintbridgeDocker(DockWidget):
         form.addRow(plain_label("Extend"), self.extend_row)
         form.addRow(plain_label("Upscaler"), self.upscaler)
         form.addRow(plain_label("Scale"), self.scale)
+        form.addRow(plain_label("Refine"), self.refine_row)
         form.addRow(plain_label("Steps"), self.steps_row)
         self._sampling_rows(form)
         form.addRow(plain_label("Seed"), self.seed_row)
@@ -328,6 +335,7 @@ class PaintbridgeDocker(DockWidget):
         self.discard_btn.clicked.connect(guarded(self._discard))
         self.results.currentRowChanged.connect(guarded(self._result_selection))
         self.mode.currentIndexChanged.connect(guarded(self._mode_changed))
+        self.refine.toggled.connect(guarded(self._mode_changed))
         self.model.currentIndexChanged.connect(guarded(self._fill_loras))
         self.model.currentIndexChanged.connect(guarded(self._fill_vaes))
         self.scheduler.currentIndexChanged.connect(guarded(self._fill_schedules))
@@ -385,6 +393,7 @@ class PaintbridgeDocker(DockWidget):
         f.strength, f.steps, f.guidance = self.strength.value(), self.steps.value(), self.guidance.value()
         f.seed, f.batch = self.seed.value(), self.batch.value()
         f.upscaler, f.scale = self.upscaler.currentData() or "", self.scale.value()
+        f.refine, f.refine_strength = self.refine.isChecked(), self.refine_strength.value()
         f.lora, f.lora_weight = self.lora.currentData() or "", self.lora_weight.value()
         f.scheduler = self.scheduler.currentData() or f.scheduler
         f.schedule = self.schedule.currentData() or f.schedule
@@ -440,13 +449,18 @@ class PaintbridgeDocker(DockWidget):
     # ---- views of controller state ------------------------------------------------------------------------
     def _mode_changed(self):
         mode = generate.MODES.get(self.mode.currentData()) or generate.MODES["txt2img"]
-        shown = {self.model: mode.uses("model"), self.lora_row: mode.uses("lora"),
-                 self.prompt: mode.uses("prompt"), self.negative: mode.uses("negative_prompt"),
-                 self.source: mode.image, self.strength: mode.uses("strength"),
-                 self.extend_row: mode.name == "outpaint", self.upscaler: mode.uses("upscaler"),
-                 self.scale: mode.uses("scale"), self.steps_row: mode.uses("steps"), self.seed_row: mode.uses("seed"),
-                 self.size_note: mode.name == "txt2img", self.sampler_row: mode.uses("scheduler"),
-                 self.clip_row: mode.uses("clip_skip")}
+        refine = self.refine.isChecked()
+
+        def uses(name):   # Upscale's model, prompt, steps and seed apply with "Refine with the model" only
+            return generate.field_applies(mode.name, name, refine)
+
+        shown = {self.model: uses("model"), self.lora_row: uses("lora"),
+                 self.prompt: uses("prompt"), self.negative: uses("negative_prompt"),
+                 self.source: mode.image, self.strength: uses("strength"),
+                 self.extend_row: mode.name == "outpaint", self.upscaler: uses("upscaler"),
+                 self.scale: uses("scale"), self.steps_row: uses("steps"), self.seed_row: uses("seed"),
+                 self.refine_row: uses("refine"), self.size_note: mode.name == "txt2img",
+                 self.sampler_row: uses("scheduler"), self.clip_row: uses("clip_skip")}
         for widget, visible in shown.items():
             widget.setVisible(visible)
             label = self.gen_form.labelForField(widget)
@@ -455,8 +469,10 @@ class PaintbridgeDocker(DockWidget):
         # the same widgets also say whether they apply (scripts and screen readers read isEnabled)
         for widget, visible in shown.items():
             widget.setEnabled(visible)
-        self.lora.setEnabled(mode.uses("lora"))
-        self.lora_weight.setEnabled(mode.uses("lora_weight"))
+        self.lora.setEnabled(uses("lora"))
+        self.lora_weight.setEnabled(uses("lora_weight"))
+        self.refine.setEnabled(uses("refine"))   # the row's checkbox stays usable to turn refine on
+        self.refine_strength.setEnabled(uses("refine_strength"))
         for spin in self.extend:
             spin.setEnabled(mode.name == "outpaint")
 
@@ -618,6 +634,8 @@ class PaintbridgeDocker(DockWidget):
             self.model.setCurrentIndex(i)
         self.scale.setValue(f.scale)
         self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(f.upscaler)))
+        self.refine.setChecked(f.refine)
+        self.refine_strength.setValue(f.refine_strength)
         self.lora.setCurrentIndex(max(0, self.lora.findData(f.lora)))
         self.lora_weight.setValue(f.lora_weight)
         self.scheduler.setCurrentIndex(max(0, self.scheduler.findData(f.scheduler)))

@@ -33,6 +33,8 @@ class Form:
     batch: int = 1
     upscaler: str = ""      # Upscale: an upscaler model, "" for a plain (Lanczos) resize
     scale: float = 2.0
+    refine: bool = False    # Upscale: then refine with the model, in tiles
+    refine_strength: float = 0.3
     lora: str = ""          # a LoRA applied to the model, "" for none
     lora_weight: float = 0.8
     scheduler: str = "euler"    # the engine's pickers (protocol.generate): sampler id, schedule, clip skip,
@@ -51,7 +53,7 @@ class Form:
             if raw == "":
                 continue
             try:
-                setattr(self, name, type(value)(raw))
+                setattr(self, name, raw == "True" if isinstance(value, bool) else type(value)(raw))
             except ValueError:
                 pass
 
@@ -66,7 +68,8 @@ class Form:
                 "guidance": self.guidance, "seed": self.seed, "batch": self.batch, "lora": self.lora,
                 "lora_weight": self.lora_weight, "strength": self.strength, "scale": self.scale,
                 "upscaler": self.upscaler, "scheduler": self.scheduler, "schedule": self.schedule,
-                "clip_skip": self.clip_skip, "vae": self.vae}
+                "clip_skip": self.clip_skip, "vae": self.vae, "refine": self.refine,
+                "refine_strength": self.refine_strength}
 
     def set_values(self, values: dict):
         """protocol.generate field values (recalled_fields) back into the form; wrong types are skipped."""

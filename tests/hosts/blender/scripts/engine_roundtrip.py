@@ -95,4 +95,27 @@ assert "FINISHED" in bpy.ops.paintbridge.generate(image=gen.name)
 pump(ctl, lambda: len(ctl.STATE["results"]) > n0 or ctl.STATE["last_error"], 300, "upscale result")
 assert not ctl.STATE["last_error"], ctl.STATE["last_error"]
 R["upscale"] = list(bpy.data.images[ctl.STATE["results"][-1]].size)
+
+# 5. upscale refined with the model (issue 20): in tiles, counted on the job; Generate above native asks hires
+settings.upscaler, settings.refine, settings.refine_strength, settings.steps = "", True, 0.5, 2
+n0 = len(ctl.STATE["results"])
+assert "FINISHED" in bpy.ops.paintbridge.generate(image=gen.name)
+tiles_seen = set()
+
+
+def refined():
+    job = s.jobs.latest()
+    if job is not None and job.tiles:
+        tiles_seen.add((job.tile, job.tiles))
+    return len(ctl.STATE["results"]) > n0 or ctl.STATE["last_error"]
+
+
+pump(ctl, refined, 300, "refined upscale result")
+assert not ctl.STATE["last_error"], ctl.STATE["last_error"]
+R["refined"] = list(bpy.data.images[ctl.STATE["results"][-1]].size)
+R["refined_tiles"] = sorted(tiles_seen)
+R["refined_job"] = s.jobs.latest().job
+settings.refine = False
+settings.mode, settings.width, settings.height = "GENERATE", 128, 96
+R["hires"] = ctl.build_request(settings, None)[0].get("hires")
 s.close()

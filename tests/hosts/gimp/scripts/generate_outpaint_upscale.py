@@ -40,6 +40,16 @@ OUT["esrgan"] = run("paintbridge-upscale", img, [base], scale=2, upscaler="tiny-
                     server_url=os.environ["PB_URL"])
 up2 = Gimp.Image.get_by_id(OUT["esrgan"]["result"]["image"]) if OUT["esrgan"]["status"] == "success" else None
 OUT["esrgan_size"] = [up2.get_width(), up2.get_height()] if up2 else None
+# refined with the model (issue 20): the new image's size, in tiles (the job's progress is read by the test)
+OUT["refined"] = run("paintbridge-upscale", img, [base], scale=2, refine=True, refine_strength=0.5, steps=2,
+                     prompt="detail", seed=3, model=os.environ["PB_MODEL"], server_url=os.environ["PB_URL"])
+up3 = Gimp.Image.get_by_id(OUT["refined"]["result"]["image"]) if OUT["refined"]["status"] == "success" else None
+OUT["refined_size"] = [up3.get_width(), up3.get_height()] if up3 else None
+# Generate over an area above the model's native size (128 x 96 > 64²) asks for hires
+big = Gimp.Image.new(128, 96, Gimp.ImageBaseType.RGB)
+big_base = Gimp.Layer.new(big, "base", 128, 96, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+big.insert_layer(big_base, None, 0)
+OUT["hires"] = run("paintbridge-generate", big, [big_base], prompt="hires", seed=4, **conn)
 n_images = len(Gimp.get_images())
 OUT["bad_upscaler"] = run("paintbridge-upscale", img, [base], scale=2, upscaler="no-such-upscaler",
                           server_url=os.environ["PB_URL"])

@@ -139,6 +139,39 @@ try:
     R["upscale_doc"] = [new[0].width(), new[0].height()] if new else None
     R["form_upscaler"] = ctl.form.upscaler
 
+    # 2b. Upscale ×2 refined with the model: in tiles, the job line counts them; a new document again
+    app.activeWindow().addView(doc)
+    dk.upscaler.setCurrentIndex(0)    # plain resize, then the refine
+    R["refine_row_shown"] = dk.refine.isEnabled() and dk.refine_row.isVisibleTo(dk)
+    dk.refine.setChecked(True)
+    R["model_enabled_with_refine"] = dk.model.isEnabled() and dk.prompt.isEnabled() and dk.steps.isEnabled()
+    dk.model.setCurrentIndex(dk.model.findData(P["model"]))
+    dk.refine_strength.setValue(0.5)
+    dk.steps.setValue(2)
+    dk.seed.setValue(5)
+    dk.prompt.setPlainText("fine detail")
+    job_lines = []
+    shown = dk.job_line.setText
+    dk.job_line.setText = lambda text: (job_lines.append(text), shown(text))
+    n0, docs0 = len(ctl.results), len(app.documents())
+    mark("refine upscale")
+    dk.generate_btn.click()
+    pump(lambda: len(ctl.results) > n0, 240, "refined upscale result")
+    dk.job_line.setText = shown
+    R["refine_job"] = ctl.session.jobs.latest().job
+    R["refine_tile_lines"] = sorted({t for t in job_lines if t.startswith("tile ")})
+    res = ctl.results[-1].layer.pixels
+    R["refine_result"] = [res.w, res.h]
+    dk.results.setCurrentRow(len(ctl.results) - 1)
+    dk.apply_btn.click()
+    R["refine_new_docs"] = len(app.documents()) - docs0
+    dk.refine.setChecked(False)
+    R["model_enabled_without_refine"] = dk.model.isEnabled()
+    # Generate above the model's native size asks for hires (native_size from the engine's models.list)
+    from paintbridge._vendor.protocol import generate as pg
+    R["hires_args"] = pg.generate_args("txt2img", dict(ctl.form.values(), width=256, height=192),
+                                       models=ctl.session.models).get("hires")
+
     # 3. a bug behind a button must not take Krita down (PyQt aborts on an exception leaving a slot)
     dk.mode.setCurrentIndex(dk.mode.findData("txt2img"))
     n0 = len(ctl.results)
