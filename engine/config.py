@@ -66,6 +66,9 @@ class Config:
     remember_ttl_s: int = 7 * 24 * 3600
     refresh_after_s: int = 60              # sliding window: re-issue a token at most this often per connection
     ram_budget_mb: int = 0                 # model cache budgets; 0 = automatic
+    # generate's few-step presets (engine/presets.py): "PRESET/BASE" -> the registered LoRA to use, e.g.
+    # "lcm/sdxl" = "my-lcm-lora", when its file has none of the usual names
+    preset_loras: dict[str, str] = field(default_factory=dict)
     vram_budget_mb: int = 0
     limits: Limits = field(default_factory=Limits)
     blobs: BlobRetention = field(default_factory=BlobRetention)

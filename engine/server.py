@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -55,6 +56,7 @@ class Connection:
         self.writer_task: asyncio.Task | None = None
         self.pending_close: tuple[int, str] | None = None
         self.bad_frames = 0
+        self.key = secrets.token_hex(8)       # names this connection to the queue (a live job's lane)
 
     @property
     def uid(self) -> int:

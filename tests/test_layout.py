@@ -24,7 +24,7 @@ FLOORS: list[tuple[str, list[str]]] = [
                    "engine.netguard"]),
     ("storage",   ["engine.store", "engine.auth", "engine.graph", "engine.opspec"]),
     ("rules",     ["engine.layers", "engine.budgets", "engine.canvas", "engine.workflows", "engine.prompts",
-                   "engine.samplers"]),
+                   "engine.samplers", "engine.presets"]),
     ("models",    ["engine.models", "engine.diffusion", "engine.conditioning"]),
     ("nodes",     ["engine.nodes"]),
     ("services",  ["engine.job_context", "engine.queue", "engine.gallery", "engine.hub", "engine.sessions",
