@@ -225,3 +225,80 @@ def test_live_model_is_held(demo_models, tmp_path):
     cache._held.clear()        # the hold ran out: the next load evicts as before
     cache.get("tiny-sdxl")
     assert cache.loaded() == ["tiny-sdxl"]
+
+
+def test_live_controller_with_a_session(live_engine, tmp_path):
+    """protocol.live.LiveController on a real Session: one request per burst of changes, the newest result shown,
+    a refused preset pauses instead of retrying, Stop leaves nothing on the engine."""
+    from protocol.live import BUSY, OFF, PAUSED, LiveController
+    from protocol.pixels import Pixels
+
+    from .helpers import open_session
+
+    s = open_session(live_engine, tmp_path, app="krita")
+    canvas = {"px": pattern(64, 64), "preset": None}
+
+    def read():
+        params = {"mode": "img2img", "model": "tiny-sd15", "prompt": "live", "strength": 0.5, "steps": 4, "seed": 9}
+        if canvas["preset"]:
+            params["preset"] = canvas["preset"]
+        return params, Pixels(canvas["px"].tobytes(), 64, 64, "rgba8"), None
+
+    live = LiveController(s, read, debounce_s=0.2, max_wait_s=5.0)
+
+    def pump(cond, timeout=120):
+        end = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < end, live.describe()
+            for up in s.poll():
+                live.handle(up)
+            live.tick()
+            time.sleep(0.01)
+
+    try:
+        assert live.state == OFF and not live.tick()
+        live.start()
+        pump(lambda: live.sent == 1)
+        assert live.state == BUSY and live.busy
+        pump(lambda: live.result and not live.busy)
+        first = live.result[0].pixels.data
+        # a burst of five changes, 20 ms apart: one request once the canvas is quiet
+        for i in range(5):
+            canvas["px"] = canvas["px"].copy()
+            canvas["px"][30:34, 10 * i:10 * i + 8] = (255, 255, 0, 255)
+            live.changed()
+            live.tick()
+            time.sleep(0.02)
+        assert live.sent == 1
+        pump(lambda: live.sent == 2)
+        pump(lambda: not live.busy)
+        second = live.result[0].pixels.data
+        assert second != first
+        # a change notification without a pixel change: sent, the engine starts nothing, the result stays
+        jobs_before = len(s.client.call("job.list", {"limit": 500})["jobs"])
+        live.changed()
+        pump(lambda: live.sent == 3)
+        pump(lambda: not live.busy)
+        assert live.result[0].pixels.data == second
+        assert len(s.client.call("job.list", {"limit": 500})["jobs"]) == jobs_before
+        # a preset whose LoRA is missing: paused with the engine's message, no retry on later changes
+        canvas["preset"] = "hyper-sd"
+        live.settings_changed()
+        pump(lambda: live.state == PAUSED)
+        assert "Hyper-SD15-8steps-lora" in live.describe()
+        sent = live.sent
+        live.changed()
+        time.sleep(0.3)
+        pump(lambda: True)
+        assert live.sent == sent
+        # fixed: resumes; then Stop while it runs leaves nothing queued or running
+        canvas["preset"] = None
+        canvas["px"] = pattern(64, 64)[::-1].copy()
+        live.settings_changed()
+        pump(lambda: live.busy)
+        live.stop()
+        pump(lambda: not live.busy)
+        active = [j for j in s.client.call("job.list", {"limit": 500})["jobs"] if j["status"] in ("queued", "running")]
+        assert active == [] and live.state == OFF
+    finally:
+        s.close()
