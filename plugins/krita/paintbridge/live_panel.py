@@ -44,7 +44,7 @@ class LiveTab(QWidget):
         self.status.setWordWrap(True)
         self.result = QLabel()
         self.result.setAlignment(Qt.AlignCenter)
-        self.result.setMinimumHeight(RESULT_PX // 2)
+        self.result.setFixedSize(RESULT_PX, RESULT_PX)   # a new image must not re-lay-out the whole docker
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_btn)
         buttons.addWidget(self.apply_btn)
@@ -89,14 +89,16 @@ class LiveTab(QWidget):
         self.start_btn.setChecked(ctl.on)
         self.start_btn.blockSignals(False)
         self.start_btn.setText("Stop live" if ctl.on else "Start live")
-        if ctl.busy:   # a busy bar: steps when known, else Qt's moving indicator
-            step, total = ctl.progress
-            self.busy.setRange(0, total or 0)
+        step, total = ctl.progress if ctl.busy else (0, 1)
+        if ctl.busy and not total:   # sending, queued or loading: Qt's moving indicator
+            step, total = 0, 0
+        if self.busy.maximum() != total:
+            self.busy.setRange(0, total)
+        if self.busy.value() != step:
             self.busy.setValue(step)
-        else:
-            self.busy.setRange(0, 1)
-            self.busy.setValue(0)
-        self.status.setText(ctl.describe())
+        text = ctl.describe()
+        if text != self.status.text():   # every step redraws: set only what changed
+            self.status.setText(text)
         self.apply_btn.setEnabled(bool(ctl.result))
         shown = ctl.result[0].pixels if ctl.result else ctl.preview
         key = (ctl.result_job, id(shown))

@@ -38,6 +38,25 @@ class DrainClock:
         self.max_ms, self.total_ms, self.calls = 0.0, 0.0, 0
         ctl.timer.timeout.disconnect()
         ctl.timer.timeout.connect(self.drain)
+        self.parts = {}   # part -> longest ms: where the plug-in's time goes
+        for name in ("tick", "handle", "_read"):
+            self._time(ctl.live, name)
+        self._time(ctl.live.live, "read", "read (canvas copy)")
+        self._time(ctl.live.live, "handle", "live.handle (state)")
+        self._time(dk.live_tab, "_draw", "Live tab redraw")
+
+    def _time(self, obj, name, label=None):
+        fn = getattr(obj, name)
+
+        def timed(*a):
+            t = time.perf_counter()
+            try:
+                return fn(*a)
+            finally:
+                ms = (time.perf_counter() - t) * 1000
+                key = label or name
+                self.parts[key] = round(max(self.parts.get(key, 0.0), ms), 1)
+        setattr(obj, name, timed)
 
     def drain(self):
         t = time.perf_counter()
@@ -74,7 +93,9 @@ try:
     ticker.start()   # the baseline: the same wait with live mode off (this machine's own noise)
     kutil.settle(3.0)
     R["stall_baseline_ms"] = ticker.stop()
+    dk.live_tab.live.changed_state.disconnect()   # reconnected below through the timed _draw
     clock = DrainClock()
+    dk.live_tab.live.changed_state.connect(dk.live_tab._draw)
     t0 = time.perf_counter()
     tab.start_btn.click()
     R["start_ms"] = round((time.perf_counter() - t0) * 1000, 1)
@@ -112,6 +133,7 @@ try:
     R["stall_ms"] = max(stalls)
     R["drain_max_ms"], R["drain_calls"] = round(clock.max_ms, 1), clock.calls
     R["drain_mean_ms"] = round(clock.total_ms / max(1, clock.calls), 2)
+    R["drain_parts_ms"] = clock.parts
     R["sent"], R["changes_seen"] = live.sent, ctl.live.changes_seen
     R["shown_pixmap"] = tab.result.pixmap() is not None and not tab.result.pixmap().isNull()
     R["status_line"] = tab.status.text()
