@@ -54,9 +54,7 @@ class LiveController:
     def start(self) -> None:
         """Turn live mode on: the canvas as it is now is sent on the next tick."""
         self.on, self.paused = True, ""
-        self.changed()
-        self._dirty_since = self._last_change - self.debounce_s   # no need to wait for quiet
-        self._last_change = self._dirty_since
+        self._dirty_since = self._last_change = float("-inf")   # due now: no need to wait for quiet
 
     def stop(self) -> None:
         """Turn live mode off and cancel every live job still queued or running."""
