@@ -11,15 +11,15 @@ runs. The row keeps `archived = 0` until they have run, so a crash or stop in be
 start runs them for every such job before any new job (`settled()` lets a reader wait for them).
 
 Order: highest priority first; within a priority, round-robin between users (the user served longest ago
-goes next); within a user, FIFO. job.cancel stops a running job at its next denoising step.
+goes next); within a user, FIFO. job.cancel stops a running job at its next denoising step. On start, jobs
+left 'running' by a crash or kill are marked failed with code 'interrupted'; queued jobs run. Stopping the
+engine (SIGTERM) stops the running job at its next step the same way: failed, code 'interrupted'.
 
 Live jobs (generate with live, SPEC §7 "Live"): a user's live job runs ahead of that user's ordinary jobs and
 takes that user's turn in the round-robin, so other users are never starved. Each connection has at most one
 queued live job: a newer one supersedes it (job.canceled, reason "superseded"), and with preempt also stops
 that connection's running live job at its next step; the same inputs as its newest live job start nothing.
-A live job's results are not put in the gallery (no on_result/on_complete hooks) until `keep` asks for it. On start, jobs
-left 'running' by a crash or kill are marked failed with code 'interrupted'; queued jobs run. Stopping the
-engine (SIGTERM) stops the running job at its next step the same way: failed, code 'interrupted'.
+A live job's results are not put in the gallery (no on_result/on_complete hooks) until `keep` asks for it.
 """
 
 from __future__ import annotations
@@ -216,15 +216,16 @@ class JobQueue:
         layers = json.loads(row["result"])["layers"]
         for fn in self.on_result:   # the gallery names the images now, as it does for an ordinary job
             fn(row, layers)
-        result = json.dumps({"layers": layers})
-        await self.db.run(lambda db: db.execute("UPDATE jobs SET result = ?, archived = 0 WHERE id = ?",
-                                                [result, job]))
         try:
             graph = graphs.validate(json.loads(row["graph"]))
         except Exception:
             graph = None
-        self._archive(row, graph, layers)
-        await asyncio.wrap_future(self.archiving[job][1])
+        fut = self._archive(row, graph, layers)   # registered at once: a second keep waits for this one
+        # job.get answers the image ids; archived stays NULL until the archive is done (then 1): a keep cut
+        # short by a stop is simply asked again (images already in the gallery are skipped)
+        result = json.dumps({"layers": layers})
+        await self.db.run(lambda db: db.execute("UPDATE jobs SET result = ? WHERE id = ?", [result, job]))
+        await asyncio.wrap_future(fut)
 
     async def get_row(self, job: str, uid: int, admin: bool) -> dict:
         rows = await self.db.run(lambda db: list(db.query("SELECT * FROM jobs WHERE id = ?", [job])))
@@ -347,6 +348,7 @@ class JobQueue:
         fut = self.archiver.submit(run)
         self.archiving[row["id"]] = (row["user_id"], fut)
         fut.add_done_callback(lambda _: self.archiving.pop(row["id"], None))
+        return fut
 
 
 def _release_memory():

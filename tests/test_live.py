@@ -29,7 +29,7 @@ def live_engine(tmp_path_factory, demo_models):
     proc.kill()
 
 
-def collect(client, events: list, until, timeout=180):
+def collect(client, events: list, until, timeout=400):
     """Keep every event (next_event would drop the others) until until(events) holds."""
     end = time.monotonic() + timeout
     while not until(events):

@@ -312,7 +312,7 @@ def test_live_mode_in_krita(host, plugin_zip, engine_server, tmp_path):
         print(f"{host}: live mode main-thread stall {res['stall_ms']} ms while it sends and generates "
               f"(longest gap of a 5 ms timer; the same wait with live off: {res['stall_baseline_ms']} ms; until "
               f"the first result: {res['stall_first_ms']} ms); the plug-in's drain: longest {res['drain_max_ms']} ms, "
-              f"mean {res['drain_mean_ms']} ms over {res['drain_calls']} calls, longest parts {res['drain_parts_ms']}; Start {res['start_ms']} ms; "
+              f"mean {res['drain_mean_ms']} ms over {res['drain_calls']} calls, five longest calls of each part {res['drain_parts_ms']}; redraw pieces (min/median/max of 20) {res['redraw_pieces_ms']}; Start {res['start_ms']} ms; "
               f"{res['sent']} requests for {res['changes_seen']} change notifications")
         assert res["watched_canvases"] >= 1
         assert len(set(res["results"])) == 4 and None not in res["results"]   # the first one + three changes

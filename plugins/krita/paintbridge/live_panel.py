@@ -89,13 +89,11 @@ class LiveTab(QWidget):
         self.start_btn.setChecked(ctl.on)
         self.start_btn.blockSignals(False)
         self.start_btn.setText("Stop live" if ctl.on else "Start live")
-        step, total = ctl.progress if ctl.busy else (0, 1)
-        if ctl.busy and not total:   # sending, queued or loading: Qt's moving indicator
-            step, total = 0, 0
+        # busy: Qt's moving indicator (animated by the style's timer); the step is in the status line. A value
+        # per step would cost a synchronous repaint each (QProgressBar.setValue repaints at once): ~20 ms here
+        total = 0 if ctl.busy else 1
         if self.busy.maximum() != total:
             self.busy.setRange(0, total)
-        if self.busy.value() != step:
-            self.busy.setValue(step)
         text = ctl.describe()
         if text != self.status.text():   # every step redraws: set only what changed
             self.status.setText(text)

@@ -55,7 +55,10 @@ class DrainClock:
             finally:
                 ms = (time.perf_counter() - t) * 1000
                 key = label or name
-                self.parts[key] = round(max(self.parts.get(key, 0.0), ms), 1)
+                top = self.parts.setdefault(key, [])
+                top.append(round(ms, 1))
+                top.sort(reverse=True)
+                del top[5:]
         setattr(obj, name, timed)
 
     def drain(self):
@@ -133,7 +136,22 @@ try:
     R["stall_ms"] = max(stalls)
     R["drain_max_ms"], R["drain_calls"] = round(clock.max_ms, 1), clock.calls
     R["drain_mean_ms"] = round(clock.total_ms / max(1, clock.calls), 2)
-    R["drain_parts_ms"] = clock.parts
+    R["drain_parts_ms"] = clock.parts   # the five longest calls of each part
+    # what one redraw's pieces cost, repeated (the longest call above may be the machine, not the code)
+    from PyQt5.QtGui import QImage, QPixmap
+    px = live.result[0].pixels
+    pieces = {}
+    for name, fn in (("pixmap", lambda: QPixmap.fromImage(QImage(px.data, px.w, px.h, px.w * 4, QImage.Format_ARGB32))
+                      .scaled(192, 192, Qt.KeepAspectRatio, Qt.SmoothTransformation)),
+                     ("status text", lambda: tab.status.setText(f"Live: step {time.perf_counter()}")),
+                     ("whole redraw", lambda: (setattr(tab, "_shown_job", None), tab._draw()))):
+        times = []
+        for _ in range(20):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+        pieces[name] = [round(min(times), 2), round(sorted(times)[10], 2), round(max(times), 2)]
+    R["redraw_pieces_ms"] = pieces   # min, median, max of 20
     R["sent"], R["changes_seen"] = live.sent, ctl.live.changes_seen
     R["shown_pixmap"] = tab.result.pixmap() is not None and not tab.result.pixmap().isNull()
     R["status_line"] = tab.status.text()
