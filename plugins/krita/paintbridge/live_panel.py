@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QImage, QPixmap
-from PyQt5.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
-                             QPlainTextEdit, QProgressBar, QPushButton, QWidget)
+from PyQt5.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QPlainTextEdit,
+                             QProgressBar, QPushButton, QWidget)
 
 from .controller import guarded
 from .live import PRESETS
@@ -42,7 +42,7 @@ class LiveTab(QWidget):
         self.busy.setMaximumHeight(8)
         self.status = plain_label("Live: off")
         self.status.setWordWrap(True)
-        self.result = QLabel()
+        self.result = plain_label("")   # shows a pixmap; plain text like every label (issue 17)
         self.result.setAlignment(Qt.AlignCenter)
         self.result.setFixedSize(RESULT_PX, RESULT_PX)   # a new image must not re-lay-out the whole docker
         buttons = QHBoxLayout()
