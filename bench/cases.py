@@ -698,3 +698,124 @@ def b10_refine_memory(ctx) -> list[Result]:
     r.raw = {"idle_one": idle1, "peak_one": peak1, "idle": idle2, "peak": peak2, "image": image, "tiles": n_tiles,
              "seconds_one": dt1, "seconds": dt2}
     return [r]
+
+
+# ---- BL: live painting ----------------------------------------------------------------------------------------
+def _live_round(c, layers, args: dict, gap: float, preempt: bool) -> dict:
+    """One live round: the first input starts a generation; while it runs, len(layers)-1 more inputs arrive
+    `gap` s apart. Returns how many jobs ran, how many were superseded, and the time from the last input to its
+    result."""
+    events, jobs = [], []
+
+    def pull(until, timeout=600.0):
+        end = time.monotonic() + timeout
+        while not until():
+            if time.monotonic() > end:
+                raise TimeoutError("live round: " + str([(e[1].name, e[1].data.get("job")) for e in events][-10:]))
+            for ev in c.drain(1000):
+                events.append((time.perf_counter(), ev))
+            time.sleep(0.002)
+
+    def final(job):
+        return next(((t, e) for t, e in events if e.data.get("job") == job and
+                     e.name in ("job.result", "job.failed", "job.canceled")), None)
+
+    jobs.append(c.call("generate", {**args, "image": layers[0], "live": True})["job"])
+    pull(lambda: any(e.name == "job.progress" and e.data["job"] == jobs[0] for _, e in events))
+    for lay in layers[1:]:
+        time.sleep(gap)
+        t_last = time.perf_counter()
+        jobs.append(c.call("generate", {**args, "image": lay, "live": True, "preempt": preempt})["job"])
+    pull(lambda: all(final(j) for j in jobs))
+    ran = {e.data["job"] for _, e in events if e.name == "job.started"} & set(jobs)
+    t_done, last = final(jobs[-1])
+    assert last.name == "job.result", last.data
+    superseded = sum(1 for j in jobs if (f := final(j)) and f[1].data.get("reason") == "superseded")
+    return {"ran": len(ran), "superseded": superseded, "latency": t_done - t_last}
+
+
+def bl_live(ctx) -> list[Result]:
+    n = 5 if ctx.smoke else 10
+    steps = 8 if ctx.smoke else 20
+    size = 64
+    r = Result("BL", "Live painting: rapid input changes during one generation")
+    r.setup = (f"tiny SD1.5 demo model, img2img {size}×{size}, strength 0.5, {steps} steps (≈{steps // 2} denoising), "
+               f"{n} live inputs on one connection: the first starts a generation, the other {n - 1} arrive 20 ms "
+               f"apart while it runs; {ctx.reps} rounds per mode, medians. 'alone': the same job as an ordinary "
+               f"generate, from the call to job.result")
+    c = ctx.daemon.client()
+    try:
+        base = painting(size, size, 1)
+        layers = []
+        for i in range(n * (ctx.reps + 2) * 2):
+            px = base.copy()
+            px[(i * 3) % size, :, :3] = (i * 37) % 256
+            layers.append({"sha256": c.upload(px.tobytes()), "w": size, "h": size, "format": "rgba8", "x": 0, "y": 0})
+        args = {"mode": "img2img", "model": "tiny-sd15", "prompt": "live", "strength": 0.5, "steps": steps,
+                "seed": 5}
+        alone = []
+        for i in range(ctx.reps + 1):
+            t0 = time.perf_counter()
+            job = c.call("generate", {**args, "image": layers[-1 - i]})["job"]
+            _job_timeline(c, job)
+            if i:
+                alone.append(time.perf_counter() - t0)
+        gen = median(alone)
+        rows, raw = [], {"alone_s": alone}
+        k = 0
+        for preempt in (False, True):
+            rounds = []
+            for _ in range(ctx.reps):
+                rounds.append(_live_round(c, layers[k:k + n], args, 0.02, preempt))
+                k += n
+            lat = median([x["latency"] for x in rounds])
+            ran = max(x["ran"] for x in rounds)
+            raw["preempt" if preempt else "finish"] = rounds
+            rows.append(["preempt" if preempt else "finish the running one", str(n), str(ran),
+                         str(min(x["superseded"] for x in rounds)), ms(lat), ms(gen), f"{lat / gen:.2f}×"])
+            r.checks.append(Check(f"BL{'p' if preempt else ''}", f"jobs that ran for {n} inputs"
+                                  f"{' (preempt)' if preempt else ''}", ran, 2, "jobs"))
+            if preempt:
+                r.checks.append(Check("BLp", "last input → its result with preempt / generation alone", lat / gen,
+                                      1.5, "×"))
+        r.tables.append((["mode", "inputs", "jobs that ran (max)", "superseded (min)", "last input → result ms",
+                          "generation alone ms", "ratio"], rows))
+        r.notes.append("Without preempt the newest input waits for the running generation to finish, then runs: "
+                       "up to about 2× the generation time. With preempt the running one stops at its next step.")
+        stall = _krita_live_stall(ctx)
+        if stall:
+            r.tables.append((["Krita (main thread, live mode running)", "ms"], [[k2, str(v)] for k2, v in stall.items()]))
+        else:
+            r.notes.append("Krita's main-thread stall: not measured in this run (smoke run, or no Krita/xvfb-run); "
+                           "tests/hosts/test_krita.py::test_live_mode_in_krita prints it.")
+        r.raw = raw
+    finally:
+        c.close()
+    return [r]
+
+
+def _krita_live_stall(ctx) -> dict:
+    """The Krita host test's live script against this daemon (full runs, when Krita is installed): the main
+    thread's longest stall while live mode sends and generates, and the plug-in's own drain time."""
+    if ctx.smoke:
+        return {}
+    try:
+        from engine.plugin_build import build
+        from tests.hosts.krita.krita_host import run_in_krita, unavailable_reason, write_blank_png
+    except Exception:
+        return {}
+    if unavailable_reason("krita"):
+        return {}
+    from .common import ROOT
+
+    zip_path = build("krita", ctx.tmp / "paintbridge-krita.zip")
+    png = write_blank_png(ctx.tmp / "live.png", 64, 64)
+    res = run_in_krita(zip_path, ROOT / "tests" / "hosts" / "krita" / "scripts" / "live_mode.py", timeout=600,
+                       documents=[png], params={"url": ctx.daemon.url, "token": ctx.daemon.token,
+                                                "model": "tiny-sd15"})
+    if not res.get("ok"):
+        return {"error": (res.get("error") or "failed").splitlines()[-1][:200]}
+    return {"longest stall while live mode works (5 ms timer)": res["stall_ms"],
+            "the same wait with live mode off": res["stall_baseline_ms"],
+            "plug-in drain: longest": res["drain_max_ms"], "plug-in drain: mean": res["drain_mean_ms"],
+            "plug-in parts: longest": str(res.get("drain_parts_ms"))}

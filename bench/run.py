@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
             plan = [("B1", cases.b1_b2_transport), ("B3", cases.b3_b6_engine), ("B4", cases.b4_queue),
                     ("B5", cases.b5_memory), ("B7", cases.b7_flood), ("B8", cases.b8_upscale_result),
-                    ("B9", hosts.b9_hosts), ("B10", cases.b10_refine_memory)]
+                    ("B9", hosts.b9_hosts), ("B10", cases.b10_refine_memory), ("BL", cases.bl_live)]
             for key, fn in plan:
                 if only and key not in only and not ({"B2", "B6"} & only and key in ("B1", "B3")):
                     continue

@@ -74,6 +74,9 @@ class Config:
     # Host names the web page answers to besides IP addresses, localhost and --host (DNS-rebinding guard)
     web_hosts: list[str] = field(default_factory=list)
     ram_budget_mb: int = 0                 # model cache budgets; 0 = automatic
+    # generate's few-step presets (engine/presets.py): "PRESET/BASE" -> the registered LoRA to use, e.g.
+    # "lcm/sdxl" = "my-lcm-lora", when its file has none of the usual names
+    preset_loras: dict[str, str] = field(default_factory=dict)
     vram_budget_mb: int = 0
     limits: Limits = field(default_factory=Limits)
     blobs: BlobRetention = field(default_factory=BlobRetention)

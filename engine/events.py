@@ -13,7 +13,7 @@ JOB_STARTED = "job.started"        # {job}
 JOB_PROGRESS = "job.progress"      # {job, step, total, node, preview?}: droppable for a slow client
 JOB_RESULT = "job.result"          # {job, layers}: layer + name (+ seed) (+ image_id)
 JOB_FAILED = "job.failed"          # {job, error: {code, message, details}}
-JOB_CANCELED = "job.canceled"      # {job}
+JOB_CANCELED = "job.canceled"      # {job, reason?}: reason "superseded" for a live job a newer one replaced
 MODEL_LOADED = "model.loaded"      # {model, type, size_mb}: to every signed-in connection
 MODEL_UNLOADED = "model.unloaded"  # {model}: to every signed-in connection
 AUTH_REFRESHED = "auth.refreshed"  # {token, expires_at}: after a mutating request, to that connection only
@@ -58,8 +58,8 @@ def job_failed(job: str, error: dict) -> Event:
     return Event(JOB_FAILED, {"job": job, "error": error})
 
 
-def job_canceled(job: str) -> Event:
-    return Event(JOB_CANCELED, {"job": job})
+def job_canceled(job: str, reason: str | None = None) -> Event:
+    return Event(JOB_CANCELED, {"job": job, "reason": reason} if reason else {"job": job})
 
 
 def model_loaded(model: str, kind: str, size_mb: float) -> Event:

@@ -7,6 +7,7 @@ checks for cancel through it, and nothing else: no server, no queue, no registry
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
@@ -18,6 +19,7 @@ from .graph.node import Image, Mask, ModelValue
 from .store.owners import record
 
 log = logging.getLogger("paintbridge.queue")
+LIVE_HOLD_S = 300.0   # a live job's model is not evicted for this long after it (the next stroke's job needs it)
 
 
 class JobContext:
@@ -32,6 +34,10 @@ class JobContext:
         self.node_id = ""
         self.node_index = 0
         self.node_count = 0
+        try:   # a live job's model stays loaded between strokes (ModelCache.use)
+            self.live = bool(json.loads(row.get("request") or "{}").get("live"))
+        except ValueError:
+            self.live = False
 
     # -- cancel / errors
     def is_canceled(self) -> bool:
@@ -50,6 +56,7 @@ class JobContext:
         from .models.patch import ModelRef, check_vae
 
         loaded = self._cache.get(name)
+        self._cache.use(name, LIVE_HOLD_S if self.live else 0.0)
         if not vae:
             return ModelRef(loaded, name)
         entry = self._registry.get(vae, type="vae")

@@ -14,6 +14,12 @@ Order: highest priority first; within a priority, round-robin between users (the
 goes next); within a user, FIFO. job.cancel stops a running job at its next denoising step. On start, jobs
 left 'running' by a crash or kill are marked failed with code 'interrupted'; queued jobs run. Stopping the
 engine (SIGTERM) stops the running job at its next step the same way: failed, code 'interrupted'.
+
+Live jobs (generate with live, SPEC §7 "Live"): a user's live job runs ahead of that user's ordinary jobs and
+takes that user's turn in the round-robin, so other users are never starved. Each connection has at most one
+queued live job: a newer one supersedes it (job.canceled, reason "superseded"), and with preempt also stops
+that connection's running live job at its next step; the same inputs as its newest live job start nothing.
+A live job's results are not put in the gallery (no on_result/on_complete hooks) until `keep` asks for it.
 """
 
 from __future__ import annotations
@@ -66,6 +72,11 @@ class JobQueue:
         self.stopping = False
         self.stuck = False   # set by stop(): the job or archive thread was still busy after the grace period
         self.interrupted: set[str] = set()   # jobs canceled because the engine stops (not by their owner)
+        self.cancel_reasons: dict[str, str] = {}   # job -> job.canceled's reason ("superseded")
+        # live lane: connection key -> its newest live job {"id", "same", "seed"}; live job -> its connection
+        # while queued or running
+        self.live_newest: dict[str, dict] = {}
+        self.live_conn: dict[str, str] = {}
         self._task: asyncio.Task | None = None
         # Called on the job thread as fn(row, layers) after a job's results are written and before job.result:
         # must be quick (the gallery names its images here). An exception fails the job.
@@ -165,6 +176,58 @@ class JobQueue:
         self.wake.set()
         return job
 
+    async def submit_live(self, uid: int, conn: str, same: str, preempt: bool, kind: str, request: dict,
+                          graph: graphs.Graph, priority: int, app: str) -> tuple[dict, bool]:
+        """Queue a live job for connection `conn` → ({"id", "seed"}, unchanged). `same` identifies its inputs:
+        when the connection's newest live job had the same and has not failed or been canceled, that job is
+        returned and nothing is queued (unchanged = True). Otherwise the connection's queued live job is
+        canceled as superseded (and its running one too, with preempt) before the new one is queued."""
+        newest = self.live_newest.get(conn)
+        if newest is not None and newest["same"] == same:
+            status = await self.db.run(lambda db: db.execute("SELECT status FROM jobs WHERE id = ?",
+                                                             [newest["id"]]).fetchone())
+            if status is not None and status[0] in ("queued", "running", "completed"):
+                return newest, True
+        for job in [j for j, c in self.live_conn.items() if c == conn]:
+            if job in self.running:
+                if preempt:
+                    self.cancel_reasons[job] = "superseded"
+                    self.running[job].canceled.set()
+            elif await self.db.run(_finish, job, "canceled", None, None, "queued"):
+                self.live_conn.pop(job, None)
+                self.validated.pop(job, None)
+                self.hub.publish(uid, events.job_canceled(job, "superseded"))
+        job = await self.submit(uid, kind, request, graph, priority, app)
+        self.live_conn[job] = conn
+        self.live_newest[conn] = newest = {"id": job, "same": same, "seed": request.get("seed")}
+        return newest, False
+
+    async def keep(self, job: str, uid: int, admin: bool) -> None:
+        """Put a finished live job's results in the gallery (images.keep); returns once they are there. A job
+        that is in the gallery already (an ordinary one, or kept before) is left as it is."""
+        row = await self.get_row(job, uid, admin)
+        if job in self.archiving:
+            await asyncio.wrap_future(self.archiving[job][1])
+            return
+        if row["status"] != "completed":
+            raise BadRequest(f"job {job} is {row['status']}: only a completed job's images can be kept",
+                             details={"field": "job"})
+        if not _is_live(row) or row["archived"] is not None:
+            return   # archived (1), or being archived at the next start (0)
+        layers = json.loads(row["result"])["layers"]
+        for fn in self.on_result:   # the gallery names the images now, as it does for an ordinary job
+            fn(row, layers)
+        try:
+            graph = graphs.validate(json.loads(row["graph"]))
+        except Exception:
+            graph = None
+        fut = self._archive(row, graph, layers)   # registered at once: a second keep waits for this one
+        # job.get answers the image ids; archived stays NULL until the archive is done (then 1): a keep cut
+        # short by a stop is simply asked again (images already in the gallery are skipped)
+        result = json.dumps({"layers": layers})
+        await self.db.run(lambda db: db.execute("UPDATE jobs SET result = ? WHERE id = ?", [result, job]))
+        await asyncio.wrap_future(fut)
+
     async def get_row(self, job: str, uid: int, admin: bool) -> dict:
         rows = await self.db.run(lambda db: list(db.query("SELECT * FROM jobs WHERE id = ?", [job])))
         if not rows or (rows[0]["user_id"] != uid and not admin):
@@ -195,6 +258,7 @@ class JobQueue:
             changed = await self.db.run(_finish, job, "canceled", None, None, "queued")
             if changed:
                 self.validated.pop(job, None)
+                self.live_conn.pop(job, None)
                 self.hub.publish(row["user_id"], events.job_canceled(job))
                 return {"status": "canceled"}
             row = await self.get_row(job, uid, admin)
@@ -225,15 +289,19 @@ class JobQueue:
                 status, result, error, graph = await self.loop.run_in_executor(self.executor, self._run, row, ctx)
             finally:
                 self.running.pop(row["id"], None)
+                self.live_conn.pop(row["id"], None)
             if row["id"] in self.interrupted and status != "completed":
                 status, result, error = "failed", None, INTERRUPTED
             row["finished"] = time.time()
-            await self.db.run(_finish, row["id"], status, result, error, "running", row["finished"])
+            live = _is_live(row)
+            await self.db.run(_finish, row["id"], status, result, error, "running", row["finished"], not live)
+            reason = self.cancel_reasons.pop(row["id"], None)
             if status == "completed":
                 self.hub.publish(row["user_id"], events.job_result(row["id"], result["layers"]))
-                self._archive(row, graph, result["layers"])
+                if not live:   # a live job's results reach the gallery only when kept (keep)
+                    self._archive(row, graph, result["layers"])
             elif status == "canceled":
-                self.hub.publish(row["user_id"], events.job_canceled(row["id"]))
+                self.hub.publish(row["user_id"], events.job_canceled(row["id"], reason))
             else:
                 self.hub.publish(row["user_id"], events.job_failed(row["id"], error))
 
@@ -242,7 +310,7 @@ class JobQueue:
         try:
             graph = self.validated.pop(row["id"], None) or graphs.validate(json.loads(row["graph"]))
             graphs.execute(graph, ctx, max_live_bytes=self.config.limits.max_job_bytes)
-            for fn in self.on_result:
+            for fn in self.on_result if not _is_live(row) else ():
                 fn(row, ctx.results)
             return "completed", {"layers": ctx.results}, None, graph
         except Canceled:
@@ -261,6 +329,7 @@ class JobQueue:
                                     "details": None}, None
         finally:
             try:   # LoRAs and embeddings come off the cached models: the next job sees the original weights
+                self.cache.release()
                 self.cache.reset_patches()
             except Exception:
                 log.exception("restoring models after job %s failed", row["id"])
@@ -280,6 +349,7 @@ class JobQueue:
         fut = self.archiver.submit(run)
         self.archiving[row["id"]] = (row["user_id"], fut)
         fut.add_done_callback(lambda _: self.archiving.pop(row["id"], None))
+        return fut
 
 
 def _release_memory():
@@ -307,16 +377,31 @@ def _mark_interrupted(db) -> int:
     return cur.rowcount
 
 
+def _is_live(row: dict) -> bool:
+    try:
+        return bool(json.loads(row.get("request") or "{}").get("live"))
+    except ValueError:
+        return False
+
+
 def _claim_next(db, last_served: dict) -> dict | None:
-    top = db.execute("SELECT MAX(priority) FROM jobs WHERE status = 'queued'").fetchone()[0]
-    if top is None:
+    # Each user's next job: their live job first, else their oldest at their highest priority. Users whose
+    # highest priority is the top one take turns: the user served longest ago goes first.
+    heads: dict[int, tuple] = {}
+    for r in db.execute("SELECT id, user_id, priority, seq, COALESCE(json_extract(request, '$.live'), 0) "
+                        "FROM jobs WHERE status = 'queued'"):
+        job, uid, priority, seq, live = r
+        rank = (bool(live), priority, -seq)
+        top, best = heads.get(uid, (priority, None))
+        heads[uid] = (max(top, priority), rank if best is None or rank > best else best)
+    if not heads:
         return None
-    # the oldest queued job of each user at the top priority; the user served longest ago goes first
-    rows = list(db.query(
-        "SELECT * FROM jobs WHERE status = 'queued' AND priority = ? AND seq IN "
-        "(SELECT MIN(seq) FROM jobs WHERE status = 'queued' AND priority = ? GROUP BY user_id)", [top, top]))
-    rows.sort(key=lambda r: (last_served.get(r["user_id"], 0.0), r["seq"]))
-    row = rows[0]
+    top = max(t for t, _ in heads.values())
+    uid, (_, (_, _, neg_seq)) = min(((u, h) for u, h in heads.items() if h[0] == top),
+                                    key=lambda it: (last_served.get(it[0], 0.0), -it[1][1][2]))
+    row = next(iter(db.query("SELECT * FROM jobs WHERE seq = ? AND status = 'queued'", [-neg_seq])), None)
+    if row is None:
+        return None
     cur = db.execute("UPDATE jobs SET status = 'running', started = ? WHERE id = ? AND status = 'queued'",
                      [time.time(), row["id"]])
     if cur.rowcount != 1:
@@ -325,11 +410,13 @@ def _claim_next(db, last_served: dict) -> dict | None:
     return row
 
 
-def _finish(db, job: str, status: str, result, error, expect: str, now: float | None = None) -> bool:
-    # a completed job is archived after it is answered (JobQueue._archive): archived = 0 until then
+def _finish(db, job: str, status: str, result, error, expect: str, now: float | None = None,
+            archive: bool = True) -> bool:
+    # a completed job is archived after it is answered (JobQueue._archive): archived = 0 until then; a live job
+    # (archive False) keeps NULL until it is kept
     cur = db.execute("UPDATE jobs SET status = ?, result = ?, error = ?, finished = ?, archived = ? "
                      "WHERE id = ? AND status = ?",
                      [status, json.dumps(result) if result is not None else None,
                       json.dumps(error) if error is not None else None, now or time.time(),
-                      0 if status == "completed" else None, job, expect])
+                      0 if status == "completed" and archive else None, job, expect])
     return cur.rowcount == 1

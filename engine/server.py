@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -59,6 +60,7 @@ class Connection:
         self.pending_close: tuple[int, str] | None = None
         self.bad_frames = 0
         self.web_session: str | None = None   # signed in by the web page's session cookie (engine/web/)
+        self.key = secrets.token_hex(8)       # names this connection to the queue (a live job's lane)
 
     @property
     def uid(self) -> int:

@@ -362,7 +362,7 @@ def recalled_fields(values: dict | None, summary: dict | None = None,
         out["vae"] = ""   # made with the model's own VAE: the picker goes back to it
     values.pop("loras", None)
     if mode == "upscale":   # refined with a model: its strength goes back into the refine strength
-        out["refine"] = bool(values.get("model"))
+        out["refine"] = bool(out.get("model"))
         strength = values.pop("strength", None)
         if out["refine"] and strength is not None:
             out["refine_strength"] = strength

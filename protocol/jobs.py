@@ -118,6 +118,8 @@ class JobTable:
                         r.connection_lost = True
             return None
         if isinstance(up, u.JobAccepted):
+            for key in [k for k, r in self.rows.items() if r.job == up.job and k != up.request]:
+                del self.rows[key]   # a live request answered with an earlier job ("unchanged"): one row per job
             row = self.rows.get(up.request) or self.add(up.request, up.tag)
             row.job, row.seed = up.job, up.seed
             if row.state == SENDING:

@@ -364,12 +364,17 @@ class Session:
                 self._inflight -= 1
                 if reply is not None:
                     job = reply["job"]
+                    # a live request with the inputs of an earlier live job (SPEC §7 "Live"): that job is the
+                    # answer; if it had ended already, its end is read again for this request
+                    again = bool(reply.get("unchanged")) and job not in self._mine and job not in self._fetching
                     self._mine[job] = tag
                     self._request_jobs[rid] = job
                     # under the lock: no event of this job can be handed over before JobAccepted
                     self._put(JobAccepted(rid, job, tag, reply.get("seed", args.get("seed"))))
                     for ev in self._early.pop(job, []):
                         self._job_event(ev)
+                    if again:
+                        self._submit(self._resync_one, job)
                 if self._inflight == 0:
                     self._early.clear()
 

@@ -25,7 +25,7 @@ def test_bench_smoke(tmp_path):
     assert res.returncode == 0, detail
     assert report.exists(), detail
     text = report.read_text()
-    for bench_id in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"):
+    for bench_id in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "BL"):
         assert f"## {bench_id}." in text, f"{bench_id} missing from RESULTS.md\n{text}"
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["smoke"] is True

@@ -301,3 +301,70 @@ def test_pad_adds_transparent_margins_and_keeps_the_old_pixels_in_place():
     assert pad(px, 0, 0, 0, 0) is px
     with pytest.raises(ValueError):
         pad(px, -1, 0, 0, 0)
+
+
+# ---- live mode (protocol.live) ---------------------------------------------------------------------------------
+def test_live_requests_wait_for_quiet_and_a_refusal_pauses(tmp_path):
+    """LiveController on a Session with no engine: when it sends (debounce, the longest wait during a long
+    stroke, never while a request is still on its way), and that a refused request pauses instead of retrying."""
+    from protocol.live import OFF, PAUSED, LiveController
+    from protocol.session import Session
+
+    s = Session("krita", "test", str(tmp_path), url="ws://127.0.0.1:9/v1/ws", use_keyring=False)
+    now = [100.0]
+    live = LiveController(s, lambda: ({"mode": "img2img", "model": "m"}, None, None), debounce_s=0.3,
+                          max_wait_s=1.0, clock=lambda: now[0])
+
+    def settle():   # the Session's worker answers "not connected"
+        end = time.monotonic() + 10
+        while live.busy:
+            assert time.monotonic() < end
+            for up in s.poll():
+                live.handle(up)
+            time.sleep(0.01)
+
+    try:
+        live.changed()
+        assert not live.tick() and live.state == OFF   # off: changes are ignored
+        live.start()
+        assert live.tick() and live.sent == 1          # the canvas as it is, at once
+        live.changed()
+        now[0] += 5
+        assert not live.tick()                         # the first is still on its way
+        settle()
+        assert live.state == PAUSED and "not connected" in live.describe()
+        live.changed()
+        now[0] += 5
+        assert not live.tick() and live.sent == 1      # paused: no retry loop
+        live.settings_changed()                        # the person changed something: resume (the canvas
+        assert live.tick() and live.sent == 2          # has been waiting longer than max_wait_s: at once)
+        settle()
+        live.settings_changed()
+        now[0] += 0.1
+        assert not live.tick()                         # not quiet for 0.3 s yet
+        now[0] += 0.3
+        assert live.tick() and live.sent == 3
+        settle()
+        live.settings_changed()
+        for _ in range(9):                             # a long stroke: a change every 0.1 s
+            now[0] += 0.1
+            live.changed()
+            assert not live.tick()
+        now[0] += 0.15
+        live.changed()
+        assert live.tick() and live.sent == 4          # sent after max_wait_s although it goes on
+        live.stop()
+        assert live.state == OFF
+    finally:
+        s.close()
+
+
+def test_one_row_per_job_when_a_live_request_is_answered_with_an_earlier_job():
+    t = JobTable()
+    t.add("r1")
+    t.apply(JobAccepted("r1", "j1"))
+    t.add("r2")
+    t.apply(JobAccepted("r2", "j1"))   # "unchanged": the engine answered r2 with r1's job
+    assert list(t.rows) == ["r2"] and t.by_job("j1").request == "r2"
+    t.apply(JobResult("j1", layers=[]))
+    assert t.rows["r2"].state == COMPLETED

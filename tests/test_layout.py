@@ -25,7 +25,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("storage",   ["engine.store", "engine.auth", "engine.graph", "engine.opspec"]),
     ("rules",     ["engine.layers", "engine.budgets", "engine.canvas", "engine.workflows", "engine.prompts",
                    "engine.samplers", "engine.regions", "engine.preprocess", "engine.control_presets",
-                   "engine.tiles"]),
+                   "engine.tiles", "engine.presets"]),
     ("models",    ["engine.models", "engine.diffusion", "engine.conditioning", "engine.attention", "engine.refine"]),
     ("nodes",     ["engine.nodes"]),
     ("services",  ["engine.job_context", "engine.queue", "engine.gallery", "engine.hub", "engine.sessions",

@@ -6,7 +6,9 @@ like a main model). Each entry's size is its parameter (+ buffer) bytes, counted
 lives on: `ram_budget_mb` for CPU, `vram_budget_mb` for the accelerator (config.toml; 0 = automatic: half of
 physical RAM, 85% of the GPU's memory). Before a load, least recently used entries on that device are evicted
 until the new one's estimate (its size on disk) fits; after the load, again by its measured size. One model
-bigger than the whole budget is still loaded, alone.
+bigger than the whole budget is still loaded, alone. What the running job uses (`use`) is never evicted while it
+runs, and a live job's model not for `hold_s` after it (live painting never reloads its model on every stroke
+because a LoRA or another user's job made room); only when nothing else can go does a load exceed the budget.
 
 A model whose file changed on disk is loaded again. `loads` counts real loads and `hits` cache hits (tests and
 `models.list`'s "cache" show them). Used from the job worker thread (one job at a time); the lock only protects
@@ -19,6 +21,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +117,26 @@ class ModelCache:
         self.loads = 0
         self.hits = 0
         self.evictions = 0
+        self._in_use: dict[str, float] = {}   # name -> hold_s after the job: what the running job loaded
+        self._held: dict[str, float] = {}     # name -> time.monotonic() until which it is not evicted
+
+    # -- what the running job uses (the job queue's worker thread)
+    def use(self, name: str, hold_s: float = 0.0) -> None:
+        """The running job uses `name`: not evicted until `release`, nor for hold_s after it."""
+        with self._lock:
+            self._in_use[name] = max(self._in_use.get(name, 0.0), hold_s)
+
+    def release(self) -> None:
+        """The job ended (JobQueue, after every job)."""
+        now = time.monotonic()
+        with self._lock:
+            for name, hold in self._in_use.items():
+                if hold:
+                    self._held[name] = now + hold
+            self._in_use.clear()
+
+    def _protected(self, name: str) -> bool:
+        return name in self._in_use or self._held.get(name, 0.0) > time.monotonic()
 
     # -- public getters
     def get(self, name: str):
@@ -200,8 +223,10 @@ class ModelCache:
         budget = self.budgets.get(device) or 0
         while True:
             with self._lock:
-                victims = [s for s in self._loaded.values() if s.name != keep and s.device == device]
-                mains = [s for s in self._loaded.values() if s.name != keep and s.kind == "main"]
+                victims = [s for s in self._loaded.values()
+                           if s.name != keep and s.device == device and not self._protected(s.name)]
+                mains = [s for s in self._loaded.values()
+                         if s.name != keep and s.kind == "main" and not self._protected(s.name)]
                 n_main = len(mains) + (1 if keep is None or self._loaded[keep].kind == "main" else 0)
                 if victims and budget > 0 and self._used(device) + need > budget:
                     victim = victims[0]   # OrderedDict order: least recently used first

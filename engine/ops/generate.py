@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .. import samplers, tiles
+from .. import presets, samplers, tiles
 from ..budgets import check_generate_budget
 from ..canvas import compile_generate, uses_hires
 from ..errors import BadRequest
@@ -123,6 +123,14 @@ class GenerateArgs(Args):
     priority: int = Field(default=0, ge=-100, le=100)
     source: SourceInfo | None = None
     recall: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,32}$")   # a gallery image id
+    # a few-step sampling set-up by name (engine/presets.py): fills scheduler/schedule/steps/guidance not given
+    # here and adds the LoRA it needs
+    preset: str | None = Field(default=None, min_length=1, max_length=64)
+    # live painting (SPEC §7 "Live"): at most one queued live job per connection, a newer one supersedes it;
+    # with preempt a running live job of this connection stops at its next step too. Not in the gallery unless
+    # kept (images.keep).
+    live: bool = False
+    preempt: bool = False
 
     @field_validator("scheduler")
     @classmethod
@@ -226,6 +234,8 @@ async def resolve_recall(ctx, args: GenerateArgs) -> GenerateArgs:
         raise BadRequest(f"image {args.recall} was made by a node graph, not by generate: resubmit its graph "
                          "(images.get returns it) with graph.submit", details={"field": "recall"})
     params = json.loads(row["params"])
+    for key in ("live", "preempt"):   # a kept live image recalled is an ordinary request unless asked again
+        params.pop(key, None)
     given = args.model_dump(include=set(args.model_fields_set) - {"recall"})
     try:
         merged = GenerateArgs.model_validate({**params, **given})
@@ -282,6 +292,12 @@ async def generate(ctx, args: GenerateArgs):
 
         entry = await ctx.run_blocking(app.registry.get, args.model, "main")
         native = await ctx.run_blocking(native_size, entry)   # reads config files: off the loop
+        if args.preset:
+            loras = await ctx.run_blocking(app.registry.list, "lora")
+            need = presets.apply(args, args.preset, entry.family, args.model, loras, app.config.preset_loras,
+                                 app.config.limits.max_steps)
+            if need is not None:
+                args.loras.append(LoraRef(model=need[0], weight=need[1]))
         # LoRAs and `<embedding>`s for another base are refused here, before anything is queued
         texts = [args.prompt, args.negative_prompt]
         texts += [t for r in args.regions for t in (r.prompt, r.negative_prompt or "")]
@@ -302,6 +318,8 @@ async def generate(ctx, args: GenerateArgs):
         await ctx.run_blocking(app.registry.get, args.upscaler, "upscaler")
     if args.mode == "upscale":
         check_regions(args, app.config.limits.max_regions, None)
+    # a live request's inputs as sent (before the engine picks a seed): the same inputs again start nothing
+    same = json.dumps(args.model_dump(exclude={"source", "preempt", "priority"}), sort_keys=True) if args.live else ""
     if args.seed is None:
         # below 2**31 (so seed+batch too): every host's integer field (GIMP arguments, Blender properties) holds it,
         # and a recalled seed can be shown and edited there
@@ -323,6 +341,12 @@ async def generate(ctx, args: GenerateArgs):
     graph_raw = compile_generate(args, native, app.config.limits.max_pixels, image, mask)
     graph = graphs.validate(graph_raw)
     request = args.model_dump()
-    job = await app.queue.submit(ctx.conn.uid, args.mode, request, graph, args.priority,
-                                 (args.source.app if args.source else "") or ctx.conn.client_info.get("app", ""))
+    app_name = (args.source.app if args.source else "") or ctx.conn.client_info.get("app", "")
+    if args.live:
+        job, unchanged = await app.queue.submit_live(ctx.conn.uid, ctx.conn.key, same, args.preempt, args.mode,
+                                                     request, graph, args.priority, app_name)
+        if unchanged:   # the newest live job of this connection had exactly these inputs: nothing new starts
+            return {"job": job["id"], "seed": job["seed"], "unchanged": True}
+        return {"job": job["id"], "seed": args.seed}
+    job = await app.queue.submit(ctx.conn.uid, args.mode, request, graph, args.priority, app_name)
     return {"job": job, "seed": args.seed}

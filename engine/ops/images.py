@@ -1,4 +1,4 @@
-"""The gallery's images: images.list|get|delete|star|move|import.
+"""The gallery's images: images.list|get|delete|star|move|import, and images.keep (a live job's results).
 
 Images are recorded by engine/gallery/record.py just after a job's job.result (images.added says when); every
 op here first waits for the archives of the jobs completed so far (JobQueue.settled), so an image id from a
@@ -141,6 +141,20 @@ async def images_delete(ctx, args: ImageArgs):
     row = await app.db.run(gallery.delete_image, args.image, ctx.conn.uid, ctx.conn.is_admin)
     await ctx.run_blocking(lambda: (app.config.data_dir / row["path"]).unlink(missing_ok=True))
     return {}
+
+
+class KeepArgs(Args):
+    job: str = Field(min_length=1, max_length=64)
+
+
+@op("images.keep", KeepArgs, mutating=True)
+async def images_keep(ctx, args: KeepArgs):
+    """A finished live job's results into the gallery (live jobs are not put there by themselves) → {images}:
+    their summaries, as images.added also says. For a job already in the gallery, its images."""
+    await ctx.app.queue.keep(args.job, ctx.conn.uid, ctx.conn.is_admin)
+    rows = await ctx.app.db.run(lambda db: list(db.query("SELECT * FROM images WHERE job_id = ? ORDER BY seq",
+                                                          [args.job])))
+    return {"images": [gallery.summary(r) for r in rows]}
 
 
 class StarArgs(ImageArgs):

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..control_presets import preset_for
+from .. import presets
 from ..errors import EngineError
 from ..models.download import parse_source
 from ..models.registry import native_size
@@ -42,7 +43,7 @@ async def models_list(ctx, args: ListArgs):
     stats = cache.stats()
     if not admin:
         stats.pop("loaded", None)
-    return {"models": out, "cache": stats}
+    return {"models": out, "cache": stats, "presets": presets.public()}
 
 
 class UnloadArgs(Args):

@@ -347,3 +347,37 @@ def test_pickers_and_the_models_tab_in_krita(host, plugin_zip, engine_server, tm
         {"scheduler": "dpmpp_2m", "schedule": "karras", "clip_skip": 2, "vae": vae}
     assert res["recalled"] == {"scheduler": "dpmpp_2m", "schedule": "karras", "clip_skip": 2, "vae": vae}, res
     assert res["admin_tab"] is True and res["user_tab"] is False
+
+
+def test_live_mode_in_krita(host, plugin_zip, engine_server, tmp_path):
+    """Issue 21: the Live tab. Live on, three paint changes (each ended by the canvas's button release, as a
+    stroke is), a result for each, the busy indicator shown; Apply adds one layer in one undo step; Stop leaves
+    nothing queued or running on the engine. Prints the main thread's longest stall while live mode ran."""
+    from ..helpers import new_user
+
+    c = new_user(engine_server)   # a fresh user: the engine's job list holds only what this test makes
+    try:
+        png = write_blank_png(tmp_path / "live.png", 64, 64)
+        res = run_in_krita(plugin_zip, SCRIPTS / "live_mode.py", host=host, timeout=600, documents=[png],
+                           params={"url": engine_server.url, "token": c.token, "model": engine_server.model_name})
+        assert res["ok"], res.get("error", "") + "\n" + str(res.get("messages")) + "\n" + res.get("log", "")[-2000:]
+        print(f"{host}: live mode main-thread stall {res['stall_ms']} ms while it sends and generates "
+              f"(longest gap of a 5 ms timer; the same wait with live off: {res['stall_baseline_ms']} ms; until "
+              f"the first result: {res['stall_first_ms']} ms); the plug-in's drain: longest {res['drain_max_ms']} ms, "
+              f"mean {res['drain_mean_ms']} ms over {res['drain_calls']} calls, five longest calls of each part {res['drain_parts_ms']}; redraw pieces (min/median/max of 20) {res['redraw_pieces_ms']}; Start {res['start_ms']} ms; "
+              f"{res['sent']} requests for {res['changes_seen']} change notifications")
+        assert res["watched_canvases"] >= 1
+        assert len(set(res["results"])) == 4 and None not in res["results"]   # the first one + three changes
+        assert res["busy_shown"] and res["shown_pixmap"]
+        assert res["apply_layers"] == ["Live: a live fox"] and res["after_one_undo"] == 0   # one undo step
+        assert res["apply_added"] in (1, 2)   # the layer, with the Paintbridge group the first time
+        assert res["state_after_stop"] == "off" and res["button_after_stop"] == "Start live"
+        assert res["sent_after_stop"] <= 1
+        jobs = c.call("job.list", {"limit": 200})["jobs"]
+        assert [j for j in jobs if j["status"] in ("queued", "running")] == []
+        assert all(j["request"].get("live") for j in jobs)
+        assert {j["request"]["strength"] for j in jobs} == {0.5}
+        kept = [i for i in c.call("images.list", {"limit": 50})["images"]]
+        assert len(kept) == 1   # Apply kept the applied result in the gallery; the others are not there
+    finally:
+        c.close()

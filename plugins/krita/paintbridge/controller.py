@@ -25,7 +25,7 @@ from ._vendor.protocol.updates import (DownloadProgress, ErrorUpdate, ImagesPage
                                        JobFailed, JobProgress, JobQueued, JobResult, JobStarted, ModelsChanged,
                                        Recalled, Reply, SignedIn, StateChanged, WorkflowsChanged)
 
-from . import host, settings
+from . import host, live, settings
 
 MODES = [(m.name, m.label) for m in generate.MODES.values()]
 log = logging.getLogger("paintbridge")
@@ -70,6 +70,7 @@ class Controller(QObject):
         self.results: list[Result] = []
         self.gallery = GalleryBrowser(self.session, GALLERY_PAGE, THUMB_SIZE)
         self.workflows: list[dict] = []
+        self.live = live.KritaLive(self)        # the Live tab's state (live.py)
         self._retry_at: float | None = None
         self._state_message = ""
         self.timer = QTimer(self)
@@ -365,10 +366,16 @@ class Controller(QObject):
     def drain(self):
         for up in self.session.poll():
             try:
-                self._handle(up)
+                if not self.live.handle(up):   # live jobs' updates are the Live tab's
+                    self._handle(up)
             except Exception as exc:   # a QTimer slot must not raise: PyQt would abort Krita
                 log.exception("handling a %s update failed", up.kind)
                 self.message.emit(f"Paintbridge: could not handle {up.kind}: {type(exc).__name__}: {exc}")
+        try:
+            self.live.tick()
+        except Exception as exc:
+            log.exception("live mode failed")
+            self.message.emit(f"Paintbridge live mode: {type(exc).__name__}: {exc}")
 
     def _jobs_changed(self):
         self.session.jobs.forget_finished(keep=20)

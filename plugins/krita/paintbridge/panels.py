@@ -20,6 +20,7 @@ from ._vendor.protocol import forms, generate
 from ._vendor.protocol import gallery as gallery_labels
 
 from .controller import MODES, THUMB_SIZE, controller, guarded
+from .live_panel import LiveTab
 from .workflow_form import ERROR_STYLE, WorkflowForm, plain_label, plain_tooltip
 
 PREVIEW = 96   # px, the newest preview beside the results list
@@ -50,6 +51,8 @@ class PaintbridgeDocker(DockWidget):
         self.tabs.addTab(self._generate_tab(), "Generate")
         self.tabs.addTab(self._workflows_tab(), "Workflows")
         self.tabs.addTab(self._gallery_tab(), "Gallery")
+        self.live_tab = LiveTab(self.ctl)
+        self.tabs.addTab(self.live_tab, "Live")
         self.models_page = self._models_tab()   # a tab only while an admin is signed in (_downloads)
         lay.addWidget(self.tabs)
         lay.addStretch(1)
