@@ -67,6 +67,10 @@ class Config:
     refresh_after_s: int = 60              # sliding window: re-issue a token at most this often per connection
     ram_budget_mb: int = 0                 # model cache budgets; 0 = automatic
     vram_budget_mb: int = 0
+    # The worker pool (engine/pool/): jobs run on Ray Serve workers, one per GPU. Off when both are unset.
+    pool_workers: int = 0                  # workers (GPUs); alone: a local Ray cluster with that many
+    pool_address: str | None = None        # an existing Ray cluster (HOST:6379) to run the workers on
+    pool_port: int = 0                     # the port of the workers' blob route (0: any free one)
     limits: Limits = field(default_factory=Limits)
     blobs: BlobRetention = field(default_factory=BlobRetention)
 

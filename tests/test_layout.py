@@ -28,7 +28,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("models",    ["engine.models", "engine.diffusion", "engine.conditioning"]),
     ("nodes",     ["engine.nodes"]),
     ("services",  ["engine.job_context", "engine.queue", "engine.gallery", "engine.hub", "engine.sessions",
-                   "engine.uploads"]),
+                   "engine.uploads", "engine.pool"]),
     ("ops",       ["engine.ops"]),
     ("root",      ["engine.app"]),
     ("transport", ["engine.server"]),
