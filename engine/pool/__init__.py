@@ -136,7 +136,8 @@ class Pool:
         from .worker import Worker
 
         serve.start(proxy_location="Disabled")   # handles only: no HTTP proxy, no port
-        app = Worker.options(num_replicas=self.wanted).bind()
+        # torch's threads per worker: the engine's OMP_NUM_THREADS when set, else each worker uses its machine's CPUs
+        app = Worker.options(num_replicas=self.wanted).bind(int(os.environ.get("OMP_NUM_THREADS") or 0))
         handle = serve.run(app, name=APP, route_prefix=None)
         self._poll()
         return handle
@@ -322,6 +323,7 @@ class Pool:
     def status(self) -> dict:
         busy = {w: j for j, w in self.inflight.items() if w}
         return {"mode": self.mode, "state": self.state, "message": self.message, "address": self.address,
+                "route": self.route.url,
                 "wanted": self.wanted, "up": self.up, "running": len(self.inflight),
                 "workers": [{"worker": w, "pid": i["pid"], "node": i["node"], "gpu": i["gpu"], "models": i["models"],
                              "busy": w in busy, "job": busy.get(w), "jobs": i["jobs"]}

@@ -67,7 +67,12 @@ class _EventSink:
 @serve.deployment(name="Worker", max_ongoing_requests=1, ray_actor_options={"num_gpus": 1, "num_cpus": 0},
                   graceful_shutdown_timeout_s=5)
 class Worker:
-    def __init__(self):
+    def __init__(self, threads: int = 0):
+        import torch
+
+        # Ray sets OMP_NUM_THREADS=1 in a replica that asks for no CPU: torch then computes on one thread, slowly,
+        # and (sums added in another order) not byte-identical to the engine's own process. Same count as there.
+        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         self.id = serve.get_replica_context().replica_id.unique_id
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-job")
         self.registry = ModelRegistry([], scan=False)   # in memory; a mirror of the engine's, per request
