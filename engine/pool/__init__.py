@@ -187,12 +187,16 @@ class Pool:
     async def run(self, row: dict, ctx):
         job = row["id"]
         self.inflight[job] = None
+        graph = self.queue.validated.pop(job, None)   # checked at submit: kept for the gallery, not re-checked
         try:
-            return await self._run(row, ctx)
+            out = await self._run(row, ctx, graph)
         finally:
             self.inflight.pop(job, None)
+        if out[0] == "requeue" and graph is not None:
+            self.queue.validated[job] = graph
+        return out
 
-    async def _run(self, row: dict, ctx):
+    async def _run(self, row: dict, ctx, graph):
         from ray.exceptions import RayActorError, TaskCancelledError
 
         job, uid = row["id"], row["user_id"]
@@ -236,7 +240,7 @@ class Pool:
                     return await self._refused(job, worker, msg)
                 elif kind == "done":
                     self._note(worker, msg, None)
-                    return await self._done(row, ctx, worker, msg)
+                    return await self._done(row, ctx, worker, msg, graph)
             return self._lost(job, worker, "the worker ended the call without a result")
         except (TaskCancelledError, asyncio.CancelledError):
             if seen["why"] is None:   # not ours: the engine's own task is being canceled
@@ -291,7 +295,7 @@ class Pool:
         await asyncio.sleep(REFUSED_RETRY_S)   # then the queue offers it again, with luck to another worker
         return "requeue", None, None, None
 
-    async def _done(self, row: dict, ctx, worker: str, msg: dict):
+    async def _done(self, row: dict, ctx, worker: str, msg: dict, graph):
         job = row["id"]
         self.lost.pop(job, None)
         self.refused.pop(job, None)
@@ -306,8 +310,7 @@ class Pool:
                                     f"does not have: {missing[:3]}", "details": None}, None
         ctx.results = layers
         try:
-            graph = self.queue.validated.pop(job, None) or await loop.run_in_executor(
-                None, graphs.validate, json.loads(row["graph"]))
+            graph = graph or await loop.run_in_executor(None, graphs.validate, json.loads(row["graph"]))
             for fn in self.queue.on_result:   # the gallery names the results, as after a job run in process
                 await loop.run_in_executor(None, fn, row, layers)
         except Exception as exc:

@@ -1,0 +1,167 @@
+"""Worker pool benchmark: what a job pays for going through the pool (Ray Serve) instead of running in the engine's
+own process, and what the pool costs in memory, with N CPU workers on this machine (or GPU workers: bench/gpu.sh
+--pool N).
+
+    python -m bench.pool [--workers 1,2] [--jobs 8] [--steps 1] [--size 64] [--model DIR] [--out DIR]
+
+One tiny demo SD1.5 model (or --model: a model folder, e.g. bench/gpu.py's full-size build) and the same job
+(txt2img, --size px, --steps steps, fixed seed) everywhere:
+  latency    one job at a time, submit → job.result at the client, median of --jobs (after warm-up jobs that load
+             the model on every worker); the pool's overhead is its median minus the in-process median;
+  throughput --jobs jobs submitted at once, from the first submit to the last job.result;
+  memory     the resident memory (PSS: shared pages counted once) of the engine and every process it started
+             (with a pool: Ray's GCS, raylet, agents, Serve controller and the workers), once warm.
+Writes DIR/pool.md (default bench/) and prints it; bench/report.py puts pool.md into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from .common import Daemon, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pss_tree(pid: int) -> tuple[int, int]:
+    """(PSS bytes, process count) of pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    total, count, todo = 0, 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        count += 1
+                        break
+        except OSError:
+            continue
+    return total, count
+
+
+def one_job(c, args: dict, timeout: float = 600) -> float:
+    t = time.perf_counter()
+    job = c.call("generate", args)["job"]
+    while True:
+        ev = c.next_event(timeout, match=lambda e: e.data.get("job") == job)
+        if ev.name == "job.result":
+            return time.perf_counter() - t
+        if ev.name in ("job.failed", "job.canceled"):
+            raise RuntimeError(f"job {job}: {ev.data}")
+
+
+def burst(c, args: dict, n: int, timeout: float = 900) -> float:
+    t = time.perf_counter()
+    jobs = {c.call("generate", {**args, "seed": args["seed"] + i})["job"] for i in range(n)}
+    while jobs:
+        ev = c.next_event(timeout, match=lambda e: e.data.get("job") in jobs)
+        if ev.name == "job.result":
+            jobs.discard(ev.data["job"])
+        elif ev.name in ("job.failed", "job.canceled"):
+            raise RuntimeError(f"job {ev.data}")
+    return time.perf_counter() - t
+
+
+def measure(models: Path, workers: int, args: dict, jobs: int, tmp: Path) -> dict:
+    extra = ["--workers", str(workers)] if workers else []
+    eng = Daemon(Path(tempfile.mkdtemp(dir=tmp)), ["--models", str(models), *extra])
+    t0 = time.perf_counter()
+    eng.start(timeout=600)
+    c = eng.client()
+    try:
+        started = None
+        if workers:
+            while True:
+                st = c.call("pool.status", {})
+                if st["state"] == "up" and st["up"] >= workers:
+                    break
+                if st["state"] == "down" and "could not start" in st["message"]:
+                    raise RuntimeError(st["message"])
+                time.sleep(0.5)
+            started = time.perf_counter() - t0
+        burst(c, args, max(2, 2 * workers))   # warm: the model loaded on every worker
+        lat = [one_job(c, {**args, "seed": args["seed"] + i}) for i in range(jobs)]
+        through = burst(c, args, jobs)
+        pss, nproc = pss_tree(eng.pid)
+        return {"workers": workers, "start_s": started, "latency": lat, "burst_s": through, "jobs": jobs,
+                "pss": pss, "procs": nproc}
+    finally:
+        c.close()
+        eng.stop()
+
+
+def render(rows: list[dict], args: dict, note: str) -> str:
+    base = next(r for r in rows if r["workers"] == 0)
+    base_med = statistics.median(base["latency"])
+    out = ["## Worker pool (Ray Serve): dispatch overhead and memory", "",
+           f"`python -m bench.pool` on {note}; job: txt2img {args['width']} px, {args['steps']} step(s), tiny demo "
+           "SD1.5; one job at a time (median of the latencies) and a burst of the same number at once. Memory: "
+           "PSS of the engine and every process it started, warm.", "",
+           "| runner | pool start | job latency (median, min–max) | overhead vs in process | burst: jobs/s | memory (PSS) | processes |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        med = statistics.median(r["latency"])
+        name = "in process" if not r["workers"] else f"pool, {r['workers']} CPU worker{'s' * (r['workers'] > 1)}"
+        over = "—" if not r["workers"] else f"{(med - base_med) * 1000:+.0f} ms"
+        start = "—" if r["start_s"] is None else f"{r['start_s']:.0f} s"
+        out.append(f"| {name} | {start} | "
+                   f"{med * 1000:.0f} ms ({min(r['latency']) * 1000:.0f}–{max(r['latency']) * 1000:.0f}) | {over} | "
+                   f"{r['jobs'] / r['burst_s']:.2f} | {r['pss'] / 2 ** 20:.0f} MiB | {r['procs']} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.pool")
+    ap.add_argument("--workers", default="1,2", help="pool sizes to measure, comma-separated")
+    ap.add_argument("--jobs", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--model", help="a model folder to use instead of a tiny demo SD1.5")
+    ap.add_argument("--out", default=str(Path(__file__).parent))
+    ap.add_argument("--note", default="", help="what machine this is, for the table's header")
+    a = ap.parse_args(argv)
+    args = {"model": "", "prompt": "a lighthouse", "width": a.size, "height": a.size, "steps": a.steps, "seed": 1}
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        models = tmp / "models"
+        models.mkdir()
+        if a.model:
+            (models / Path(a.model).name).symlink_to(Path(a.model).resolve())
+            args["model"] = Path(a.model).name
+        else:
+            from engine.models.demo import make_demo
+
+            make_demo(tmp / "build", "sd15").rename(models / "tiny-sd15")
+            args["model"] = "tiny-sd15"
+        rows = []
+        for n in [0] + [int(x) for x in a.workers.split(",") if x.strip()]:
+            rows.append(measure(models, n, args, a.jobs, tmp))
+            print(f"pool bench: {n} worker(s): median {statistics.median(rows[-1]['latency']) * 1000:.0f} ms, "
+                  f"{rows[-1]['pss'] / 2 ** 20:.0f} MiB", flush=True)
+    m = machine()
+    note = a.note or f"{m.get('cpu', '?')} ({m.get('cores', os.cpu_count())} cores), CPU workers"
+    text = render(rows, args, note)
+    Path(a.out, "pool.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
