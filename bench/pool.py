@@ -4,10 +4,13 @@ own process, and what the pool costs in memory, with N CPU workers on this machi
 
     python -m bench.pool [--workers 1,2] [--jobs 8] [--steps 1] [--size 64] [--model DIR] [--out DIR]
 
-One tiny demo SD1.5 model (or --model: a model folder, e.g. bench/gpu.py's full-size build) and the same job
-(txt2img, --size px, --steps steps, fixed seed) everywhere:
-  latency    one job at a time, submit → job.result at the client, median of --jobs (after warm-up jobs that load
-             the model on every worker); the pool's overhead is its median minus the in-process median;
+One tiny demo SD1.5 model (or --model: a model folder, e.g. bench/gpu.py's full-size build) and the same jobs
+everywhere:
+  dispatch   a graph without a model (a 64×64 layer resized: no torch), one at a time, submit → job.result at
+             the client: what going through the pool adds to a job (queue → Serve → worker → the blob route
+             and back), with next to no work to hide it; min and median of 2 × --jobs;
+  latency    a txt2img job (--size px, --steps steps, fixed seed), one at a time, submit → job.result, median of
+             --jobs (after warm-up jobs that load the model on every worker);
   throughput --jobs jobs submitted at once, from the first submit to the last job.result;
   memory     the resident memory (PSS: shared pages counted once) of the engine and every process it started
              (with a pool: Ray's GCS, raylet, agents, Serve controller and the workers), once warm.
@@ -79,6 +82,23 @@ def burst(c, args: dict, n: int, timeout: float = 900) -> float:
     return time.perf_counter() - t
 
 
+RESIZE = {"nodes": {"i": {"type": "image_input"}, "r": {"type": "resize", "width": 32, "height": 32},
+                    "o": {"type": "output", "name": "small"}},
+          "edges": [{"from": ["i", "image"], "to": ["r", "image"]}, {"from": ["r", "image"], "to": ["o", "image"]}]}
+
+
+def graph_job(c, layer: dict, timeout: float = 300) -> float:
+    graph = {**RESIZE, "nodes": {**RESIZE["nodes"], "i": {"type": "image_input", "image": layer}}}
+    t = time.perf_counter()
+    job = c.call("graph.submit", {"graph": graph})["job"]
+    while True:
+        ev = c.next_event(timeout, match=lambda e: e.data.get("job") == job)
+        if ev.name == "job.result":
+            return time.perf_counter() - t
+        if ev.name in ("job.failed", "job.canceled"):
+            raise RuntimeError(f"job {job}: {ev.data}")
+
+
 def measure(models: Path, workers: int, args: dict, jobs: int, tmp: Path) -> dict:
     extra = ["--workers", str(workers)] if workers else []
     eng = Daemon(Path(tempfile.mkdtemp(dir=tmp)), ["--models", str(models), *extra])
@@ -96,11 +116,16 @@ def measure(models: Path, workers: int, args: dict, jobs: int, tmp: Path) -> dic
                     raise RuntimeError(st["message"])
                 time.sleep(0.5)
             started = time.perf_counter() - t0
+        sha = c.upload(bytes(range(256)) * 64)   # 64×64 rgba8
+        layer = {"sha256": sha, "w": 64, "h": 64, "format": "rgba8", "x": 0, "y": 0}
+        for _ in range(2):
+            graph_job(c, layer)
+        dispatch = [graph_job(c, layer) for _ in range(2 * jobs)]
         burst(c, args, max(2, 2 * workers))   # warm: the model loaded on every worker
         lat = [one_job(c, {**args, "seed": args["seed"] + i}) for i in range(jobs)]
         through = burst(c, args, jobs)
         pss, nproc = pss_tree(eng.pid)
-        return {"workers": workers, "start_s": started, "latency": lat, "burst_s": through, "jobs": jobs,
+        return {"workers": workers, "start_s": started, "dispatch": dispatch, "latency": lat, "burst_s": through, "jobs": jobs,
                 "pss": pss, "procs": nproc}
     finally:
         c.close()
@@ -110,18 +135,21 @@ def measure(models: Path, workers: int, args: dict, jobs: int, tmp: Path) -> dic
 def render(rows: list[dict], args: dict, note: str) -> str:
     base = next(r for r in rows if r["workers"] == 0)
     base_med = statistics.median(base["latency"])
+    base_disp = statistics.median(base["dispatch"])
     out = ["## Worker pool (Ray Serve): dispatch overhead and memory", "",
            f"`python -m bench.pool` on {note}; job: txt2img {args['width']} px, {args['steps']} step(s), tiny demo "
            "SD1.5; one job at a time (median of the latencies) and a burst of the same number at once. Memory: "
            "PSS of the engine and every process it started, warm.", "",
-           "| runner | pool start | job latency (median, min–max) | overhead vs in process | burst: jobs/s | memory (PSS) | processes |",
-           "|---|---|---|---|---|---|---|"]
+           "| runner | pool start | no-model job (median, min) | its overhead vs in process | txt2img latency (median, min–max) | vs in process | burst: jobs/s | memory (PSS) | processes |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         med = statistics.median(r["latency"])
         name = "in process" if not r["workers"] else f"pool, {r['workers']} CPU worker{'s' * (r['workers'] > 1)}"
         over = "—" if not r["workers"] else f"{(med - base_med) * 1000:+.0f} ms"
         start = "—" if r["start_s"] is None else f"{r['start_s']:.0f} s"
-        out.append(f"| {name} | {start} | "
+        disp = statistics.median(r["dispatch"])
+        dover = "—" if not r["workers"] else f"{(disp - base_disp) * 1000:+.0f} ms"
+        out.append(f"| {name} | {start} | {disp * 1000:.0f} ms ({min(r['dispatch']) * 1000:.0f}) | {dover} | "
                    f"{med * 1000:.0f} ms ({min(r['latency']) * 1000:.0f}–{max(r['latency']) * 1000:.0f}) | {over} | "
                    f"{r['jobs'] / r['burst_s']:.2f} | {r['pss'] / 2 ** 20:.0f} MiB | {r['procs']} |")
     return "\n".join(out) + "\n"

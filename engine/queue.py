@@ -13,14 +13,15 @@ start runs them for every such job before any new job (`settled()` lets a reader
 Order: highest priority first; within a priority, round-robin between users (the user served longest ago
 goes next); within a user, FIFO, except that a runner with warm models (a pool, engine/pool/) may take, within
 that user's turn, the user's oldest of the next 32 jobs whose model is already loaded on a free worker.
+job.cancel stops a running job at its next denoising step. On start, jobs left 'running' by a crash or kill are
+marked failed with code 'interrupted'; queued jobs run. Stopping the engine (SIGTERM) stops the running job at
+its next step the same way: failed, code 'interrupted'.
 
 Who runs a job is the runner's business, one seam: the queue asks the runner how many jobs it can take now
 (`free`), claims that many, one at a time, in the order above, and hands each to `runner.run(row, ctx)`. The
 default runner (InProcessRunner) runs one job at a time on the job thread of this process; the pool
 (engine/pool/) runs one job per free worker on Ray Serve and may hand a job back (`requeue`) when its worker
-died mid-job. job.cancel stops a running job at its next denoising step. On start, jobs
-left 'running' by a crash or kill are marked failed with code 'interrupted'; queued jobs run. Stopping the
-engine (SIGTERM) stops the running job at its next step the same way: failed, code 'interrupted'.
+died mid-job.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 `--workers 2` for the whole module (a cluster start costs ~10-50 s and ~1 GB), plug-in clients on real sockets.
 
 Jobs from two users land on both workers and are byte-identical to the same jobs run in process; previews come
-back as job.progress; cancel reaches a running job; kill -9 of a worker mid-job requeues the job once, and a
-second loss fails it with `worker_lost`; the pool then recovers by itself.
+back as job.progress; cancel reaches a running job; the workers' blob route wants a running job's token; a model
+no worker can load fails clearly; kill -9 of a worker mid-job requeues the job once, and a second loss fails it
+with `worker_lost`; the pool then recovers by itself.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -63,6 +67,7 @@ def pool_models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("pool-models")
     make_demo(root / "build", "sd15").rename(root / "tiny-sd15")
+    shutil.copytree(root / "tiny-sd15", root / "tiny-broken")   # its UNet weights go before it is used
     return root
 
 
@@ -141,6 +146,31 @@ def test_cancel_reaches_a_running_job(admin):
     wait_pool(admin, timeout=60)   # the worker is free again: it stopped at its next step
     follow = wait_job(admin, admin.call("generate", job_args(22))["job"], timeout=120)
     assert follow["status"] == "completed"
+
+
+def test_blob_route_needs_a_running_jobs_token(admin):
+    route = admin.call("pool.status", {})["route"]
+    sha = admin.upload(b"\x01" * 64)
+    job = admin.call("generate", job_args(41))["job"]
+    for headers in ({}, {"Authorization": "Bearer " + "0" * 64}):
+        req = urllib.request.Request(f"{route}/pool/v1/jobs/{job}/blobs/{sha}", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 403
+        put = urllib.request.Request(f"{route}/pool/v1/jobs/{job}/blobs", data=b"x", method="PUT", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(put, timeout=10)
+        assert err.value.code == 403
+    assert wait_job(admin, job)["status"] == "completed"
+
+
+def test_a_model_no_worker_can_load_fails_clearly_and_the_workers_go_on(admin, pool_models):
+    for f in (pool_models / "tiny-broken" / "unet").glob("*.safetensors"):
+        f.unlink()
+    info = wait_job(admin, admin.call("generate", {**job_args(51), "model": "tiny-broken"})["job"], timeout=120)
+    assert info["status"] == "failed" and info["error"]["code"] == "bad_request"
+    assert "no pool worker can load model 'tiny-broken'" in info["error"]["message"], info["error"]
+    assert wait_job(admin, admin.call("generate", job_args(52))["job"], timeout=120)["status"] == "completed"
 
 
 def test_kill_9_of_a_worker_mid_job_requeues_once_then_fails_worker_lost(admin):
