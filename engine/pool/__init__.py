@@ -39,6 +39,7 @@ log = logging.getLogger("paintbridge.pool")
 APP = "paintbridge"        # the Serve application's name
 NAMESPACE = "paintbridge"
 POLL_S = 2.0               # how often Serve's status of the workers is read
+POLL_TIMEOUT_S = 10.0      # ... and how long it may take before the pool counts as down
 STALL_S = 60.0             # a worker silent this long (it says "alive" every 5 s) is taken for lost
 UNASSIGNED_S = 300.0       # a call no worker has taken after this goes back to the queue
 REFUSED_RETRY_S = 1.0      # a job a worker refused waits this long before it is offered again
@@ -79,7 +80,10 @@ class Pool:
             await asyncio.wait([self._starting], timeout=120)
         await self.route.stop()
         if self._ray:
-            await asyncio.get_running_loop().run_in_executor(None, self._disconnect)
+            stopping = asyncio.get_running_loop().run_in_executor(None, self._disconnect)
+            done, _ = await asyncio.wait([stopping], timeout=60)
+            if not done:
+                log.warning("pool: Ray did not stop within 60 s; `ray stop` ends what is left of a local cluster")
 
     async def _run_pool(self):
         loop = asyncio.get_running_loop()
@@ -98,8 +102,14 @@ class Pool:
             log.error("%s; jobs wait until the engine is restarted with a working pool", self.message)
             return
         log.info("pool: %d worker(s) deployed", self.wanted)
+        poll = None
         while self.state != "stopped":
-            await loop.run_in_executor(None, self._poll)
+            if poll is None or poll.done():   # one poll at a time: a cluster that is gone can hang one for long
+                poll = loop.run_in_executor(None, self._poll)
+            done, _ = await asyncio.wait([poll], timeout=POLL_TIMEOUT_S)
+            if not done:
+                self.up = 0
+                self.state, self.message = "down", f"the Ray cluster has not answered for {POLL_TIMEOUT_S:.0f} s"
             self.queue.wake.set()   # workers may have come or gone
             await asyncio.sleep(POLL_S)
 
