@@ -17,7 +17,9 @@ no worker picks up within UNASSIGNED_S goes back to the queue the same way, so n
 worker that cannot load a job's model is skipped for it (the job goes back to the queue and, Serve's router
 permitting, to another worker); when every worker is up and each has refused it, the job fails. With no worker
 up (the cluster gone, replicas restarting) the engine keeps serving: jobs wait, and `pool.status` and job.get's
-`waiting` say why.
+`waiting` say why; a job running when the cluster stops answering goes back to the queue. Ray would end a driver
+whose cluster has been unreachable for 60 s, the engine: it is told not to (RAY_gcs_rpc_server_reconnect_timeout_s).
+A pool whose cluster is gone stays down until the engine is restarted.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ class Pool:
         # Ray's crash handler takes SIGTERM from the engine and aborts the process: the engine's own handler (stop
         # the running jobs, then the pool) must keep it.
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+        # Ray ends a driver whose cluster (GCS) has been unreachable for 60 s: the engine must outlive its pool
+        os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(10 * 365 * 86400))
         import ray
 
         if self.address:
@@ -149,6 +153,9 @@ class Pool:
         # torch's threads per worker: the engine's OMP_NUM_THREADS when set, else each worker uses its machine's CPUs
         app = Worker.options(num_replicas=self.wanted).bind(int(os.environ.get("OMP_NUM_THREADS") or 0))
         handle = serve.run(app, name=APP, route_prefix=None)
+        # .options() sets up the handle's router, which asks the cluster for Serve's controller: here, on this
+        # thread, not on the engine's event loop at the first job (a cluster that is gone would block it there)
+        handle = handle.options(stream=True)
         self._poll()
         return handle
 
@@ -214,7 +221,7 @@ class Pool:
         request = {"job": job, "user": uid, "graph": json.loads(row["graph"]), "models": self.registry.rows(),
                    "install_dir": str(self.registry.install_dir or ""), "limits": vars(self.config.limits),
                    "blob_url": self.route.url, "token": self.route.token(job)}
-        call = self.handle.options(stream=True, multiplexed_model_id=model).run.remote(request)
+        call = self.handle.options(multiplexed_model_id=model).run.remote(request)
         seen = {"at": time.monotonic(), "why": None}
         worker = None
 
@@ -226,9 +233,11 @@ class Pool:
                     seen["why"] = "canceled"
                 elif quiet > (STALL_S if worker else UNASSIGNED_S):
                     seen["why"] = "stalled" if worker else "unassigned"
+                elif self.state == "down" and quiet > POLL_TIMEOUT_S:   # the cluster is gone: back to the queue
+                    seen["why"] = "the pool is down"
                 else:
                     continue
-                call.cancel()
+                await asyncio.get_running_loop().run_in_executor(None, call.cancel)   # may wait on the cluster
                 return
 
         watcher = asyncio.create_task(watch())
