@@ -152,6 +152,16 @@ def render(rows: list[dict], args: dict, note: str) -> str:
         out.append(f"| {name} | {start} | {disp * 1000:.0f} ms ({min(r['dispatch']) * 1000:.0f}) | {dover} | "
                    f"{med * 1000:.0f} ms ({min(r['latency']) * 1000:.0f}–{max(r['latency']) * 1000:.0f}) | {over} | "
                    f"{r['jobs'] / r['burst_s']:.2f} | {r['pss'] / 2 ** 20:.0f} MiB | {r['procs']} |")
+    out += ["",
+            "- What the pool costs: a Ray cluster (GCS, raylet, its agents, Serve's controller) next to the engine, "
+            "and per worker a process that holds torch and its own copy of each model it has loaded; the engine "
+            "itself then loads no model. CPU workers on one machine share its cores: they show the mechanism, not a "
+            "speed-up (one machine's cores are already all used by one in-process job).",
+            "- What a GPU pool gives: one job per GPU at a time, so N jobs at once finish in about one job's time "
+            "(plus the dispatch overhead above, which is fixed per job and small against a 512-1024 px, 20-step "
+            "job); jobs of one model go to a worker that holds it. `bash bench/gpu.sh --arch sd15 --pool N` "
+            "measures it on a machine with N GPUs: the same table with full-size SD1.5 at 512 px, 20 steps.",
+            ""]
     return "\n".join(out) + "\n"
 
 
