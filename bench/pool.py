@@ -88,7 +88,7 @@ RESIZE = {"nodes": {"i": {"type": "image_input"}, "r": {"type": "resize", "width
 
 
 def graph_job(c, layer: dict, timeout: float = 300) -> float:
-    graph = {**RESIZE, "nodes": {**RESIZE["nodes"], "i": {"type": "image_input", "image": layer}}}
+    graph = {**RESIZE, "nodes": {**RESIZE["nodes"], "i": {"type": "image_input", "layer": layer}}}
     t = time.perf_counter()
     job = c.call("graph.submit", {"graph": graph})["job"]
     while True:
