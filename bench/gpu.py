@@ -149,6 +149,9 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="sd15,sdxl")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--pool", type=int, default=0, metavar="N",
+                    help="then the worker pool (bench/pool.py) with N GPU workers on the first --arch model: "
+                         "dispatch overhead vs in process, jobs/s of N jobs at once, memory (needs paintbridge[ray])")
     ap.add_argument("--dry-run", action="store_true",
                     help="check the harness on CPU with the tiny demo models at 64 px (no GPU needed)")
     args = ap.parse_args(argv)
@@ -210,6 +213,12 @@ def main(argv=None) -> int:
     dest = Path(os.environ.get("OUT") or (tmp if args.dry_run else ROOT / "bench"))
     (dest / "gpu-results.json").write_text(json.dumps({"gpu": gpu, "versions": v, "results": results}, indent=1))
     (dest / "gpu-results.txt").write_text("\n".join(lines) + "\n")
+    if args.pool:   # one GPU per worker: N jobs at once should take about as long as one
+        from . import pool
+
+        pool.main(["--workers", str(args.pool), "--model", str(models / f"full-{archs[0]}"),
+                   "--size", str(sizes[archs[0]]), "--steps", str(args.steps), "--jobs", str(max(4, 2 * args.pool)),
+                   "--out", str(dest), "--note", f"{gpu}, GPU workers"])
     return 0
 
 

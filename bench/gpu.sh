@@ -2,7 +2,11 @@
 # GPU benchmark (one prepared run, < 8 minutes): full-size SD1.5 (512 px) and SDXL (1024 px) architectures with
 # random weights built locally, fp16, 20 steps: it/s through the Paintbridge daemon vs bare diffusers.
 #
-#   bash bench/gpu.sh [--arch sd15,sdxl] [--steps 20] [--reps 2]
+#   bash bench/gpu.sh [--arch sd15,sdxl] [--steps 20] [--reps 2] [--pool N]
+#
+# --pool N: then the worker pool (bench/pool.py) with N GPU workers (Ray Serve, one GPU each) on the first arch:
+# per-job dispatch overhead vs in process, N jobs at once (N GPUs: about one job's time), memory. Needs Ray
+# (installed here like the other dependencies when missing).
 #
 # PYTHON: the interpreter with a CUDA build of torch (default: python3; .venv/bin/python if it has CUDA).
 # Missing pure-Python dependencies are installed from ./.whl (wheels made by bench/gpu_wheels.sh, offline) when
@@ -31,6 +35,7 @@ declare -A REQ=([diffusers]="diffusers>=0.31" [transformers]="transformers>=4.44
                 [aiohttp]="aiohttp>=3.10" [msgpack]="msgpack>=1.0" [websockets]="websockets>=13"
                 [sqlite_utils]="sqlite-utils>=3.37" [pydantic]="pydantic>=2.7" [PIL]="pillow>=10"
                 [numpy]="numpy>=1.26" [platformdirs]="platformdirs>=4")
+case " $* " in *" --pool "*) REQ[ray]="ray[serve]>=2.60,<2.61" ;; esac
 missing=()
 for mod in "${!REQ[@]}"; do
   "$PY" -c "import $mod" 2>/dev/null || missing+=("${REQ[$mod]}")

@@ -61,4 +61,7 @@ def render(meta: dict, results: list) -> str:
     analysis = Path(__file__).with_name("analysis.md")
     if analysis.exists() and not meta["smoke"]:
         lines += [analysis.read_text(encoding="utf-8").strip(), ""]
+    pool = Path(__file__).with_name("pool.md")   # written by `python -m bench.pool` (a Ray cluster: run apart)
+    if pool.exists() and not meta["smoke"]:
+        lines += [pool.read_text(encoding="utf-8").strip(), ""]
     return "\n".join(lines)

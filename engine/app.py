@@ -3,8 +3,9 @@ returns them as one typed `Services`; the server (engine/server.py) hands it to 
 
 Wiring that lives here and nowhere else: job results go to the gallery (named on JobQueue.on_result before
 job.result, archived on JobQueue.on_complete after it), model cache
-events go to every connection (ModelCache.on_event → Hub.broadcast), and the start/stop order of the background
-work (upload sweeper, job worker, model hasher, blob GC).
+events go to every connection (ModelCache.on_event → Hub.broadcast), the queue's runner (this process, or the
+worker pool when the config asks for one: engine/pool/), and the start/stop order of the background work (upload
+sweeper, worker pool, job worker, model hasher, blob GC).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .hub import Hub
 from .models.cache import ModelCache
 from .models.download import Downloads
 from .models.registry import ModelRegistry
+from .pool import Pool
 from .queue import JobQueue
 from .store.blobs import BlobStore
 from .store.db import Database
@@ -46,11 +48,14 @@ class Services:
     queue: JobQueue
     gallery: Recorder
     downloads: Downloads       # model downloads running now (models.download)
+    pool: Pool | None = None   # the worker pool that runs the jobs, or None: they run in this process
 
     async def start(self):
         self.hub.loop = asyncio.get_running_loop()
         self.uploads.start()
         self._session_sweeper = asyncio.create_task(sessions.sweep_forever(self.db, self.hub))
+        if self.pool is not None:
+            await self.pool.start()   # connects in the background: until a worker is up, jobs wait
         await self.queue.start()
         self.registry.start_hasher()   # content hashes in the background, never in a request
         self.gc.start()   # after the queue has marked interrupted jobs; runs on its own thread
@@ -64,6 +69,8 @@ class Services:
         await self.gc.stop()
         self.registry.stop()
         await stopping
+        if self.pool is not None:   # after the queue: its running jobs were canceled through the pool
+            await self.pool.stop()
 
 
 def build(config: Config) -> Services:
@@ -85,7 +92,10 @@ def build(config: Config) -> Services:
     gallery = Recorder(config, db, blobs, registry, hub)
     queue.on_result.append(gallery.name_images)          # each result layer's gallery id, in job.result
     queue.on_complete.append(gallery.on_job_complete)   # then every result image into the gallery (PNG + metadata)
+    pool = None
+    if config.pool_workers or config.pool_address:
+        pool = queue.runner = Pool(config, queue, db, blobs, registry, hub)
     return Services(config=config, db=db, tokens=tokens, login_limiter=limiter, passwords=passwords, blobs=blobs,
                     uploads=Uploads(config.limits), gc=Collector(config, blobs), hub=hub, registry=registry,
                     cache=cache, queue=queue, gallery=gallery,
-                    downloads=Downloads(registry, config.data_dir / "models"))
+                    downloads=Downloads(registry, config.data_dir / "models"), pool=pool)

@@ -78,6 +78,10 @@ class Config:
     # "lcm/sdxl" = "my-lcm-lora", when its file has none of the usual names
     preset_loras: dict[str, str] = field(default_factory=dict)
     vram_budget_mb: int = 0
+    # The worker pool (engine/pool/): jobs run on Ray Serve workers, one per GPU. Off when both are unset.
+    pool_workers: int = 0                  # workers (GPUs); alone: a local Ray cluster with that many
+    pool_address: str | None = None        # an existing Ray cluster (HOST:6379) to run the workers on
+    pool_port: int = 0                     # the port of the workers' blob route (0: any free one)
     limits: Limits = field(default_factory=Limits)
     blobs: BlobRetention = field(default_factory=BlobRetention)
 

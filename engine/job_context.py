@@ -1,20 +1,26 @@
-"""JobContext: the one door nodes have to the engine while a job runs (the `ctx` of Node.invoke).
+"""JobContext: the one door nodes have to the engine while a job runs (the `ctx` of Node.invoke), and `run_job`,
+the one entry point that runs a job's graph with it.
 
 A node loads models, LoRAs and upscalers, reads its input layers, writes result layers, reports progress and
 checks for cancel through it, and nothing else: no server, no queue, no registry. The job queue
-(engine/queue.py) builds one per job; ops never see one (they get an OpContext, engine/opspec.py).
+(engine/queue.py) builds one per job and runs it with `run_job` on its job thread; a pool worker
+(engine/pool/worker.py) builds one with its own blob store, no database and an event sink for a hub, and runs
+the same `run_job`. Ops never see one (they get an OpContext, engine/opspec.py).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import sys
 import threading
 
 import numpy as np
 
 from . import events
 from .errors import BadRequest, Canceled, EngineError
+from .graph import graph as graphs
 from .graph.node import Image, Mask, ModelValue
 from .store.owners import record
 
@@ -143,7 +149,8 @@ class JobContext:
     def add_result(self, image: Image, name: str, seed: int | None):
         rgba = np.ascontiguousarray(image.rgba, dtype=np.uint8)
         sha, size = self._blobs.write(rgba.tobytes())
-        self._db.sync(record, sha, size, self.uid)
+        if self._db is not None:   # a pool worker has none: the engine's blob route recorded the owner
+            self._db.sync(record, sha, size, self.uid)
         layer = {"sha256": sha, "w": image.w, "h": image.h, "format": "rgba8", "x": image.x, "y": image.y,
                  "name": name}
         if seed is not None:
@@ -176,3 +183,52 @@ class JobContext:
             preview = {"w": w, "h": h, "format": "rgba8", "x": 0, "y": 0, "data": rgba.tobytes()}
         self._hub.publish_threadsafe(self.uid, events.job_progress(self.job, step, total, self.node_id, preview,
                                                                    tile, tiles), droppable=True)
+
+
+def run_job(ctx: JobContext, graph_of, cache, max_job_bytes: int, after=None):
+    """Run a job's graph with ctx, where the engine runs jobs: its job thread, or a pool worker's. graph_of() gives
+    the validated Graph (a failure fails the job); after(), when given, runs once the results are written (the
+    gallery names them: an exception fails the job). Returns (status, error, graph); never raises."""
+    try:
+        graph = graph_of()
+        graphs.execute(graph, ctx, max_live_bytes=max_job_bytes)
+        if after is not None:
+            after()
+        return "completed", None, graph
+    except Canceled:
+        _release_memory()
+        return "canceled", None, None
+    except EngineError as exc:
+        _release_memory()
+        return "failed", {"code": exc.code, "message": exc.message, "details": exc.details}, None
+    except Exception as exc:
+        _release_memory()   # a failed job (OOM included) gives its memory back before the next one
+        if _is_oom(exc):
+            msg = "out of memory: try a smaller size, fewer images per batch, or a smaller model"
+            return "failed", {"code": "internal", "message": msg, "details": None}, None
+        log.exception("job %s failed", ctx.job)
+        return "failed", {"code": "internal", "message": f"{type(exc).__name__}: {exc}"[:500], "details": None}, None
+    finally:
+        try:   # LoRAs and embeddings come off the cached models: the next job sees the original weights
+            cache.release()   # and its models may be evicted again (a live job's after LIVE_HOLD_S)
+            cache.reset_patches()
+        except Exception:
+            log.exception("restoring models after job %s failed", ctx.job)
+
+
+def _release_memory():
+    """A full collection costs ~0.2 s with torch loaded: only after failures, where an exception's traceback may
+    hold big tensors in cycles. Completed jobs free theirs by reference counting."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _is_oom(exc: Exception) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")   # only a job that ran torch can have run out of its memory
+    if torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return "out of memory" in str(exc).lower()

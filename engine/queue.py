@@ -11,9 +11,17 @@ runs. The row keeps `archived = 0` until they have run, so a crash or stop in be
 start runs them for every such job before any new job (`settled()` lets a reader wait for them).
 
 Order: highest priority first; within a priority, round-robin between users (the user served longest ago
-goes next); within a user, FIFO. job.cancel stops a running job at its next denoising step. On start, jobs
-left 'running' by a crash or kill are marked failed with code 'interrupted'; queued jobs run. Stopping the
-engine (SIGTERM) stops the running job at its next step the same way: failed, code 'interrupted'.
+goes next); within a user, FIFO, except that a runner with warm models (a pool, engine/pool/) may take, within
+that user's turn, the user's oldest of the next 32 jobs whose model is already loaded on a free worker.
+job.cancel stops a running job at its next denoising step. On start, jobs left 'running' by a crash or kill are
+marked failed with code 'interrupted'; queued jobs run. Stopping the engine (SIGTERM) stops the running job at
+its next step the same way: failed, code 'interrupted'.
+
+Who runs a job is the runner's business, one seam: the queue asks the runner how many jobs it can take now
+(`free`), claims that many, one at a time, in the order above, and hands each to `runner.run(row, ctx)`. The
+default runner (InProcessRunner) runs one job at a time on the job thread of this process; the pool
+(engine/pool/) runs one job per free worker on Ray Serve and may hand a job back (`requeue`) when its worker
+died mid-job.
 
 Live jobs (generate with live, SPEC §7 "Live"): a user's live job runs ahead of that user's ordinary jobs and
 takes that user's turn in the round-robin, so other users are never starved. Each connection has at most one
@@ -25,18 +33,16 @@ A live job's results are not put in the gallery (no on_result/on_complete hooks)
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import secrets
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import events
-from .errors import BadRequest, Busy, Canceled, EngineError, NotFound
+from .errors import BadRequest, Busy, NotFound
 from .graph import graph as graphs
-from .job_context import JobContext
+from .job_context import JobContext, run_job
 
 log = logging.getLogger("paintbridge.queue")
 
@@ -51,7 +57,40 @@ def _row_public(row: dict, progress: dict | None = None) -> dict:
             "owner": row["user_id"], "app": row["app"] or "",
             "created": row["created"], "started": row["started"], "finished": row["finished"],
             "layers": (result or {}).get("layers", []), "error": json.loads(row["error"]) if row["error"] else None,
-            "request": json.loads(row["request"]) if row["request"] else None, "progress": progress}
+            "request": json.loads(row["request"]) if row["request"] else None, "progress": progress,
+            "worker": row.get("worker")}
+
+
+def job_model(row: dict) -> str:
+    """The main model a queued job loads first ("" for none: an upscale without diffusion): what a pool routes
+    on, so that a worker that has it loaded gets the job."""
+    try:
+        graph = json.loads(row["graph"]) if isinstance(row["graph"], str) else row["graph"]
+        for node in graph["nodes"].values():
+            if isinstance(node, dict) and node.get("type") == "load_model" and isinstance(node.get("model"), str):
+                return node["model"]
+    except (TypeError, ValueError, KeyError, AttributeError):
+        pass
+    return ""
+
+
+class InProcessRunner:
+    """Runs jobs in this process, one at a time, on the queue's job thread (the engine without a pool)."""
+
+    def __init__(self, queue: "JobQueue"):
+        self.queue = queue
+
+    def free(self) -> int:
+        return 0 if self.queue.running else 1
+
+    def warm(self) -> frozenset[str]:   # one slot: nothing to choose between
+        return frozenset()
+
+    def waiting(self) -> str | None:
+        return None
+
+    async def run(self, row: dict, ctx: JobContext):
+        return await self.queue.loop.run_in_executor(self.queue.executor, self.queue._run, row, ctx)
 
 
 class JobQueue:
@@ -62,6 +101,8 @@ class JobQueue:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.wake = asyncio.Event()
         self.running: dict[str, JobContext] = {}
+        self.jobs: set[asyncio.Task] = set()   # one task per running job
+        self.runner = InProcessRunner(self)    # the pool replaces it (engine/app.py)
         # graphs validated at submit, by job id: a job is validated once (a job queued before a restart: at run)
         self.validated: dict[str, graphs.Graph] = {}
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-job")
@@ -119,10 +160,12 @@ class JobQueue:
         self.wake.set()
         end = time.monotonic() + grace_s
         idle = True
-        if self._task:
-            done, _ = await asyncio.wait([self._task], timeout=grace_s)
-            if not done:
-                self._task.cancel()
+        tasks = ([self._task] if self._task else []) + list(self.jobs)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+            if late:
+                for task in late:
+                    task.cancel()
                 idle = False
                 log.warning("job %s did not reach its next step within %.0f s; it will be marked interrupted "
                             "at the next start", ", ".join(self.running) or "?", grace_s)
@@ -237,7 +280,10 @@ class JobQueue:
     async def get(self, job: str, uid: int, admin: bool) -> dict:
         row = await self.get_row(job, uid, admin)
         ctx = self.running.get(job)
-        return _row_public(row, ctx.progress_state if ctx else None)
+        out = _row_public(row, ctx.progress_state if ctx else None)
+        if row["status"] == "queued":   # why it waits, when the runner knows (a pool with no worker up)
+            out["waiting"] = self.runner.waiting()
+        return out
 
     async def list(self, uid: int, admin: bool, status: str | None, limit: int, everyone: bool) -> list[dict]:
         sql, params = "SELECT * FROM jobs WHERE 1=1", []
@@ -267,16 +313,18 @@ class JobQueue:
             return {"status": "canceling"}
         return {"status": row["status"]}
 
-    # -- worker
+    # -- worker: the queue decides what runs next; its runner (this process, or the pool) runs it
     async def _worker(self):
         while not self.stopping:
-            row = await self.db.run(_claim_next, self.last_served)
+            self.wake.clear()   # before looking: a submit or a freed slot from now on wakes us again
+            if self.runner.free() <= 0:
+                await self.wake.wait()
+                continue
+            row = await self.db.run(_claim_next, self.last_served, self.runner.warm())
             if row is not None and self.stopping:   # claimed while the engine began to stop: leave it queued
-                await self.db.run(lambda db: db.execute(
-                    "UPDATE jobs SET status = 'queued', started = NULL WHERE id = ?", [row["id"]]))
+                await self.db.run(_requeue, row["id"])
                 break
             if row is None:
-                self.wake.clear()
                 if not self.stopping:
                     await self.wake.wait()
                 continue
@@ -285,55 +333,52 @@ class JobQueue:
                              cache=self.cache, hub=self.hub)
             self.running[row["id"]] = ctx
             self.hub.publish(row["user_id"], events.job_started(row["id"]))
-            try:
-                status, result, error, graph = await self.loop.run_in_executor(self.executor, self._run, row, ctx)
-            finally:
-                self.running.pop(row["id"], None)
-                self.live_conn.pop(row["id"], None)
-            if row["id"] in self.interrupted and status != "completed":
-                status, result, error = "failed", None, INTERRUPTED
-            row["finished"] = time.time()
-            live = _is_live(row)
-            await self.db.run(_finish, row["id"], status, result, error, "running", row["finished"], not live)
-            reason = self.cancel_reasons.pop(row["id"], None)
-            if status == "completed":
-                self.hub.publish(row["user_id"], events.job_result(row["id"], result["layers"]))
-                if not live:   # a live job's results reach the gallery only when kept (keep)
-                    self._archive(row, graph, result["layers"])
-            elif status == "canceled":
-                self.hub.publish(row["user_id"], events.job_canceled(row["id"], reason))
-            else:
-                self.hub.publish(row["user_id"], events.job_failed(row["id"], error))
+            task = asyncio.create_task(self._job(row, ctx))
+            self.jobs.add(task)
+            task.add_done_callback(self.jobs.discard)
+
+    async def _job(self, row: dict, ctx: JobContext):
+        try:
+            status, result, error, graph = await self.runner.run(row, ctx)
+        except Exception as exc:   # a runner's own bug must not leave the job 'running' forever
+            log.exception("job %s: the runner failed", row["id"])
+            status, result, error, graph = "failed", None, {"code": "internal", "message": str(exc)[:500],
+                                                            "details": None}, None
+        finally:
+            self.running.pop(row["id"], None)
+            self.wake.set()   # a slot is free
+        if status == "requeue":   # its pool worker was lost: back in the queue, in its old place (engine/pool)
+            await self.db.run(_requeue, row["id"])
+            if not self.stopping:
+                self.hub.publish(row["user_id"], events.job_queued(row["id"], 1))
+            return
+        self.live_conn.pop(row["id"], None)
+        if row["id"] in self.interrupted and status != "completed":
+            status, result, error = "failed", None, INTERRUPTED
+        row["finished"] = time.time()
+        live = _is_live(row)
+        await self.db.run(_finish, row["id"], status, result, error, "running", row["finished"], not live)
+        reason = self.cancel_reasons.pop(row["id"], None)
+        if status == "completed":
+            self.hub.publish(row["user_id"], events.job_result(row["id"], result["layers"]))
+            if not live:   # a live job's results reach the gallery only when kept (keep)
+                self._archive(row, graph, result["layers"])
+        elif status == "canceled":
+            self.hub.publish(row["user_id"], events.job_canceled(row["id"], reason))
+        else:
+            self.hub.publish(row["user_id"], events.job_failed(row["id"], error))
 
     def _run(self, row: dict, ctx: JobContext):
-        """On the job thread. Returns (status, result, error, graph); never raises."""
-        try:
-            graph = self.validated.pop(row["id"], None) or graphs.validate(json.loads(row["graph"]))
-            graphs.execute(graph, ctx, max_live_bytes=self.config.limits.max_job_bytes)
-            for fn in self.on_result if not _is_live(row) else ():
-                fn(row, ctx.results)
-            return "completed", {"layers": ctx.results}, None, graph
-        except Canceled:
-            _release_memory()
-            return "canceled", None, None, None
-        except EngineError as exc:
-            _release_memory()
-            return "failed", None, {"code": exc.code, "message": exc.message, "details": exc.details}, None
-        except Exception as exc:
-            _release_memory()   # a failed job (OOM included) gives its memory back before the next one
-            if _is_oom(exc):
-                msg = "out of memory: try a smaller size, fewer images per batch, or a smaller model"
-                return "failed", None, {"code": "internal", "message": msg, "details": None}, None
-            log.exception("job %s failed", row["id"])
-            return "failed", None, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"[:500],
-                                    "details": None}, None
-        finally:
-            try:   # LoRAs and embeddings come off the cached models: the next job sees the original weights
-                self.cache.release()
-                self.cache.reset_patches()
-            except Exception:
-                log.exception("restoring models after job %s failed", row["id"])
+        """On the job thread (the in-process runner). Returns (status, result, error, graph); never raises."""
+        def graph_of():
+            return self.validated.pop(row["id"], None) or graphs.validate(json.loads(row["graph"]))
 
+        def name_results():
+            for fn in self.on_result if not _is_live(row) else ():   # a live job's: when kept
+                fn(row, ctx.results)
+
+        status, error, graph = run_job(ctx, graph_of, self.cache, self.config.limits.max_job_bytes, name_results)
+        return status, ({"layers": ctx.results} if status == "completed" else None), error, graph
 
     def _archive(self, row: dict, graph, layers: list[dict]):
         """Run the on_complete hooks of a completed job on the archive thread; then mark it archived."""
@@ -352,29 +397,14 @@ class JobQueue:
         return fut
 
 
-def _release_memory():
-    """A full collection costs ~0.2 s with torch loaded: only after failures, where an exception's traceback may
-    hold big tensors in cycles. Completed jobs free theirs by reference counting."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _is_oom(exc: Exception) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")   # only a job that ran torch can have run out of its memory
-    if torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
-        return True
-    return "out of memory" in str(exc).lower()
-
-
 def _mark_interrupted(db) -> int:
     err = json.dumps(INTERRUPTED)
     cur = db.execute("UPDATE jobs SET status = 'failed', error = ?, finished = ? WHERE status = 'running'",
                      [err, time.time()])
     return cur.rowcount
+
+
+WARM_LOOKAHEAD = 32   # jobs of one user looked at for one whose model is warm (InvokeAI's multi-GPU queue: 32)
 
 
 def _is_live(row: dict) -> bool:
@@ -384,7 +414,7 @@ def _is_live(row: dict) -> bool:
         return False
 
 
-def _claim_next(db, last_served: dict) -> dict | None:
+def _claim_next(db, last_served: dict, warm: frozenset[str] = frozenset()) -> dict | None:
     # Each user's next job: their live job first, else their oldest at their highest priority. Users whose
     # highest priority is the top one take turns: the user served longest ago goes first.
     heads: dict[int, tuple] = {}
@@ -397,17 +427,26 @@ def _claim_next(db, last_served: dict) -> dict | None:
     if not heads:
         return None
     top = max(t for t, _ in heads.values())
-    uid, (_, (_, _, neg_seq)) = min(((u, h) for u, h in heads.items() if h[0] == top),
-                                    key=lambda it: (last_served.get(it[0], 0.0), -it[1][1][2]))
+    uid, (_, (live, _, neg_seq)) = min(((u, h) for u, h in heads.items() if h[0] == top),
+                                       key=lambda it: (last_served.get(it[0], 0.0), -it[1][1][2]))
     row = next(iter(db.query("SELECT * FROM jobs WHERE seq = ? AND status = 'queued'", [-neg_seq])), None)
     if row is None:
         return None
+    if warm and not live and job_model(row) not in warm:   # within this user's turn: a job a free worker has warm
+        ahead = db.query("SELECT * FROM jobs WHERE status = 'queued' AND priority = ? AND user_id = ? "
+                         "ORDER BY seq LIMIT ?", [row["priority"], uid, WARM_LOOKAHEAD])
+        row = next((r for r in ahead if job_model(r) in warm), row)
     cur = db.execute("UPDATE jobs SET status = 'running', started = ? WHERE id = ? AND status = 'queued'",
                      [time.time(), row["id"]])
     if cur.rowcount != 1:
         return None
     row["status"] = "running"
     return row
+
+
+def _requeue(db, job: str) -> None:
+    db.execute("UPDATE jobs SET status = 'queued', started = NULL, worker = NULL WHERE id = ? AND status = 'running'",
+               [job])
 
 
 def _finish(db, job: str, status: str, result, error, expect: str, now: float | None = None,

@@ -2,6 +2,7 @@
 # Create .venv with the right PyTorch for this machine, then Paintbridge and its test tools.
 #   PAINTBRIDGE_TORCH        pip requirement for torch (default: torch==2.13.0)
 #   PAINTBRIDGE_TORCH_INDEX  extra pip index for torch builds (e.g. PyTorch's CPU-only or a CUDA wheel index)
+#   PAINTBRIDGE_RAY=1        also the worker pool's extra (Ray Serve: README "Many GPUs"; CI sets it for its tests)
 # On a machine without an NVIDIA GPU, point PAINTBRIDGE_TORCH_INDEX at PyTorch's CPU-only wheel index, or plain
 # PyPI gives you a multi-GB CUDA build you cannot use. (Machines that already hold the CPU wheel locally, like
 # our CI, need nothing.)
@@ -37,6 +38,9 @@ PY
   rm -rf "$tmp"
 fi
 .venv/bin/pip install -q -e '.[dev]'
+if [ "${PAINTBRIDGE_RAY:-0}" = 1 ]; then
+  .venv/bin/pip install -q -e '.[dev,ray]'
+fi
 .venv/bin/python -c 'from engine.models.tokenizers import clip_merges; assert len(clip_merges()) == 48894'
 # Upscalers (spandrel): --no-deps, because its torchvision requirement would make pip replace our torch build;
 # Paintbridge works without torchvision (see engine/models/upscale.py). Its other needs (einops, ...) are ours.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("models",    ["engine.models", "engine.diffusion", "engine.conditioning", "engine.attention", "engine.refine"]),
     ("nodes",     ["engine.nodes"]),
     ("services",  ["engine.job_context", "engine.queue", "engine.gallery", "engine.hub", "engine.sessions",
-                   "engine.uploads"]),
+                   "engine.uploads", "engine.pool"]),
     ("ops",       ["engine.ops"]),
     ("root",      ["engine.app"]),
     ("transport", ["engine.server", "engine.web"]),
@@ -247,3 +249,30 @@ def test_events_are_named_only_in_engine_events():
                 if func in EMITTERS:
                     spelled.append(f"{path.relative_to(ROOT)}:{node.lineno}: {func}({node.args[0].value!r}, ...)")
     assert not spelled, "name events in engine/events.py and build them there:\n" + "\n".join(spelled)
+
+
+def test_an_engine_without_a_pool_never_imports_ray(tmp_path):
+    """Ray is an optional extra: the engine built, started and stopped without --workers/--ray-address (and every
+    op and subcommand module loaded) has not imported it."""
+    code = """
+import asyncio, sys
+import engine.cli, engine.ops, engine.server
+from engine.app import build
+from engine.config import load_config
+
+services = build(load_config(sys.argv[1]))
+assert services.pool is None and type(services.queue.runner).__name__ == "InProcessRunner"
+
+async def cycle():
+    await services.start()
+    await services.stop()
+
+asyncio.run(cycle())
+services.db.close()
+loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))
+print(loaded)
+sys.exit(1 if loaded else 0)
+"""
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr

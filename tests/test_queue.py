@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from protocol.client import Client
@@ -54,3 +56,29 @@ def test_priority_round_robin_and_fifo(spawn_engine, demo_models):
     assert ben_jobs == {jobs[k] for k in ("b1", "b2", "urgent")}
     for c in (admin, ana, ben):
         c.close()
+
+
+def _queued(db, user: int, model: str) -> str:
+    graph = {"nodes": {"m": {"type": "load_model", "model": model}}, "edges": []}
+    seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+    job = f"j{seq}"
+    db["jobs"].insert({"id": job, "seq": seq, "user_id": user, "status": "queued", "priority": 0, "kind": "generate",
+                       "request": "{}", "graph": json.dumps(graph), "created": 0.0})
+    return job
+
+
+def test_a_warm_model_goes_first_only_within_one_users_turn(tmp_path):
+    """A pool (engine/pool/) names the models its free workers hold: within the user's turn, their oldest job for
+    such a model runs first; the turn itself (round-robin between users) and other users' order do not change."""
+    from engine.queue import _claim_next
+    from engine.store.db import connect
+
+    db = connect(tmp_path / "q.db")
+    a_cold, a_warm, b_cold = _queued(db, 1, "cold"), _queued(db, 1, "warm"), _queued(db, 2, "cold")
+    served = {1: 0.0, 2: 1.0}   # user 1 was served longest ago: their turn
+    assert _claim_next(db, served)["id"] == a_cold                       # no pool: FIFO
+    db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [a_cold])
+    assert _claim_next(db, served, frozenset({"warm"}))["id"] == a_warm  # warm first, within user 1's turn
+    served = {1: 2.0, 2: 1.0}   # now user 2's turn: their cold job, although user 1 has a warm one waiting
+    db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [a_warm])
+    assert _claim_next(db, served, frozenset({"warm"}))["id"] == b_cold

@@ -2,7 +2,7 @@
 
 serve.py      serve                       users.py      token, users add|list|passwd|disable
 blobs.py      blobs gc|stats              generate.py   generate (a client of a running engine)
-workflows.py  workflows list|import|export|delete
+workflows.py  workflows list|import|export|delete  worker.py   worker (a node of a worker pool)
 engine/models/cli.py  models ...          engine/plugin_build.py  plugin ...
 """
 
@@ -12,14 +12,14 @@ import argparse
 
 from .. import plugin_build
 from ..models import cli as models_cli
-from . import blobs, generate, serve, users, workflows
+from . import blobs, generate, serve, users, worker, workflows
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paintbridge", description="Paintbridge local AI image engine")
     sub = parser.add_subparsers(dest="cmd", required=True)
     for register in (serve.register, users.register, blobs.register, generate.register, models_cli.register_cli,
-                     plugin_build.register_cli, workflows.register):
+                     plugin_build.register_cli, workflows.register, worker.register):
         register(sub)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -38,6 +39,18 @@ def cmd_serve(args) -> int:
                       tls_key=Path(args.tls_key) if args.tls_key else None)
     if args.frame_limit:
         cfg.limits.frame_limit = args.frame_limit
+    if args.workers is not None:
+        cfg.pool_workers = args.workers
+    if args.ray_address:
+        cfg.pool_address = args.ray_address
+    if args.pool_port is not None:
+        cfg.pool_port = args.pool_port
+    if cfg.pool_workers < 0:
+        print("error: --workers must be 1 or more", file=sys.stderr)
+        return 2
+    if (cfg.pool_workers or cfg.pool_address) and importlib.util.find_spec("ray") is None:
+        print("error: --workers/--ray-address need Ray: pip install 'paintbridge[ray]'", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ssl_ctx = None
@@ -100,5 +113,13 @@ def register(sub):
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--frame-limit", type=int, help="largest accepted frame in bytes (default 16 MiB)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run jobs on N pool workers (Ray Serve, one GPU each); alone: start a local Ray cluster "
+                        "(on a machine with fewer GPUs, workers run on the CPU). Needs paintbridge[ray]")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="run jobs on the workers of this Ray cluster (default: one worker per GPU in it); see "
+                        "`paintbridge worker`")
+    p.add_argument("--pool-port", type=int, metavar="PORT",
+                   help="port of the internal blob route pool workers use (default: any free one)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_serve)

@@ -431,6 +431,21 @@ class ModelRegistry:
             raise BadRequest(f"{name!r} is {article} {entry.type} model, not a {type} model", details={"model": name})
         return entry
 
+    # -- a pool worker's copy (engine/pool/): the engine's names and paths, on another process or machine
+    def rows(self) -> list[dict]:
+        """Every registered model as plain data, for mirror()."""
+        return [dict(r) for r in self._q("SELECT * FROM models")]
+
+    def mirror(self, rows: list[dict]) -> None:
+        """Hold exactly `rows` (another registry's rows()), in this registry's own (in-memory) table."""
+        with self._lock:
+            known = [c[1] for c in self.conn.execute("PRAGMA table_info(models)")]
+            self.conn.execute("DELETE FROM models")
+            for r in rows:
+                cols = [c for c in known if c in r]
+                self.conn.execute(f"INSERT INTO models ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                  [r[c] for c in cols])
+
     # -- hashing
     def hash_pending(self, stop: threading.Event | None = None, progress=None) -> int:
         """Compute missing content hashes; returns how many were stored."""

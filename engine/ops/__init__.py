@@ -10,8 +10,9 @@ models.py     models.list|unload|scan|install|remove
 images.py     images.list|get|delete|star|move|import
 boards.py     boards.create|list|rename|delete
 workflows.py  workflows.save|list|get|delete|run
+pool.py       pool.status
 """
 
 from ..opspec import OPS  # noqa: F401
 from . import (auth, blob, blobs, boards, generate, graph, hello, images, job, models, nodes,  # noqa: F401
-               ping, users, workflows)
+               ping, pool, users, workflows)

@@ -25,9 +25,9 @@ class ListArgs(Args):
 
 @op("models.list", ListArgs)
 async def models_list(ctx, args: ListArgs):
-    """Models the engine can use (filter by type/base), whether each is loaded, each main model's native_size
-    (the square side it was trained at: what a client's size should default to), each control/reference model's
-    preset (strength, range, preprocessor for its kind), and the cache's state."""
+    """Models the engine can use (filter by type/base), whether each is loaded and on which pool workers, each main
+    model's native_size (the square side it was trained at: what a client's size should default to), each
+    control/reference model's preset (strength, range, preprocessor for its kind), and the cache's state."""
     registry, cache = ctx.app.registry, ctx.app.cache
     def listing():   # native sizes come from config files: off the loop
         return [(e, native_size(e) if e.type == "main" else None) for e in registry.list(args.type, args.base)]
@@ -35,7 +35,12 @@ async def models_list(ctx, args: ListArgs):
     entries = await ctx.run_blocking(listing)
     loaded = set(cache.loaded())
     admin = ctx.conn.is_admin
-    out = [{**e.public(admin), "loaded": e.name in loaded, "native_size": native} for e, native in entries]
+    pool = ctx.app.pool
+    out = []
+    for e, native in entries:   # where: the pool workers that hold it (a pool's engine loads none itself)
+        where = pool.where(e.name) if pool is not None else []
+        out.append({**e.public(admin), "loaded": e.name in loaded or bool(where), "workers": where,
+                    "native_size": native})
     for item in out:   # controls and references: what a client fills a new one with (configs/control_presets.json)
         preset = preset_for(item["type"], item["name"])
         if preset is not None:

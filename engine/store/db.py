@@ -34,7 +34,7 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id INTEGER NOT NULL, status TEXT NOT NULL,
         priority INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL, request TEXT, graph TEXT, result TEXT,
-        error TEXT, app TEXT, created REAL NOT NULL, started REAL, finished REAL, archived INTEGER)""",
+        error TEXT, app TEXT, created REAL NOT NULL, started REAL, finished REAL, archived INTEGER, worker TEXT)""",
     """CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, priority, seq)""",
     """CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, seq)""",
     # model manager (engine/models/registry.py): one row per registered model file or folder
@@ -100,6 +100,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "archived" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:
         try:
             conn.execute("ALTER TABLE jobs ADD COLUMN archived INTEGER")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+    # jobs.worker (engine/pool/): the pool worker that ran the job; NULL for jobs run in the engine's own process
+    if "worker" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:
+        try:
+            conn.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):
                 raise
