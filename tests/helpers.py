@@ -42,10 +42,10 @@ class EngineProc(EngineProcess):
         return super().start(timeout)
 
 
-def cli_run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+def cli_run(*args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """`paintbridge ARGS` from this checkout; the caller checks the exit status."""
     return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          input=input, timeout=300)
+                          input=input, timeout=300, env=env)
 
 
 def cli(*args: str, input: str | None = None, check: bool = True) -> str:

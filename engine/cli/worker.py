@@ -25,16 +25,22 @@ def cmd_worker(args) -> int:
     if bool(args.head) == bool(args.address):
         print("error: give --head (start a cluster) or --address HEAD:PORT (join one)", file=sys.stderr)
         return 2
-    cmd = [ray, "start", "--include-dashboard=false", "--disable-usage-stats"]
-    if args.head:
-        cmd += ["--head", f"--port={args.port}"]
+    from ..pool import ray_token_auth   # only for this command: engine.pool brings the queue with it
+
+    cmd = [ray, "start", "--disable-usage-stats"]
+    if args.head:   # Ray refuses dashboard options on a node that joins: they are the head's
+        cmd += ["--head", f"--port={args.port}", "--include-dashboard=false"]
     else:
         cmd += [f"--address={args.address}"]
+        ray_token_auth()   # joining: Ray sends the cluster's token only in token mode
     if args.gpus is not None:
         cmd.append(f"--num-gpus={args.gpus}")
     if args.node_ip:
         cmd.append(f"--node-ip-address={args.node_ip}")
-    return subprocess.call(cmd)
+    rc = subprocess.call(cmd)
+    if args.head and rc == 0:
+        ray_token_auth(dict(os.environ))   # the token `ray start --head` wrote: owner-only
+    return rc
 
 
 def register(sub):

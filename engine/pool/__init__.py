@@ -48,6 +48,23 @@ REFUSED_RETRY_S = 1.0      # a job a worker refused waits this long before it is
 MAX_REFUSALS = 20
 
 
+
+def ray_token_auth(env=os.environ) -> None:
+    """Ray >= 2.59 starts clusters (`ray start --head`) with token auth on and writes the token to
+    ~/.ray/auth_token (mode 0644), but a process that *joins* one sends it only in token mode: without
+    RAY_AUTH_MODE=token, ray.init(address=...) and `ray start --address` fail with a bare "Failed to connect".
+    So: token mode whenever a token is at hand (RAY_AUTH_MODE set by the person wins), and the token file made
+    readable by its owner only (it is the whole cluster's key)."""
+    path = Path(env.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if path.is_file():
+        try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+        except OSError:   # not ours to change: Ray still reads it
+            pass
+    if "RAY_AUTH_MODE" not in env and (env.get("RAY_AUTH_TOKEN") or path.is_file()):
+        env["RAY_AUTH_MODE"] = "token"
+
 class Pool:
     def __init__(self, config, queue, db, blobs, registry, hub):
         self.config, self.queue, self.db, self.blobs, self.registry, self.hub = config, queue, db, blobs, registry, hub
@@ -122,10 +139,13 @@ class Pool:
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         # Ray ends a driver whose cluster (GCS) has been unreachable for 60 s: the engine must outlive its pool
         os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(10 * 365 * 86400))
+        if self.address:
+            # token auth (Ray >= 2.59): ray.init sends RAY_AUTH_TOKEN or ~/.ray/auth_token in token mode only, and
+            # Ray reads the mode when it is imported
+            ray_token_auth()
         import ray
 
         if self.address:
-            # token auth (Ray >= 2.59): ray.init reads RAY_AUTH_TOKEN or ~/.ray/auth_token, like the ray CLI
             self._ray = True
             ray.init(address=self.address, namespace=NAMESPACE, configure_logging=False, log_to_driver=False)
             if not self.wanted:
@@ -142,6 +162,7 @@ class Pool:
         self._ray = True
         ray.init(num_gpus=self.wanted, namespace=NAMESPACE, include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
+        ray_token_auth(dict(os.environ))   # the token the local cluster wrote: owner-only (mode only, env untouched)
         return "127.0.0.1"
 
     def _deploy(self):
