@@ -796,3 +796,91 @@ def test_job_guard_cancels_a_job_whose_id_the_plugin_never_learned(engine_server
             for j in (other, locals().get("job")):
                 if j:
                     c.call("job.cancel", {"job": j})
+
+
+# ---- control and reference layers, regions, live (issues 18, 19, 21) ------------------------------------------------
+
+@contextlib.contextmanager
+def installed_steering(engine, tmp_path: Path):
+    """The demo ControlNet and IP-Adapter (with its image encoder) registered on the running shared engine for the
+    duration (models.install, then models.remove): the shared demo models stay as they are."""
+    from engine.models.demo import make_demo
+
+    build = tmp_path / "steer-build"
+    names = {"gimp-cn": make_demo(build, "controlnet-sd15"), "gimp-ipa": make_demo(build, "ipadapter-sd15"),
+             "gimp-ipa-encoder": build / "demo-clip-vision"}
+    installed = []
+    try:
+        with engine.client() as c:
+            for name, path in names.items():
+                c.call("models.install", {"path": str(path), "name": name})
+                installed.append(name)
+        yield names
+    finally:
+        with engine.client() as c:
+            for name in installed:
+                c.call("models.remove", {"model": name})
+
+
+def _mask_rows(c, mask) -> list[list[int]]:
+    data = c.download(mask["sha256"])
+    return [list(data[y * mask["w"]:(y + 1) * mask["w"]]) for y in range(mask["h"])]
+
+
+@pytest.mark.host
+@needs_gimp
+def test_plugin_control_reference_and_regions(gimp, gimp_plugin, engine_server, tmp_path):
+    """Issue 18 d6/d7 and issue 19 d5/d6 in GIMP: a control layer (with its preprocess and strength), a reference
+    layer and two region layers whose prompts the Region Prompt procedure stored as parasites, in one Generate;
+    the gallery metadata of the result holds them (layer pixels, places, masks from alpha, bottom first); "Use
+    settings" finds the layers again by their pixels and puts the region prompts back."""
+    with installed_steering(engine_server, tmp_path):
+        out = run_script(gimp, "steer_regions", plugin=gimp_plugin, env=_engine_env(engine_server))
+        with engine_server.client() as c:
+            presets = {m["name"]: m.get("preset") for m in c.call("models.list", {})["models"]
+                       if m["name"] in ("gimp-cn", "gimp-ipa")}
+            assert out["generate"]["status"] == "success", out["generate"]
+            job = c.call("job.get", {"job": out["generate"]["result"]["job"]})
+            params = c.call("images.get", {"image": job["layers"][0]["image_id"]})["params"]
+            masks = [_mask_rows(c, r["mask"]) for r in params["regions"]]
+            ids = out["ids"]
+    # the region prompts: stored on the layers, one cleared again by empty prompts
+    assert out["region_sky"]["status"] == "success" and out["region_sky"]["result"]["region"] is True
+    assert out["region_ref_cleared"]["result"]["region"] is False
+    assert json.loads(out["parasites"]["sky"]) == {"prompt": "stormy sky", "negative_prompt": "sun"}
+    assert json.loads(out["parasites"]["knight"]) == {"prompt": "a knight", "negative_prompt": ""}
+    assert out["parasites"]["ref"] is None and out["parasites"]["base"] is None
+    assert out["region_knight"]["result"]["regions"] == [ids["sky"], ids["knight"]]   # bottom first
+    # a control model the engine lacks: refused before anything is sent, naming the ones it has
+    assert out["bad_model"]["status"] == "calling-error" and "gimp-cn" in out["bad_model"]["error"], out["bad_model"]
+    # what the engine got (its gallery metadata): the control layer at its place, the hidden one left out
+    result = out["generate"]["result"]
+    assert result["steering"] == {"control": [{"model": "gimp-cn", "layer": ids["sketch"]}],
+                                  "reference": [{"model": "gimp-ipa", "layer": ids["ref"]}]}
+    (control,) = params["control"]
+    assert {k: control["image"][k] for k in ("w", "h", "x", "y")} == {"w": 48, "h": 32, "x": 8, "y": 8}
+    assert control["model"] == "gimp-cn" and control["strength"] == 0.8 and control["preprocess"] == "invert"
+    assert (control["start"], control["end"]) == (presets["gimp-cn"]["start"], presets["gimp-cn"]["end"])
+    (reference,) = params["reference"]
+    assert reference["model"] == "gimp-ipa" and reference["strength"] == presets["gimp-ipa"]["strength"]
+    assert {k: reference["image"][k] for k in ("w", "h", "x", "y")} == {"w": 64, "h": 48, "x": 0, "y": 0}
+    assert control["image"]["sha256"] == out["sketch_sha"] and reference["image"]["sha256"] == out["ref_sha"]
+    # two regions, bottom of the stack first, masks from the layers' alpha at their places in the image
+    assert [(r["prompt"], r.get("negative_prompt")) for r in params["regions"]] == [("stormy sky", "sun"),
+                                                                                    ("a knight", None)]
+    sky, knight = (r["mask"] for r in params["regions"])
+    assert (sky["x"], sky["y"], sky["w"], sky["h"], sky["format"]) == (0, 0, 64, 48, "gray8")
+    assert (knight["x"], knight["y"], knight["w"], knight["h"]) == (30, 20, 24, 24)
+    assert all(v == (255 if y < 24 else 0) for y, row in enumerate(masks[0]) for v in row)
+    assert all(v == 255 for row in masks[1] for v in row)
+    assert params["prompt"] == "oil painting"
+    # Use settings in a copy of the image: controls by layer (ids of the copy), the sky's region prompt back on its
+    # layer; the knight moved, so its region is not found (and said)
+    dup = out["dup_ids"]
+    args = out["recall"]["args"]
+    assert (args["control-layer"], args["control-model"], args["control-strength"], args["control-preprocess"]) == \
+        (dup["sketch"], "gimp-cn", 0.8, "invert")
+    assert args["control-2-layer"] is None and args["reference-layer"] == dup["ref"]
+    assert json.loads(out["dup_parasites"]["sky"]) == {"prompt": "stormy sky", "negative_prompt": "sun"}
+    assert out["dup_parasites"]["knight"] is None
+    assert "1 region prompt put back" in out["recall_text"] and "a knight" in out["recall_text"], out["recall_text"]

@@ -3,6 +3,7 @@ Pixels, and place results as layers (each placement one undo group). Main thread
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import gi
@@ -11,7 +12,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
-from protocol.pixels import BPP, Pixels, crop  # noqa: E402
+from protocol.pixels import BPP, Pixels, alpha_of, crop, sha256_hex  # noqa: E402
 from protocol.pixels import context_region as _context  # noqa: E402
 
 RGBA = "R'G'B'A u8"      # sRGB-encoded 8-bit, straight alpha: the wire's rgba8
@@ -212,3 +213,103 @@ def new_image(results, name) -> tuple[object, list]:
     layers = place(image, results, name)
     image.undo_enable()
     return image, layers
+
+
+# ---- layers as controls, references and regions ------------------------------------------------------------------
+
+REGION_PARASITE = "paintbridge-region"   # a layer's region prompt: JSON {"prompt", "negative_prompt"}, saved in .xcf
+
+
+def layers_bottom_first(image) -> list:
+    """Every layer of the image (group layers and their children too), bottom of the stack first."""
+    top_first = []
+
+    def walk(layers):
+        for layer in layers:
+            top_first.append(layer)
+            if layer.is_group():
+                walk(layer.get_children())
+    walk(image.get_layers())
+    return top_first[::-1]
+
+
+def shown(layer) -> bool:
+    """The layer and every group above it are visible (a hidden region or control is off)."""
+    item = layer
+    while item is not None:
+        if not item.get_visible():
+            return False
+        item = item.get_parent()
+    return True
+
+
+def layer_in(image, layer) -> bool:
+    return layer is not None and layer.is_valid() and layer.get_image().get_id() == image.get_id()
+
+
+def region_prompt(layer) -> dict | None:
+    """The region prompt stored on a layer ({"prompt", "negative_prompt"}), or None."""
+    p = layer.get_parasite(REGION_PARASITE)
+    if p is None:
+        return None
+    try:
+        value = json.loads(bytes(p.get_data()).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {"prompt": str(value.get("prompt") or ""), "negative_prompt": str(value.get("negative_prompt") or "")}
+
+
+def set_region_prompt(image, layer, prompt: str, negative: str = "") -> bool:
+    """Store (or, with both prompts empty, remove) a layer's region prompt, as one undo step. True when stored."""
+    image.undo_group_start()
+    try:
+        if not prompt.strip() and not negative.strip():
+            if layer.get_parasite(REGION_PARASITE) is not None:
+                layer.detach_parasite(REGION_PARASITE)
+            return False
+        data = json.dumps({"prompt": prompt, "negative_prompt": negative}).encode("utf-8")
+        layer.attach_parasite(Gimp.Parasite.new(REGION_PARASITE, Gimp.PARASITE_PERSISTENT | Gimp.PARASITE_UNDOABLE,
+                                                list(data)))
+        return True
+    finally:
+        image.undo_group_end()
+
+
+def region_layers(image) -> list:
+    """[(layer, {"prompt", "negative_prompt"})] of the shown layers with a region prompt, bottom first."""
+    out = []
+    for layer in layers_bottom_first(image):
+        rp = region_prompt(layer)
+        if rp is not None and shown(layer):
+            out.append((layer, rp))
+    return out
+
+
+def regions(image) -> list[dict]:
+    """The image's regions for protocol.generate.region_args: each layer's pixels are read here (libgimp talks to
+    GIMP over one pipe: main thread only); the mask (the layer's alpha, at its offsets in the image) is cut out of
+    them by a callable the Session runs on its worker thread."""
+    out = []
+    for layer, rp in region_layers(image):
+        px = read_drawable(layer)
+        out.append({**rp, "mask": _alpha_of(px), "layer": layer.get_id()})
+    return out
+
+
+def _alpha_of(px: Pixels):
+    return lambda: Pixels(alpha_of(px.data), px.w, px.h, "gray8", px.x, px.y)
+
+
+def find_layer(image, wire: dict, alpha: bool = False):
+    """The layer of the image whose pixels (or, with alpha, whose alpha) are the recorded wire layer ({sha256, w,
+    h, x, y}): same place and size first (cheap), then the same bytes. None when the image no longer has it."""
+    for layer in layers_bottom_first(image):
+        r = drawable_rect(layer)
+        if (r.x, r.y, r.w, r.h) != (wire.get("x", 0), wire.get("y", 0), wire.get("w"), wire.get("h")):
+            continue
+        data = read_drawable(layer).data
+        if sha256_hex(alpha_of(data) if alpha else data) == wire.get("sha256"):
+            return layer
+    return None
