@@ -594,7 +594,7 @@ def xvfb():
     """An Xvfb display for the chroot's Gtk (reached over TCP: the chroot has no /tmp/.X11-unix of ours)."""
     if not shutil.which("Xvfb"):
         pytest.skip("Xvfb is not installed")
-    display = next(n for n in range(180, 230)
+    display = next(n for n in range(180, 1000)
                    if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"))
     proc = subprocess.Popen(["Xvfb", f":{display}", "-listen", "tcp", "-ac", "-screen", "0", "1280x1024x24"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -619,7 +619,7 @@ def _windows(display) -> str:
 
 
 DIALOGS = {"generate": "Generate", "refine": "Refine", "inpaint": "Inpaint Selection", "outpaint": "Outpaint",
-           "upscale": "Upscale", "settings": "Settings"}
+           "upscale": "Upscale", "settings": "Settings", "region-prompt": "Region Prompt", "live": "Live"}
 
 
 @pytest.mark.host
@@ -884,3 +884,30 @@ def test_plugin_control_reference_and_regions(gimp, gimp_plugin, engine_server, 
     assert json.loads(out["dup_parasites"]["sky"]) == {"prompt": "stormy sky", "negative_prompt": "sun"}
     assert out["dup_parasites"]["knight"] is None
     assert "1 region prompt put back" in out["recall_text"] and "a knight" in out["recall_text"], out["recall_text"]
+
+
+@pytest.mark.host
+@needs_gimp
+def test_plugin_live_mode(gimp, gimp_plugin, engine_server):
+    """Issue 21 d3 in GIMP: live mode's GIMP side on a real image. The marker (layer structure + the core's
+    thumbnail) notices three paint changes and nothing while idle; each change gets its result; Apply adds one
+    layer; Stop leaves no live job queued or running on the engine. The marker's cost per comparison is printed."""
+    out = run_script(gimp, "live_batch", plugin=gimp_plugin, env=_engine_env(engine_server))
+    print(f"GIMP live marker: min/max/mean {out['marker_ms'][:3]} ms over {out['marker_ms'][3]} comparisons")
+    assert out["first"] and all(out[f"change{i}"] for i in range(3)), out
+    assert out["idle_changes"] == 0, "an unchanged image must not look changed"
+    assert out["changes_seen"] == 3 and len(set(out["results"])) == 4, out
+    assert out["sent"] >= 4
+    assert out["layers_added"] == 1 and out["applied"][0]["name"].startswith("Paintbridge live: live fox")
+    assert out["busy_before_stop"], "the last change was sent: Stop has a live job to end"
+    assert out["settled"] and out["state_after_stop"] == "off"
+    with engine_server.client() as c:
+        kept = c.call("job.get", {"job": out["results"][-1]})
+        live = [j for j in c.call("job.list", {"limit": 50})["jobs"]
+                if j["request"].get("live") and j["status"] in ("queued", "running")]
+        last = [c.call("job.get", {"job": j})["status"] for j in out["last_requests"].values() if j]
+    assert live == [], live
+    assert all(s in ("canceled", "completed") for s in last), last
+    assert kept["status"] == "completed" and kept["layers"][0].get("image_id"), "Apply keeps it in the gallery"
+    req = kept["request"]
+    assert (req["mode"], req["strength"], req["prompt"], req["live"]) == ("img2img", 0.5, "live fox", True)

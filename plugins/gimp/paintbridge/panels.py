@@ -189,7 +189,14 @@ class LiveWindow:
 
     def __init__(self, live, presets):
         self.live, self.loop = live, None
+        try:   # GIMP's theme and icons, as its own dialogs have them
+            gi.require_version("GimpUi", "3.0")
+            from gi.repository import GimpUi
+            GimpUi.init("paintbridge")
+        except Exception as exc:  # noqa: BLE001 - only outside a GIMP run
+            sys.stderr.write(f"paintbridge: no GIMP theme ({type(exc).__name__})\n")
         d = self.dialog = Gtk.Dialog(title="Paintbridge: Live")
+        d.set_default_size(420, -1)
         transient(d)
         d.set_modal(False)
         self.start_button = d.add_button("_Start", self.START)
