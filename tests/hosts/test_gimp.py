@@ -350,6 +350,27 @@ def test_support_settings_roundtrip(tmp_path, monkeypatch):
     assert "t0k" not in (tmp_path / "settings.json").read_text() and "pw" not in (tmp_path / "settings.json").read_text()
 
 
+def test_support_recall_steer_args():
+    """Use settings' control/reference entries -> the slots' procedure arguments: layers found by the host's find()
+    (here: by hash), the rest cleared; one not in the image, and one more than the rows, are said."""
+    slots = (("control", "Control", "control"), ("control-2", "Control 2", "control"),
+             ("reference", "Reference", "reference"))
+    layers = {"a" * 64: 11, "b" * 64: 12, "d" * 64: 14}
+    values = {"control": [{"model": "cn", "image": {"sha256": "a" * 64, "name": "sketch"}, "strength": 0.8,
+                           "start": 0.0, "end": 0.5, "preprocess": "canny"},
+                          {"model": "cn", "image": {"sha256": "c" * 64, "name": "gone"}, "strength": 1.0},
+                          {"model": "t2i", "image": {"sha256": "b" * 64}, "strength": 1, "preprocess": "none"},
+                          {"model": "cn", "image": {"sha256": "d" * 64}}]}
+    args, notes = gimp_settings.recall_steer_args(values, lambda wire: layers.get(wire.get("sha256")), slots)
+    assert args == {"control-layer": 11, "control-model": "cn", "control-strength": 0.8, "control-start": 0.0,
+                    "control-end": 0.5, "control-preprocess": "canny",
+                    "control-2-layer": 12, "control-2-model": "t2i", "control-2-strength": 1.0,
+                    "control-2-preprocess": "none", "reference-layer": None}
+    assert len(notes) == 2 and "gone" in notes[0] and "1 more controls" in notes[1], notes
+    assert gimp_settings.recall_steer_args({}, lambda w: None, slots) == (
+        {"control-layer": None, "control-2-layer": None, "reference-layer": None}, [])
+
+
 # ---- gallery and workflows: plain modules against a real engine (no GIMP) ------------------------------------------
 
 import uuid  # noqa: E402
@@ -894,6 +915,7 @@ def test_plugin_live_mode(gimp, gimp_plugin, engine_server):
     layer; Stop leaves no live job queued or running on the engine. The marker's cost per comparison is printed."""
     out = run_script(gimp, "live_batch", plugin=gimp_plugin, env=_engine_env(engine_server))
     print(f"GIMP live marker: min/max/mean {out['marker_ms'][:3]} ms over {out['marker_ms'][3]} comparisons")
+    assert out["script_live"]["status"] == "calling-error" and "own window" in out["script_live"]["error"]
     assert out["first"] and all(out[f"change{i}"] for i in range(3)), out
     assert out["idle_changes"] == 0, "an unchanged image must not look changed"
     assert out["changes_seen"] == 3 and len(set(out["results"])) == 4, out

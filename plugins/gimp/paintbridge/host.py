@@ -1,5 +1,6 @@
 """All of the plug-in's access to GIMP's images: read the visible image, the selection or a drawable as wire
-Pixels, and place results as layers (each placement one undo group). Main thread only; no Session, no dialogs."""
+Pixels, the layers that are regions (their prompt in a parasite), and place results as layers (each placement one
+undo group). Main thread only (libgimp talks to GIMP over one pipe); no Session, no dialogs."""
 
 from __future__ import annotations
 

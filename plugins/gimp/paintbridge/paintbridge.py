@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Paintbridge for GIMP 3: generate, refine, inpaint, outpaint and upscale through a local Paintbridge engine; open
-images from the gallery and run saved workflows.
+"""Paintbridge for GIMP 3: generate, refine, inpaint, outpaint and upscale through a local Paintbridge engine,
+steered by control/reference layers and region prompts on layers; live painting in a window; open images from the
+gallery and run saved workflows.
 
 Filters > Paintbridge > …  Each procedure is one plug-in process run. This file registers the procedures and runs
 them; the modules beside it have one role each (the same names in the three plug-ins):
-    host.py            all reading of GIMP images and placing of results (undo groups)
+    host.py            all reading of GIMP images and placing of results (undo groups); region prompts (parasites)
     controller.py      the shared client's Session: connect, requests (protocol.generate), job progress
     settings.py        the plug-in's settings file: server, default model, last form values, recalls
     panels.py          the dialogs (widgets only)
     workflow_form.py   the Run workflow form: widget specs and checked values
+    live.py            Live…: watching the image and protocol.live's LiveController
     _vendor/           protocol/ (the shared client), msgpack, websockets; site/ keyring
 Running from a source checkout also works when the checkout's root (holding protocol/) is three levels up and
 msgpack/websockets are importable.

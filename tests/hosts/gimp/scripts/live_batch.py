@@ -7,6 +7,8 @@ img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
 base = Gimp.Layer.new(img, "base", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
 img.insert_layer(base, None, 0)
 put(base, opaque(pattern(W, H, 1)))
+# Live needs its window: from a script it is a calling error, and nothing is sent
+OUT["script_live"] = run("paintbridge-live", img, [base], server_url=os.environ["PB_URL"])
 HERE = os.path.join(Gimp.directory(), "plug-ins", "paintbridge")
 for p in (os.path.join(HERE, "_vendor"), HERE):
     sys.path.insert(0, p)
