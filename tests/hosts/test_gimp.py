@@ -120,6 +120,14 @@ def test_plugin_registers_procedures(gimp, gimp_plugin):
     assert {"prompt", "strength", "server-url"} <= set(out["paintbridge-inpaint"]["args"])
     assert {"image-id", "server-url"} <= set(out["paintbridge-gallery"]["args"])
     assert {"workflow", "values", "server-url"} <= set(out["paintbridge-workflow"]["args"])
+    # control/reference slots on the four diffusion procedures (issue 18), Region Prompt and Live (issues 19, 21)
+    steer = {f"{slot}-{arg}" for slot in ("control", "control-2", "reference")
+             for arg in ("layer", "model", "strength", "start", "end")} | {"control-preprocess", "control-2-preprocess"}
+    for name in ("paintbridge-generate", "paintbridge-refine", "paintbridge-inpaint", "paintbridge-outpaint"):
+        assert steer <= set(out[name]["args"]), name
+    assert not steer & set(out["paintbridge-upscale"]["args"])
+    assert {"prompt", "negative-prompt"} <= set(out["paintbridge-region-prompt"]["args"])
+    assert {"prompt", "strength", "preset", "model", "server-url"} <= set(out["paintbridge-live"]["args"])
     # issue 15 item 9: GIMP writes arguments to plug-in-settings files ("Save Settings", last values), so no
     # procedure may take a secret as an argument
     secret = {name: [a for a in info["args"] if "password" in a or "token" in a] for name, info in out.items()}
@@ -714,7 +722,8 @@ def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
     # issue 15 item 12: each procedure's dialogs are titled after it, not all "Paintbridge"
     assert out["titles"] == ["Paintbridge: Generate", "Paintbridge: Refine", "Paintbridge: Inpaint Selection",
                              "Paintbridge: Outpaint", "Paintbridge: Upscale", "Paintbridge: Sign In",
-                             "Paintbridge: Settings", "Paintbridge: Open from Gallery", "Paintbridge: Run Workflow"]
+                             "Paintbridge: Settings", "Paintbridge: Open from Gallery", "Paintbridge: Run Workflow",
+                             "Paintbridge: Region Prompt", "Paintbridge: Live"]
     assert "Generate, Refine and Inpaint" in out["status"]
     assert out["settings"]["recall"] == {"image": f"{2:016x}",
                                          "args": {"prompt": "image 2", "seed": 2, "steps": 3},

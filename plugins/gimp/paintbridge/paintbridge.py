@@ -431,8 +431,9 @@ def steering(run, ctl, model):
         if layer is None:
             continue
         if not host.layer_in(run.image, layer):
-            raise Failure(f"Paintbridge: {label.lower()} layer: not a layer of this image",
-                          Gimp.PDBStatusType.CALLING_ERROR)
+            # GIMP's last values (Repeat, Ctrl+F) may hold a layer of the image the last run was on: not this one's
+            sys.stderr.write(f"paintbridge: {label.lower()} layer is not in this image: left out\n")
+            continue
         if not host.shown(layer):
             continue   # a hidden control is off
         entry = pick_steer_model(run.text(f"{slot}-model").strip(), steer_models(ctl, kind), base, label)

@@ -127,6 +127,9 @@ class SteerRows:
             grid.attach(Gtk.Label(label=label, xalign=0.0), 0, row, 1, 1)
             w = self.rows[slot] = {}
             layer = config.get_property(f"{slot}-layer")
+            if layer is not None and layer.get_id() not in [lid for lid, _ in steer["layers"]]:
+                layer = None    # a last value from another image
+                config.set_property(f"{slot}-layer", None)
             used = used or layer is not None
             w["layer"] = combo = Gtk.ComboBoxText()
             combo.append("0", "(none)")
