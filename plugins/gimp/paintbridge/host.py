@@ -13,12 +13,13 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
-from protocol.pixels import BPP, Pixels, alpha_of, crop, sha256_hex  # noqa: E402
+from protocol.pixels import BPP, Pixels, crop, sha256_hex  # noqa: E402
 from protocol.pixels import context_region as _context  # noqa: E402
 
 RGBA = "R'G'B'A u8"      # sRGB-encoded 8-bit, straight alpha: the wire's rgba8
 GRAY = "Y' u8"
 MASK = "Y u8"            # selection coverage, linear: 50 % selected -> 128
+ALPHA = "A u8"           # a layer's alpha alone (babl extracts it while GEGL reads: no Python pixel loop)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,14 @@ def read_drawable(drawable) -> Pixels:
     r = drawable_rect(drawable)
     data = drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, r.w, r.h), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
     return Pixels(bytes(data), r.w, r.h, "rgba8", r.x, r.y)
+
+
+def read_alpha(drawable) -> Pixels:
+    """A drawable's alpha as a gray8 mask at its offsets in the image (255 where it is opaque; a layer without an
+    alpha channel is opaque everywhere)."""
+    r = drawable_rect(drawable)
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, r.w, r.h), 1.0, ALPHA, Gegl.AbyssPolicy.NONE)
+    return Pixels(bytes(data), r.w, r.h, "gray8", r.x, r.y)
 
 
 def active_drawable(image, drawables):
@@ -289,18 +298,10 @@ def region_layers(image) -> list:
 
 
 def regions(image) -> list[dict]:
-    """The image's regions for protocol.generate.region_args: each layer's pixels are read here (libgimp talks to
-    GIMP over one pipe: main thread only); the mask (the layer's alpha, at its offsets in the image) is cut out of
-    them by a callable the Session runs on its worker thread."""
-    out = []
-    for layer, rp in region_layers(image):
-        px = read_drawable(layer)
-        out.append({**rp, "mask": _alpha_of(px), "layer": layer.get_id()})
-    return out
-
-
-def _alpha_of(px: Pixels):
-    return lambda: Pixels(alpha_of(px.data), px.w, px.h, "gray8", px.x, px.y)
+    """The image's regions for protocol.generate.region_args, bottom first: each mask is the layer's alpha at its
+    offsets in the image, read here (libgimp talks to GIMP over one pipe: main thread only) straight as gray8, so
+    nothing is left to convert; the Session hashes and uploads it on its worker thread."""
+    return [{**rp, "mask": read_alpha(layer), "layer": layer.get_id()} for layer, rp in region_layers(image)]
 
 
 def find_layer(image, wire: dict, alpha: bool = False):
@@ -310,7 +311,7 @@ def find_layer(image, wire: dict, alpha: bool = False):
         r = drawable_rect(layer)
         if (r.x, r.y, r.w, r.h) != (wire.get("x", 0), wire.get("y", 0), wire.get("w"), wire.get("h")):
             continue
-        data = read_drawable(layer).data
-        if sha256_hex(alpha_of(data) if alpha else data) == wire.get("sha256"):
+        data = (read_alpha(layer) if alpha else read_drawable(layer)).data
+        if sha256_hex(data) == wire.get("sha256"):
             return layer
     return None
