@@ -877,8 +877,10 @@ def test_plugin_control_reference_and_regions(gimp, gimp_plugin, engine_server, 
     # the region prompts: stored on the layers, one cleared again by empty prompts
     assert out["region_sky"]["status"] == "success" and out["region_sky"]["result"]["region"] is True
     assert out["region_ref_cleared"]["result"]["region"] is False
-    assert json.loads(out["parasites"]["sky"]) == {"prompt": "stormy sky", "negative_prompt": "sun"}
-    assert json.loads(out["parasites"]["knight"]) == {"prompt": "a knight", "negative_prompt": ""}
+    assert json.loads(out["parasites"]["sky"]) == {"prompt": "stormy sky", "negative_prompt": "sun", "tagged": True}
+    assert json.loads(out["parasites"]["knight"]) == {"prompt": "a knight", "negative_prompt": "", "tagged": False}
+    # the Layers dialog shows which layers are regions (an orange tag), a tag of the person's own is kept
+    assert out["tags"] == {"base": "none", "ref": "none", "sky": "orange", "knight": "blue"}, out["tags"]
     assert out["parasites"]["ref"] is None and out["parasites"]["base"] is None
     assert out["region_knight"]["result"]["regions"] == [ids["sky"], ids["knight"]]   # bottom first
     # a control model the engine lacks: refused before anything is sent, naming the ones it has
@@ -911,7 +913,7 @@ def test_plugin_control_reference_and_regions(gimp, gimp_plugin, engine_server, 
     assert (args["control-layer"], args["control-model"], args["control-strength"], args["control-preprocess"]) == \
         (dup["sketch"], "gimp-cn", 0.8, "invert")
     assert args["control-2-layer"] is None and args["reference-layer"] == dup["ref"]
-    assert json.loads(out["dup_parasites"]["sky"]) == {"prompt": "stormy sky", "negative_prompt": "sun"}
+    assert json.loads(out["dup_parasites"]["sky"])["prompt"] == "stormy sky"
     assert out["dup_parasites"]["knight"] is None
     assert "1 region prompt put back" in out["recall_text"] and "a knight" in out["recall_text"], out["recall_text"]
 

@@ -271,15 +271,32 @@ def region_prompt(layer) -> dict | None:
     return {"prompt": str(value.get("prompt") or ""), "negative_prompt": str(value.get("negative_prompt") or "")}
 
 
+REGION_TAG = "ORANGE"   # the colour tag a region layer gets in the Layers dialog (unless it had one already)
+
+
 def set_region_prompt(image, layer, prompt: str, negative: str = "") -> bool:
-    """Store (or, with both prompts empty, remove) a layer's region prompt, as one undo step. True when stored."""
+    """Store (or, with both prompts empty, remove) a layer's region prompt, as one undo step. True when stored.
+    A layer without a colour tag gets REGION_TAG while it is a region, so the Layers dialog shows which are."""
+    tag = getattr(Gimp.ColorTag, REGION_TAG)
+    old = layer.get_parasite(REGION_PARASITE)
+    tagged = False
+    if old is not None:
+        try:
+            tagged = bool(json.loads(bytes(old.get_data()).decode("utf-8")).get("tagged"))
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            tagged = False
     image.undo_group_start()
     try:
         if not prompt.strip() and not negative.strip():
-            if layer.get_parasite(REGION_PARASITE) is not None:
+            if old is not None:
                 layer.detach_parasite(REGION_PARASITE)
+                if tagged and layer.get_color_tag() == tag:
+                    layer.set_color_tag(Gimp.ColorTag.NONE)
             return False
-        data = json.dumps({"prompt": prompt, "negative_prompt": negative}).encode("utf-8")
+        if old is None and layer.get_color_tag() == Gimp.ColorTag.NONE:
+            layer.set_color_tag(tag)
+            tagged = True
+        data = json.dumps({"prompt": prompt, "negative_prompt": negative, "tagged": tagged}).encode("utf-8")
         layer.attach_parasite(Gimp.Parasite.new(REGION_PARASITE, Gimp.PARASITE_PERSISTENT | Gimp.PARASITE_UNDOABLE,
                                                 list(data)))
         return True

@@ -385,7 +385,11 @@ def _diffusion(run, mode, prepare, note=None):
     it), read pixels (the control/reference layers and the region layers too), follow the job."""
     ctl = run.open()
     try:
-        if not run.form(pickers(ctl), note=note(ctl) if note else "", steer=steer_choices(run, ctl)):
+        said = [note(ctl)] if note else []
+        named = [f"{layer.get_name()} (“{rp['prompt'][:30]}”)" for layer, rp in host.region_layers(run.image)]
+        if named:   # the person sees which layers will be sent as regions
+            said.append(f"Regions: {', '.join(named)}; the prompt below is for the rest")
+        if not run.form(pickers(ctl), note="\n".join(said), steer=steer_choices(run, ctl)):
             raise Failure("Paintbridge: canceled", Gimp.PDBStatusType.CANCEL)
         values = run.values()
         model = settings.pick_model(values.get("model") or "", ctl.prefs, ctl.session.models)

@@ -32,9 +32,11 @@ import hashlib
 OUT["sketch_sha"], OUT["ref_sha"] = (hashlib.sha256(get(lay)).hexdigest() for lay in (sketch, ref))
 OUT["ids"] = {lay.get_name(): lay.get_id() for lay in (base, sketch, ref, off, sky, knight)}
 OUT["region_sky"] = run("paintbridge-region-prompt", img, [sky], prompt="stormy sky", negative_prompt="sun")
+knight.set_color_tag(Gimp.ColorTag.BLUE)    # the person's own colour tag: kept
 OUT["region_knight"] = run("paintbridge-region-prompt", img, [knight], prompt="a knight")
 OUT["region_ref"] = run("paintbridge-region-prompt", img, [ref], prompt="not for long")
 OUT["region_ref_cleared"] = run("paintbridge-region-prompt", img, [ref], prompt="", negative_prompt="")
+OUT["tags"] = {lay.get_name(): lay.get_color_tag().value_nick for lay in (base, ref, sky, knight)}
 OUT["parasites"] = {lay.get_name(): (bytes(lay.get_parasite("paintbridge-region").get_data()).decode()
                                      if lay.get_parasite("paintbridge-region") else None)
                     for lay in (base, sketch, ref, sky, knight)}
