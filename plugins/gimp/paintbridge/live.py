@@ -66,10 +66,11 @@ class GimpLive:
     def stop(self):
         self.live.stop()
 
-    def set_settings(self, prompt: str, strength: float, preset: str):
-        if (prompt, float(strength), preset) == (self.prompt, self.strength, self.preset):
+    def set_settings(self, prompt: str, strength: float, preset: str, model: str | None = None):
+        model = model or self.model
+        if (prompt, float(strength), preset, model) == (self.prompt, self.strength, self.preset, self.model):
             return
-        self.prompt, self.strength, self.preset = prompt, float(strength), preset
+        self.prompt, self.strength, self.preset, self.model = prompt, float(strength), preset, model
         self.live.settings_changed()
 
     def step(self) -> bool:

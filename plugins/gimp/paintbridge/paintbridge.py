@@ -684,8 +684,9 @@ def run_live(run):
         if not model:
             raise Failure("Paintbridge: the engine offers no model; add one on the engine first")
         session = live.GimpLive(ctl, run.image, model, run.text("prompt"), run.get("strength"), run.text("preset"))
-        out = panels.LiveWindow(session, live.PRESETS).run()
+        out = panels.LiveWindow(session, live.PRESETS, [m["name"] for m in ctl.session.models]).run()
         run.config.set_property("prompt", session.prompt)   # the next Live starts from these
+        run.config.set_property("model", session.model)
         run.config.set_property("strength", session.strength)
         run.config.set_property("preset", session.preset)
         return out

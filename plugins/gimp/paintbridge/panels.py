@@ -190,7 +190,7 @@ class LiveWindow:
 
     START, APPLY = 1, 2
 
-    def __init__(self, live, presets):
+    def __init__(self, live, presets, models=()):
         self.live, self.loop = live, None
         try:   # GIMP's theme and icons, as its own dialogs have them
             gi.require_version("GimpUi", "3.0")
@@ -218,8 +218,12 @@ class LiveWindow:
         for name in presets:
             self.preset.append(name or "_", name or "the model's own sampling")
         self.preset.set_active_id(live.preset if live.preset in presets and live.preset else "_")
+        self.model = Gtk.ComboBoxText()
+        for name in list(models) or [live.model]:
+            self.model.append(name, name)
+        self.model.set_active_id(live.model)
         for i, (text, widget) in enumerate((("Prompt", self.prompt), ("Strength", self.strength),
-                                            ("Preset", self.preset))):
+                                            ("Preset", self.preset), ("Model", self.model))):
             grid.attach(Gtk.Label(label=text, xalign=1.0), 0, i, 1, 1)
             grid.attach(widget, 1, i, 1, 1)
         box.pack_start(grid, False, False, 0)
@@ -232,7 +236,8 @@ class LiveWindow:
         box.pack_start(row, False, False, 0)
         self.preview = Gtk.Image()
         box.pack_start(self.preview, True, True, 0)
-        for w, signal in ((self.prompt, "changed"), (self.strength, "value-changed"), (self.preset, "changed")):
+        for w, signal in ((self.prompt, "changed"), (self.strength, "value-changed"), (self.preset, "changed"),
+                          (self.model, "changed")):
             w.connect(signal, lambda *a: self._settings())
         d.connect("response", self._on_response)
         d.connect("delete-event", lambda *a: self._close() or True)
@@ -246,12 +251,12 @@ class LiveWindow:
         self.loop.run()
         self.dialog.destroy()
         lv = self.live.live
-        return {"sent": lv.sent, "superseded": lv.superseded, "changes": self.live.changes_seen,
+        return {"model": self.live.model, "sent": lv.sent, "superseded": lv.superseded, "changes": self.live.changes_seen,
                 "applied": self.live.applied}
 
     def _settings(self):
         self.live.set_settings(self.prompt.get_text(), self.strength.get_value(),
-                               (self.preset.get_active_id() or "_").strip("_"))
+                               (self.preset.get_active_id() or "_").strip("_"), self.model.get_active_id())
 
     def _tick(self):
         if self.loop is None or not self.loop.is_running():
