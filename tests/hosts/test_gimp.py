@@ -120,6 +120,14 @@ def test_plugin_registers_procedures(gimp, gimp_plugin):
     assert {"prompt", "strength", "server-url"} <= set(out["paintbridge-inpaint"]["args"])
     assert {"image-id", "server-url"} <= set(out["paintbridge-gallery"]["args"])
     assert {"workflow", "values", "server-url"} <= set(out["paintbridge-workflow"]["args"])
+    # control/reference slots on the four diffusion procedures (issue 18), Region Prompt and Live (issues 19, 21)
+    steer = {f"{slot}-{arg}" for slot in ("control", "control-2", "reference")
+             for arg in ("layer", "model", "strength", "start", "end")} | {"control-preprocess", "control-2-preprocess"}
+    for name in ("paintbridge-generate", "paintbridge-refine", "paintbridge-inpaint", "paintbridge-outpaint"):
+        assert steer <= set(out[name]["args"]), name
+    assert not steer & set(out["paintbridge-upscale"]["args"])
+    assert {"prompt", "negative-prompt"} <= set(out["paintbridge-region-prompt"]["args"])
+    assert {"prompt", "strength", "preset", "model", "server-url"} <= set(out["paintbridge-live"]["args"])
     # issue 15 item 9: GIMP writes arguments to plug-in-settings files ("Save Settings", last values), so no
     # procedure may take a secret as an argument
     secret = {name: [a for a in info["args"] if "password" in a or "token" in a] for name, info in out.items()}
@@ -348,6 +356,27 @@ def test_support_settings_roundtrip(tmp_path, monkeypatch):
                                                                "password": "pw"})
     assert gimp_settings.last_form(cfg, "paintbridge-generate") == {"prompt": "a fox", "steps": 4}
     assert "t0k" not in (tmp_path / "settings.json").read_text() and "pw" not in (tmp_path / "settings.json").read_text()
+
+
+def test_support_recall_steer_args():
+    """Use settings' control/reference entries -> the slots' procedure arguments: layers found by the host's find()
+    (here: by hash), the rest cleared; one not in the image, and one more than the rows, are said."""
+    slots = (("control", "Control", "control"), ("control-2", "Control 2", "control"),
+             ("reference", "Reference", "reference"))
+    layers = {"a" * 64: 11, "b" * 64: 12, "d" * 64: 14}
+    values = {"control": [{"model": "cn", "image": {"sha256": "a" * 64, "name": "sketch"}, "strength": 0.8,
+                           "start": 0.0, "end": 0.5, "preprocess": "canny"},
+                          {"model": "cn", "image": {"sha256": "c" * 64, "name": "gone"}, "strength": 1.0},
+                          {"model": "t2i", "image": {"sha256": "b" * 64}, "strength": 1, "preprocess": "none"},
+                          {"model": "cn", "image": {"sha256": "d" * 64}}]}
+    args, notes = gimp_settings.recall_steer_args(values, lambda wire: layers.get(wire.get("sha256")), slots)
+    assert args == {"control-layer": 11, "control-model": "cn", "control-strength": 0.8, "control-start": 0.0,
+                    "control-end": 0.5, "control-preprocess": "canny",
+                    "control-2-layer": 12, "control-2-model": "t2i", "control-2-strength": 1.0,
+                    "control-2-preprocess": "none", "reference-layer": None}
+    assert len(notes) == 2 and "gone" in notes[0] and "1 more controls" in notes[1], notes
+    assert gimp_settings.recall_steer_args({}, lambda w: None, slots) == (
+        {"control-layer": None, "control-2-layer": None, "reference-layer": None}, [])
 
 
 # ---- gallery and workflows: plain modules against a real engine (no GIMP) ------------------------------------------
@@ -594,7 +623,7 @@ def xvfb():
     """An Xvfb display for the chroot's Gtk (reached over TCP: the chroot has no /tmp/.X11-unix of ours)."""
     if not shutil.which("Xvfb"):
         pytest.skip("Xvfb is not installed")
-    display = next(n for n in range(180, 230)
+    display = next(n for n in range(180, 1000)
                    if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"))
     proc = subprocess.Popen(["Xvfb", f":{display}", "-listen", "tcp", "-ac", "-screen", "0", "1280x1024x24"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -619,7 +648,7 @@ def _windows(display) -> str:
 
 
 DIALOGS = {"generate": "Generate", "refine": "Refine", "inpaint": "Inpaint Selection", "outpaint": "Outpaint",
-           "upscale": "Upscale", "settings": "Settings"}
+           "upscale": "Upscale", "settings": "Settings", "region-prompt": "Region Prompt", "live": "Live"}
 
 
 @pytest.mark.host
@@ -693,7 +722,8 @@ def test_interactive_dialogs_build_and_read_back(gimp, gimp_plugin):
     # issue 15 item 12: each procedure's dialogs are titled after it, not all "Paintbridge"
     assert out["titles"] == ["Paintbridge: Generate", "Paintbridge: Refine", "Paintbridge: Inpaint Selection",
                              "Paintbridge: Outpaint", "Paintbridge: Upscale", "Paintbridge: Sign In",
-                             "Paintbridge: Settings", "Paintbridge: Open from Gallery", "Paintbridge: Run Workflow"]
+                             "Paintbridge: Settings", "Paintbridge: Open from Gallery", "Paintbridge: Run Workflow",
+                             "Paintbridge: Region Prompt", "Paintbridge: Live"]
     assert "Generate, Refine and Inpaint" in out["status"]
     assert out["settings"]["recall"] == {"image": f"{2:016x}",
                                          "args": {"prompt": "image 2", "seed": 2, "steps": 3},
@@ -796,3 +826,121 @@ def test_job_guard_cancels_a_job_whose_id_the_plugin_never_learned(engine_server
             for j in (other, locals().get("job")):
                 if j:
                     c.call("job.cancel", {"job": j})
+
+
+# ---- control and reference layers, regions, live (issues 18, 19, 21) ------------------------------------------------
+
+@contextlib.contextmanager
+def installed_steering(engine, tmp_path: Path):
+    """The demo ControlNet and IP-Adapter (with its image encoder) registered on the running shared engine for the
+    duration (models.install, then models.remove): the shared demo models stay as they are."""
+    from engine.models.demo import make_demo
+
+    build = tmp_path / "steer-build"
+    names = {"gimp-cn": make_demo(build, "controlnet-sd15"), "gimp-ipa": make_demo(build, "ipadapter-sd15"),
+             "gimp-ipa-encoder": build / "demo-clip-vision"}
+    installed = []
+    try:
+        with engine.client() as c:
+            for name, path in names.items():
+                c.call("models.install", {"path": str(path), "name": name})
+                installed.append(name)
+        yield names
+    finally:
+        with engine.client() as c:
+            for name in installed:
+                c.call("models.remove", {"model": name})
+
+
+def _mask_rows(c, mask) -> list[list[int]]:
+    data = c.download(mask["sha256"])
+    return [list(data[y * mask["w"]:(y + 1) * mask["w"]]) for y in range(mask["h"])]
+
+
+@pytest.mark.host
+@needs_gimp
+def test_plugin_control_reference_and_regions(gimp, gimp_plugin, engine_server, tmp_path):
+    """Issue 18 d6/d7 and issue 19 d5/d6 in GIMP: a control layer (with its preprocess and strength), a reference
+    layer and two region layers whose prompts the Region Prompt procedure stored as parasites, in one Generate;
+    the gallery metadata of the result holds them (layer pixels, places, masks from alpha, bottom first); "Use
+    settings" finds the layers again by their pixels and puts the region prompts back."""
+    with installed_steering(engine_server, tmp_path):
+        out = run_script(gimp, "steer_regions", plugin=gimp_plugin, env=_engine_env(engine_server))
+        with engine_server.client() as c:
+            presets = {m["name"]: m.get("preset") for m in c.call("models.list", {})["models"]
+                       if m["name"] in ("gimp-cn", "gimp-ipa")}
+            assert out["generate"]["status"] == "success", out["generate"]
+            job = c.call("job.get", {"job": out["generate"]["result"]["job"]})
+            params = c.call("images.get", {"image": job["layers"][0]["image_id"]})["params"]
+            masks = [_mask_rows(c, r["mask"]) for r in params["regions"]]
+            ids = out["ids"]
+    # the region prompts: stored on the layers, one cleared again by empty prompts
+    assert out["region_sky"]["status"] == "success" and out["region_sky"]["result"]["region"] is True
+    assert out["region_ref_cleared"]["result"]["region"] is False
+    assert json.loads(out["parasites"]["sky"]) == {"prompt": "stormy sky", "negative_prompt": "sun", "tagged": True}
+    assert json.loads(out["parasites"]["knight"]) == {"prompt": "a knight", "negative_prompt": "", "tagged": False}
+    # the Layers dialog shows which layers are regions (an orange tag), a tag of the person's own is kept
+    assert out["tags"] == {"base": "none", "ref": "none", "sky": "orange", "knight": "blue"}, out["tags"]
+    assert out["parasites"]["ref"] is None and out["parasites"]["base"] is None
+    assert out["region_knight"]["result"]["regions"] == [ids["sky"], ids["knight"]]   # bottom first
+    # a control model the engine lacks: refused before anything is sent, naming the ones it has
+    assert out["bad_model"]["status"] == "calling-error" and "gimp-cn" in out["bad_model"]["error"], out["bad_model"]
+    # what the engine got (its gallery metadata): the control layer at its place, the hidden one left out
+    result = out["generate"]["result"]
+    assert result["steering"] == {"control": [{"model": "gimp-cn", "layer": ids["sketch"]}],
+                                  "reference": [{"model": "gimp-ipa", "layer": ids["ref"]}]}
+    (control,) = params["control"]
+    assert {k: control["image"][k] for k in ("w", "h", "x", "y")} == {"w": 48, "h": 32, "x": 8, "y": 8}
+    assert control["model"] == "gimp-cn" and control["strength"] == 0.8 and control["preprocess"] == "invert"
+    assert (control["start"], control["end"]) == (presets["gimp-cn"]["start"], presets["gimp-cn"]["end"])
+    (reference,) = params["reference"]
+    assert reference["model"] == "gimp-ipa" and reference["strength"] == presets["gimp-ipa"]["strength"]
+    assert {k: reference["image"][k] for k in ("w", "h", "x", "y")} == {"w": 64, "h": 48, "x": 0, "y": 0}
+    assert control["image"]["sha256"] == out["sketch_sha"] and reference["image"]["sha256"] == out["ref_sha"]
+    # two regions, bottom of the stack first, masks from the layers' alpha at their places in the image
+    assert [(r["prompt"], r.get("negative_prompt")) for r in params["regions"]] == [("stormy sky", "sun"),
+                                                                                    ("a knight", None)]
+    sky, knight = (r["mask"] for r in params["regions"])
+    assert (sky["x"], sky["y"], sky["w"], sky["h"], sky["format"]) == (0, 0, 64, 48, "gray8")
+    assert (knight["x"], knight["y"], knight["w"], knight["h"]) == (30, 20, 24, 24)
+    assert all(v == (255 if y < 24 else 0) for y, row in enumerate(masks[0]) for v in row)
+    assert all(v == 255 for row in masks[1] for v in row)
+    assert params["prompt"] == "oil painting"
+    # Use settings in a copy of the image: controls by layer (ids of the copy), the sky's region prompt back on its
+    # layer; the knight moved, so its region is not found (and said)
+    dup = out["dup_ids"]
+    args = out["recall"]["args"]
+    assert (args["control-layer"], args["control-model"], args["control-strength"], args["control-preprocess"]) == \
+        (dup["sketch"], "gimp-cn", 0.8, "invert")
+    assert args["control-2-layer"] is None and args["reference-layer"] == dup["ref"]
+    assert json.loads(out["dup_parasites"]["sky"])["prompt"] == "stormy sky"
+    assert out["dup_parasites"]["knight"] is None
+    assert "1 region prompt put back" in out["recall_text"] and "a knight" in out["recall_text"], out["recall_text"]
+
+
+@pytest.mark.host
+@needs_gimp
+def test_plugin_live_mode(gimp, gimp_plugin, engine_server):
+    """Issue 21 d3 in GIMP: live mode's GIMP side on a real image. The marker (layer structure + the core's
+    thumbnail) notices three paint changes and nothing while idle; each change gets its result; Apply adds one
+    layer; Stop leaves no live job queued or running on the engine. The marker's cost per comparison is printed."""
+    out = run_script(gimp, "live_batch", plugin=gimp_plugin, env=_engine_env(engine_server))
+    print(f"GIMP live marker: min/max/mean {out['marker_ms'][:3]} ms over {out['marker_ms'][3]} comparisons")
+    assert out["script_live"]["status"] == "calling-error" and "own window" in out["script_live"]["error"]
+    assert out["first"] and all(out[f"change{i}"] for i in range(3)), out
+    assert out["idle_changes"] == 0, "an unchanged image must not look changed"
+    assert out["changes_seen"] == 3 and len(set(out["results"])) == 4, out
+    assert out["sent"] >= 4
+    assert out["layers_added"] == 1 and out["applied"][0]["name"].startswith("Paintbridge live: live fox")
+    assert out["busy_before_stop"], "the last change was sent: Stop has a live job to end"
+    assert out["settled"] and out["state_after_stop"] == "off"
+    with engine_server.client() as c:
+        kept = c.call("job.get", {"job": out["results"][-1]})
+        live = [j for j in c.call("job.list", {"limit": 50})["jobs"]
+                if j["request"].get("live") and j["status"] in ("queued", "running")]
+        last = [c.call("job.get", {"job": j})["status"] for j in out["last_requests"].values() if j]
+    assert live == [], live
+    assert all(s in ("canceled", "completed") for s in last), last
+    assert kept["status"] == "completed" and kept["layers"][0].get("image_id"), "Apply keeps it in the gallery"
+    req = kept["request"]
+    assert (req["mode"], req["strength"], req["prompt"], req["live"]) == ("img2img", 0.5, "live fox", True)

@@ -247,8 +247,9 @@ class Controller:
     def model_entry(self, name: str) -> dict | None:
         return next((m for m in self.session.models if isinstance(m, dict) and m.get("name") == name), None)
 
-    def params(self, mode: str, values: dict, document: str = "") -> dict:
-        """generate arguments for the form values (canonical field names); Failure for a value to fix."""
+    def params(self, mode: str, values: dict, document: str = "", regions: list | None = None) -> dict:
+        """generate arguments for the form values (canonical field names; control/reference lists as
+        protocol.generate.steer_args takes them) and the image's regions (region_args); Failure for a value to fix."""
         values = dict(values)
         if generate.field_applies(mode, "model", bool(values.get("refine"))):
             values["model"] = settings.pick_model(values.get("model") or "", self.prefs, self.session.models)
@@ -258,7 +259,7 @@ class Controller:
             return generate.generate_args(mode, values, limits=self.session.limits, loras=self.session.loras,
                                           upscalers=self.session.upscalers, samplers=self.session.samplers,
                                           vaes=self.session.vaes, models=self.session.models,
-                                          source={"app": "gimp", "document": document})
+                                          source={"app": "gimp", "document": document}, regions=regions)
         except generate.FieldError as exc:
             where = f"{exc.field.replace('_', ' ')}: " if exc.field and not exc.message.startswith(exc.field) else ""
             raise Failure(f"Paintbridge: {where}{exc.message}", Gimp.PDBStatusType.CALLING_ERROR) from None

@@ -1,8 +1,10 @@
 """All of the plug-in's access to GIMP's images: read the visible image, the selection or a drawable as wire
-Pixels, and place results as layers (each placement one undo group). Main thread only; no Session, no dialogs."""
+Pixels, the layers that are regions (their prompt in a parasite), and place results as layers (each placement one
+undo group). Main thread only (libgimp talks to GIMP over one pipe); no Session, no dialogs."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import gi
@@ -11,12 +13,13 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
-from protocol.pixels import BPP, Pixels, crop  # noqa: E402
+from protocol.pixels import BPP, Pixels, crop, sha256_hex  # noqa: E402
 from protocol.pixels import context_region as _context  # noqa: E402
 
 RGBA = "R'G'B'A u8"      # sRGB-encoded 8-bit, straight alpha: the wire's rgba8
 GRAY = "Y' u8"
 MASK = "Y u8"            # selection coverage, linear: 50 % selected -> 128
+ALPHA = "A u8"           # a layer's alpha alone (babl extracts it while GEGL reads: no Python pixel loop)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,14 @@ def read_drawable(drawable) -> Pixels:
     r = drawable_rect(drawable)
     data = drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, r.w, r.h), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
     return Pixels(bytes(data), r.w, r.h, "rgba8", r.x, r.y)
+
+
+def read_alpha(drawable) -> Pixels:
+    """A drawable's alpha as a gray8 mask at its offsets in the image (255 where it is opaque; a layer without an
+    alpha channel is opaque everywhere)."""
+    r = drawable_rect(drawable)
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, r.w, r.h), 1.0, ALPHA, Gegl.AbyssPolicy.NONE)
+    return Pixels(bytes(data), r.w, r.h, "gray8", r.x, r.y)
 
 
 def active_drawable(image, drawables):
@@ -212,3 +223,112 @@ def new_image(results, name) -> tuple[object, list]:
     layers = place(image, results, name)
     image.undo_enable()
     return image, layers
+
+
+# ---- layers as controls, references and regions ------------------------------------------------------------------
+
+REGION_PARASITE = "paintbridge-region"   # a layer's region prompt: JSON {"prompt", "negative_prompt"}, saved in .xcf
+
+
+def layers_bottom_first(image) -> list:
+    """Every layer of the image (group layers and their children too), bottom of the stack first."""
+    top_first = []
+
+    def walk(layers):
+        for layer in layers:
+            top_first.append(layer)
+            if layer.is_group():
+                walk(layer.get_children())
+    walk(image.get_layers())
+    return top_first[::-1]
+
+
+def shown(layer) -> bool:
+    """The layer and every group above it are visible (a hidden region or control is off)."""
+    item = layer
+    while item is not None:
+        if not item.get_visible():
+            return False
+        item = item.get_parent()
+    return True
+
+
+def layer_in(image, layer) -> bool:
+    return layer is not None and layer.is_valid() and layer.get_image().get_id() == image.get_id()
+
+
+def region_prompt(layer) -> dict | None:
+    """The region prompt stored on a layer ({"prompt", "negative_prompt"}), or None."""
+    p = layer.get_parasite(REGION_PARASITE)
+    if p is None:
+        return None
+    try:
+        value = json.loads(bytes(p.get_data()).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {"prompt": str(value.get("prompt") or ""), "negative_prompt": str(value.get("negative_prompt") or "")}
+
+
+REGION_TAG = "ORANGE"   # the colour tag a region layer gets in the Layers dialog (unless it had one already)
+
+
+def set_region_prompt(image, layer, prompt: str, negative: str = "") -> bool:
+    """Store (or, with both prompts empty, remove) a layer's region prompt, as one undo step. True when stored.
+    A layer without a colour tag gets REGION_TAG while it is a region, so the Layers dialog shows which are."""
+    tag = getattr(Gimp.ColorTag, REGION_TAG)
+    old = layer.get_parasite(REGION_PARASITE)
+    tagged = False
+    if old is not None:
+        try:
+            tagged = bool(json.loads(bytes(old.get_data()).decode("utf-8")).get("tagged"))
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            tagged = False
+    image.undo_group_start()
+    try:
+        if not prompt.strip() and not negative.strip():
+            if old is not None:
+                layer.detach_parasite(REGION_PARASITE)
+                if tagged and layer.get_color_tag() == tag:
+                    layer.set_color_tag(Gimp.ColorTag.NONE)
+            return False
+        if old is None and layer.get_color_tag() == Gimp.ColorTag.NONE:
+            layer.set_color_tag(tag)
+            tagged = True
+        data = json.dumps({"prompt": prompt, "negative_prompt": negative, "tagged": tagged}).encode("utf-8")
+        layer.attach_parasite(Gimp.Parasite.new(REGION_PARASITE, Gimp.PARASITE_PERSISTENT | Gimp.PARASITE_UNDOABLE,
+                                                list(data)))
+        return True
+    finally:
+        image.undo_group_end()
+
+
+def region_layers(image) -> list:
+    """[(layer, {"prompt", "negative_prompt"})] of the shown layers with a region prompt, bottom first."""
+    out = []
+    for layer in layers_bottom_first(image):
+        rp = region_prompt(layer)
+        if rp is not None and shown(layer):
+            out.append((layer, rp))
+    return out
+
+
+def regions(image) -> list[dict]:
+    """The image's regions for protocol.generate.region_args, bottom first: each mask is the layer's alpha at its
+    offsets in the image, read here (libgimp talks to GIMP over one pipe: main thread only) straight as gray8, so
+    nothing is left to convert; the Session hashes and uploads it on its worker thread."""
+    return [{**rp, "mask": read_alpha(layer), "layer": layer.get_id()} for layer, rp in region_layers(image)]
+
+
+def find_layer(image, wire: dict, alpha: bool = False):
+    """The layer of the image whose pixels (or, with alpha, whose alpha) are the recorded wire layer ({sha256, w,
+    h, x, y}): same place and size first (cheap), then the same bytes. None when the image no longer has it."""
+    for layer in layers_bottom_first(image):
+        r = drawable_rect(layer)
+        if (r.x, r.y, r.w, r.h) != (wire.get("x", 0), wire.get("y", 0), wire.get("w"), wire.get("h")):
+            continue
+        data = (read_alpha(layer) if alpha else read_drawable(layer)).data
+        if sha256_hex(data) == wire.get("sha256"):
+            return layer
+    return None

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Paintbridge for GIMP 3: generate, refine, inpaint, outpaint and upscale through a local Paintbridge engine; open
-images from the gallery and run saved workflows.
+"""Paintbridge for GIMP 3: generate, refine, inpaint, outpaint and upscale through a local Paintbridge engine,
+steered by control/reference layers and region prompts on layers; live painting in a window; open images from the
+gallery and run saved workflows.
 
 Filters > Paintbridge > …  Each procedure is one plug-in process run. This file registers the procedures and runs
 them; the modules beside it have one role each (the same names in the three plug-ins):
-    host.py            all reading of GIMP images and placing of results (undo groups)
+    host.py            all reading of GIMP images and placing of results (undo groups); region prompts (parasites)
     controller.py      the shared client's Session: connect, requests (protocol.generate), job progress
     settings.py        the plug-in's settings file: server, default model, last form values, recalls
     panels.py          the dialogs (widgets only)
     workflow_form.py   the Run workflow form: widget specs and checked values
+    live.py            Live…: watching the image and protocol.live's LiveController
     _vendor/           protocol/ (the shared client), msgpack, websockets; site/ keyring
 Running from a source checkout also works when the checkout's root (holding protocol/) is three levels up and
 msgpack/websockets are importable.
@@ -62,6 +64,8 @@ PROC_SIGN_IN = "paintbridge-sign-in"
 PROC_SETTINGS = "paintbridge-settings"
 PROC_GALLERY = "paintbridge-gallery"
 PROC_WORKFLOW = "paintbridge-workflow"
+PROC_REGION = "paintbridge-region-prompt"
+PROC_LIVE = "paintbridge-live"
 
 LABELS = {
     PROC_GENERATE: ("_Generate…", "Generate a new layer from a prompt at the model's size, placed in the "
@@ -75,7 +79,16 @@ LABELS = {
     PROC_GALLERY: ("Open from _Gallery…", "Browse your Paintbridge images: insert one as a layer, reuse its settings, "
                                           "star it"),
     PROC_WORKFLOW: ("Run _Workflow…", "Run one of your saved Paintbridge workflows; its results become layers"),
+    PROC_REGION: ("Region _Prompt…", "Give the active layer a prompt of its own: Generate, Refine, Inpaint and Outpaint "
+                                     "then paint that prompt where the layer is opaque (a region)"),
+    PROC_LIVE: ("_Live…", "A window that re-generates the image as you paint (img2img at a low strength); Apply adds "
+                          "the newest result as a layer"),
 }
+# Control and reference layers (protocol.generate.steer_args): each slot is a set of procedure arguments
+# SLOT-layer, -model, -strength, -start, -end (and -preprocess for controls), shown in the dialogs as one row each.
+STEER_SLOTS = (("control", "Control", "control"), ("control-2", "Control 2", "control"),
+               ("reference", "Reference", "reference"))
+STEER_PROCS = ("paintbridge-generate", "paintbridge-refine", "paintbridge-inpaint", "paintbridge-outpaint")
 COMMON = ["prompt", "negative-prompt", "model", "lora", "lora-weight", "steps", "guidance", "scheduler", "schedule",
           "clip-skip", "vae", "seed"]
 DIALOG_FIELDS = {
@@ -124,10 +137,29 @@ def add_connection_args(p):
     p.add_string_argument("server-url", "Server _URL", "ws://host:port/v1/ws (empty: from settings)", "", RW)
 
 
+def add_steer_args(p):
+    # The dialogs show these in their own rows (panels.SteerRows), not as GIMP's fields: no mnemonics needed.
+    for slot, label, kind in STEER_SLOTS:
+        what = "ControlNet or T2I-Adapter" if kind == "control" else "IP-Adapter"
+        p.add_layer_argument(f"{slot}-layer", f"{label} layer", f"A layer that steers the image through a {what} "
+                             "(none: off; a hidden layer is off too)", True, RW)
+        p.add_string_argument(f"{slot}-model", f"{label} model", f"The {what} (empty: the engine's first one for "
+                              "the model's base)", "", RW)
+        if kind == "control":
+            p.add_string_argument(f"{slot}-preprocess", f"{label} preprocess", "none, canny, scribble, lineart, "
+                                  "invert, blur or tile (empty: the model's preset)", "", RW)
+        p.add_double_argument(f"{slot}-strength", f"{label} strength", "How strongly it steers (-1: the model's "
+                              "preset)", -1.0, 2.0, -1.0, RW)
+        p.add_double_argument(f"{slot}-start", f"{label} start", "From this fraction of the steps (-1: the model's "
+                              "preset)", -1.0, 1.0, -1.0, RW)
+        p.add_double_argument(f"{slot}-end", f"{label} end", "Until this fraction of the steps (-1: the model's "
+                              "preset)", -1.0, 1.0, -1.0, RW)
+
+
 class Paintbridge(Gimp.PlugIn):
     def do_query_procedures(self):
         return [PROC_GENERATE, PROC_REFINE, PROC_INPAINT, PROC_OUTPAINT, PROC_UPSCALE, PROC_GALLERY,
-                PROC_WORKFLOW, PROC_SIGN_IN, PROC_SETTINGS]
+                PROC_WORKFLOW, PROC_REGION, PROC_LIVE, PROC_SIGN_IN, PROC_SETTINGS]
 
     def do_set_i18n(self, name):
         return False
@@ -181,6 +213,19 @@ class Paintbridge(Gimp.PlugIn):
             p.add_string_argument("values", "Values", 'JSON object of parameter values; image parameters take '
                                   '"active" (the active layer), mask parameters "selection"', "{}", RW)
             add_connection_args(p)
+        elif name == PROC_REGION:
+            p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+            p.add_string_argument("prompt", "_Prompt", "What to paint where this layer is opaque (both prompts empty: "
+                                  "the layer is no longer a region)", "", RW)
+            p.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid there", "", RW)
+        elif name == PROC_LIVE:
+            p.add_string_argument("prompt", "_Prompt", "What the painting shows", "", RW)
+            p.add_double_argument("strength", "Str_ength", "How much each result may change the canvas", 0.0, 1.0,
+                                  0.3, RW)
+            p.add_string_argument("preset", "Pr_eset", "Few-step sampling: lcm, hyper-sd, lightning, turbo (empty: "
+                                  "the model's own)", "", RW)
+            p.add_string_argument("model", "_Model", "Model name (empty: your default model)", "", RW)
+            add_connection_args(p)
         elif name == PROC_SIGN_IN:
             p.add_string_argument("server-url", "Server _URL", "ws://host:port/v1/ws", "", RW)
             p.add_string_argument("username", "User _name", "Scripts: the password comes from $PAINTBRIDGE_PASSWORD",
@@ -193,6 +238,8 @@ class Paintbridge(Gimp.PlugIn):
                                    RW)
             p.add_string_argument("download", "_Download a model", "Admins: a URL, OWNER/REPO/FILE or starter:NAME "
                                   "for the engine to download (empty: none)", "", RW)
+        if name in STEER_PROCS:
+            add_steer_args(p)
         p.add_string_return_value("result", "Result", "JSON: job, layers placed, new image", "", RW)
         return p
 
@@ -208,6 +255,7 @@ class Paintbridge(Gimp.PlugIn):
                 PROC_GENERATE: run_generate, PROC_REFINE: run_refine, PROC_INPAINT: run_inpaint,
                 PROC_OUTPAINT: run_outpaint, PROC_UPSCALE: run_upscale, PROC_SIGN_IN: run_sign_in,
                 PROC_SETTINGS: run_settings, PROC_GALLERY: run_gallery, PROC_WORKFLOW: run_workflow,
+                PROC_REGION: run_region, PROC_LIVE: run_live,
             }[name]
             result = handler(Run(procedure, config, interactive, image, drawables))
         except Failure as exc:
@@ -257,9 +305,10 @@ class Run:
             raise
         return self.ctl
 
-    def form(self, pickers=None, note=""):
+    def form(self, pickers=None, note="", steer=None):
         """Interactive: the procedure's dialog, starting from the last values typed (kept after a cancel or a
-        failure) or from recalled ones; False when canceled. Scripts: True."""
+        failure) or from recalled ones; False when canceled. Scripts: True. steer: the control/reference rows'
+        choices (steer_choices)."""
         if not self.interactive:
             return True
         import panels
@@ -274,8 +323,11 @@ class Run:
                 self.config.set_property(prop, "")
         recalled = settings.pending_recall(cfg_dir, self.name, arg_names)
         for prop, value in recalled.items():
+            if prop.endswith("-layer"):   # a layer id: the layer of this image it was matched to, if it still is
+                layer = Gimp.Layer.get_by_id(value) if isinstance(value, int) else None
+                value = layer if host.layer_in(self.image, layer) else None
             self.config.set_property(prop, value)
-        ok = panels.procedure_dialog(self.procedure, self.config, self.fields, self.label, pickers, note)
+        ok = panels.procedure_dialog(self.procedure, self.config, self.fields, self.label, pickers, note, steer)
         if self.name != PROC_SETTINGS:   # kept even when canceled (GIMP keeps only a successful run's values)
             settings.remember_form(cfg_dir, self.name, {p: self.get(p) for p in self.fields})
         if ok and recalled:
@@ -330,20 +382,91 @@ def pickers(ctl, with_upscaler=False):
 
 def _diffusion(run, mode, prepare, note=None):
     """Generate/Refine/Inpaint/Outpaint: connect, the dialog (with the engine's pickers; note(ctl): a line above
-    it), read pixels, follow the job."""
+    it), read pixels (the control/reference layers and the region layers too), follow the job."""
     ctl = run.open()
     try:
-        if not run.form(pickers(ctl), note=note(ctl) if note else ""):
+        said = [note(ctl)] if note else []
+        named = [f"{layer.get_name()} (“{rp['prompt'][:30]}”)" for layer, rp in host.region_layers(run.image)]
+        if named:   # the person sees which layers will be sent as regions
+            said.append(f"Regions: {', '.join(named)}; the prompt below is for the rest")
+        if not run.form(pickers(ctl), note="\n".join(said), steer=steer_choices(run, ctl)):
             raise Failure("Paintbridge: canceled", Gimp.PDBStatusType.CANCEL)
-        params = ctl.params(mode, run.values(), document=_document(run.image))
+        values = run.values()
+        model = settings.pick_model(values.get("model") or "", ctl.prefs, ctl.session.models)
+        values.update(steering(run, ctl, model))
+        regions = host.regions(run.image)
+        params = ctl.params(mode, values, document=_document(run.image), regions=regions)
         image, mask, place, extra = prepare(ctl, params)
         run.progress()
         results = ctl.generate(params, image, mask)
         out = {"job": ctl.job, "seed": params.get("seed"), **extra}
+        out["steering"] = {key: [{"model": e["model"], "layer": e["layer"]} for e in values.get(key, [])]
+                           for key in ("control", "reference")}
+        out["regions"] = [{"layer": r["layer"], "prompt": r["prompt"]} for r in regions]
         out["layers"] = place(results)
         return out
     finally:
         run.done()
+
+
+# ---- control and reference layers ---------------------------------------------------------------------------
+
+def steer_models(ctl, kind):
+    return ctl.session.controls if kind == "control" else ctl.session.references
+
+
+def steer_choices(run, ctl):
+    """What the dialog's control/reference rows offer: the image's layers, the engine's models and their presets."""
+    layers = [(layer.get_id(), layer.get_name()) for layer in host.layers_bottom_first(run.image)[::-1]]
+    models = {kind: [m["name"] for m in steer_models(ctl, kind)] for kind in ("control", "reference")}
+    presets = {m["name"]: m.get("preset") or {} for kind in ("control", "reference") for m in steer_models(ctl, kind)}
+    return {"slots": STEER_SLOTS, "layers": layers, "models": models, "presets": presets,
+            "preprocessors": list(generate.PREPROCESSORS)}
+
+
+def steering(run, ctl, model):
+    """{"control": [...], "reference": [...]} for protocol.generate.steer_args from the run's slots: each shown
+    layer with its model (the named one, else the engine's first for the main model's base) and the numbers given,
+    the model's preset for the ones left at -1. The layer's pixels are read here, at its place in the image."""
+    base = (ctl.model_entry(model) or {}).get("base")
+    out = {"control": [], "reference": []}
+    for slot, label, kind in STEER_SLOTS:
+        layer = run.get(f"{slot}-layer")
+        if layer is None:
+            continue
+        if not host.layer_in(run.image, layer):
+            # GIMP's last values (Repeat, Ctrl+F) may hold a layer of the image the last run was on: not this one's
+            sys.stderr.write(f"paintbridge: {label.lower()} layer is not in this image: left out\n")
+            continue
+        if not host.shown(layer):
+            continue   # a hidden control is off
+        entry = pick_steer_model(run.text(f"{slot}-model").strip(), steer_models(ctl, kind), base, label)
+        preset = entry.get("preset") or {}
+        defaults = generate.CONTROL_DEFAULTS if kind == "control" else generate.REFERENCE_DEFAULTS
+        item = {"model": entry["name"], "image": host.read_drawable(layer), "layer": layer.get_id()}
+        for name in ("strength", "start", "end"):
+            value = run.get(f"{slot}-{name}")
+            item[name] = preset.get(name, defaults[name]) if value is None or value < 0 else value
+        if kind == "control":
+            item["preprocess"] = run.text(f"{slot}-preprocess").strip() or preset.get("preprocess") or "none"
+        out[kind].append(item)
+    return out
+
+
+def pick_steer_model(name, entries, base, label):
+    if name:
+        entry = next((m for m in entries if m.get("name") == name), None)
+        if entry is None:
+            raise Failure(f"Paintbridge: {label.lower()} model: the engine has no {name!r}; it has: "
+                          f"{', '.join(m['name'] for m in entries) or 'none'}", Gimp.PDBStatusType.CALLING_ERROR)
+        return entry
+    fits = [m for m in entries if not base or not m.get("base") or m["base"] == base]
+    if not fits:
+        kind = "ControlNet or T2I-Adapter" if label.lower().startswith("control") else "IP-Adapter"
+        raise Failure(f"Paintbridge: {label.lower()} model: the engine has no {kind}"
+                      f"{' for ' + base + ' models' if base else ''}: install one on the engine first",
+                      Gimp.PDBStatusType.CALLING_ERROR)
+    return fits[0]
 
 
 def _document(image):
@@ -523,6 +646,54 @@ def download_model(run, url, source):
             "text": row.describe()}
 
 
+# ---- regions and live ------------------------------------------------------------------------------------------
+
+def run_region(run):
+    """Set (or, with both prompts empty, remove) the active layer's region prompt: a layer parasite, kept in the
+    .xcf and undoable. No engine is needed."""
+    layer = host.active_drawable(run.image, run.drawables)
+    if layer is None or not layer.is_layer():
+        raise Failure("Paintbridge: choose the layer that is the region first", Gimp.PDBStatusType.CALLING_ERROR)
+    if run.interactive:
+        import panels
+        current = host.region_prompt(layer) or {}
+        run.config.set_property("prompt", current.get("prompt", ""))
+        run.config.set_property("negative-prompt", current.get("negative_prompt", ""))
+        note = (f"Layer “{layer.get_name()}”: Generate paints this prompt where the layer is opaque, followed by the "
+                "dialog's prompt. Both empty: the layer is no longer a region.")
+        if not panels.procedure_dialog(run.procedure, run.config, ["prompt", "negative-prompt"], run.label,
+                                       note=note):
+            raise Failure("Paintbridge: canceled", Gimp.PDBStatusType.CANCEL)
+    prompt, negative = run.text("prompt"), run.text("negative-prompt")
+    stored = host.set_region_prompt(run.image, layer, prompt, negative)
+    return {"layer": layer.get_id(), "region": stored, "prompt": prompt if stored else "",
+            "negative_prompt": negative if stored else "",
+            "regions": [lay.get_id() for lay, _ in host.region_layers(run.image)]}
+
+
+def run_live(run):
+    """Live painting in a window of its own (live.py says what GIMP allows and how the canvas is watched)."""
+    if not run.interactive:
+        raise Failure("Paintbridge: Live runs in its own window: start it from Filters > Paintbridge > Live…",
+                      Gimp.PDBStatusType.CALLING_ERROR)
+    import live
+    import panels
+    ctl = run.open()
+    try:
+        model = settings.pick_model(run.text("model"), ctl.prefs, ctl.session.models)
+        if not model:
+            raise Failure("Paintbridge: the engine offers no model; add one on the engine first")
+        session = live.GimpLive(ctl, run.image, model, run.text("prompt"), run.get("strength"), run.text("preset"))
+        out = panels.LiveWindow(session, live.PRESETS, [m["name"] for m in ctl.session.models]).run()
+        run.config.set_property("prompt", session.prompt)   # the next Live starts from these
+        run.config.set_property("model", session.model)
+        run.config.set_property("strength", session.strength)
+        run.config.set_property("preset", session.preset)
+        return out
+    finally:
+        run.done()
+
+
 # ---- Open from gallery ---------------------------------------------------------------------------------------
 
 def run_gallery(run):
@@ -541,7 +712,7 @@ def run_gallery(run):
                 Gimp.displays_flush()
                 return (f"Inserted “{placed[0]['name']}”" if placed else "Nothing to insert"), placed
 
-            return panels.GalleryDialog(ctl, Gtk, GdkPixbuf, insert, lambda up: use_settings(up)).run()
+            return panels.GalleryDialog(ctl, Gtk, GdkPixbuf, insert, lambda up: use_settings(up, run.image)).run()
         image_id = run.text("image-id").strip()
         if not image_id:
             ctl.session.list_images(thumb_size=16, limit=1, tag="newest")
@@ -556,9 +727,11 @@ def run_gallery(run):
         run.done()
 
 
-def use_settings(up):
+def use_settings(up, image=None):
     """A Recalled image: its values become the next defaults of Generate/Refine/Inpaint (or, for a workflow's
-    image, of Run workflow). Returns (what to say, whether anything was kept)."""
+    image, of Run workflow): its control and reference layers where this image still has them (the same pixels
+    at the same place), and its regions' prompts go back onto the layers whose alpha they were (one undo step).
+    Returns (what to say, whether anything was kept)."""
     cfg_dir = controller.config_dir()
     if not up.values and up.workflow:
         settings.store_workflow_recall(cfg_dir, up.image, up.workflow[0], up.workflow[1])
@@ -566,10 +739,44 @@ def use_settings(up):
     args, notes = settings.recall_args(up.values, up.summary)
     if not args:
         return "That image was made by a node graph: it has no settings to reuse", False
+    said = ""
+    if image is not None and image.is_valid():
+        def find(wire):
+            layer = host.find_layer(image, wire)
+            return layer.get_id() if layer is not None else None
+        steer, steer_notes = settings.recall_steer_args(up.values, find, STEER_SLOTS)
+        args.update(steer)
+        notes += steer_notes
+        restored, region_notes = restore_regions(image, up.values)
+        notes += region_notes
+        if restored:
+            said = f"; {restored} region prompt{'s' if restored != 1 else ''} put back on {'their' if restored != 1 else 'its'} layer"
     settings.store_recall(cfg_dir, up.image, args)
     text = ("Generate, Refine and Inpaint will start from its settings next time "
-            f"(prompt “{str(args.get('prompt', ''))[:40]}”, seed {args.get('seed', 'random')})")
+            f"(prompt “{str(args.get('prompt', ''))[:40]}”, seed {args.get('seed', 'random')})") + said
     return text + (". " + "; ".join(notes) if notes else ""), True
+
+
+def restore_regions(image, values):
+    """The recalled regions' prompts onto the layers of `image` whose alpha was their mask (one undo step).
+    (how many were restored, notes for the ones this image no longer has)."""
+    restored, notes = 0, []
+    found = []
+    for r in generate.recalled_regions(values):
+        layer = host.find_layer(image, r["mask"], alpha=True)
+        if layer is None:
+            notes.append(f"region “{r['prompt'][:30]}”: its layer is not in this image")
+        else:
+            found.append((layer, r))
+    if found:
+        image.undo_group_start()
+        try:
+            for layer, r in found:
+                restored += host.set_region_prompt(image, layer, r["prompt"], r["negative_prompt"])
+        finally:
+            image.undo_group_end()
+        Gimp.displays_flush()
+    return restored, notes
 
 
 # ---- Run workflow --------------------------------------------------------------------------------------------

@@ -55,10 +55,11 @@ def pixbuf(GdkPixbuf_, px, fit=None):
 
 # ---- the procedures' forms -------------------------------------------------------------------------------------
 
-def procedure_dialog(procedure, config, fields, label, pickers=None, note=""):
+def procedure_dialog(procedure, config, fields, label, pickers=None, note="", steer=None):
     """GIMP's dialog for a procedure's arguments, titled after it. pickers: {argument: [names]} turns a text
     argument into a drop-down of the engine's names (the text stays editable). note: a line above the form
-    (who is signed in, the size Generate renders at). True when the person pressed OK."""
+    (who is signed in, the size Generate renders at). steer: the control/reference rows (SteerRows) below the
+    form. True when the person pressed OK."""
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
     GimpUi.init("paintbridge")
@@ -74,6 +75,10 @@ def procedure_dialog(procedure, config, fields, label, pickers=None, note=""):
                 _picker(dialog, config, prop, choices)
             except Exception as exc:  # noqa: BLE001 - the text field stays: the form still works
                 sys.stderr.write(f"paintbridge: no picker for {prop} ({type(exc).__name__}: {exc})\n")
+    if steer:
+        rows = SteerRows(config, steer)
+        dialog.get_content_area().pack_end(rows.widget, False, False, 0)
+        rows.widget.show_all()
     ok = dialog.run()
     dialog.destroy()
     return ok
@@ -100,6 +105,208 @@ def _picker(dialog, config, prop, choices):
     widget.set_no_show_all(True)
     widget.hide()
     row.show_all()
+
+
+class SteerRows:
+    """Control and reference layers, one row per slot (paintbridge.STEER_SLOTS): layer, model, preprocess
+    (controls), strength, start, end. The widgets write the procedure's SLOT-* arguments, so the dialog's config
+    is all a run reads (scripts set the same arguments). Picking a model fills its preset (models.list's
+    `preset`); -1 in a number means the preset of the model the run picks."""
+
+    COLUMNS = ("Layer", "Model", "Preprocess", "Strength", "Start", "End")
+
+    def __init__(self, config, steer):
+        self.config, self.steer = config, steer
+        self.widget = Gtk.Expander(label="Control and reference layers")
+        grid = Gtk.Grid(row_spacing=4, column_spacing=6, border_width=6)
+        for col, text in enumerate(self.COLUMNS, 1):
+            grid.attach(Gtk.Label(label=text, xalign=0.0), col, 0, 1, 1)
+        self.rows = {}
+        used = False
+        for row, (slot, label, kind) in enumerate(steer["slots"], 1):
+            grid.attach(Gtk.Label(label=label, xalign=0.0), 0, row, 1, 1)
+            w = self.rows[slot] = {}
+            layer = config.get_property(f"{slot}-layer")
+            if layer is not None and layer.get_id() not in [lid for lid, _ in steer["layers"]]:
+                layer = None    # a last value from another image
+                config.set_property(f"{slot}-layer", None)
+            used = used or layer is not None
+            w["layer"] = combo = Gtk.ComboBoxText()
+            combo.append("0", "(none)")
+            for lid, name in steer["layers"]:
+                combo.append(str(lid), name)
+            combo.set_active_id(str(layer.get_id()) if layer is not None else "0")
+            combo.connect("changed", lambda c, slot=slot: self._layer(slot, c.get_active_id()))
+            grid.attach(combo, 1, row, 1, 1)
+            w["model"] = model = Gtk.ComboBoxText.new_with_entry()
+            for name in [""] + steer["models"][kind]:
+                model.append_text(name)
+            model.get_child().set_text(config.get_property(f"{slot}-model") or "")
+            model.get_child().set_placeholder_text("the first that fits")
+            model.get_child().connect("changed", lambda e, slot=slot: self._model(slot, e.get_text()))
+            grid.attach(model, 2, row, 1, 1)
+            if kind == "control":
+                w["preprocess"] = pre = Gtk.ComboBoxText()
+                for name in [""] + steer["preprocessors"]:
+                    pre.append(name or "_", name or "preset")   # "_": Gtk ids are not empty
+                pre.set_active_id(config.get_property(f"{slot}-preprocess") or "_")
+                pre.connect("changed", lambda c, slot=slot: config.set_property(
+                    f"{slot}-preprocess", (c.get_active_id() or "_").strip("_")))
+                grid.attach(pre, 3, row, 1, 1)
+            for col, name, hi in ((4, "strength", 2.0), (5, "start", 1.0), (6, "end", 1.0)):
+                adj = Gtk.Adjustment(value=config.get_property(f"{slot}-{name}"), lower=-1.0, upper=hi,
+                                     step_increment=0.05, page_increment=0.1, page_size=0)
+                spin = w[name] = Gtk.SpinButton(adjustment=adj, climb_rate=0.05, digits=2)
+                spin.set_tooltip_text("-1: the model's preset")
+                spin.connect("value-changed", lambda s, slot=slot, name=name: config.set_property(
+                    f"{slot}-{name}", s.get_value()))
+                grid.attach(spin, col, row, 1, 1)
+        self.widget.add(grid)
+        self.widget.set_expanded(used)
+
+    def _layer(self, slot, lid):
+        gi.require_version("Gimp", "3.0")
+        from gi.repository import Gimp
+        layer = Gimp.Layer.get_by_id(int(lid)) if lid and lid != "0" else None
+        self.config.set_property(f"{slot}-layer", layer)
+
+    def _model(self, slot, name):
+        self.config.set_property(f"{slot}-model", name)
+        preset = self.steer["presets"].get(name.strip())
+        if not preset:
+            return
+        w = self.rows[slot]
+        for key in ("strength", "start", "end"):
+            if isinstance(preset.get(key), (int, float)):
+                w[key].set_value(preset[key])
+        if "preprocess" in w and preset.get("preprocess"):
+            w["preprocess"].set_active_id(preset["preprocess"])
+
+
+class LiveWindow:
+    """Live mode's window (live.GimpLive does the work): prompt, strength, preset, Start/Stop, Apply, what live
+    mode is doing, and the newest result. Not modal: GIMP stays usable while it is open. Closing it stops live
+    mode and waits until the engine has ended its live jobs."""
+
+    START, APPLY = 1, 2
+
+    def __init__(self, live, presets, models=()):
+        self.live, self.loop = live, None
+        try:   # GIMP's theme and icons, as its own dialogs have them
+            gi.require_version("GimpUi", "3.0")
+            from gi.repository import GimpUi
+            GimpUi.init("paintbridge")
+        except Exception as exc:  # noqa: BLE001 - only outside a GIMP run
+            sys.stderr.write(f"paintbridge: no GIMP theme ({type(exc).__name__})\n")
+        d = self.dialog = Gtk.Dialog(title="Paintbridge: Live")
+        d.set_default_size(420, -1)
+        transient(d)
+        d.set_modal(False)
+        self.start_button = d.add_button("_Start", self.START)
+        d.add_button("_Apply as layer", self.APPLY)
+        d.add_button("_Close", Gtk.ResponseType.CLOSE)
+        box = d.get_content_area()
+        box.set_spacing(6)
+        box.set_border_width(10)
+        grid = Gtk.Grid(row_spacing=4, column_spacing=8)
+        self.prompt = Gtk.Entry(text=live.prompt)
+        self.prompt.set_hexpand(True)
+        self.strength = Gtk.SpinButton(adjustment=Gtk.Adjustment(value=live.strength, lower=0.0, upper=1.0,
+                                                                 step_increment=0.05, page_increment=0.1,
+                                                                 page_size=0), climb_rate=0.05, digits=2)
+        self.preset = Gtk.ComboBoxText()
+        for name in presets:
+            self.preset.append(name or "_", name or "the model's own sampling")
+        self.preset.set_active_id(live.preset if live.preset in presets and live.preset else "_")
+        self.model = Gtk.ComboBoxText()
+        for name in list(models) or [live.model]:
+            self.model.append(name, name)
+        self.model.set_active_id(live.model)
+        for i, (text, widget) in enumerate((("Prompt", self.prompt), ("Strength", self.strength),
+                                            ("Preset", self.preset), ("Model", self.model))):
+            grid.attach(Gtk.Label(label=text, xalign=1.0), 0, i, 1, 1)
+            grid.attach(widget, 1, i, 1, 1)
+        box.pack_start(grid, False, False, 0)
+        self.status = Gtk.Label(label="Live: off", xalign=0.0)
+        self.status.set_line_wrap(True)
+        self.spinner = Gtk.Spinner()
+        row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        row.pack_start(self.spinner, False, False, 0)
+        row.pack_start(self.status, True, True, 0)
+        box.pack_start(row, False, False, 0)
+        self.preview = Gtk.Image()
+        box.pack_start(self.preview, True, True, 0)
+        for w, signal in ((self.prompt, "changed"), (self.strength, "value-changed"), (self.preset, "changed"),
+                          (self.model, "changed")):
+            w.connect(signal, lambda *a: self._settings())
+        d.connect("response", self._on_response)
+        d.connect("delete-event", lambda *a: self._close() or True)
+        self._shown_job = None
+
+    def run(self):
+        self.dialog.show_all()
+        self.loop = GLib.MainLoop()
+        GLib.timeout_add(50, self._tick)
+        self._draw()
+        self.loop.run()
+        self.dialog.destroy()
+        lv = self.live.live
+        return {"model": self.live.model, "sent": lv.sent, "superseded": lv.superseded, "changes": self.live.changes_seen,
+                "applied": self.live.applied}
+
+    def _settings(self):
+        self.live.set_settings(self.prompt.get_text(), self.strength.get_value(),
+                               (self.preset.get_active_id() or "_").strip("_"), self.model.get_active_id())
+
+    def _tick(self):
+        if self.loop is None or not self.loop.is_running():
+            return False
+        try:
+            if self.live.step():
+                self._draw()
+        except Exception as exc:  # noqa: BLE001 - keep the window; say what went wrong and pause
+            self.live.live.paused = f"{type(exc).__name__}: {exc}"
+            self._draw()
+        return True
+
+    def _on_response(self, dialog, response):
+        if response == self.START:
+            if self.live.live.on:
+                self.live.stop()
+            else:
+                self._settings()
+                try:
+                    self.live.start()
+                except Exception as exc:  # noqa: BLE001 - the image was closed
+                    self.status.set_text(str(exc))
+        elif response == self.APPLY:
+            placed = self.live.apply()
+            self.status.set_text(f"Added “{placed[0]['name']}”" if placed else "No result to apply yet")
+            return
+        else:
+            self._close()
+            return
+        self._draw()
+
+    def _close(self):
+        self.status.set_text("Stopping…")
+        self.live.stop()
+        self.live.settle()
+        if self.loop is not None:
+            self.loop.quit()
+
+    def _draw(self):
+        lv = self.live.live
+        self.start_button.set_label("_Stop" if lv.on else "_Start")
+        self.status.set_text(lv.describe())
+        if lv.busy:
+            self.spinner.start()
+        else:
+            self.spinner.stop()
+        self.dialog.set_response_sensitive(self.APPLY, bool(lv.result))
+        shown = lv.preview or (lv.result[0].pixels if lv.result else None)
+        if shown is not None:
+            self.preview.set_from_pixbuf(pixbuf(GdkPixbuf, shown, fit=256))
 
 
 class SignInDialog:

@@ -146,6 +146,31 @@ def recall_args(values: dict, summary: dict | None = None) -> tuple[dict, list[s
     return args, notes
 
 
+def recall_steer_args(values: dict | None, find, slots) -> tuple[dict, list[str]]:
+    """A recalled image's control/reference entries as the procedures' slot arguments (SLOT-layer as a layer id,
+    -model, -strength, -start, -end, -preprocess). find(wire layer) -> the layer id of the same pixels in the image
+    now, or None (protocol.generate.recalled_steering). Slots with nothing recalled are cleared.
+    (args, notes about what could not be restored)."""
+    args, notes = {}, []
+    for kind in ("control", "reference"):
+        kept, dropped = generate.recalled_steering((values or {}).get(kind), find)
+        notes += dropped
+        names = [slot for slot, _label, k in slots if k == kind]
+        for slot in names:
+            args[f"{slot}-layer"] = None
+        for slot, item in zip(names, kept):
+            args[f"{slot}-layer"] = item["image"]
+            args[f"{slot}-model"] = str(item.get("model") or "")
+            for name in ("strength", "start", "end"):
+                if isinstance(item.get(name), (int, float)):
+                    args[f"{slot}-{name}"] = float(item[name])
+            if kind == "control":
+                args[f"{slot}-preprocess"] = str(item.get("preprocess") or "")
+        if len(kept) > len(names):
+            notes.append(f"{len(kept) - len(names)} more {kind}s than the dialogs have rows: left out")
+    return args, notes
+
+
 def store_recall(config_dir: str, image_id: str, args: dict) -> None:
     update(config_dir, recall={"image": image_id, "args": args, "pending": list(RECALL_PROCS)})
 
