@@ -486,6 +486,7 @@ def test_control_layers_references_and_regions_in_krita(host, plugin_zip, engine
         # inpaint at the bottom right: only the sea reaches the area generated
         inpaint = c.call("job.get", {"job": res["inpaint_job"]})["request"]
         assert inpaint["mode"] == "inpaint" and [r["prompt"] for r in inpaint["regions"]] == ["a calm sea"]
+        assert res["live_regions"] == [["a calm sea", 24, 20]]   # Live over that selection: the same one region
 
         # the .kra kept the pairing
         assert res["reopened_same"] is True and len(res["reopened"]) == 4, res["reopened"]

@@ -86,7 +86,7 @@ class Steering:
             return []
         store = self.load(doc)
         out = []
-        order = host.stack_order(doc)
+        order = host.stack_order(doc) if store["regions"] else {}
         for kind in KINDS:
             rows = []
             for i, e in enumerate(store[kind]):
@@ -182,17 +182,15 @@ class Steering:
                 node = host.find_node(doc, e["layer"])
                 if node is None or not host.is_shown(node):
                     continue
-                image = True
-                if sent is not None:
-                    if kind == "controls":
-                        image = self._noted(host.layer_snapshot(node, x, y, w, h), e["layer"], sent)
-                    else:   # a reference is the picture on its layer, wherever it is
-                        bounds = host.layer_rect(doc, node)
-                        if bounds is None:
-                            raise generate.FieldError("reference", f"the reference layer {node.name()!r} is empty")
-                        image = self._noted(host.layer_snapshot(node, *bounds), e["layer"], sent)
+                rect_read = (x, y, w, h)
+                if kind == "references":   # a reference is the picture on its layer, wherever it is
+                    rect_read = host.layer_rect(doc, node)
+                    if rect_read is None:
+                        raise generate.FieldError("reference", f"the reference layer {node.name()!r} is empty")
+                image = True if sent is None else \
+                    self._noted(host.layer_snapshot(node, *rect_read), e["layer"], sent)
                 out[key].append({**{k: v for k, v in e.items() if k != "layer"}, "image": image})
-        order = host.stack_order(doc)
+        order = host.stack_order(doc) if store["regions"] else {}
         regions = []
         for r in store["regions"]:
             node = host.find_node(doc, r["layer"])
@@ -232,7 +230,9 @@ class Steering:
     # ---- Use settings ------------------------------------------------------------------------------------------
     def recall(self, doc, values: dict) -> list[str]:
         """The document's controls, references and regions become those an image was made with, where their
-        layers are still in the document (found by the hash of what was sent). Returns notes for the rest."""
+        layers are still in the document (found by the hash of what was sent). Returns notes for the rest. When
+        none of them is found here (an image of another document, or one made without any), the document's own
+        lists are left as they are."""
         store = self.load(doc)
 
         def find(image):
@@ -249,12 +249,12 @@ class Steering:
                 out.append(e)
             return out
 
-        notes = []
+        notes, found = [], {}
         for kind, key in (("controls", "control"), ("references", "reference")):
             kept, dropped = generate.recalled_steering(named(values.get(key)), find)
             notes += dropped
             keys = ("model", *_NUMBERS) + (("preprocess",) if kind == "controls" else ())
-            store[kind] = [{"layer": e["image"], **{k: e[k] for k in keys if e.get(k) is not None}} for e in kept]
+            found[kind] = [{"layer": e["image"], **{k: e[k] for k in keys if e.get(k) is not None}} for e in kept]
         regions = []
         for r in generate.recalled_regions(values):
             uid = find(r["mask"])
@@ -264,6 +264,8 @@ class Steering:
                 notes.append(f"region {r['prompt'] or '(base prompt)'!r}: {layer} is not in this document")
                 continue
             regions.append({"layer": uid, "prompt": r["prompt"], "negative_prompt": r["negative_prompt"]})
-        store["regions"] = regions
-        self.save(doc, store)
+        found["regions"] = regions
+        if any(found.values()):
+            store.update(found)
+            self.save(doc, store)
         return notes

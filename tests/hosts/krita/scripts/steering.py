@@ -158,6 +158,11 @@ try:
     host.select_rect(doc, 96, 100, 24, 20)
     R["inpaint_job"] = generate_and_wait("inpaint")
     f.mode = "txt2img"
+    # Live mode's request over the same selection (what it would send; not sent here): the sea region only
+    ctl.live.doc, ctl.live.prompt = doc, "oil painting"
+    live_params, _, _ = ctl.live._read()
+    R["live_regions"] = [[r["prompt"], r["mask"]().w, r["mask"]().h] for r in live_params.get("regions", [])]
+    ctl.live.doc = None
 
     # 8. saved as .kra and opened again: the pairing came back with the document
     R["at"] = "save"
