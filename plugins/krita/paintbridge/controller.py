@@ -3,8 +3,9 @@
 It owns the shared Session (connecting at start-up with the stored token), drains it with a QTimer on Krita's
 main thread, dispatches the typed updates and turns them into Qt signals the panels draw. Requests are built with
 protocol.generate (one seed rule, the fields each mode uses); the jobs' states live in session.jobs, the gallery
-in a protocol GalleryBrowser. Documents are touched only through host.py, on the main thread; pixels are copied
-there and converted on the Session's worker thread.
+in a protocol GalleryBrowser, a document's control layers, references and regions in steering.py. Documents are
+touched only through host.py, on the main thread; pixels are copied there and converted on the Session's worker
+thread.
 """
 
 from __future__ import annotations
