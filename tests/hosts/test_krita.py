@@ -381,3 +381,124 @@ def test_live_mode_in_krita(host, plugin_zip, engine_server, tmp_path):
         assert len(kept) == 1   # Apply kept the applied result in the gallery; the others are not there
     finally:
         c.close()
+
+
+# ---- control layers, references and regions (issues 18 and 19) ----------------------------------------------------
+STEER = {"control": "krita-scribble-cn", "reference": "krita-ipa", "encoder": "krita-ipa-encoder"}
+
+
+@pytest.fixture(scope="module")
+def steer_files(tmp_path_factory):
+    """The demo ControlNet (named so that its preset is a scribble ControlNet's), IP-Adapter and its image encoder."""
+    from engine.models.demo import make_demo
+
+    build = tmp_path_factory.mktemp("krita-steer")
+    return {"control": make_demo(build, "controlnet-sd15"), "reference": make_demo(build, "ipadapter-sd15"),
+            "encoder": build / "demo-clip-vision"}
+
+
+@pytest.fixture
+def steer_models(engine_server, steer_files):
+    """Those models registered on the shared engine for one test (models.install), removed after it."""
+    with engine_server.client() as c:
+        for key in ("encoder", "control", "reference"):
+            c.call("models.install", {"path": str(steer_files[key]), "name": STEER[key]})
+    try:
+        yield STEER
+    finally:
+        with engine_server.client() as c:
+            for name in STEER.values():
+                c.call("models.remove", {"model": name})
+
+
+def _alpha_bounds(c, layer) -> list | None:
+    """[x, y, w, h] in document coordinates of a sent layer's covered pixels (alpha of rgba8, value of gray8)."""
+    from protocol.pixels import alpha_of, mask_bounds
+
+    data = c.call("blob.get", {"sha256": layer["sha256"]})["data"]
+    cover = alpha_of(data) if layer.get("format", "rgba8") == "rgba8" else data
+    b = mask_bounds(cover, layer["w"], layer["h"])
+    return None if b is None else [layer["x"] + b[0], layer["y"] + b[1], b[2], b[3]]
+
+
+def test_control_layers_references_and_regions_in_krita(host, plugin_zip, engine_server, steer_models, tmp_path):
+    """Issues 18 (deliverables 4, 7) and 19 (4, 6) in Krita, on a document Krita opened (so 5.2 too): a layer as a
+    control (its model's preset filled in) and the active layer as a reference, two layers with prompts as regions; what the
+    engine received, read back from the gallery metadata; errors beside the Control tab's lists; a hidden control
+    layer is not sent; an inpaint sends only the region it touches; the pairing survives saving and reopening the
+    .kra; Use settings restores the control and regions whose layers are still there."""
+    from ..helpers import new_user
+
+    c = new_user(engine_server)
+    try:
+        png = write_blank_png(tmp_path / "steer.png", 128, 128)
+        res = run_in_krita(plugin_zip, SCRIPTS / "steering.py", host=host, timeout=500, documents=[png],
+                           params={"url": engine_server.url, "token": c.token, "model": engine_server.model_name,
+                                   **steer_models})
+        assert res["ok"], res.get("error", "") + "\n" + str(res.get("messages")) + "\n" + res.get("log", "")[-2000:]
+        print({k: v for k, v in res.items() if k != "log"})
+        assert res["active_layer"] == "Background"
+        assert res["tab_label"] == "Control"
+        assert res["steer_models"] == [STEER["control"], STEER["reference"]]
+        assert res["preset"] == ["scribble", 0.8, 0.0, 0.8, True]          # engine/configs/control_presets.json
+        assert res["reference_preset"] == [0.6, False]
+        assert res["stored"] == {"controls": [STEER["control"]], "references": [STEER["reference"]],
+                                 "regions": ["a stormy sky", "a calm sea"]}
+        assert res["steer_items"] == [f"Control · sketch: {STEER['control']} · 0.80 · 0.00–0.80 · scribble",
+                                      f"Reference · Background: {STEER['reference']} · 0.50 · 0.00–1.00"]
+        assert res["region_items"] == ["sea: a calm sea — not: boats", "sky: a stormy sky"]   # top of the stack first
+
+        # what the engine received (gallery metadata of the image): the control, the reference, two regions
+        image = c.call("job.get", {"job": res["job"]})["layers"][0]["image_id"]
+        got = c.call("images.get", {"image": image})
+        params, meta = got["params"], got["meta"]
+        control, = params["control"]
+        assert {k: control[k] for k in ("model", "strength", "start", "end", "preprocess")} == \
+            {"model": STEER["control"], "strength": 0.8, "start": 0.0, "end": 0.8, "preprocess": "scribble"}
+        assert {k: control["image"][k] for k in ("x", "y", "w", "h")} == {"x": 32, "y": 32, "w": 64, "h": 64}
+        assert _alpha_bounds(c, control["image"]) == [40, 40, 30, 30]     # the sketch's square, where it is
+        reference, = params["reference"]
+        assert (reference["model"], reference["strength"]) == (STEER["reference"], 0.5)
+        assert {k: reference["image"][k] for k in ("x", "y", "w", "h")} == {"x": 0, "y": 0, "w": 128, "h": 128}
+        blob = c.call("blob.get", {"sha256": reference["image"]["sha256"]})["data"]
+        assert blob == pattern_rgba(128, 128)   # the layer's own pixels, in RGBA
+        assert [m["model"] for m in meta["control"]] == [STEER["control"]]
+        assert [m["model"] for m in meta["reference"]] == [STEER["reference"]]
+        assert [(r["prompt"], r.get("negative_prompt") or "") for r in meta["regions"]] == \
+            [("a stormy sky", ""), ("a calm sea", "boats")]   # bottom of the stack first
+        masks = [r["mask"] for r in params["regions"]]
+        assert [m["format"] for m in masks] == ["gray8", "gray8"]
+        assert [_alpha_bounds(c, m) for m in masks] == [[32, 32, 64, 16], [32, 80, 64, 16]]   # inside the selection
+
+        # errors: the engine's refusal of a control beside the controls, a region without any prompt beside regions
+        assert "no-such-controlnet" in res["engine_error"][0] and res["engine_error"][1] is True, res["engine_error"]
+        assert len(res["steer_items_after_remove"]) == 2
+        assert res["form_error_sent"] is None
+        assert "prompt is empty" in res["form_error"][0] and res["form_error"][1] is True, res["form_error"]
+        assert res["region_items_after_remove"] == res["region_items"]
+
+        # the hidden control layer is listed as such and not sent; the reference still is
+        assert res["hidden_item"].startswith("Control · sketch (hidden: not sent)")
+        hidden = c.call("images.get", {"image": c.call("job.get", {"job": res["hidden_job"]})["layers"][0]
+                                       ["image_id"]})["params"]
+        assert not hidden.get("control") and [r["model"] for r in hidden["reference"]] == [STEER["reference"]]
+
+        # inpaint at the bottom right: only the sea reaches the area generated
+        inpaint = c.call("job.get", {"job": res["inpaint_job"]})["request"]
+        assert inpaint["mode"] == "inpaint" and [r["prompt"] for r in inpaint["regions"]] == ["a calm sea"]
+        assert res["live_regions"] == [["a calm sea", 24, 20]]   # Live over that selection: the same one region
+
+        # the .kra kept the pairing
+        assert res["reopened_same"] is True and len(res["reopened"]) == 4, res["reopened"]
+        assert res["reopened_items"] == res["steer_items"] + res["region_items"]
+
+        # Use settings: the control, the reference and the sky back on their layers; the deleted sea's region dropped
+        assert res["emptied"] == []
+        assert sorted(map(tuple, res["recalled"])) == sorted([
+            ("controls", "sketch", STEER["control"], 0.8, "scribble", None),
+            ("references", "Background", STEER["reference"], 0.5, None, None),
+            ("regions", "sky", "a stormy sky", None, None, "")]), res["recalled"]
+        assert "region 'a calm sea': its layer sea is not in this document" in res["recall_message"], \
+            res["recall_message"]
+    finally:
+        c.close()

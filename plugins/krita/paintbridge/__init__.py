@@ -2,7 +2,8 @@
 
 Layout (the shape all three plug-ins share): extension.py is the Krita Extension; host.py touches Krita documents
 (main thread only); controller.py owns the shared protocol Session and drains it from a QTimer; settings.py keeps
-preferences and the last form values; panels.py is the docker; workflow_form.py builds a workflow's form.
+preferences and the last form values; panels.py is the docker; workflow_form.py builds a workflow's form;
+steering.py keeps a document's control layers, references and regions (in the .kra) and turns them into requests.
 The shared client is bundled as the private package _vendor/ by `paintbridge plugin build krita` and imported as
 `._vendor.protocol` (Krita shares one interpreter between all plug-ins, so we take no top-level module names). keyring lives in _vendor/site, appended to sys.path last.
 """

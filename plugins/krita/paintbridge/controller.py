@@ -3,8 +3,9 @@
 It owns the shared Session (connecting at start-up with the stored token), drains it with a QTimer on Krita's
 main thread, dispatches the typed updates and turns them into Qt signals the panels draw. Requests are built with
 protocol.generate (one seed rule, the fields each mode uses); the jobs' states live in session.jobs, the gallery
-in a protocol GalleryBrowser. Documents are touched only through host.py, on the main thread; pixels are copied
-there and converted on the Session's worker thread.
+in a protocol GalleryBrowser, a document's control layers, references and regions in steering.py. Documents are
+touched only through host.py, on the main thread; pixels are copied there and converted on the Session's worker
+thread.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from ._vendor.protocol.updates import (DownloadProgress, ErrorUpdate, ImagesPage
                                        JobFailed, JobProgress, JobQueued, JobResult, JobStarted, ModelsChanged,
                                        Recalled, Reply, SignedIn, StateChanged, WorkflowsChanged)
 
-from . import host, live, settings
+from . import host, live, settings, steering
 
 MODES = [(m.name, m.label) for m in generate.MODES.values()]
 log = logging.getLogger("paintbridge")
 GALLERY_PAGE = 24        # images per gallery page
 THUMB_SIZE = 96          # px, longest side of a gallery thumbnail
+STEER_FIELDS = ("control", "reference", generate.REGIONS)   # errors shown beside the Control tab's lists
 _QUIET_ERRORS = ("disconnected", "timeout")   # a failed connect: the status line already says it
 
 
@@ -57,6 +59,8 @@ class Controller(QObject):
     workflow_errors = pyqtSignal(dict)          # {field name: message}; "" for the workflow as a whole
     signed_in = pyqtSignal(str)                 # the user's name
     downloads_changed = pyqtSignal()            # session.downloads changed (admins' model downloads)
+    steering_changed = pyqtSignal()             # the active document's controls / references / regions changed
+    steer_errors = pyqtSignal(dict)             # {"control" | "reference" | "regions": message}; {} clears them
 
     def __init__(self):
         super().__init__()
@@ -71,6 +75,9 @@ class Controller(QObject):
         self.gallery = GalleryBrowser(self.session, GALLERY_PAGE, THUMB_SIZE)
         self.workflows: list[dict] = []
         self.live = live.KritaLive(self)        # the Live tab's state (live.py)
+        self.steering = steering.Steering(self.session)   # control layers, references, regions (steering.py)
+        self._steer_seen = None                 # what the lists showed last (steer_check)
+        self._ticks = 0
         self._retry_at: float | None = None
         self._state_message = ""
         self.timer = QTimer(self)
@@ -167,15 +174,14 @@ class Controller(QObject):
         """Read the document and queue a job. Returns the request id, or None (with a message) if refused."""
         f = self.form
         f.save()
+        self.steer_errors.emit({})
         try:
             doc = host.active_document()
             x, y, w, h = host.request_region(doc, f.mode)
             values = f.values()
             values.update(width=w, height=h, x=x, y=y)
-            params = generate.generate_args(f.mode, values, limits=self.session.limits, loras=self.session.loras,
-                                            upscalers=self.session.upscalers, samplers=self.session.samplers,
-                                            vaes=self.session.vaes, models=self.session.models,
-                                            source={"app": "krita", "document": host.document_key(doc)})
+            # checked whole (steering included, its images not read yet) before the canvas may grow
+            params = self._generate_args(doc, values, self.steering.request(doc, f.mode, (x, y, w, h)))
             mode = generate.MODES[f.mode]
             image = mask = None
             if mode.image:
@@ -192,13 +198,88 @@ class Controller(QObject):
                 image = host.snapshot(doc, x, y, w, h, f.source, keep)
             if mode.mask:
                 mask = host.read_selection_mask(doc, x, y, w, h)
+            sent: list = []   # (hash, layer id) of each control/reference image and region mask, for Use settings
+            steer = self.steering.request(doc, f.mode, (x, y, w, h), sent)
+            if steer["control"] or steer["reference"] or steer["regions"]:
+                seed = {"seed": params["seed"]} if "seed" in params else {}   # the random one already picked
+                params = {**self._generate_args(doc, values, steer), **seed}
         except (host.CanvasError, generate.FieldError) as exc:
-            self.message.emit(str(exc))
+            self._refused(exc)
             return None
         self.message.emit("")
-        rid = self.session.generate(params, image, mask, tag={"doc": doc, "mode": f.mode, "mask": mask})
+        rid = self.session.generate(params, image, mask, tag={"doc": doc, "mode": f.mode, "mask": mask,
+                                                              "sent": sent})
         self._jobs_changed()
         return rid
+
+    def _generate_args(self, doc, values: dict, steer: dict) -> dict:
+        return generate.generate_args(self.form.mode, {**values, "control": steer["control"],
+                                                       "reference": steer["reference"]},
+                                      limits=self.session.limits, loras=self.session.loras,
+                                      upscalers=self.session.upscalers, samplers=self.session.samplers,
+                                      vaes=self.session.vaes, models=self.session.models,
+                                      regions=steer["regions"],
+                                      source={"app": "krita", "document": host.document_key(doc)})
+
+    def _refused(self, exc: Exception):
+        """A request refused before sending: the message line, and beside the steering list it is about."""
+        self.message.emit(str(exc))
+        where = getattr(exc, "field", "")
+        if where in STEER_FIELDS:
+            self.steer_errors.emit({where: str(exc)})
+
+    # ---- control layers, references, regions (steering.py) -----------------------------------------------
+    def steer_document(self):
+        """The document the Control tab shows (the active one, whatever its colour model), or None."""
+        return Krita.instance().activeDocument()
+
+    def steer_entries(self) -> list:
+        return self.steering.entries(self.steer_document())
+
+    def steer_models(self) -> list[tuple[str, str]]:
+        """(name, type) of the engine's ControlNets / T2I-Adapters, then its IP-Adapters."""
+        return [(m["name"], m.get("type") or "") for m in self.session.controls + self.session.references]
+
+    def add_steering(self, model: str, values: dict, node=None) -> bool:
+        """The active layer (or `node`) as a control or reference; the list shows it. False with a message."""
+        self.steer_errors.emit({})
+        try:
+            kind = self.steering.add(host.active_document(), model, values, node)
+        except (host.CanvasError, generate.FieldError) as exc:
+            self._refused(exc if getattr(exc, "field", "") else generate.FieldError("control", str(exc)))
+            return False
+        self.message.emit(f"Added as a {'control' if kind == 'controls' else 'reference'}")
+        self.steer_check(force=True)
+        return True
+
+    def set_region(self, prompt: str, negative: str = "", node=None) -> bool:
+        self.steer_errors.emit({})
+        try:
+            name = self.steering.set_region(host.active_document(), prompt, negative, node)
+        except (host.CanvasError, generate.FieldError) as exc:
+            self._refused(exc if getattr(exc, "field", "") else generate.FieldError(generate.REGIONS, str(exc)))
+            return False
+        self.message.emit(f"“{name}” is a region")
+        self.steer_check(force=True)
+        return True
+
+    def remove_steering(self, kind: str, index: int) -> bool:
+        doc = self.steer_document()
+        if doc is None or not self.steering.remove(doc, kind, index):
+            return False
+        self.steer_check(force=True)
+        return True
+
+    def steer_check(self, force: bool = False):
+        """Redraw the lists when the document, or a listed layer's name, visibility or existence changed (a few
+        Krita calls a second from the drain timer; no pixels)."""
+        doc = self.steer_document()
+        entries = self.steering.entries(doc) if doc is not None else []
+        seen = (host.document_key(doc) if doc is not None else None,
+                [(e.kind, e.index, e.layer, e.name, e.exists, e.shown, sorted(e.settings.items())) for e in entries])
+        if force or seen != self._steer_seen:
+            self._steer_seen = seen
+            self.steering_changed.emit()
 
     def cancel(self):
         self.session.cancel_all()
@@ -310,6 +391,10 @@ class Controller(QObject):
         self.form_changed.emit()
         if f.model and self.models and f.model not in [m["name"] for m in self.models]:
             notes.append(f"model {f.model!r} is not on this engine")
+        doc = self.steer_document()
+        if up.values.get("mode") and doc is not None:   # a generate image: its controls, references and regions
+            notes += self.steering.recall(doc, up.values)
+            self.steer_check(force=True)
         self.message.emit(f"Settings of image {up.image} recalled" + (f" ({'; '.join(notes)})" if notes else ""))
 
     # ---- workflows --------------------------------------------------------------------------------------
@@ -376,6 +461,12 @@ class Controller(QObject):
         except Exception as exc:
             log.exception("live mode failed")
             self.message.emit(f"Paintbridge live mode: {type(exc).__name__}: {exc}")
+        self._ticks += 1
+        if self._ticks % 20 == 0:   # once a second: the Control tab follows layer edits and document switches
+            try:
+                self.steer_check()
+            except Exception:
+                log.exception("reading the document's controls failed")
 
     def _jobs_changed(self):
         self.session.jobs.forget_finished(keep=20)
@@ -443,6 +534,9 @@ class Controller(QObject):
             self.session.downloads.forget_finished(keep=5)
             self.downloads_changed.emit()
         elif isinstance(up, JobAccepted):
+            tag = _tag(up)
+            if tag.get("sent"):   # filled by the worker before the request went out
+                self.steering.note_sent(tag.get("doc"), tag["sent"])
             self._jobs_changed()
         elif isinstance(up, (JobQueued, JobStarted)):
             self.jobs_changed.emit()
@@ -471,6 +565,8 @@ class Controller(QObject):
                 self.message.emit(up.message or "error")
             if tag.get("workflow"):   # the engine refused the values: show it at the field it names
                 self.workflow_errors.emit({up.field: up.message or "error"})
+            elif up.field in STEER_FIELDS:   # a control, reference or region the engine refused
+                self.steer_errors.emit({up.field: up.message or "error"})
             self._jobs_changed()
             self.gallery_changed.emit()
         elif isinstance(up, ImagesPage):

@@ -11,11 +11,16 @@ is one undo step, and Replace merges a new layer down, so Ctrl+Z (twice) brings 
 
 from __future__ import annotations
 
-from krita import Krita, Selection
+import json
 
-from ._vendor.protocol.pixels import Pixels, clear_outside, context_region, mask_bounds
+from krita import Krita, Selection
+from PyQt5.QtCore import QByteArray, QUuid
+
+from ._vendor.protocol.pixels import Pixels, alpha_of, clear_outside, context_region, mask_bounds
 
 GROUP_NAME = "Paintbridge"
+STORE = "paintbridge"     # the document annotation holding its controls, references and regions (steering.py)
+PIXEL_LAYERS = ("paintlayer", "grouplayer", "filelayer", "vectorlayer", "clonelayer", "filllayer")
 
 
 class CanvasError(Exception):
@@ -214,3 +219,99 @@ def select_rect(doc, x: int, y: int, w: int, h: int):
     sel = Selection()
     sel.select(x, y, w, h, 255)
     doc.setSelection(sel)
+
+
+# ---- what a document keeps for Paintbridge (steering.py): an annotation saved in the .kra, layers by uniqueId ----
+def read_store(doc) -> dict:
+    """The document's Paintbridge annotation as a dict ({} when it has none or it is not ours)."""
+    try:
+        if STORE not in doc.annotationTypes():
+            return {}
+        data = json.loads(bytes(doc.annotation(STORE)).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RuntimeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_store(doc, data: dict):
+    """Saved with the document (.kra) the next time it is saved; small JSON, no pixels."""
+    doc.setAnnotation(STORE, "Paintbridge controls, references and regions",
+                      QByteArray(json.dumps(data, sort_keys=True).encode("utf-8")))
+
+
+def node_id(node) -> str:
+    """A layer's id that survives saving and reopening the document (Krita's uniqueId)."""
+    return node.uniqueId().toString()
+
+
+def find_node(doc, uid: str):
+    """The document's layer with this id, or None (deleted, or another document's)."""
+    try:
+        return doc.nodeByUniqueID(QUuid(uid)) if uid else None
+    except (RuntimeError, TypeError):
+        return None
+
+
+def active_layer(doc):
+    """The active layer or group, for "add as control / region"."""
+    node = doc.activeNode()
+    if node is None or node.type() not in PIXEL_LAYERS:
+        raise CanvasError("select a layer (or a group) first")
+    return node
+
+
+def is_shown(node) -> bool:
+    """The layer and every group above it are visible (a hidden control or region is not sent)."""
+    while node is not None and node.parentNode() is not None:   # the root is no layer the person can hide
+        if not node.visible():
+            return False
+        node = node.parentNode()
+    return True
+
+
+def stack_order(doc) -> dict:
+    """{layer id: position}, bottom of the layer stack first (a group before the layers inside it)."""
+    order: dict = {}
+
+    def walk(node):
+        for child in node.childNodes():   # Krita lists children bottom first
+            order[node_id(child)] = len(order)
+            walk(child)
+    walk(doc.rootNode())
+    return order
+
+
+def layer_rect(doc, node) -> tuple[int, int, int, int] | None:
+    """The layer's bounds inside the document, or None when it is empty there."""
+    b = node.bounds()
+    x0, y0 = max(0, b.x()), max(0, b.y())
+    x1, y1 = min(doc.width(), b.x() + b.width()), min(doc.height(), b.y() + b.height())
+    return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+
+
+def touches(node, x: int, y: int, w: int, h: int) -> bool:
+    """The layer has pixels (bounds) in the rectangle: a region that does not touch the generated area is not
+    sent (Inpaint, Live)."""
+    b = node.bounds()
+    return b.width() > 0 and b.height() > 0 and b.x() < x + w and x < b.x() + b.width() and \
+        b.y() < y + h and y < b.y() + b.height()
+
+
+def layer_snapshot(node, x: int, y: int, w: int, h: int):
+    """A layer's pixels over a document rectangle (Krita's copy now), as a callable building BGRA Pixels on the
+    worker thread: a control or reference image."""
+    raw = node.pixelData(x, y, w, h)
+
+    def pixels() -> Pixels:
+        return Pixels(bytes(raw), w, h, "rgba8", x, y)
+    return pixels
+
+
+def alpha_snapshot(node, x: int, y: int, w: int, h: int):
+    """A layer's alpha over a document rectangle as a callable building a gray8 mask on the worker thread
+    (255 = covered): a region's mask. BGRA and RGBA keep alpha in the same byte."""
+    raw = node.pixelData(x, y, w, h)
+
+    def mask() -> Pixels:
+        return Pixels(alpha_of(bytes(raw)), w, h, "gray8", x, y)
+    return mask

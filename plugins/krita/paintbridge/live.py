@@ -108,7 +108,9 @@ class KritaLive(QObject):
         x, y, w, h = host.request_region(doc, "img2img")
         values = {"model": self.ctl.form.model, "prompt": self.prompt, "negative_prompt": "",
                   "strength": self.strength, "seed": self.seed}
-        params = generate.generate_args("img2img", values, limits=self.ctl.session.limits,
+        # the document's regions that touch the canvas area sent (their masks read on the worker thread)
+        regions = self.ctl.steering.request(doc, "img2img", (x, y, w, h), sent=[])["regions"]
+        params = generate.generate_args("img2img", values, limits=self.ctl.session.limits, regions=regions,
                                         source={"app": "krita", "document": host.document_key(doc)})
         params.pop("steps", None)   # the preset's (or the engine's) unless the person sets them elsewhere
         if self.preset:

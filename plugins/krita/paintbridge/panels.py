@@ -3,7 +3,7 @@
 Laid out for a 1080p screen (issue 15, K3): the status line on top; the account box, folded away once signed in
 ("Account…" opens it again); the Generate button with the job line, the progress bar, the newest preview and the
 results list (in view together even in the few lines Krita first gives a docker); then tabs for the Generate form,
-Workflows and Gallery. Everything scrolls when the docker is short. User text (prompts, workflow descriptions, messages) is shown as plain text.
+Control (control layers, references and regions), Workflows, Gallery and Live. Everything scrolls when the docker is short. User text (prompts, workflow descriptions, messages) is shown as plain text.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class PaintbridgeDocker(DockWidget):
         lay.addWidget(self._results_box())
         self.tabs = QTabWidget()
         self.tabs.addTab(self._generate_tab(), "Generate")
+        self.control_page = self._control_tab()
+        self.tabs.addTab(self.control_page, "Control")
         self.tabs.addTab(self._workflows_tab(), "Workflows")
         self.tabs.addTab(self._gallery_tab(), "Gallery")
         self.live_tab = LiveTab(self.ctl)
@@ -70,6 +72,7 @@ class PaintbridgeDocker(DockWidget):
         self._gallery()
         self._results()
         self._jobs()
+        self._steering()
         self._state(self.ctl.state, self.ctl.status)
         self.ctl.auto_connect()   # with the stored token, if any
 
@@ -182,6 +185,58 @@ class PaintbridgeDocker(DockWidget):
         self.clip_row = _pair(self.clip_skip, plain_label("VAE"), self.vae, stretch=True)
         form.addRow(plain_label("Sampler"), self.sampler_row)
         form.addRow(plain_label("Clip skip"), self.clip_row)
+
+    def _control_tab(self) -> QWidget:
+        """Control layers and references (a layer steering the picture through a ControlNet / T2I-Adapter, or its
+        style through an IP-Adapter) and regions (a layer or group whose prompt applies where it has pixels): the
+        active document's, kept in it (steering.py). Generate sends them; a hidden layer is left out."""
+        page = QWidget()
+        form = QFormLayout(page)
+        self.steer_model = QComboBox()
+        self.steer_model.setToolTip("A ControlNet or T2I-Adapter (control), or an IP-Adapter (reference)")
+        self.steer_preprocess = QComboBox()
+        for name in generate.PREPROCESSORS:
+            self.steer_preprocess.addItem(name, name)
+        self.steer_preprocess.setToolTip("What the engine does to the layer first: canny edges, lines from a "
+                                         "sketch (scribble, lineart, invert)…; none for a depth or pose image")
+        self.steer_strength = _dspin(0.0, 2.0, 0.05, 1.0)
+        self.steer_start = _dspin(0.0, 1.0, 0.05, 0.0)
+        self.steer_end = _dspin(0.0, 1.0, 0.05, 1.0)
+        self.steer_start.setToolTip("From this fraction of the steps…")
+        self.steer_end.setToolTip("…to this one")
+        self.steer_add = QPushButton("Add the active layer")
+        self.steer_add.setToolTip("The active layer steers the next images with this model and settings")
+        self.steer_list = QListWidget()
+        self.steer_list.setMaximumHeight(70)
+        self.steer_remove = QPushButton("Remove")
+        self.steer_message = plain_label()
+        self.steer_message.setWordWrap(True)
+        self.steer_message.setStyleSheet(ERROR_STYLE)
+        self.region_prompt = QLineEdit()
+        self.region_prompt.setPlaceholderText("what this layer's area shows")
+        self.region_negative = QLineEdit()
+        self.region_negative.setPlaceholderText("negative (optional)")
+        self.region_set = QPushButton("Set on the active layer")
+        self.region_set.setToolTip("The active layer or group becomes a region: this prompt (followed by the "
+                                   "Generate prompt) applies where it has pixels")
+        self.region_list = QListWidget()
+        self.region_list.setMaximumHeight(70)
+        self.region_remove = QPushButton("Remove")
+        self.region_message = plain_label()
+        self.region_message.setWordWrap(True)
+        self.region_message.setStyleSheet(ERROR_STYLE)
+        form.addRow(plain_label("Model"), _pair(self.steer_model, self.steer_preprocess, stretch=True))
+        form.addRow(plain_label("Strength"), _pair(self.steer_strength, plain_label("Range"), self.steer_start,
+                                                   self.steer_end))
+        form.addRow(_pair(self.steer_add, self.steer_remove, stretch=True))
+        form.addRow(self.steer_list)
+        form.addRow(self.steer_message)
+        form.addRow(plain_label("Region"), self.region_prompt)
+        form.addRow(plain_label("Not"), self.region_negative)
+        form.addRow(_pair(self.region_set, self.region_remove, stretch=True))
+        form.addRow(self.region_list)
+        form.addRow(self.region_message)
+        return page
 
     def _models_tab(self) -> QWidget:
         """Admins: have the engine download a model (a URL, OWNER/REPO/FILE or starter:NAME) and follow it."""
@@ -343,6 +398,15 @@ class PaintbridgeDocker(DockWidget):
         self.model.currentIndexChanged.connect(guarded(self._fill_vaes))
         self.scheduler.currentIndexChanged.connect(guarded(self._fill_schedules))
         self.dl_btn.clicked.connect(guarded(self._download))
+        self.steer_model.currentIndexChanged.connect(guarded(self._steer_preset))
+        self.steer_add.clicked.connect(guarded(self._add_steering))
+        self.steer_remove.clicked.connect(guarded(lambda: self._remove_selected(self.steer_list)))
+        self.region_set.clicked.connect(guarded(lambda: ctl.set_region(self.region_prompt.text(),
+                                                                       self.region_negative.text())))
+        self.region_remove.clicked.connect(guarded(lambda: self._remove_selected(self.region_list)))
+        self.region_list.currentItemChanged.connect(guarded(self._region_selected))
+        ctl.steering_changed.connect(guarded(self._steering))
+        ctl.steer_errors.connect(guarded(self._steer_errors))
         ctl.downloads_changed.connect(guarded(self._downloads))
         ctl.state_changed.connect(guarded(self._state))
         ctl.models_changed.connect(guarded(self._models))
@@ -370,7 +434,8 @@ class PaintbridgeDocker(DockWidget):
         self.wf_cancel.clicked.connect(guarded(ctl.cancel))
 
     def canvasChanged(self, canvas):
-        pass
+        """Another document (view) became active: the Control tab shows its lists."""
+        self.ctl.steer_check()
 
     # ---- actions ------------------------------------------------------------------------------------------
     def _fold_account(self, show: bool):
@@ -449,6 +514,24 @@ class PaintbridgeDocker(DockWidget):
         self.preview.clear()
         self.ctl.run_workflow(self.wf_combo.currentData() or "", self.workflow_values())
 
+    def _add_steering(self):
+        self.ctl.add_steering(self.steer_model.currentData() or "", {
+            "preprocess": self.steer_preprocess.currentData(), "strength": self.steer_strength.value(),
+            "start": self.steer_start.value(), "end": self.steer_end.value()})
+
+    def _remove_selected(self, lst: QListWidget):
+        item = lst.currentItem()
+        if item is not None:
+            kind, index = item.data(Qt.UserRole)
+            self.ctl.remove_steering(kind, index)
+
+    def _region_selected(self, *_):
+        item = self.region_list.currentItem()
+        if item is not None:
+            settings = item.data(Qt.UserRole + 1) or {}
+            self.region_prompt.setText(settings.get("prompt", ""))
+            self.region_negative.setText(settings.get("negative_prompt", ""))
+
     # ---- views of controller state ------------------------------------------------------------------------
     def _mode_changed(self):
         mode = generate.MODES.get(self.mode.currentData()) or generate.MODES["txt2img"]
@@ -512,6 +595,58 @@ class PaintbridgeDocker(DockWidget):
         self.scheduler.blockSignals(False)
         self._fill_schedules()
         self._fill_vaes()
+        self._fill_steer_models()
+
+    def _fill_steer_models(self):
+        keep = self.steer_model.currentData()
+        self.steer_model.blockSignals(True)
+        self.steer_model.clear()
+        for name, kind in self.ctl.steer_models():
+            self.steer_model.addItem(f"{name} ({'reference' if kind == 'ip_adapter' else 'control'})", name)
+        self.steer_model.setCurrentIndex(max(0, self.steer_model.findData(keep)))
+        self.steer_model.blockSignals(False)
+        self._steer_preset()
+
+    def _steer_preset(self, *_):
+        """A picked model fills in its preset (models.list): preprocess, strength and range."""
+        model = self.steer_model.currentData() or ""
+        control = self.ctl.steering.kind_of(model) != "references"
+        p = self.ctl.steering.preset(model) if model else {}
+        self.steer_preprocess.setEnabled(control)
+        self.steer_preprocess.setCurrentIndex(max(0, self.steer_preprocess.findData(p.get("preprocess", "none"))))
+        self.steer_strength.setValue(float(p.get("strength", 1.0)))
+        self.steer_start.setValue(float(p.get("start", 0.0)))
+        self.steer_end.setValue(float(p.get("end", 1.0)))
+        self.steer_add.setEnabled(bool(model))
+
+    def _steering(self):
+        """The active document's controls, references and regions."""
+        entries = self.ctl.steer_entries()
+        for lst, kinds in ((self.steer_list, ("controls", "references")), (self.region_list, ("regions",))):
+            keep = lst.currentItem().data(Qt.UserRole) if lst.currentItem() is not None else None
+            lst.blockSignals(True)
+            lst.clear()
+            for e in entries:
+                if e.kind not in kinds:
+                    continue
+                label = e.describe() if e.kind == "regions" else \
+                    f"{'Control' if e.kind == 'controls' else 'Reference'} · {e.describe()}"
+                item = QListWidgetItem(label)
+                item.setData(Qt.UserRole, (e.kind, e.index))
+                item.setData(Qt.UserRole + 1, e.settings)
+                item.setToolTip(plain_tooltip(label))
+                lst.addItem(item)
+                if (e.kind, e.index) == keep:
+                    lst.setCurrentItem(item)
+            lst.blockSignals(False)
+        self.steer_remove.setEnabled(self.steer_list.count() > 0)
+        self.region_remove.setEnabled(self.region_list.count() > 0)
+
+    def _steer_errors(self, errors: dict):
+        self.steer_message.setText(errors.get("control") or errors.get("reference") or "")
+        self.region_message.setText(errors.get(generate.REGIONS) or "")
+        if errors:
+            self.tabs.setCurrentWidget(self.control_page)
 
     def _fill_schedules(self):
         """The schedule picker holds the schedules the chosen sampler takes."""

@@ -107,7 +107,7 @@ try:
     dk.discard_btn.click()
 
     # 2. the gallery: this document only -> the image, with a thumbnail icon
-    dk.tabs.setCurrentIndex(2)
+    dk.tabs.setCurrentIndex(3)
     key = host.document_key(doc)
     dk.gallery_this_doc.setChecked(True)        # toggling refreshes
     pump(lambda: gallery_loaded() and ctl.gallery.filters().get("document") == key, 60, "gallery page")
@@ -157,7 +157,7 @@ try:
     dk.mode.setCurrentIndex(dk.mode.findData("img2img"))
     dk.lora.setCurrentIndex(0)
     dk.lora_weight.setValue(1.5)
-    dk.tabs.setCurrentIndex(2)
+    dk.tabs.setCurrentIndex(3)
     dk.gallery_list.setCurrentRow(0)
     dk.use_btn.click()
     pump(lambda: dk.prompt.toPlainText() == "a gallery fox", 60, "recalled settings")
@@ -167,7 +167,7 @@ try:
                      "lora": [dk.lora.currentData(), dk.lora_weight.value()]}
 
     # 4. Add to document: a layer in the Paintbridge group, where the image was made, with its pixels
-    dk.tabs.setCurrentIndex(2)
+    dk.tabs.setCurrentIndex(3)
     dk.gallery_list.setCurrentRow(0)
     group = paintbridge_group(doc)
     before = len(group.childNodes()) if group else 0
@@ -182,7 +182,7 @@ try:
     R["results_after_add"] = len(ctl.results)
 
     # 5. workflows saved by the test: the form is built from the schema
-    dk.tabs.setCurrentIndex(1)
+    dk.tabs.setCurrentIndex(2)
     pump(lambda: dk.wf_combo.findData(P["shift"]) >= 0 and dk.wf_combo.findData(P["fox"]) >= 0, 60,
          "workflows")
     dk.wf_combo.setCurrentIndex(dk.wf_combo.findData(P["fox"]))
@@ -243,7 +243,7 @@ try:
     R["results_after_apply"] = len(ctl.results)
 
     # 6. paging: one image a page over everything of this user (the generated one and the workflow's)
-    dk.tabs.setCurrentIndex(2)
+    dk.tabs.setCurrentIndex(3)
     ctl.gallery.page_size = 1
     dk.gallery_this_doc.setChecked(False)
     dk.gallery_starred.setChecked(False)
