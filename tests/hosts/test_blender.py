@@ -12,6 +12,7 @@ A host that is missing is skipped, unless PAINTBRIDGE_REQUIRE_HOSTS=1 (then it f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -333,3 +334,72 @@ def test_pickers_recall_and_an_admin_download(host, addon_zip, engine_server, tm
         "404" in r["missing_drawn"], r["missing_drawn"]
     assert "nothing" not in models
     assert r["user_panel"] is False
+
+
+@contextlib.contextmanager
+def installed_control(engine, tmp_path: Path, name: str = "blender-cn"):
+    """The demo SD1.5 ControlNet (random weights, a diffusers folder) registered on the running engine for the
+    duration (models.install, then models.remove): the shared demo models stay as they are."""
+    from engine.models.demo import make_demo
+
+    folder = make_demo(tmp_path / "cn-build", "controlnet-sd15")
+    with engine.client() as c:
+        c.call("models.install", {"path": str(folder), "name": name})
+    try:
+        yield name
+    finally:
+        with engine.client() as c:
+            c.call("models.remove", {"model": name})
+
+
+def test_controls_regions_and_live(host, addon_zip, engine_server, tmp_path):
+    """Issues 18 (d5, d7), 19 (d5, d6), 21 (d3) in Blender: an image datablock and the depth pass of a scene with a
+    cube as controls, a region mask with a prompt; the engine recorded them (gallery metadata), Use settings
+    restores those whose images still exist; live mode: two paint changes -> two results, Apply as a new image
+    and into the painted image (one undo step), Stop leaves nothing queued or running."""
+    from ..helpers import new_user
+
+    c = new_user(engine_server, app="test")   # a fresh user: the engine's job list holds only this test's jobs
+    try:
+        with installed_control(engine_server, tmp_path) as cn:
+            out = _run(host, addon_zip, "steer_live.py", timeout=600, user_dir=tmp_path / "u",
+                       params={"url": engine_server.url, "token": c.token, "model": engine_server.model_name,
+                               "control": cn})
+            r = out["result"]
+            got = c.call("images.get", {"image": r["image_id"]})
+            jobs = c.call("job.list", {"limit": 200})["jobs"]
+    finally:
+        c.close()
+    print(f"{host}: Generate with a depth control took {r['generate_call_s']} s on the main thread (the 64x64 "
+          f"Cycles render of the passes); live: {r['live_sent']} requests for {len(r['live_results'])} results")
+    assert r["controls_offered"] == [cn]
+    assert r["preset_applied"] == {"model": cn, "strength": 1.0, "start": 0.0, "end": 1.0}   # the catch-all preset
+    meta = got["meta"]
+    # the engine got both controls: the image scaled to the document, and the rendered depth pass
+    ctrl = [(m["model"], m["strength"], m["start"], m["end"], m["image"]["sha256"], m["image"]["w"], m["image"]["h"])
+            for m in meta["control"]]
+    assert ctrl == [(cn, 0.8, 0.0, 0.75, r["sketch_sha"], 64, 64), (cn, 0.6, 0.0, 1.0, r["depth_sha"], 64, 64)]
+    assert "reference" not in meta or not meta["reference"]   # the one switched off was not sent
+    assert r["depth_centre"] > 200 and r["depth_corner"] == 0   # the cube near = white, no surface = black
+    # the regions: prompts and full-document masks; the left half's mask is its luminance
+    assert [(x["prompt"], x["negative_prompt"], x["w"], x["h"]) for x in meta["regions"]] == \
+        [("a red dragon", "blue", 64, 64), ("a stormy sky", "", 64, 64)]
+    assert meta["regions"][0]["mask"] == r["left_sha"]
+    assert r["fit_threads"] and "MainThread" not in r["fit_threads"], r["fit_threads"]
+    assert set(r["sent"].values()) >= {"DEPTH"} and r["sent"][r["depth_sha"][:40]] == "DEPTH"
+    # Use settings: the controls and the region whose mask still exists came back; the deleted mask is named
+    assert r["recalled_steer"] == [["CONTROL", "IMAGE", "sketch", cn, 0.8, 0.0, 0.75, "none"],
+                                   ["CONTROL", "DEPTH", "", cn, 0.6, 0.0, 1.0, "none"]]
+    assert r["recalled_regions"] == [["left-mask", "a red dragon", "blue"]]
+    assert "not filled" in r["recall_message"] and "a stormy sky"[:12] in r["recall_message"], r["recall_message"]
+    # live: each paint change was noticed through the depsgraph handler and gave a new result
+    assert all(n >= 1 for n in r["changes_noticed"]), r["changes_noticed"]
+    assert len(set(r["live_results"])) == 3 and None not in r["live_results"]
+    assert r["live_image"] == [64, 64] and any("Newest result" in t for t in r["live_drawn"])
+    assert r["applied_new_same"] and r["applied_into_same"] and r["undo_restores"]
+    assert r["sent_after_stop"] == 0 and r["state_after_stop"] == "off"
+    assert [j for j in jobs if j["status"] in ("queued", "running")] == []
+    live_jobs = [j for j in jobs if j["request"].get("live")]
+    assert len(live_jobs) >= 3 and {j["request"]["strength"] for j in live_jobs} == {0.5}
+    assert r["kept_job"] in [j["job"] for j in live_jobs]
+    assert not r["last_error"], r["last_error"]
