@@ -381,6 +381,14 @@ def test_controls_regions_and_live(host, addon_zip, engine_server, tmp_path):
     assert ctrl == [(cn, 0.8, 0.0, 0.75, r["sketch_sha"], 64, 64), (cn, 0.6, 0.0, 1.0, r["depth_sha"], 64, 64)]
     assert "reference" not in meta or not meta["reference"]   # the one switched off was not sent
     assert r["depth_centre"] > 200 and r["depth_corner"] == 0   # the cube near = white, no surface = black
+    assert r["normal"]["facing"] and r["normal"]["faces"] == 3 and r["normal"]["corner"] == [0, 0, 0], r["normal"]
+    assert r["normal"]["surface_px"] > 300   # the cube covers about a tenth of the frame
+    assert r["lines"]["white"] > 50 and r["lines"]["black"] > 2000 and r["lines"]["corner"] == 0, r["lines"]
+    assert r["settings_kept"] == ["BLENDER_EEVEE" if host == "blender" else r["settings_kept"][0], 1920, False, False]
+    bad = r["bad"]
+    assert bad["no_model"][0] == "CANCELLED" and "control 1: choose a model" in bad["no_model"][1], bad
+    assert bad["no_mask"][0] == "CANCELLED" and "region 0: choose a mask image" in bad["no_mask"][1], bad
+    assert bad["jobs_added"] == 0
     # the regions: prompts and full-document masks; the left half's mask is its luminance
     assert [(x["prompt"], x["negative_prompt"], x["w"], x["h"]) for x in meta["regions"]] == \
         [("a red dragon", "blue", 64, 64), ("a stormy sky", "", 64, 64)]

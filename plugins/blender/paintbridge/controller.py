@@ -175,6 +175,12 @@ def steering(s, size) -> tuple[list, list]:
     each; the scene's passes rendered once for all), converted and scaled to `size` on the worker."""
     w, h = size
     items = [it for it in s.steer if it.enabled]
+    for n, it in enumerate(items, 1):   # before any render: what generate_args would refuse anyway
+        what = "control" if it.kind == "CONTROL" else "reference"
+        if not it.model.strip():
+            raise generate.FieldError(what, f"{what} {n}: choose a model")
+        if it.source == "IMAGE" and bpy.data.images.get(it.image) is None:
+            raise generate.FieldError(what, f"{what} {n} ({it.model}): choose an image")
     kinds = {it.source for it in items if it.source != "IMAGE"}
     passes = None
     if kinds:
@@ -184,11 +190,8 @@ def steering(s, size) -> tuple[list, list]:
             raise generate.FieldError("control", str(exc)) from None
     out = {"CONTROL": [], "REFERENCE": []}
     for it in items:
-        what = "control" if it.kind == "CONTROL" else "reference"
         if it.source == "IMAGE":
-            img = bpy.data.images.get(it.image) if it.image else None
-            if img is None:
-                raise generate.FieldError(what, f"{what} {it.model or '?'}: choose an image")
+            img = bpy.data.images[it.image]
             snap = host.Snapshot(img)
             image = Sent(f"IMAGE:{host.ensure_uid(img)}", lambda snap=snap: host.fit(snap.pixels(), w, h))
         else:

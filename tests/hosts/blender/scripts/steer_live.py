@@ -70,6 +70,27 @@ assert "FINISHED" in bpy.ops.paintbridge.region_add(image="top-mask", prompt="a 
 R["drawn"] = draw_panels(ui, bpy.context, ["PAINTBRIDGE_PT_steer", "PAINTBRIDGE_PT_regions", "PAINTBRIDGE_PT_live"])
 
 form.mode, form.prompt, form.steps, form.seed, form.width, form.height = "GENERATE", "a castle", 2, 7, W, H
+
+# bad input is refused before anything is sent (or rendered), naming what to fix
+
+
+def refused():
+    try:
+        return list(bpy.ops.paintbridge.generate())
+    except RuntimeError as exc:   # under -b the operator's error report is raised
+        return ["CANCELLED", str(exc)]
+
+
+jobs_before = len(s.jobs.rows)
+form.steer[0].model = ""
+bad = {"no_model": [refused()[0], ctl.STATE["last_error"]]}
+form.steer[0].model = P["control"]
+form.steer[0].strength, form.steer[0].end = 0.8, 0.75   # (the preset came back with the model)
+form.regions[0].image = "no-such-mask"
+bad["no_mask"] = [refused()[0], ctl.STATE["last_error"]]
+form.regions[0].image = "left-mask"
+bad["jobs_added"] = len(s.jobs.rows) - jobs_before
+R["bad"] = bad
 threads = []
 real_fit = host.fit
 
@@ -98,6 +119,17 @@ depth = host.render_passes(scene, W, H, ["DEPTH"]).depth()
 R["depth_sha"] = depth.sha256()
 g = depth.data[0::4]
 R["depth_centre"], R["depth_corner"] = g[(H // 2) * W + W // 2], g[0]
+# normals in camera space: every surface the camera sees faces it (blue > 127), the cube shows three faces;
+# Freestyle lines: white outlines on black
+passes = host.render_passes(scene, W, H, ["NORMAL", "LINES"])
+normal, lines = passes.normal(), passes.lines()
+surface = [tuple(normal.data[i:i + 3]) for i in range(0, len(normal.data), 4) if normal.data[i:i + 3] != b"\0\0\0"]
+R["normal"] = {"surface_px": len(surface), "facing": all(b > 127 for _, _, b in surface),
+               "faces": len({c for c in surface if surface.count(c) > 20}), "corner": list(normal.data[:3])}
+lv = lines.data[0::4]
+R["lines"] = {"white": sum(1 for v in lv if v > 127), "black": sum(1 for v in lv if v == 0), "corner": lv[0]}
+R["settings_kept"] = [scene.render.engine, scene.render.resolution_x, scene.view_layers[0].use_pass_z,
+                      scene.render.use_freestyle]
 
 # ---- Use settings: the form emptied, then refilled from the gallery image ----------------------------------------
 image_id = s.client.call("job.get", {"job": R["job"]})["layers"][0]["image_id"]
