@@ -388,10 +388,11 @@ def test_controls_regions_and_live(host, addon_zip, engine_server, tmp_path):
     bad = r["bad"]
     assert bad["no_model"][0] == "CANCELLED" and "control 1: choose a model" in bad["no_model"][1], bad
     assert bad["no_mask"][0] == "CANCELLED" and "region 0: choose a mask image" in bad["no_mask"][1], bad
+    assert "region 1 (empty-mask): its mask is empty" in bad["empty_mask"], bad
     assert bad["jobs_added"] == 0
-    # the regions: prompts and full-document masks; the left half's mask is its luminance
-    assert [(x["prompt"], x["negative_prompt"], x["w"], x["h"]) for x in meta["regions"]] == \
-        [("a red dragon", "blue", 64, 64), ("a stormy sky", "", 64, 64)]
+    # the regions: prompts and masks cut to what they cover (the left half, the top quarter), from luminance
+    assert [(x["prompt"], x["negative_prompt"], x["x"], x["y"], x["w"], x["h"]) for x in meta["regions"]] == \
+        [("a red dragon", "blue", 0, 0, 32, 64), ("a stormy sky", "", 0, 0, 64, 16)]
     assert meta["regions"][0]["mask"] == r["left_sha"]
     assert r["fit_threads"] and "MainThread" not in r["fit_threads"], r["fit_threads"]
     assert set(r["sent"].values()) >= {"DEPTH"} and r["sent"][r["depth_sha"][:40]] == "DEPTH"
@@ -408,6 +409,7 @@ def test_controls_regions_and_live(host, addon_zip, engine_server, tmp_path):
     assert r["sent_after_stop"] == 0 and r["state_after_stop"] == "off"
     assert [j for j in jobs if j["status"] in ("queued", "running")] == []
     live_jobs = [j for j in jobs if j["request"].get("live")]
+    assert len(jobs) - len(live_jobs) == 1   # one Generate: the refused requests never reached the engine
     assert len(live_jobs) >= 3 and {j["request"]["strength"] for j in live_jobs} == {0.5}
     assert r["kept_job"] in [j["job"] for j in live_jobs]
     assert not r["last_error"], r["last_error"]

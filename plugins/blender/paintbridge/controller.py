@@ -205,7 +205,8 @@ def steering(s, size) -> tuple[list, list]:
 
 
 def region_entries(s, size) -> list:
-    """Regions for generate_args: each mask image's luminance × alpha (host.luminance_mask), scaled to `size`."""
+    """Regions for generate_args: each mask image's luminance × alpha (host.region_mask), scaled to `size` and cut
+    to the part it covers."""
     w, h = size
     out = []
     for n, r in enumerate(it for it in s.regions if it.enabled):
@@ -213,8 +214,8 @@ def region_entries(s, size) -> list:
         if img is None:
             raise generate.FieldError(generate.REGIONS, f"region {n}: choose a mask image")
         snap = host.Snapshot(img)
-        mask = Sent(f"IMAGE:{host.ensure_uid(img)}", lambda snap=snap: host.fit(host.luminance_mask(snap.pixels()),
-                                                                                 w, h))
+        mask = Sent(f"IMAGE:{host.ensure_uid(img)}",
+                    lambda snap=snap, what=f"region {n} ({img.name})": host.region_mask(snap.pixels(), w, h, what))
         out.append({"prompt": r.prompt, "negative_prompt": r.negative_prompt, "mask": mask})
     return out
 

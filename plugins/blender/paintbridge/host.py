@@ -20,7 +20,7 @@ import uuid
 
 import bpy
 
-from ._vendor.protocol.pixels import Pixels, flip_rows, mask_from_transparency, paste
+from ._vendor.protocol.pixels import Pixels, crop, flip_rows, mask_bounds, mask_from_transparency, paste
 
 from . import png
 
@@ -426,6 +426,17 @@ def luminance_mask(px: Pixels) -> Pixels:
         j = 4 * i
         out[i] = (d[j] * 299 + d[j + 1] * 587 + d[j + 2] * 114) * d[j + 3] // 255000
     return Pixels(bytes(out), px.w, px.h, "gray8")
+
+
+def region_mask(px: Pixels, w: int, h: int, what: str) -> Pixels:
+    """A region's mask from its mask image: luminance_mask() scaled to the document (w×h), cut to the part it
+    covers (placed at its x, y: less to upload, and the gallery keeps where the region is). ValueError when empty."""
+    mask = fit(luminance_mask(px), w, h)
+    bounds = mask_bounds(mask.data, w, h)
+    if bounds is None:
+        raise ValueError(f"{what}: its mask is empty (paint white where the region is)")
+    x, y, bw, bh = bounds
+    return Pixels(crop(mask.data, w, h, 1, x, y, bw, bh), bw, bh, "gray8", x, y)
 
 
 PASS_KINDS = ("DEPTH", "NORMAL", "LINES")

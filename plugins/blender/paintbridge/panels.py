@@ -371,13 +371,16 @@ class PAINTBRIDGE_OT_live_apply(bpy.types.Operator):
         return {"FINISHED"}
 
 
+SOURCE_LABELS = {key: label for key, label, _ in settings.STEER_SOURCES}
+
+
 class PAINTBRIDGE_UL_steer(bpy.types.UIList):
     bl_idname = "PAINTBRIDGE_UL_steer"
 
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
         row = layout.row(align=True)
         row.prop(item, "enabled", text="")
-        what = item.image if item.source == "IMAGE" else dict((k, n) for k, n, _ in settings.STEER_SOURCES)[item.source]
+        what = item.image if item.source == "IMAGE" else SOURCE_LABELS[item.source]
         row.label(text=f"{what or '(no image)'} → {item.model or '(no model)'}",
                   icon="MOD_HUE_SATURATION" if item.kind == "CONTROL" else "IMAGE_REFERENCE")
 

@@ -228,7 +228,8 @@ class PaintbridgeGallery(bpy.types.PropertyGroup):
                            description="Words that must all appear in the prompt")
 
 
-CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSteer, PaintbridgeRegion, PaintbridgeSettings, PaintbridgeName, PaintbridgeCatalog, PaintbridgeImageItem,
+CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSteer, PaintbridgeRegion, PaintbridgeSettings, PaintbridgeName,
+           PaintbridgeCatalog, PaintbridgeImageItem,
            PaintbridgeGallery, PaintbridgeDownload)
 
 

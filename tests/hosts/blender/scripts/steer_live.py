@@ -89,7 +89,14 @@ form.steer[0].strength, form.steer[0].end = 0.8, 0.75   # (the preset came back 
 form.regions[0].image = "no-such-mask"
 bad["no_mask"] = [refused()[0], ctl.STATE["last_error"]]
 form.regions[0].image = "left-mask"
-bad["jobs_added"] = len(s.jobs.rows) - jobs_before
+bad["jobs_added"] = len(s.jobs.rows) - jobs_before   # refused on the main thread: not even a local row
+new_image("empty-mask", bytes(W * H * 4))
+form.regions[1].image = "empty-mask"
+assert "FINISHED" in bpy.ops.paintbridge.generate()   # the mask is read on the worker: refused from there
+pump(ctl, lambda: ctl.STATE["last_error"], 30, "the empty mask refused")
+bad["empty_mask"] = ctl.STATE["last_error"]
+form.regions[1].image = "top-mask"
+bpy.data.images.remove(bpy.data.images["empty-mask"])
 R["bad"] = bad
 threads = []
 real_fit = host.fit
@@ -114,7 +121,7 @@ R["job"] = s.jobs.latest().job
 R["sent"] = dict(scene.get(ctl.SENT_KEY) or {})
 # what the add-on should have sent, computed here the same way
 R["sketch_sha"] = host.fit(host.Snapshot(sketch).pixels(), W, H).sha256()
-R["left_sha"] = host.luminance_mask(host.Snapshot(bpy.data.images["left-mask"]).pixels()).sha256()
+R["left_sha"] = host.region_mask(host.Snapshot(bpy.data.images["left-mask"]).pixels(), W, H, "left").sha256()
 depth = host.render_passes(scene, W, H, ["DEPTH"]).depth()
 R["depth_sha"] = depth.sha256()
 g = depth.data[0::4]
