@@ -4,7 +4,9 @@ draw (STATE, the session's job table, the gallery browser, the workflows).
 drain() runs from a bpy.app.timers timer, or is called directly by tests (timers do not fire under `blender -b`).
 Requests are built with protocol.generate (one seed rule, the fields each mode uses); pixels are copied on the main
 thread and converted off it (the session's worker for sending, a converter thread for results), so only
-foreach_get/foreach_set and datablock calls run on the main thread.
+foreach_get/foreach_set and datablock calls run on the main thread - and, for controls taken from the scene's render
+passes, the render itself (Blender renders on the main thread; host.render_passes), once per Generate.
+Live mode (Live, below) watches the painted image through depsgraph/undo handlers and protocol.live.
 """
 
 from __future__ import annotations
@@ -801,7 +803,7 @@ class Live:
         self.seed = 0
         self.changes_seen = 0
         self._shown_job = None
-        self._showing = None          # (job, future of the float buffer) being converted for the live image
+        self._showing = None          # (job, Pixels, future of its float buffer) converting for the live image
 
     @property
     def on(self) -> bool:
