@@ -337,19 +337,24 @@ def test_pickers_recall_and_an_admin_download(host, addon_zip, engine_server, tm
 
 
 @contextlib.contextmanager
-def installed_control(engine, tmp_path: Path, name: str = "blender-cn"):
-    """The demo SD1.5 ControlNet (random weights, a diffusers folder) registered on the running engine for the
-    duration (models.install, then models.remove): the shared demo models stay as they are."""
+def installed_control(engine, tmp_path: Path):
+    """The demo SD1.5 ControlNet and IP-Adapter (random weights) with the IP-Adapter's image encoder, registered on
+    the running engine for the duration (models.install, then models.remove): the shared demo models stay as they
+    are. Yields (controlnet name, ip-adapter name)."""
     from engine.models.demo import make_demo
 
-    folder = make_demo(tmp_path / "cn-build", "controlnet-sd15")
+    cn = make_demo(tmp_path / "cn-build", "controlnet-sd15")
+    ipa = make_demo(tmp_path / "ipa-build", "ipadapter-sd15")
+    names = {"blender-cn": cn, "blender-ipa": ipa, "blender-ipa-encoder": tmp_path / "ipa-build" / "demo-clip-vision"}
     with engine.client() as c:
-        c.call("models.install", {"path": str(folder), "name": name})
+        for name, path in names.items():
+            c.call("models.install", {"path": str(path), "name": name})
     try:
-        yield name
+        yield "blender-cn", "blender-ipa"
     finally:
         with engine.client() as c:
-            c.call("models.remove", {"model": name})
+            for name in names:
+                c.call("models.remove", {"model": name})
 
 
 def test_controls_regions_and_live(host, addon_zip, engine_server, tmp_path):
@@ -361,10 +366,10 @@ def test_controls_regions_and_live(host, addon_zip, engine_server, tmp_path):
 
     c = new_user(engine_server, app="test")   # a fresh user: the engine's job list holds only this test's jobs
     try:
-        with installed_control(engine_server, tmp_path) as cn:
+        with installed_control(engine_server, tmp_path) as (cn, ipa):
             out = _run(host, addon_zip, "steer_live.py", timeout=600, user_dir=tmp_path / "u",
                        params={"url": engine_server.url, "token": c.token, "model": engine_server.model_name,
-                               "control": cn})
+                               "control": cn, "reference": ipa})
             r = out["result"]
             got = c.call("images.get", {"image": r["image_id"]})
             jobs = c.call("job.list", {"limit": 200})["jobs"]
@@ -372,14 +377,16 @@ def test_controls_regions_and_live(host, addon_zip, engine_server, tmp_path):
         c.close()
     print(f"{host}: Generate with a depth control took {r['generate_call_s']} s on the main thread (the 64x64 "
           f"Cycles render of the passes); live: {r['live_sent']} requests for {len(r['live_results'])} results")
-    assert r["controls_offered"] == [cn]
+    assert r["controls_offered"] == [cn] and r["references_offered"] == [ipa]
     assert r["preset_applied"] == {"model": cn, "strength": 1.0, "start": 0.0, "end": 1.0}   # the catch-all preset
     meta = got["meta"]
     # the engine got both controls: the image scaled to the document, and the rendered depth pass
     ctrl = [(m["model"], m["strength"], m["start"], m["end"], m["image"]["sha256"], m["image"]["w"], m["image"]["h"])
             for m in meta["control"]]
     assert ctrl == [(cn, 0.8, 0.0, 0.75, r["sketch_sha"], 64, 64), (cn, 0.6, 0.0, 1.0, r["depth_sha"], 64, 64)]
-    assert "reference" not in meta or not meta["reference"]   # the one switched off was not sent
+    # the reference: the image as sent, its model's preset strength; the second one, switched off, was not sent
+    assert [(m["model"], m["strength"], m["image"]["sha256"]) for m in meta["reference"]] == [(ipa, 0.6,
+                                                                                             r["sketch_sha"])]
     assert r["depth_centre"] > 200 and r["depth_corner"] == 0   # the cube near = white, no surface = black
     assert r["normal"]["facing"] and r["normal"]["faces"] == 3 and r["normal"]["corner"] == [0, 0, 0], r["normal"]
     assert r["normal"]["surface_px"] > 300   # the cube covers about a tenth of the frame
@@ -398,7 +405,8 @@ def test_controls_regions_and_live(host, addon_zip, engine_server, tmp_path):
     assert set(r["sent"].values()) >= {"DEPTH"} and r["sent"][r["depth_sha"][:40]] == "DEPTH"
     # Use settings: the controls and the region whose mask still exists came back; the deleted mask is named
     assert r["recalled_steer"] == [["CONTROL", "IMAGE", "sketch", cn, 0.8, 0.0, 0.75, "none"],
-                                   ["CONTROL", "DEPTH", "", cn, 0.6, 0.0, 1.0, "none"]]
+                                   ["CONTROL", "DEPTH", "", cn, 0.6, 0.0, 1.0, "none"],
+                                   ["REFERENCE", "IMAGE", "sketch", ipa, 0.6, 0.0, 1.0, "none"]]
     assert r["recalled_regions"] == [["left-mask", "a red dragon", "blue"]]
     assert "not filled" in r["recall_message"] and "a stormy sky"[:12] in r["recall_message"], r["recall_message"]
     # live: each paint change was noticed through the depsgraph handler and gave a new result

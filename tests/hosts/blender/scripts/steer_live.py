@@ -3,7 +3,7 @@
 Use settings restoring them; then live mode on an image being painted: two paint changes -> two results, Apply
 (new image, and into the painted image in one undo step), Stop.
 
-PARAMS: url, token, model, control (a demo ControlNet installed on the engine).
+PARAMS: url, token, model, control, reference (a demo ControlNet and IP-Adapter installed on the engine).
 The pytest side checks what the engine recorded (images.get) and that nothing is left queued or running.
 """
 
@@ -37,7 +37,9 @@ pump(ctl, lambda: ctl.STATE["state"] == "connected", 30, "connected")
 pump(ctl, lambda: bool(ctl.STATE["models"]), 30, "models")
 form.model = P["model"]
 pump(ctl, lambda: P["control"] in [c.name for c in catalog.controls], 30, "the ControlNet in the picker")
+pump(ctl, lambda: P["reference"] in [c.name for c in catalog.references], 30, "the IP-Adapter in the picker")
 R["controls_offered"] = [c.name for c in catalog.controls]
+R["references_offered"] = [c.name for c in catalog.references]
 
 # ---- controls: an image datablock and the scene's depth (factory start-up: a cube in front of the camera) -------
 assert bpy.data.objects.get("Cube") is not None and scene.camera is not None
@@ -48,7 +50,8 @@ R["preset_applied"] = {"model": it.model, "strength": round(it.strength, 3), "st
 it.strength, it.end = 0.8, 0.75
 assert "FINISHED" in bpy.ops.paintbridge.steer_add(kind="CONTROL", source="DEPTH")
 form.steer[-1].strength = 0.6
-# a reference with no IP-Adapter on this engine would be refused: one added and switched off is not sent
+# a reference (the same image), and one more, switched off: not sent
+assert "FINISHED" in bpy.ops.paintbridge.steer_add(kind="REFERENCE", source="IMAGE", image="sketch")
 assert "FINISHED" in bpy.ops.paintbridge.steer_add(kind="REFERENCE", source="IMAGE", image="sketch")
 form.steer[-1].enabled = False
 
