@@ -516,6 +516,8 @@ def render_passes(scene, w: int, h: int, kinds) -> PassSnapshot:
     kinds = [k for k in PASS_KINDS if k in set(kinds)]
     if scene.camera is None:
         raise ValueError(f"the scene {scene.name!r} has no camera to render its passes from")
+    if not hasattr(scene, "cycles"):
+        raise ValueError("the scene's passes are rendered with Cycles: enable the Cycles add-on in Preferences")
     view_layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
     r = scene.render
     saved = [(r, "engine", r.engine), (r, "resolution_x", r.resolution_x), (r, "resolution_y", r.resolution_y),
