@@ -4,7 +4,9 @@ draw (STATE, the session's job table, the gallery browser, the workflows).
 drain() runs from a bpy.app.timers timer, or is called directly by tests (timers do not fire under `blender -b`).
 Requests are built with protocol.generate (one seed rule, the fields each mode uses); pixels are copied on the main
 thread and converted off it (the session's worker for sending, a converter thread for results), so only
-foreach_get/foreach_set and datablock calls run on the main thread.
+foreach_get/foreach_set and datablock calls run on the main thread - and, for controls taken from the scene's render
+passes, the render itself (Blender renders on the main thread; host.render_passes), once per Generate.
+Live mode (Live, below) watches the painted image through depsgraph/undo handlers and protocol.live.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import bpy
 
 from ._vendor.protocol import forms, generate
 from ._vendor.protocol.gallery import GalleryBrowser, format_date
-from ._vendor.protocol.pixels import Pixels, pad
+from ._vendor.protocol.pixels import Pixels, pad, round8
 from ._vendor.protocol.session import Session
 from ._vendor.protocol.updates import (DownloadProgress, ErrorUpdate, ImagesPage, JobAccepted, JobCanceled,
                                        JobFailed, JobProgress, JobResult, ModelsChanged, Recalled, Reply, SignedIn,
@@ -103,14 +105,21 @@ def build_request(s, image=None) -> tuple[dict, object, object, object]:
     Raises ValueError (generate.FieldError names the field) for anything to fix before sending."""
     mode = settings.MODES[s.mode]
     sess = get_session()
-    params = generate.generate_args(mode, settings.form_values(s), limits=sess.limits, loras=_ENTRIES["loras"],
-                                    upscalers=_ENTRIES["upscalers"], samplers=_ENTRIES["samplers"],
-                                    vaes=_ENTRIES["vaes"], models=_ENTRIES["models"],
-                                    source={"app": "blender", "document": _document_key()})
-    if not generate.MODES[mode].image:
-        return params, None, None, None
-    if image is None:
+    m = generate.MODES[mode]
+    if m.image and image is None:
         raise generate.FieldError("", "open an image in the Image Editor first")
+    values = settings.form_values(s)
+    regions = []
+    if mode != "upscale":
+        size = _document_size(s, mode, image)
+        values["control"], values["reference"] = steering(s, size)
+        regions = region_entries(s, size)
+    params = generate.generate_args(mode, values, limits=sess.limits, loras=_ENTRIES["loras"],
+                                    upscalers=_ENTRIES["upscalers"], samplers=_ENTRIES["samplers"],
+                                    vaes=_ENTRIES["vaes"], models=_ENTRIES["models"], regions=regions,
+                                    source={"app": "blender", "document": _document_key()})
+    if not m.image:
+        return params, None, None, None
     snap = host.Snapshot(image)
     if mode == "outpaint":
         margins = (s.extend_left, s.extend_top, s.extend_right, s.extend_bottom)
@@ -136,6 +145,115 @@ def build_request(s, image=None) -> tuple[dict, object, object, object]:
     return params, src, mask, base
 
 
+def _document_size(s, mode: str, image) -> tuple[int, int]:
+    """The size controls and region masks are sent at: txt2img's width×height (as the engine rounds them), else
+    the image's (outpaint: with the margins it grows by)."""
+    if mode == "txt2img":
+        return round8(s.width), round8(s.height)
+    w, h = image.size
+    if mode == "outpaint":
+        w, h = w + s.extend_left + s.extend_right, h + s.extend_top + s.extend_bottom
+    return int(w), int(h)
+
+
+class Sent(host.Deferred):
+    """A control image or region mask converted on the session's worker, remembering the hash of what was sent, so
+    Use settings can find its source again (record_sent)."""
+
+    def __init__(self, source: str, fn):
+        super().__init__(fn)
+        self.source = source   # "IMAGE:<uid>" or a render pass kind ("DEPTH", ...)
+        self.sha256 = None
+
+    def __call__(self) -> Pixels:
+        px = super().__call__()
+        if self.sha256 is None:
+            self.sha256 = px.sha256()
+        return px
+
+
+def steering(s, size) -> tuple[list, list]:
+    """(control, reference) entries for generate_args from the form's list: images copied now (one foreach_get
+    each; the scene's passes rendered once for all), converted and scaled to `size` on the worker."""
+    w, h = size
+    items = [it for it in s.steer if it.enabled]
+    for n, it in enumerate(items, 1):   # before any render: what generate_args would refuse anyway
+        what = "control" if it.kind == "CONTROL" else "reference"
+        if not it.model.strip():
+            raise generate.FieldError(what, f"{what} {n}: choose a model")
+        if it.source == "IMAGE" and bpy.data.images.get(it.image) is None:
+            raise generate.FieldError(what, f"{what} {n} ({it.model}): choose an image")
+    kinds = {it.source for it in items if it.source != "IMAGE"}
+    passes = None
+    if kinds:
+        try:
+            passes = host.render_passes(bpy.context.scene, w, h, kinds)
+        except ValueError as exc:
+            raise generate.FieldError("control", str(exc)) from None
+    out = {"CONTROL": [], "REFERENCE": []}
+    for it in items:
+        if it.source == "IMAGE":
+            img = bpy.data.images[it.image]
+            snap = host.Snapshot(img)
+            image = Sent(f"IMAGE:{host.ensure_uid(img)}", lambda snap=snap: host.fit(snap.pixels(), w, h))
+        else:
+            image = Sent(it.source, lambda kind=it.source: passes.pixels(kind))
+        entry = {"model": it.model, "image": image, "strength": round(it.strength, 4), "start": round(it.start, 4),
+                 "end": round(it.end, 4)}
+        if it.kind == "CONTROL":
+            entry["preprocess"] = it.preprocess
+        out[it.kind].append(entry)
+    return out["CONTROL"], out["REFERENCE"]
+
+
+def region_entries(s, size) -> list:
+    """Regions for generate_args: each mask image's luminance × alpha (host.region_mask), scaled to `size` and cut
+    to the part it covers."""
+    w, h = size
+    out = []
+    for n, r in enumerate(it for it in s.regions if it.enabled):
+        img = bpy.data.images.get(r.image) if r.image else None
+        if img is None:
+            raise generate.FieldError(generate.REGIONS, f"region {n}: choose a mask image")
+        snap = host.Snapshot(img)
+        mask = Sent(f"IMAGE:{host.ensure_uid(img)}",
+                    lambda snap=snap, what=f"region {n} ({img.name})": host.region_mask(snap.pixels(), w, h, what))
+        out.append({"prompt": r.prompt, "negative_prompt": r.negative_prompt, "mask": mask})
+    return out
+
+
+def _sent_of(params: dict) -> list:
+    return [it[k] for key, k in (("control", "image"), ("reference", "image"), ("regions", "mask"))
+            for it in params.get(key) or [] if isinstance(it.get(k), Sent)]
+
+
+SENT_KEY = "paintbridge_sent"   # scene ID property: {sha256[:SHA_KEY]: source} of the controls and masks sent
+SENT_KEEP = 64
+SHA_KEY = 40                    # ID property names hold at most 63 characters; 160 bits still name one image
+
+
+def record_sent(scene, sent: list):
+    """Main thread, once a request was accepted: remember which image or pass each sent hash came from (kept with
+    the .blend, the newest SENT_KEEP)."""
+    known = dict(scene.get(SENT_KEY) or {})
+    for d in sent:
+        if d.sha256:
+            known.pop(d.sha256[:SHA_KEY], None)
+            known[d.sha256[:SHA_KEY]] = d.source
+    scene[SENT_KEY] = dict(list(known.items())[-SENT_KEEP:])
+
+
+def _source_for(scene, layer: dict):
+    """The source ("IMAGE:<uid>" whose image still exists, or a pass kind) of a recalled control image or mask."""
+    src = (scene.get(SENT_KEY) or {}).get(str((layer or {}).get("sha256") or "")[:SHA_KEY])
+    if src is None:
+        return None
+    if src.startswith("IMAGE:"):
+        img = host.find_image(src[6:])
+        return ("IMAGE", img.name) if img is not None else None
+    return (src, "")
+
+
 def _not_empty(mask: Pixels) -> Pixels:
     if not any(mask.data):
         raise ValueError("the mask is empty: make the area to inpaint transparent, or choose a mask image")
@@ -156,6 +274,7 @@ def submit(s, image=None) -> str:
     STATE["last_error"] = ""
     if s.mode == "OUTPAINT":   # grown once: another Generate fills again instead of growing again
         s.extend_left = s.extend_top = s.extend_right = s.extend_bottom = 0
+    tag["sent"], tag["scene"] = _sent_of(params), bpy.context.scene.name
     return get_session().generate(params, src, mask, tag=tag)
 
 
@@ -182,9 +301,18 @@ def drain(max_items: int = 100) -> int:
     ups = _session.poll(max_items)
     for up in ups:
         try:
+            if LIVE.handle(up):   # live jobs' updates are live mode's
+                _session.jobs.forget_finished(keep=20)
+                continue
             _apply(up)
         except Exception as exc:  # one bad update must not stop the timer
             STATE["last_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        if LIVE.tick():
+            handled += 1
+    except Exception as exc:
+        LIVE.stop()
+        STATE["last_error"] = f"live mode stopped: {type(exc).__name__}: {exc}"
     if ups or handled:
         _redraw()
     return handled + len(ups)
@@ -211,7 +339,11 @@ def _apply(up):
     elif isinstance(up, DownloadProgress):
         _session.downloads.forget_finished(keep=5)
     elif isinstance(up, JobAccepted):
-        STATE["last_seed"] = up.seed
+        tag = up.tag if isinstance(up.tag, dict) else {}
+        if tag.get("sent"):
+            record_sent(bpy.data.scenes.get(tag.get("scene") or "") or bpy.context.scene, tag.pop("sent"))
+        if not tag.get("live"):
+            STATE["last_seed"] = up.seed
     elif isinstance(up, JobProgress):
         if up.preview is not None:
             host.show_preview(up.preview, (up.tag or {}).get("name") if isinstance(up.tag, dict) else None)
@@ -306,6 +438,31 @@ def fill_loras(s=None, context=None):
     for wm in bpy.data.window_managers:
         _fill(wm.paintbridge_catalog.loras, names)
         _fill(wm.paintbridge_catalog.vaes, vaes)
+        _fill(wm.paintbridge_catalog.controls, [c["name"] for c in _steer_models("CONTROL", model)])
+        _fill(wm.paintbridge_catalog.references, [c["name"] for c in _steer_models("REFERENCE", model)])
+
+
+def _steer_models(kind: str, model: str) -> list:
+    """The engine's ControlNets / T2I-Adapters (kind CONTROL) or IP-Adapters (REFERENCE) that fit the model."""
+    if _session is None:
+        return []
+    entries = _session.controls if kind == "CONTROL" else _session.references
+    base = generate.model_entry(_ENTRIES["models"], model).get("base")
+    return [c for c in entries if not base or not c.get("base") or c["base"] == base]
+
+
+def steer_model_changed(item, context=None):
+    """A control's model changed: its strength, range and preprocessing from the model's preset (models.list)."""
+    if _session is None:
+        return
+    entry = next((c for c in _session.controls + _session.references if c.get("name") == item.model), None)
+    if entry is None:
+        return
+    preset = dict(generate.CONTROL_DEFAULTS if item.kind == "CONTROL" else generate.REFERENCE_DEFAULTS)
+    preset.update(entry.get("preset") or {})
+    item.strength, item.start, item.end = preset["strength"], preset["start"], preset["end"]
+    if item.kind == "CONTROL" and preset.get("preprocess") in generate.PREPROCESSORS:
+        item.preprocess = preset["preprocess"]
 
 
 def model_changed(s, context=None):
@@ -518,6 +675,8 @@ def apply_recalled(scene, values: dict, workflow: tuple | None, summary: dict) -
                                     + ": there are no settings to recall")
         return []
     fields, skipped = generate.recalled_fields(values, seed_max=settings.INT_MAX)
+    skipped += _recall_steering(scene, s, fields.pop("control", None) or [], fields.pop("reference", None) or [],
+                                generate.recalled_regions(values))
     if "scheduler" in fields:   # the picker holds labels; images keep the id
         entry = generate.sampler_entry(_ENTRIES["samplers"], fields["scheduler"])
         fields["scheduler"] = (entry.get("label") or entry["id"]) if entry else fields["scheduler"]
@@ -543,6 +702,35 @@ def apply_recalled(scene, values: dict, workflow: tuple | None, summary: dict) -
         filled.append(key)
     GALLERY_STATE["message"] = "Settings filled in" + (f"; not filled: {', '.join(skipped)}" if skipped else "")
     return filled
+
+
+def _recall_steering(scene, s, controls: list, references: list, regions: list) -> list[str]:
+    """The form's controls, references and regions become the recalled ones whose image (or scene pass) this
+    .blend still has (matched by the hash it was sent with: record_sent). Returns notes for the ones left out."""
+    find = lambda layer: _source_for(scene, layer)   # noqa: E731
+    kept_c, notes = generate.recalled_steering(controls, find)
+    kept_r, more = generate.recalled_steering(references, find)
+    notes = [f"control {n}" for n in notes] + [f"reference {n}" for n in more]
+    s.steer.clear()
+    for kind, items in (("CONTROL", kept_c), ("REFERENCE", kept_r)):
+        for item in items:
+            it = s.steer.add()
+            it.kind = kind
+            it.source, it.image = item["image"]
+            it.model = item.get("model") or ""   # (its preset first, then the recorded values below)
+            defaults = generate.CONTROL_DEFAULTS if kind == "CONTROL" else generate.REFERENCE_DEFAULTS
+            it.strength, it.start, it.end = (float(item.get(k, defaults[k])) for k in ("strength", "start", "end"))
+            if kind == "CONTROL" and item.get("preprocess") in generate.PREPROCESSORS:
+                it.preprocess = item["preprocess"]
+    s.regions.clear()
+    for n, r in enumerate(regions):
+        src = _source_for(scene, r["mask"])
+        if src is None or src[0] != "IMAGE":
+            notes.append(f"region {n} ({r['prompt'][:20]!r}): its mask image is not in this file")
+            continue
+        it = s.regions.add()
+        it.image, it.prompt, it.negative_prompt = src[1], r["prompt"], r["negative_prompt"]
+    return notes
 
 
 def open_image(image_id: str):
@@ -594,17 +782,181 @@ def run_workflow(form, active_image=None) -> tuple[str | None, dict]:
     return get_session().run_workflow(form.workflow, values, tag=tag), {}
 
 
+# ---- live mode ----------------------------------------------------------------------------------------------
+class Live:
+    """Live mode on the image being painted (issue 21): protocol.live.LiveController decides when to send and what
+    to show; this is the Blender side.
+
+    Watching without reading pixels: Blender tags an image for a depsgraph update when a paint stroke ends (2D and
+    projection painting), and our depsgraph_update_post handler asks only whether an image was tagged
+    (depsgraph.id_type_updated: a few Python calls, no pixel access) and marks the canvas changed; undo and redo
+    (undo_post/redo_post) mark it too. Blender gives add-ons no per-stroke event, and an `is_dirty` flag stays
+    set after the first stroke, so comparing it on a timer would miss every later stroke. Scripts that change
+    pixels through the API call changed() themselves (or image.update_tag()). Pixels are copied once per request
+    sent (one foreach_get), converted on the session's worker; the engine starts nothing for identical inputs."""
+
+    IMAGE = "Paintbridge Live"   # the newest result, shown in an Image Editor that is not showing the painted one
+
+    def __init__(self):
+        self.live = None
+        self.uid = self.name = None   # the painted image
+        self.seed = 0
+        self.changes_seen = 0
+        self._shown_job = None
+        self._showing = None          # (job, Pixels, future of its float buffer) converting for the live image
+
+    @property
+    def on(self) -> bool:
+        return self.live is not None and self.live.on
+
+    def start(self, image) -> None:
+        import random
+
+        from ._vendor.protocol.live import LiveController
+        if image is None:
+            raise ValueError("open the image to paint in the Image Editor first")
+        sess = get_session()
+        if self.live is None or self.live.session is not sess:
+            self.live = LiveController(sess, self._read)
+        self.uid, self.name = host.ensure_uid(image), image.name
+        self.seed = random.randrange(generate.SEED_MAX - 64)   # one seed while live: same canvas, same image
+        self.live.start()
+        _watch(True)
+
+    def stop(self) -> None:
+        _watch(False)
+        if self.live is not None:
+            self.live.stop()
+
+    def changed(self) -> None:
+        if self.on:
+            self.changes_seen += 1
+            self.live.changed()
+
+    def settings_changed(self) -> None:
+        if self.live is not None:
+            self.live.settings_changed()
+
+    def image(self):
+        return host.find_image(self.uid, self.name)
+
+    def handle(self, up) -> bool:
+        return self.live is not None and self.live.handle(up)
+
+    def tick(self) -> bool:
+        """From the timer: send a due change; put a new result into the live image (converted off the main
+        thread, then one foreach_set)."""
+        if self.live is None:
+            return False
+        sent = self.live.tick()
+        res, job = self.live.result, self.live.result_job
+        if res and job != self._shown_job and (self._showing is None or self._showing[0] != job):
+            global _converter
+            if _converter is None:
+                _converter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paintbridge-convert")
+            self._showing = (job, res[0].pixels, _converter.submit(host.floats_for, res[0].pixels, False))
+        if self._showing is not None and self._showing[2].done():
+            job, px, fut = self._showing
+            self._showing = None
+            self._show(px, fut.result())
+            self._shown_job = job
+            return True
+        return sent
+
+    def _show(self, px, floats):
+        img = bpy.data.images.get(self.IMAGE)
+        if img is None or tuple(img.size) != (px.w, px.h) or img.is_float:
+            if img is not None:
+                bpy.data.images.remove(img)
+            img = bpy.data.images.new(self.IMAGE, px.w, px.h, alpha=True)
+        host.set_pixels(img, px.w, px.h, floats)
+        spaces = host._image_spaces()
+        painted = self.image()
+        others = [sp for sp in spaces if painted is None or sp.image != painted]
+        if others:   # never in place of the image being painted
+            others[0].image = img
+
+    @property
+    def shown_job(self):
+        return self._shown_job
+
+    def apply(self, into: bool) -> str | None:
+        """The newest result as a new image, or into the painted image (one undo step); kept in the gallery."""
+        if self.live is None or not self.live.result:
+            return None
+        painted = self.image()
+        tag = {"mode": "LIVE", "target": "replace" if into and painted is not None else "new",
+               "uid": self.uid, "name": self.name, "prompt": bpy.context.scene.paintbridge.live_prompt}
+        _start_placing(tag, self.live.result[:1], self.live.result_job)
+        if self.live.result_job:
+            get_session().call("images.keep", {"job": self.live.result_job}, tag={"keep": True})
+        return tag["target"]
+
+    def describe(self) -> str:
+        return self.live.describe() if self.live is not None else "Live: off"
+
+    def _read(self):
+        img = self.image()
+        if img is None:
+            raise ValueError("the image live mode was painting on is gone")
+        s = bpy.context.scene.paintbridge
+        values = dict(settings.form_values(s), prompt=s.live_prompt, strength=round(s.live_strength, 4),
+                      seed=self.seed)
+        params = generate.generate_args("img2img", values, limits=get_session().limits, loras=_ENTRIES["loras"],
+                                        samplers=_ENTRIES["samplers"], vaes=_ENTRIES["vaes"],
+                                        models=_ENTRIES["models"],
+                                        source={"app": "blender", "document": _document_key()})
+        if s.live_preset != "NONE":
+            params.pop("steps", None)   # the preset's
+            params["preset"] = s.live_preset
+        snap = host.Snapshot(img)
+        return params, host.Deferred(snap.pixels), None
+
+
+LIVE = Live()
+
+
+@bpy.app.handlers.persistent
+def _on_depsgraph(scene, depsgraph=None):
+    # An image that no material uses is not in the depsgraph, so its update is not among depsgraph.updates; the
+    # depsgraph still records that an image was tagged. Another image's update costs one upload check at most.
+    if LIVE.on and depsgraph is not None and depsgraph.id_type_updated("IMAGE"):
+        LIVE.changed()
+
+
+@bpy.app.handlers.persistent
+def _on_undo(*_args):
+    LIVE.changed()
+
+
+_HANDLERS = (("depsgraph_update_post", _on_depsgraph), ("undo_post", _on_undo), ("redo_post", _on_undo))
+
+
+def _watch(on: bool):
+    for name, fn in _HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
+        if on and fn not in handlers:
+            handlers.append(fn)
+        elif not on and fn in handlers:
+            handlers.remove(fn)
+
+
+def live_settings_changed(s=None, context=None):
+    LIVE.settings_changed()
+
+
 # ---- timer --------------------------------------------------------------------------------------------------
 def _timer():
     auto_connect()
     drain()
-    busy = active_jobs() or _placing or STATE["state"] == "connecting"
+    busy = active_jobs() or _placing or STATE["state"] == "connecting" or LIVE.on
     return 0.1 if busy else 0.25
 
 
 def register():
     settings.HOOKS.update(model_changed=model_changed, scheduler_changed=scheduler_changed,
-                          gallery_filter_changed=_gallery_filter_changed)
+                          gallery_filter_changed=_gallery_filter_changed, steer_model_changed=steer_model_changed,
+                          live_settings_changed=live_settings_changed)
     host.register()
     if not bpy.app.timers.is_registered(_timer):
         bpy.app.timers.register(_timer, first_interval=0.5, persistent=True)
@@ -614,8 +966,11 @@ def unregister():
     global _session, _gallery, _converter, _auto_connect_tried
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
+    LIVE.stop()
+    LIVE.live = None
     host.unregister()
-    settings.HOOKS.update(model_changed=None, scheduler_changed=None, gallery_filter_changed=None)
+    settings.HOOKS.update(model_changed=None, scheduler_changed=None, gallery_filter_changed=None,
+                          steer_model_changed=None, live_settings_changed=None)
     if _session is not None:
         _session.close()
         _session = None

@@ -20,7 +20,7 @@ import uuid
 
 import bpy
 
-from ._vendor.protocol.pixels import Pixels, flip_rows, mask_from_transparency, paste
+from ._vendor.protocol.pixels import Pixels, crop, flip_rows, mask_bounds, mask_from_transparency, paste
 
 from . import png
 
@@ -396,3 +396,201 @@ def unregister():
     for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):
         if after_undo in handlers:
             handlers.remove(after_undo)
+
+
+# ---- controls, references and regions -----------------------------------------------------------------------
+def fit(px: Pixels, w: int, h: int) -> Pixels:
+    """px scaled to w×h (nearest pixel) when its size differs: controls and masks travel in document coordinates,
+    and the document is the image (or txt2img's width×height). No bpy: runs on the session's worker."""
+    if (px.w, px.h) == (w, h):
+        return px
+    bpp = 1 if px.format == "gray8" else 4
+    cols = [(x * px.w // w) * bpp for x in range(w)]
+    out = bytearray()
+    for y in range(h):
+        row = px.data[(y * px.h // h) * px.w * bpp:][:px.w * bpp]
+        if bpp == 1:
+            out += bytes(row[c] for c in cols)
+        else:
+            for c in cols:
+                out += row[c:c + 4]
+    return Pixels(bytes(out), w, h, px.format)
+
+
+def luminance_mask(px: Pixels) -> Pixels:
+    """gray8 region mask from a mask image: luminance × alpha, so a black/white image painted in Blender (opaque,
+    as new images are) and an image painted with transparency both work; 255 = this region."""
+    d = px.data
+    out = bytearray(px.w * px.h)
+    for i in range(len(out)):
+        j = 4 * i
+        out[i] = (d[j] * 299 + d[j + 1] * 587 + d[j + 2] * 114) * d[j + 3] // 255000
+    return Pixels(bytes(out), px.w, px.h, "gray8")
+
+
+def region_mask(px: Pixels, w: int, h: int, what: str) -> Pixels:
+    """A region's mask from its mask image: luminance_mask() scaled to the document (w×h), cut to the part it
+    covers (placed at its x, y: less to upload, and the gallery keeps where the region is). ValueError when empty."""
+    mask = fit(luminance_mask(px), w, h)
+    bounds = mask_bounds(mask.data, w, h)
+    if bounds is None:
+        raise ValueError(f"{what}: its mask is empty (paint white where the region is)")
+    x, y, bw, bh = bounds
+    return Pixels(crop(mask.data, w, h, 1, x, y, bw, bh), bw, bh, "gray8", x, y)
+
+
+PASS_KINDS = ("DEPTH", "NORMAL", "LINES")
+_SOCKETS = {"DEPTH": ("Depth", "Z"), "NORMAL": ("Normal",), "LINES": ("Freestyle",)}
+BACKGROUND_DEPTH = 1e9   # Cycles writes 1e10 where no surface is hit
+
+
+class PassSnapshot:
+    """Render passes of a scene copied out (one foreach_get each, main thread); depth()/normal()/lines() make wire
+    pixels of them and touch no bpy (the session's worker runs them)."""
+
+    def __init__(self, w: int, h: int, buffers: dict, cam_rotation):
+        self.w, self.h, self.buffers = w, h, buffers
+        self.rot = cam_rotation   # the camera's world rotation, 3×3 rows (world -> camera is its transpose)
+
+    def _rows(self, fn) -> Pixels:
+        """Top-down rgba8 from fn(index of a bottom-up pixel) -> (r, g, b)."""
+        w, h = self.w, self.h
+        out = bytearray(w * h * 4)
+        o = 0
+        for y in range(h - 1, -1, -1):
+            for i in range(y * w, y * w + w):
+                out[o:o + 4] = bytes((*fn(i), 255))
+                o += 4
+        return Pixels(bytes(out), w, h)
+
+    def depth(self) -> Pixels:
+        """Z normalised over the surfaces the camera sees: nearest = white, farthest = black, background black."""
+        buf = self.buffers["DEPTH"]
+        z = [buf[4 * i] for i in range(self.w * self.h)]
+        hits = [v for v in z if v < BACKGROUND_DEPTH]
+        if not hits:
+            raise ValueError("the scene's depth pass is empty: nothing is in front of the camera")
+        near, far = min(hits), max(hits)
+        span = (far - near) or 1.0
+
+        def px(i):
+            v = z[i]
+            g = 0 if v >= BACKGROUND_DEPTH else int(255 * (far - v) / span + 0.5) if far > near else 255
+            return g, g, g
+        return self._rows(px)
+
+    def normal(self) -> Pixels:
+        """Normals turned into the camera's space and mapped to 0..255 (x right = red, y up = green, towards the
+        camera = blue); the background (no surface) black."""
+        buf, r = self.buffers["NORMAL"], self.rot
+
+        def px(i):
+            x, y, z = buf[4 * i], buf[4 * i + 1], buf[4 * i + 2]
+            if x * x + y * y + z * z < 0.25:
+                return 0, 0, 0
+            # camera-space = R^T · n (R: camera -> world rotation, rows)
+            cx = r[0][0] * x + r[1][0] * y + r[2][0] * z
+            cy = r[0][1] * x + r[1][1] * y + r[2][1] * z
+            cz = r[0][2] * x + r[1][2] * y + r[2][2] * z
+            return tuple(min(255, max(0, int((c + 1) * 127.5 + 0.5))) for c in (cx, cy, cz))
+        return self._rows(px)
+
+    def lines(self) -> Pixels:
+        """Freestyle strokes (dark lines over transparency) as white lines on black, what line ControlNets take."""
+        buf = self.buffers["LINES"]
+
+        def px(i):
+            g = min(255, max(0, int(buf[4 * i + 3] * 255 + 0.5)))
+            return g, g, g
+        return self._rows(px)
+
+    def pixels(self, kind: str) -> Pixels:
+        return {"DEPTH": self.depth, "NORMAL": self.normal, "LINES": self.lines}[kind]()
+
+
+def render_passes(scene, w: int, h: int, kinds) -> PassSnapshot:
+    """Main thread: render the scene's camera view at w×h once with Cycles (1 sample: passes, not beauty) and copy
+    out the passes asked for (PASS_KINDS). The compositor writes them through a File Output node as float EXRs,
+    which load as images and are read with one foreach_get each; every setting changed is put back, and our nodes,
+    files and images are removed. Raises ValueError with what to fix (no camera, no Freestyle pass)."""
+    kinds = [k for k in PASS_KINDS if k in set(kinds)]
+    if scene.camera is None:
+        raise ValueError(f"the scene {scene.name!r} has no camera to render its passes from")
+    if not hasattr(scene, "cycles"):
+        raise ValueError("the scene's passes are rendered with Cycles: enable the Cycles add-on in Preferences")
+    view_layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+    r = scene.render
+    saved = [(r, "engine", r.engine), (r, "resolution_x", r.resolution_x), (r, "resolution_y", r.resolution_y),
+             (r, "resolution_percentage", r.resolution_percentage), (r, "use_compositing", r.use_compositing),
+             (r, "use_freestyle", r.use_freestyle), (scene, "use_nodes", scene.use_nodes),
+             (scene.cycles, "samples", scene.cycles.samples), (view_layer, "use_pass_z", view_layer.use_pass_z),
+             (view_layer, "use_pass_normal", view_layer.use_pass_normal),
+             (view_layer, "use_freestyle", view_layer.use_freestyle),
+             (view_layer.freestyle_settings, "as_render_pass", view_layer.freestyle_settings.as_render_pass)]
+    if hasattr(scene.cycles, "use_denoising"):
+        saved.append((scene.cycles, "use_denoising", scene.cycles.use_denoising))
+    tmp = tempfile.mkdtemp(prefix="paintbridge-passes-")
+    added = []
+    tree = None
+    try:
+        r.engine = "CYCLES"
+        scene.cycles.samples = 1
+        if hasattr(scene.cycles, "use_denoising"):
+            scene.cycles.use_denoising = False
+        r.resolution_x, r.resolution_y, r.resolution_percentage = w, h, 100
+        r.use_compositing = True
+        view_layer.use_pass_z = view_layer.use_pass_z or "DEPTH" in kinds
+        view_layer.use_pass_normal = view_layer.use_pass_normal or "NORMAL" in kinds
+        if "LINES" in kinds:
+            r.use_freestyle = view_layer.use_freestyle = True
+            view_layer.freestyle_settings.as_render_pass = True
+        scene.use_nodes = True
+        tree = scene.node_tree
+        rl = tree.nodes.new("CompositorNodeRLayers")
+        added.append(rl)
+        rl.scene, rl.layer = scene, view_layer.name
+        out = tree.nodes.new("CompositorNodeOutputFile")
+        added.append(out)
+        out.base_path = tmp + os.sep
+        out.format.file_format = "OPEN_EXR"
+        out.format.color_mode = "RGBA"
+        out.format.color_depth = "32"
+        out.file_slots.clear()
+        for kind in kinds:
+            socket = next((rl.outputs[n] for n in _SOCKETS[kind] if n in rl.outputs and rl.outputs[n].enabled),
+                          None)
+            if socket is None:
+                raise ValueError(f"this Blender's render gives no {_SOCKETS[kind][0]} pass")
+            out.file_slots.new(kind.lower() + "_")
+            tree.links.new(socket, out.inputs[-1])
+        bpy.ops.render.render(scene=scene.name)
+    finally:
+        for node in added:
+            tree.nodes.remove(node)
+        for obj, attr, value in reversed(saved):
+            try:
+                setattr(obj, attr, value)
+            except (AttributeError, TypeError):
+                pass
+    buffers = {}
+    try:
+        for kind in kinds:
+            names = [n for n in os.listdir(tmp) if n.startswith(kind.lower() + "_")]
+            if not names:
+                raise ValueError(f"the render wrote no {kind.lower()} pass")
+            img = bpy.data.images.load(os.path.join(tmp, names[0]), check_existing=False)
+            try:
+                if tuple(img.size) != (w, h):
+                    raise ValueError(f"the {kind.lower()} pass is {img.size[0]}x{img.size[1]}, not {w}x{h}")
+                n = w * h * 4
+                buf = np.empty(n, np.float32) if np is not None else array.array("f", bytes(n * 4))
+                img.pixels.foreach_get(buf)
+                buffers[kind] = buf
+            finally:
+                bpy.data.images.remove(img)
+    finally:
+        for name in os.listdir(tmp):
+            os.remove(os.path.join(tmp, name))
+        os.rmdir(tmp)
+    rot = scene.camera.matrix_world.to_3x3()
+    return PassSnapshot(w, h, buffers, tuple(tuple(row) for row in rot))

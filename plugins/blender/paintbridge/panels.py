@@ -259,6 +259,141 @@ class PAINTBRIDGE_OT_workflow_run(bpy.types.Operator):
         return {"FINISHED"}
 
 
+# ---- controls, references, regions, live ------------------------------------------------------------------------
+class PAINTBRIDGE_OT_steer_add(bpy.types.Operator):
+    bl_idname = "paintbridge.steer_add"
+    bl_label = "Add"
+    bl_description = "Add a control (ControlNet / T2I-Adapter) or a reference (IP-Adapter)"
+
+    kind: EnumProperty(name="Kind", items=[("CONTROL", "Control", ""), ("REFERENCE", "Reference", "")])
+    source: EnumProperty(name="Source", items=settings.STEER_SOURCES)
+    image: StringProperty(name="Image", default="", options={"SKIP_SAVE"},
+                          description="Image datablock (default: the Image Editor's image)")
+
+    def execute(self, context):
+        s = context.scene.paintbridge
+        it = s.steer.add()
+        it.kind, it.source = self.kind, self.source
+        if self.source == "IMAGE":
+            img = bpy.data.images.get(self.image) if self.image else _active_image(context)
+            it.image = img.name if img is not None else ""
+        catalog = context.window_manager.paintbridge_catalog
+        names = catalog.controls if self.kind == "CONTROL" else catalog.references
+        if len(names):
+            it.model = names[0].name   # its preset sets strength and range
+        s.steer_index = len(s.steer) - 1
+        return {"FINISHED"}
+
+
+class PAINTBRIDGE_OT_steer_remove(bpy.types.Operator):
+    bl_idname = "paintbridge.steer_remove"
+    bl_label = "Remove"
+    bl_description = "Remove the selected control or reference"
+
+    def execute(self, context):
+        s = context.scene.paintbridge
+        if not 0 <= s.steer_index < len(s.steer):
+            return {"CANCELLED"}
+        s.steer.remove(s.steer_index)
+        s.steer_index = max(0, min(s.steer_index, len(s.steer) - 1))
+        return {"FINISHED"}
+
+
+class PAINTBRIDGE_OT_region_add(bpy.types.Operator):
+    bl_idname = "paintbridge.region_add"
+    bl_label = "Add region"
+    bl_description = "Add a region: a mask image (white = here) with its own prompt"
+
+    image: StringProperty(name="Mask", default="", options={"SKIP_SAVE"})
+    prompt: StringProperty(name="Prompt", default="", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        s = context.scene.paintbridge
+        it = s.regions.add()
+        it.image, it.prompt = self.image, self.prompt
+        s.region_index = len(s.regions) - 1
+        return {"FINISHED"}
+
+
+class PAINTBRIDGE_OT_region_remove(bpy.types.Operator):
+    bl_idname = "paintbridge.region_remove"
+    bl_label = "Remove region"
+
+    def execute(self, context):
+        s = context.scene.paintbridge
+        if not 0 <= s.region_index < len(s.regions):
+            return {"CANCELLED"}
+        s.regions.remove(s.region_index)
+        s.region_index = max(0, min(s.region_index, len(s.regions) - 1))
+        return {"FINISHED"}
+
+
+class PAINTBRIDGE_OT_live_start(bpy.types.Operator):
+    bl_idname = "paintbridge.live_start"
+    bl_label = "Start live"
+    bl_description = "Re-generate the image being painted each time a stroke ends"
+
+    image: StringProperty(name="Image", default="", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        img = bpy.data.images.get(self.image) if self.image else _active_image(context)
+        if img is not None and img.name == controller.Live.IMAGE:
+            img = None   # the live result is never the canvas
+        try:
+            controller.LIVE.start(img)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class PAINTBRIDGE_OT_live_stop(bpy.types.Operator):
+    bl_idname = "paintbridge.live_stop"
+    bl_label = "Stop live"
+    bl_description = "Stop live mode: nothing of it stays queued or running"
+
+    def execute(self, context):
+        controller.LIVE.stop()
+        return {"FINISHED"}
+
+
+class PAINTBRIDGE_OT_live_apply(bpy.types.Operator):
+    bl_idname = "paintbridge.live_apply"
+    bl_label = "Apply"
+    bl_description = "The newest live result as a new image, or into the painted image (one undo step)"
+
+    into: BoolProperty(name="Into the painted image", default=False, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        if controller.LIVE.apply(self.into) is None:
+            self.report({"ERROR"}, "no live result yet")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+SOURCE_LABELS = {key: label for key, label, _ in settings.STEER_SOURCES}
+
+
+class PAINTBRIDGE_UL_steer(bpy.types.UIList):
+    bl_idname = "PAINTBRIDGE_UL_steer"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.prop(item, "enabled", text="")
+        what = item.image if item.source == "IMAGE" else SOURCE_LABELS[item.source]
+        row.label(text=f"{what or '(no image)'} → {item.model or '(no model)'}",
+                  icon="MOD_HUE_SATURATION" if item.kind == "CONTROL" else "IMAGE_REFERENCE")
+
+
+class PAINTBRIDGE_UL_regions(bpy.types.UIList):
+    bl_idname = "PAINTBRIDGE_UL_regions"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.prop(item, "enabled", text="")
+        row.label(text=f"{item.image or '(no mask)'}: {item.prompt or '(base prompt)'}", icon="MOD_MASK")
+
+
 # ---- panels ------------------------------------------------------------------------------------------------------
 class PAINTBRIDGE_PT_panel(bpy.types.Panel):
     bl_idname = "PAINTBRIDGE_PT_panel"
@@ -404,6 +539,96 @@ class _Sub:
         return controller.STATE["state"] == "connected"
 
 
+class PAINTBRIDGE_PT_steer(_Sub, bpy.types.Panel):
+    """Controls and references: image datablocks or the scene's render passes."""
+    bl_idname = "PAINTBRIDGE_PT_steer"
+    bl_label = "Controls and references"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.paintbridge
+        catalog = context.window_manager.paintbridge_catalog
+        row = layout.row()
+        row.template_list("PAINTBRIDGE_UL_steer", "", s, "steer", s, "steer_index", rows=3)
+        col = row.column(align=True)
+        col.operator_menu_enum("paintbridge.steer_add", "source", text="", icon="ADD")   # a control
+        col.operator("paintbridge.steer_remove", text="", icon="REMOVE")
+        row = layout.row(align=True)
+        row.operator("paintbridge.steer_add", text="Add image as reference").kind = "REFERENCE"
+        if not 0 <= s.steer_index < len(s.steer):
+            if not len(catalog.controls) and not len(catalog.references):
+                wrapped(layout, "The engine has no ControlNet, T2I-Adapter or IP-Adapter for this model", icon="INFO")
+            return
+        it = s.steer[s.steer_index]
+        box = layout.box()
+        box.prop(it, "kind")
+        box.prop(it, "source")
+        if it.source == "IMAGE":
+            box.prop_search(it, "image", bpy.data, "images")
+        else:
+            wrapped(box, "Rendered from the scene's camera at the generation size when you Generate")
+        box.prop_search(it, "model", catalog, "controls" if it.kind == "CONTROL" else "references")
+        if it.kind == "CONTROL":
+            box.prop(it, "preprocess")
+        col = box.column(align=True)
+        col.prop(it, "strength")
+        row = col.row(align=True)
+        row.prop(it, "start")
+        row.prop(it, "end")
+
+
+class PAINTBRIDGE_PT_regions(_Sub, bpy.types.Panel):
+    """Regions: mask images, each with its own prompt."""
+    bl_idname = "PAINTBRIDGE_PT_regions"
+    bl_label = "Regions"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.paintbridge
+        row = layout.row()
+        row.template_list("PAINTBRIDGE_UL_regions", "", s, "regions", s, "region_index", rows=3)
+        col = row.column(align=True)
+        col.operator("paintbridge.region_add", text="", icon="ADD")
+        col.operator("paintbridge.region_remove", text="", icon="REMOVE")
+        if 0 <= s.region_index < len(s.regions):
+            it = s.regions[s.region_index]
+            box = layout.box()
+            box.prop_search(it, "image", bpy.data, "images")
+            box.prop(it, "prompt")
+            box.prop(it, "negative_prompt")
+        wrapped(layout, "White (and opaque) in a mask is its region; a later region takes its area from earlier "
+                        "ones; the main prompt covers the rest")
+
+
+class PAINTBRIDGE_PT_live(_Sub, bpy.types.Panel):
+    """Live mode on the image being painted."""
+    bl_idname = "PAINTBRIDGE_PT_live"
+    bl_label = "Live"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.paintbridge
+        live = controller.LIVE
+        layout.prop(s, "live_prompt")
+        layout.prop(s, "live_strength")
+        layout.prop(s, "live_preset")
+        if live.on:
+            layout.label(text=f"Painting: {live.name}", icon="BRUSH_DATA")
+            layout.operator("paintbridge.live_stop", icon="PAUSE")
+        else:
+            layout.operator("paintbridge.live_start", icon="PLAY")
+        wrapped(layout, live.describe(), icon="TIME" if live.live is not None and live.live.busy else "INFO",
+                alert=live.live is not None and bool(live.live.paused))
+        if live.shown_job:
+            layout.label(text=f"Newest result: image “{controller.Live.IMAGE}”", icon="IMAGE_DATA")
+            row = layout.row(align=True)
+            row.operator("paintbridge.live_apply", text="Apply as new image").into = False
+            row.operator("paintbridge.live_apply", text="Apply into painted").into = True
+
+
 class PAINTBRIDGE_PT_gallery(_Sub, bpy.types.Panel):
     bl_idname = "PAINTBRIDGE_PT_gallery"
     bl_label = "Gallery"
@@ -505,7 +730,11 @@ CLASSES = (PAINTBRIDGE_OT_connect, PAINTBRIDGE_OT_sign_in, PAINTBRIDGE_OT_sign_o
            PAINTBRIDGE_OT_cancel, PAINTBRIDGE_OT_reuse_seed, PAINTBRIDGE_OT_gallery_refresh,
            PAINTBRIDGE_OT_gallery_recall, PAINTBRIDGE_OT_gallery_open, PAINTBRIDGE_OT_gallery_star,
            PAINTBRIDGE_OT_workflows_refresh, PAINTBRIDGE_OT_workflow_select, PAINTBRIDGE_OT_workflow_run,
-           PAINTBRIDGE_UL_images, PAINTBRIDGE_PT_panel, PAINTBRIDGE_PT_gallery, PAINTBRIDGE_PT_workflows,
+           PAINTBRIDGE_OT_steer_add, PAINTBRIDGE_OT_steer_remove, PAINTBRIDGE_OT_region_add,
+           PAINTBRIDGE_OT_region_remove, PAINTBRIDGE_OT_live_start, PAINTBRIDGE_OT_live_stop,
+           PAINTBRIDGE_OT_live_apply, PAINTBRIDGE_UL_steer, PAINTBRIDGE_UL_regions,
+           PAINTBRIDGE_UL_images, PAINTBRIDGE_PT_panel, PAINTBRIDGE_PT_steer, PAINTBRIDGE_PT_regions,
+           PAINTBRIDGE_PT_live, PAINTBRIDGE_PT_gallery, PAINTBRIDGE_PT_workflows,
            PAINTBRIDGE_OT_download_model, PAINTBRIDGE_PT_models)
 
 

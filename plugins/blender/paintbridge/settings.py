@@ -20,7 +20,8 @@ MODES = {"GENERATE": "txt2img", "REFINE": "img2img", "INPAINT": "inpaint", "OUTP
          "UPSCALE": "upscale"}
 MODE_OF = {v: k for k, v in MODES.items()}
 INT_MIN, INT_MAX = -2 ** 31, 2 ** 31 - 1   # Blender IntProperty range
-HOOKS = {"model_changed": None, "scheduler_changed": None, "gallery_filter_changed": None}
+HOOKS = {"model_changed": None, "scheduler_changed": None, "gallery_filter_changed": None, "steer_model_changed": None,
+         "live_settings_changed": None}
 
 
 def _hook(name):
@@ -72,6 +73,48 @@ _MODE_ITEMS = [(key, generate.MODES[mode].label, desc) for key, mode, desc in (
 )]
 
 
+# What a control or reference shows the model: an image datablock, or one of the active scene's render passes,
+# rendered at the generation size when the request is sent (host.render_passes).
+STEER_SOURCES = [
+    ("IMAGE", "Image", "An image datablock (scaled to the generation size)"),
+    ("DEPTH", "Scene depth", "The active scene's Z pass from its camera, normalised: near = white, far = black"),
+    ("NORMAL", "Scene normals", "The active scene's normal pass, in camera space (RGB = XYZ, blue towards the "
+                                "camera)"),
+    ("LINES", "Scene lines", "The active scene's Freestyle lines as white lines on black"),
+]
+
+
+class PaintbridgeSteer(bpy.types.PropertyGroup):
+    """One control (ControlNet / T2I-Adapter) or reference (IP-Adapter) of the scene's form."""
+    kind: EnumProperty(name="Kind", default="CONTROL", items=[
+        ("CONTROL", "Control", "ControlNet or T2I-Adapter: steers the composition"),
+        ("REFERENCE", "Reference", "IP-Adapter: steers the style and content")])
+    enabled: BoolProperty(name="On", default=True, description="Send this control with the request")
+    source: EnumProperty(name="Source", default="IMAGE", items=STEER_SOURCES)
+    image: StringProperty(name="Image", default="")
+    model: StringProperty(name="Model", default="", update=_hook("steer_model_changed"),
+                          description="The ControlNet, T2I-Adapter or IP-Adapter on the engine")
+    preprocess: EnumProperty(name="Preprocess", default="none",
+                             items=[(p, p.capitalize(), "") for p in generate.PREPROCESSORS])
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=2.0)
+    start: FloatProperty(name="Start", default=0.0, min=0.0, max=1.0,
+                         description="Acts from this fraction of the steps")
+    end: FloatProperty(name="End", default=1.0, min=0.0, max=1.0, description="Acts until this fraction of the steps")
+
+
+class PaintbridgeRegion(bpy.types.PropertyGroup):
+    """A region: a mask image (white = here) with its own prompt."""
+    enabled: BoolProperty(name="On", default=True)
+    image: StringProperty(name="Mask", default="",
+                          description="White (and opaque) where this region's prompt applies")
+    prompt: StringProperty(name="Prompt", default="")
+    negative_prompt: StringProperty(name="Negative", default="")
+
+
+LIVE_PRESETS = [("NONE", "None (the model's own sampling)", ""), ("lcm", "LCM", ""), ("hyper-sd", "Hyper-SD", ""),
+                ("lightning", "Lightning (SDXL)", ""), ("turbo", "Turbo", "")]
+
+
 class PaintbridgeSettings(bpy.types.PropertyGroup):
     """The scene's generate form (saved with the .blend)."""
     model: StringProperty(name="Model", default="", update=_hook("model_changed"))
@@ -117,6 +160,17 @@ class PaintbridgeSettings(bpy.types.PropertyGroup):
                            description="Use the text encoder's N-th last layer (A1111's Clip skip; 1 = off)")
     vae: StringProperty(name="VAE", default="", description="A VAE on the engine instead of the model's own "
                                                             "(empty: the model's own)")
+    # controls and references, regions (bottom first: a later region takes its area from the earlier ones)
+    steer: CollectionProperty(type=PaintbridgeSteer)
+    steer_index: IntProperty(name="Control", default=0)
+    regions: CollectionProperty(type=PaintbridgeRegion)
+    region_index: IntProperty(name="Region", default=0)
+    # live mode on the image being painted
+    live_prompt: StringProperty(name="Prompt", default="", update=_hook("live_settings_changed"))
+    live_strength: FloatProperty(name="Strength", default=0.3, min=0.0, max=1.0,
+                                 update=_hook("live_settings_changed"))
+    live_preset: EnumProperty(name="Preset", default="NONE", items=LIVE_PRESETS, update=_hook("live_settings_changed"),
+                              description="A few-step sampling set-up on the engine")
 
 
 def form_values(s: PaintbridgeSettings) -> dict:
@@ -140,6 +194,8 @@ class PaintbridgeCatalog(bpy.types.PropertyGroup):
     loras: CollectionProperty(type=PaintbridgeName)
     samplers: CollectionProperty(type=PaintbridgeName)   # by label
     vaes: CollectionProperty(type=PaintbridgeName)       # the ones that fit the chosen model
+    controls: CollectionProperty(type=PaintbridgeName)   # ControlNets / T2I-Adapters that fit the chosen model
+    references: CollectionProperty(type=PaintbridgeName)   # IP-Adapters
 
 
 class PaintbridgeDownload(bpy.types.PropertyGroup):
@@ -172,7 +228,8 @@ class PaintbridgeGallery(bpy.types.PropertyGroup):
                            description="Words that must all appear in the prompt")
 
 
-CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSettings, PaintbridgeName, PaintbridgeCatalog, PaintbridgeImageItem,
+CLASSES = (PAINTBRIDGE_AP_prefs, PaintbridgeSteer, PaintbridgeRegion, PaintbridgeSettings, PaintbridgeName,
+           PaintbridgeCatalog, PaintbridgeImageItem,
            PaintbridgeGallery, PaintbridgeDownload)
 
 
