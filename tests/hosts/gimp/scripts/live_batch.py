@@ -60,9 +60,10 @@ OUT["applied"] = placed
 OUT["layers_added"] = len(img.get_layers()) - n_layers
 OUT["keep"] = spin(lambda: False, timeout=1.5)   # images.keep goes out on the worker
 # a last change, then Stop at once: its job is canceled (or had finished), nothing is left queued or running
+sent = gl.live.sent
 paint(4)
-spin(lambda: gl.live.busy, timeout=10)
-OUT["busy_before_stop"] = gl.live.busy
+# sent, not busy: on a fast machine this tiny job can be done between two 50 ms ticks
+OUT["last_sent"] = spin(lambda: gl.live.sent > sent, timeout=10)
 OUT["last_requests"] = dict(gl.live._mine)
 gl.stop()
 OUT["settled"] = gl.settle()
