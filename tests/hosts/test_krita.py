@@ -29,22 +29,6 @@ def host(request):
     return request.param
 
 
-# These scripts make their documents with createDocument(): on Krita 5.2.9 (Debian 13, under this harness) such a
-# document never gets an active layer (activeNode() stays None, setActiveNode() does nothing; a SAFE ASSERT "shape"
-# in kis_node_manager.cpp), while a document Krita opens itself works (test_document_krita_opened). They run, and
-# must fail there until that is understood; an unexpected pass fails too, so the marker cannot go stale.
-MAKE_THEIR_OWN_DOCUMENTS = {"test_krita_pixel_facts", "test_inpaint_and_pixel_exact_roundtrip_in_krita",
-                            "test_gallery_and_workflows_in_krita", "test_outpaint_preview_and_upscaler_in_krita",
-                            "test_krita_in_use_issue_15"}
-
-
-@pytest.fixture(autouse=True)
-def _krita52_scripted_documents(request):
-    if request.node.originalname in MAKE_THEIR_OWN_DOCUMENTS and request.node.callspec.params.get("host") == "krita52":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
-                                              reason="Krita 5.2.9: a document made by a script has no active layer"))
-
-
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory):
     return build("krita", tmp_path_factory.mktemp("krita") / "paintbridge-krita.zip")

@@ -26,7 +26,7 @@ try:
     R["models"] = [m["name"] for m in ctl.models]
     W = H = 128
     doc = app.createDocument(W, H, "pb-test", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc)
+    kutil.show(doc)
     base = pattern(W, H)
     doc.activeNode().setPixelData(base, 0, 0, W, H)
     doc.refreshProjection()

@@ -33,7 +33,7 @@ def pump(cond, timeout, what):
 
 def new_doc(name, w, h):
     doc = app.createDocument(w, h, f"{name}-{time.time_ns()}", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc)
+    kutil.show(doc)
     doc.activeNode().setPixelData(pattern(w, h), 0, 0, w, h)
     doc.refreshProjection()
     return doc
@@ -221,7 +221,7 @@ try:
     # K4: the main thread's longest stall while a 4K layer is read and sent
     mark("4k")
     big = app.createDocument(3840, 2160, f"pb-4k-{time.time_ns()}", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(big)
+    kutil.show(big)
     big.activeNode().setPixelData(bytes(range(256)) * (3840 * 2160 * 4 // 256), 0, 0, 3840, 2160)
     big.refreshProjection()
     big.setSelection(Selection())   # none: the whole document
