@@ -128,6 +128,10 @@ try:
     dk.replace_btn.click()
     doc.refreshProjection()
     R["replace_wrote"] = bytes(doc.pixelData(px.x, px.y, px.w, px.h)) == px.data
+    R["replace_layer_kept"] = bytes(background.pixelData(0, 0, W, H)) == base
+    above = doc.rootNode().childNodes()
+    R["replace_placed_above"] = (len(above) > 1 and above[0].uniqueId() == background.uniqueId()
+                                 and bytes(above[1].pixelData(px.x, px.y, px.w, px.h)) == px.data)
     undos = None
     for i in range(1, 4):
         undo(doc)
