@@ -499,7 +499,7 @@ def test_reconnect_while_a_job_runs_in_krita(host, plugin_zip, engine_server):
         with CutWhileRunning(engine_server, c) as cut:
             res = run_in_krita(plugin_zip, SCRIPTS / "reconnect.py", host=host, timeout=400,
                                params={"url": cut.url, "token": c.token, "model": engine_server.model_name,
-                                       "steps": 40})
+                                       "steps": 20})
         assert cut.error is None, cut.error
         assert res["ok"], res.get("error", "") + "\n" + str({k: v for k, v in res.items() if k != "log"}) + \
             "\n" + res.get("log", "")[-1500:]
@@ -508,6 +508,7 @@ def test_reconnect_while_a_job_runs_in_krita(host, plugin_zip, engine_server):
         assert res["state"] == "connected" and res["statuses"][-1].startswith("connected"), res["statuses"]
         assert res["result_size"] == [64, 64] and res["applied"] is True
         assert res["active_jobs"] == res["active_jobs_later"] == 0
+        assert any(line.startswith("connection lost") for line in res["job_lines"]), res["job_lines"]
         assert res["job_line"].startswith("done"), res["job_lines"]
     finally:
         c.close()
