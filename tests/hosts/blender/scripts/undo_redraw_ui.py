@@ -98,6 +98,15 @@ def steps():
     # for whoever fixes it: did the add-on's undo handler see the change (its REV against the one it applied)?
     R["rev_after_undo"] = [img.get(host.REV), host._applied_revs.get(img.get(host.UID))]
 
+    # control: with no image in the editor, the screenshot must change too (it shows what is drawn now)
+    space = area.spaces.active
+    space.image = None
+    yield from settle_redraw(win)
+    R["editor_empty"] = drawn(win, area, "empty")
+    space.image = bpy.data.images["pb-green"]
+    yield from settle_redraw(win)
+    R["shown_again"] = drawn(win, area, "again")
+
     with bpy.context.temp_override(window=win, area=area):
         bpy.ops.ed.redo()
     yield from settle_redraw(win)
