@@ -471,10 +471,10 @@ def test_reconnect_while_a_job_runs_in_the_ui_event_loop(gui_host, addon_zip, en
         assert cut.error is None, cut.error
         assert cut.finished_while_cut and cut.status == "completed" and cut.job == r["job"], (cut.job, r)
         assert r["background"] is False
-        # the panel's job line said so while the link was down (the status line's "connection lost" lasts only
-        # until the first retry, too short to be sure to be sampled)
-        assert any(state == "disconnected" for state, _, _, _ in r["seen"]), r["seen"]
-        assert any(line.startswith("connection lost") for _, _, _, line in r["seen"]), r["seen"]
+        # the panel showed the link down (its status is "disconnected" only until the first retry, at once, then
+        # "connecting" while the relay holds the attempt; the job line's "connection lost" can be cleared early
+        # by an event of the job handled after the drop, so it is not required here)
+        assert any(state in ("disconnected", "connecting") for state, _, _, _ in r["seen"][1:]), r["seen"]
         assert r["state"] == "connected" and r["job_state"] == "completed", r["seen"]
         assert r["result"] == {"size": [64, 48], "shown": True}
         assert r["active_jobs"] == r["active_jobs_later"] == 0

@@ -508,7 +508,6 @@ def test_reconnect_while_a_job_runs_in_krita(host, plugin_zip, engine_server):
         assert res["state"] == "connected" and res["statuses"][-1].startswith("connected"), res["statuses"]
         assert res["result_size"] == [64, 64] and res["applied"] is True
         assert res["active_jobs"] == res["active_jobs_later"] == 0
-        assert any(line.startswith("connection lost") for line in res["job_lines"]), res["job_lines"]
         assert res["job_line"].startswith("done"), res["job_lines"]
     finally:
         c.close()
