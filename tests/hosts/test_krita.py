@@ -485,6 +485,8 @@ def test_control_layers_references_and_regions_in_krita(host, plugin_zip, engine
             ("regions", "sky", "a stormy sky", None, None, "")]), res["recalled"]
         assert "region 'a calm sea': its layer sea is not in this document" in res["recall_message"], \
             res["recall_message"]
+    finally:
+        c.close()
 
 
 def test_reconnect_while_a_job_runs_in_krita(host, plugin_zip, engine_server):
