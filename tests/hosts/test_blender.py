@@ -452,3 +452,51 @@ def test_live_in_the_ui_event_loop(gui_host, addon_zip, engine_server, tmp_path)
     assert r["sent_after_stop"] == 0 and r["state_after_stop"] == "off"
     assert [j for j in jobs if j["status"] in ("queued", "running")] == []
     assert not r["last_error"], r["last_error"]
+
+
+def test_reconnect_while_a_job_runs_in_the_ui_event_loop(gui_host, addon_zip, engine_server, tmp_path):
+    """Issue 15 item 2 in Blender with its UI (no -b, the add-on's timer drains): the link to the engine is cut
+    while a Generate runs and stays down until the engine has finished the job (its job.result goes to nobody); the
+    panel says the connection was lost, the add-on reconnects by itself, the result is shown in the Image Editor,
+    and the job ends "completed", not "running"."""
+    from ..helpers import new_user
+    from .cut_link import CutWhileRunning
+
+    c = new_user(engine_server, app="blender")
+    try:
+        with CutWhileRunning(engine_server, c) as cut:
+            out = _run(gui_host, addon_zip, "reconnect_ui.py", timeout=400, user_dir=tmp_path / "u", gui=True,
+                       params={"url": cut.url, "token": c.token, "model": engine_server.model_name, "steps": 20})
+        r = out["result"]
+        assert cut.error is None, cut.error
+        assert cut.finished_while_cut and cut.status == "completed" and cut.job == r["job"], (cut.job, r)
+        assert r["background"] is False
+        # the panel showed the link down (its status is "disconnected" only until the first retry, at once, then
+        # "connecting" while the relay holds the attempt; the job line's "connection lost" can be cleared early
+        # by an event of the job handled after the drop, so it is not required here)
+        assert any(state in ("disconnected", "connecting") for state, _, _, _ in r["seen"][1:]), r["seen"]
+        assert r["state"] == "connected" and r["job_state"] == "completed", r["seen"]
+        assert r["result"] == {"size": [64, 48], "shown": True}
+        assert r["active_jobs"] == r["active_jobs_later"] == 0
+    finally:
+        c.close()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15 item 6 is still open in the real UI (Blender 3.4): after Ctrl+Z the "
+                   "image's data is green again and the add-on's undo handler ran, but the Image Editor keeps "
+                   "drawing the result, even after showing no image and then the image again")
+def test_undo_redo_of_a_replace_redraws_the_image_editor(gui_host, addon_zip, engine_server, tmp_path):
+    """Issue 15 item 6 as a person sees it, in Blender with its UI: after a Refine with "Replace active image",
+    Ctrl+Z and then Ctrl+Shift+Z change what the Image Editor draws (read back from screenshots of the area), not
+    only the image's data. The source is pure green; the result is not."""
+    if gui_host == "blender43":
+        pytest.skip("Blender 4.3 here (llvmpipe under Xvfb, in the chroot) saves its screenshots black, so what the "
+                    "Image Editor draws cannot be read back")
+    out = _run(gui_host, addon_zip, "undo_redraw_ui.py", timeout=400, user_dir=tmp_path / "u", gui=True,
+               params={"url": engine_server.url, "token": engine_server.token, "model": engine_server.model_name})
+    r = out["result"]
+    print({k: r.get(k) for k in ("before", "after_replace", "after_undo", "editor_empty", "shown_again", "after_redo",
+                                 "rev_after_undo")})
+    assert r["replaced_in_place"] is True
+    assert r["data_after_undo_green"] is True
+    assert r["green"] == {"before": True, "after_replace": False, "after_undo": True, "after_redo": False}, r

@@ -944,3 +944,36 @@ def test_plugin_live_mode(gimp, gimp_plugin, engine_server):
     assert kept["status"] == "completed" and kept["layers"][0].get("image_id"), "Apply keeps it in the gallery"
     req = kept["request"]
     assert (req["mode"], req["strength"], req["prompt"], req["live"]) == ("img2img", 0.5, "live fox", True)
+
+
+@pytest.mark.host
+@needs_gimp
+def test_reconnect_while_a_job_runs_in_gimp_gui(gimp, gimp_plugin, engine_server):
+    """Issue 15 item 2 in GIMP with its windows: the link to the engine is cut while a Generate runs and stays
+    down until the engine has finished the job (its job.result goes to nobody). The procedure, following the job
+    from GIMP's main loop, reconnects, learns the job's end from the engine (job.get) and places the result, rather
+    than waiting for its timeout."""
+    from ..helpers import new_user
+    from .cut_link import CutWhileRunning
+
+    why = gimp.unavailable_reason(gui=True)
+    if why:
+        (pytest.fail if REQUIRED else pytest.skip)(why)
+    c = new_user(engine_server, app="gimp")
+    try:
+        with CutWhileRunning(engine_server, c) as cut:
+            env = {"PB_URL": cut.url, "PAINTBRIDGE_TOKEN": c.token, "PB_MODEL": engine_server.model_name,
+                   "PAINTBRIDGE_TIMEOUT": "240", "PB_STEPS": "20"}
+            res = gimp.run_batch(gimp_script("gui_reconnect"), plugins=[gimp_plugin], env=env, gui=True,
+                                 timeout=400)
+        res.check()
+        out = res.result
+        assert isinstance(out, dict), f"the GIMP script wrote no result\n{res.output[-4000:]}"
+        assert "exception" not in out, out["exception"] + "\n--- GIMP output ---\n" + res.output[-4000:]
+        assert cut.error is None, cut.error
+        assert cut.finished_while_cut and cut.status == "completed", (cut.job, cut.status)
+        assert out["run"]["status"] == "success", out["run"]
+        assert out["run"]["result"]["job"] == cut.job, (out["run"], cut.job)
+        assert out["layers"] == 2 and out["top"][1:] == [64, 48], out
+    finally:
+        c.close()

@@ -29,22 +29,6 @@ def host(request):
     return request.param
 
 
-# These scripts make their documents with createDocument(): on Krita 5.2.9 (Debian 13, under this harness) such a
-# document never gets an active layer (activeNode() stays None, setActiveNode() does nothing; a SAFE ASSERT "shape"
-# in kis_node_manager.cpp), while a document Krita opens itself works (test_document_krita_opened). They run, and
-# must fail there until that is understood; an unexpected pass fails too, so the marker cannot go stale.
-MAKE_THEIR_OWN_DOCUMENTS = {"test_krita_pixel_facts", "test_inpaint_and_pixel_exact_roundtrip_in_krita",
-                            "test_gallery_and_workflows_in_krita", "test_outpaint_preview_and_upscaler_in_krita",
-                            "test_krita_in_use_issue_15"}
-
-
-@pytest.fixture(autouse=True)
-def _krita52_scripted_documents(request):
-    if request.node.originalname in MAKE_THEIR_OWN_DOCUMENTS and request.node.callspec.params.get("host") == "krita52":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
-                                              reason="Krita 5.2.9: a document made by a script has no active layer"))
-
-
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory):
     return build("krita", tmp_path_factory.mktemp("krita") / "paintbridge-krita.zip")
@@ -274,10 +258,11 @@ def test_krita_in_use_issue_15(host, plugin_zip, engine_server):
     assert res["ok"], res.get("error", "") + "\n" + str({k: v for k, v in res.items() if k != "log"}) + "\n" + \
         res.get("log", "")[-1500:]
     print({k: v for k, v in res.items() if k != "log"})
-    # K1: Replace wrote the result, and Ctrl+Z brings the old pixels back (twice: the merge, then the added layer;
-    # Krita 5.1's scripting API cannot group them). Today's setPixelData never gives them back.
+    # K1: Replace put the result over the active layer, and one Ctrl+Z brings the old pixels back; the layer itself
+    # was never overwritten (setPixelData on it could not be undone; a layer merged down took two Ctrl+Z)
     assert res["replace_wrote"] is True
-    assert res["replace_undos_to_restore"] == 2, res["replace_messages"]
+    assert res["replace_undos_to_restore"] == 1, res["replace_messages"]
+    assert res["replace_layer_kept"] is True and res["replace_placed_above"] is True
     # K6: the first Apply (which also makes the Paintbridge group) is one undo step
     assert res["first_apply_added"] and res["first_apply_one_undo"] and res["open_apply_messages"] == []
     # K6: a job says it is sending / queued / loading the model before its first step
@@ -500,5 +485,31 @@ def test_control_layers_references_and_regions_in_krita(host, plugin_zip, engine
             ("regions", "sky", "a stormy sky", None, None, "")]), res["recalled"]
         assert "region 'a calm sea': its layer sea is not in this document" in res["recall_message"], \
             res["recall_message"]
+    finally:
+        c.close()
+
+
+def test_reconnect_while_a_job_runs_in_krita(host, plugin_zip, engine_server):
+    """Issue 15 item 2 in the real Krita, its event loop running: the link to the engine is cut while a Generate
+    runs and stays down until the engine has finished the job (its job.result goes to nobody); the docker says the
+    connection was lost, reconnects by itself, and the result arrives; no job is left "running"."""
+    from ..helpers import new_user
+    from .cut_link import CutWhileRunning
+
+    c = new_user(engine_server)   # a fresh user: the watcher sees only this test's job
+    try:
+        with CutWhileRunning(engine_server, c) as cut:
+            res = run_in_krita(plugin_zip, SCRIPTS / "reconnect.py", host=host, timeout=400,
+                               params={"url": cut.url, "token": c.token, "model": engine_server.model_name,
+                                       "steps": 20})
+        assert cut.error is None, cut.error
+        assert res["ok"], res.get("error", "") + "\n" + str({k: v for k, v in res.items() if k != "log"}) + \
+            "\n" + res.get("log", "")[-1500:]
+        assert cut.finished_while_cut and cut.status == "completed" and cut.job == res["job"], (cut.job, res)
+        assert any("connection lost" in s for s in res["statuses"]), res["statuses"]
+        assert res["state"] == "connected" and res["statuses"][-1].startswith("connected"), res["statuses"]
+        assert res["result_size"] == [64, 64] and res["applied"] is True
+        assert res["active_jobs"] == res["active_jobs_later"] == 0
+        assert res["job_line"].startswith("done"), res["job_lines"]
     finally:
         c.close()

@@ -5,8 +5,9 @@ its worker thread. Reading a layer for a request copies Krita's pixels on the ma
 QByteArray) and returns a zero-argument callable that turns the copy into Pixels on the Session's worker thread,
 so no 33 MB bytes() copy or conversion of a 4K layer runs on the UI thread (issue 15, K4).
 
-Everything placed into a document is undoable: a result layer (with the Paintbridge group when it is the first)
-is one undo step, and Replace merges a new layer down, so Ctrl+Z (twice) brings the old pixels back (K1).
+Everything placed into a document is one undo step: a result layer (with the Paintbridge group when it is the first),
+and Replace, which puts the result in a new layer directly over the active one, so one Ctrl+Z brings back what was
+there (K1).
 """
 
 from __future__ import annotations
@@ -188,19 +189,20 @@ def _masked(px: Pixels, mask: Pixels) -> bytes:
 
 
 def replace_in_active_layer(doc, name: str, px: Pixels):
-    """Replace: the result goes onto the active paint layer as a new layer merged down into it, which Krita
-    undoes like any edit (setPixelData on the layer itself cannot be undone). Two undo steps in Krita 5.1 (the
-    merge, then the added layer): Krita's scripting API has no way to group them."""
+    """Replace: the result in a new paint layer directly over the active paint layer, so it covers that layer where
+    it is opaque and stays under every layer that was above it. One undo step, like Apply. The active layer keeps
+    its pixels underneath: Krita's scripting API puts no pixel write to an existing layer on the undo stack
+    (setPixelData), and merging the new layer down would be a second step (the add, then the merge), so one
+    Ctrl+Z would leave the result on screen."""
     node = doc.activeNode()
     if node is None or node.type() != "paintlayer":
         raise CanvasError("select the paint layer to replace into")
     layer = doc.createNode(name, "paintlayer")
-    layer.setPixelData(px.data, px.x, px.y, px.w, px.h)
+    layer.setPixelData(px.data, px.x, px.y, px.w, px.h)   # not yet in the document: nothing to undo
     node.parentNode().addChildNode(layer, node)
     doc.waitForDone()
-    layer.mergeDown()   # the merged layer keeps the active layer's name and place (5.1 returns None here)
-    doc.waitForDone()
     doc.refreshProjection()
+    return layer
 
 
 def new_document(name: str, px: Pixels):

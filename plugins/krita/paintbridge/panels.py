@@ -292,7 +292,7 @@ class PaintbridgeDocker(DockWidget):
         row = QHBoxLayout()
         self.apply_btn = QPushButton("Apply as new layer")
         self.replace_btn = QPushButton("Replace")
-        self.replace_btn.setToolTip("Merge the result into the active paint layer (Ctrl+Z twice undoes it)")
+        self.replace_btn.setToolTip("Put the result in a new layer directly over the active paint layer (one Ctrl+Z undoes it)")
         self.discard_btn = QPushButton("Discard")
         for b in (self.apply_btn, self.replace_btn, self.discard_btn):
             row.addWidget(b)

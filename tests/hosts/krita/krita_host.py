@@ -65,8 +65,7 @@ def write_blank_png(path: Path, w: int, h: int) -> Path:
 def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: dict | None = None,
                  host: str = "krita", documents=()) -> dict:
     """documents: image files Krita opens at start-up, as from its command line (`krita FILE`), before the
-    script runs. Krita 5.2.9 gives only such documents an active layer: one made with createDocument() or
-    openDocument() after start-up keeps activeNode() None (setActiveNode() does nothing) under this harness."""
+    script runs (the way File > Open makes a document, for the tests that need that path)."""
     krita = find_krita(host)
     if krita is None:
         raise RuntimeError(unavailable_reason(host) or "krita not found")

@@ -75,7 +75,7 @@ try:
 
     W = H = 128
     doc = app.createDocument(W, H, f"pb-gallery-{time.time_ns()}", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc)
+    kutil.show(doc)
     base = pattern(W, H)
     background = doc.activeNode()
     background.setPixelData(base, 0, 0, W, H)

@@ -79,7 +79,7 @@ def timed(what, fn):
 
 def painted_doc(w, h):
     doc = app.createDocument(w, h, f"pb-bench-{w}-{time.time_ns()}", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc)
+    kutil.show(doc)
     doc.activeNode().setPixelData(bytes(range(256)) * (w * h * 4 // 256), 0, 0, w, h)
     doc.refreshProjection()
     doc.setSelection(Selection())   # none: the whole document is sent

@@ -26,7 +26,7 @@ try:
     R["models"] = [m["name"] for m in ctl.models]
     W = H = 128
     doc = app.createDocument(W, H, "pb-test", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc)
+    kutil.show(doc)
     base = pattern(W, H)
     doc.activeNode().setPixelData(base, 0, 0, W, H)
     doc.refreshProjection()
@@ -108,16 +108,17 @@ try:
     pump(lambda: len(ctl.results) > n0, 120, "generate after signing in again")
     R["after_signin_result"] = [ctl.results[-1].layer.pixels.w, ctl.results[-1].layer.pixels.h]
 
-    # 5. Replace writes the result into the active layer; Discard drops a result without touching the document
+    # 5. Replace puts the result over the active layer; Discard drops a result without touching the document
     background = [n for n in doc.rootNode().childNodes() if n.type() == "paintlayer"][0]
     doc.setActiveNode(background)
     px = ctl.results[-1].layer.pixels
-    layers_before = len(doc.rootNode().childNodes()) + len(group[0].childNodes())
     assert ctl.apply(len(ctl.results) - 1, replace=True)
-    # Replace merges the result down into the layer (undoable): the merged layer takes the old one's place
-    background = [n for n in doc.rootNode().childNodes() if n.type() == "paintlayer"][0]
-    R["replace_exact"] = bytes(background.pixelData(px.x, px.y, px.w, px.h)) == px.data
+    # a new layer directly above the one that was active (one undo step), pixel for pixel, where the engine put it
+    over = doc.rootNode().childNodes()[1]
+    R["replace_exact"] = (doc.rootNode().childNodes()[0].uniqueId() == background.uniqueId()
+                          and bytes(over.pixelData(px.x, px.y, px.w, px.h)) == px.data)
     assert R["replace_exact"]
+    layers_before = len(doc.rootNode().childNodes()) + len(group[0].childNodes())
     f.seed = 4
     n0 = len(ctl.results)
     assert ctl.generate()

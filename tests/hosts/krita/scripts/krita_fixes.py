@@ -33,7 +33,7 @@ def pump(cond, timeout, what):
 
 def new_doc(name, w, h):
     doc = app.createDocument(w, h, f"{name}-{time.time_ns()}", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc)
+    kutil.show(doc)
     doc.activeNode().setPixelData(pattern(w, h), 0, 0, w, h)
     doc.refreshProjection()
     return doc
@@ -128,6 +128,10 @@ try:
     dk.replace_btn.click()
     doc.refreshProjection()
     R["replace_wrote"] = bytes(doc.pixelData(px.x, px.y, px.w, px.h)) == px.data
+    R["replace_layer_kept"] = bytes(background.pixelData(0, 0, W, H)) == base
+    above = doc.rootNode().childNodes()
+    R["replace_placed_above"] = (len(above) > 1 and above[0].uniqueId() == background.uniqueId()
+                                 and bytes(above[1].pixelData(px.x, px.y, px.w, px.h)) == px.data)
     undos = None
     for i in range(1, 4):
         undo(doc)
@@ -221,7 +225,7 @@ try:
     # K4: the main thread's longest stall while a 4K layer is read and sent
     mark("4k")
     big = app.createDocument(3840, 2160, f"pb-4k-{time.time_ns()}", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(big)
+    kutil.show(big)
     big.activeNode().setPixelData(bytes(range(256)) * (3840 * 2160 * 4 // 256), 0, 0, 3840, 2160)
     big.refreshProjection()
     big.setSelection(Selection())   # none: the whole document

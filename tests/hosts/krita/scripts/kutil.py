@@ -30,6 +30,21 @@ def settle(seconds):
         time.sleep(0.01)
 
 
+def show(doc, timeout=20):
+    """Open a view on a document the script made (createDocument) and wait for its active layer: Krita 5.2 picks
+    the first layer through an event after the view exists (Krita 5.1 at once), and Document.activeNode() is None
+    until then. Returns the active layer."""
+    from krita import Krita
+    Krita.instance().activeWindow().addView(doc)
+    end = time.monotonic() + timeout
+    while doc.activeNode() is None:
+        if time.monotonic() > end:
+            raise AssertionError(f"no active layer {timeout} s after opening a view on {doc.name()!r}")
+        QApplication.processEvents(QEventLoop.AllEvents, 50)
+        time.sleep(0.01)
+    return doc.activeNode()
+
+
 def docker(app):
     docks = [d for d in app.activeWindow().qwindow().findChildren(QDockWidget)
              if d.objectName() == "paintbridge_docker"]

@@ -40,7 +40,7 @@ try:
     # 1. Outpaint: the layer's left half is painted, the right half transparent (the area to fill)
     W, H = 64, 48
     doc = app.createDocument(W, H, f"pb-outpaint-{time.time_ns()}", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc)
+    kutil.show(doc)
     layer = doc.activeNode()
     px = bytearray(W * H * 4)
     for y in range(H):
@@ -91,7 +91,7 @@ try:
     # 1b. Outpaint that first grows the canvas: 8 px on the left, 16 on the right, 8 at the bottom
     W2, H2 = 32, 24
     doc2 = app.createDocument(W2, H2, f"pb-extend-{time.time_ns()}", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc2)
+    kutil.show(doc2)
     px2 = bytes(((x * 9) % 256, (y * 11) % 256, 200, 255)[c] for y in range(H2) for x in range(W2) for c in range(4))
     doc2.activeNode().setPixelData(px2, 0, 0, W2, H2)
     doc2.refreshProjection()

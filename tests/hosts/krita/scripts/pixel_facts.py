@@ -1,10 +1,14 @@
 # Runs inside Krita (see krita_host.py): confirms the host pixel facts the plug-in relies on. No engine needed.
 import json
 import os
+import sys
 import time
 
 from krita import Krita, Selection
 from PyQt5.QtWidgets import QDockWidget
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kutil  # noqa: E402
 
 R = {"ok": False}
 app = Krita.instance()
@@ -13,8 +17,7 @@ try:
     R["window_up_s"] = round(time.time() - float(os.environ.get("PAINTBRIDGE_TEST_T0", time.time())), 2)
     W, H = 64, 48
     doc = app.createDocument(W, H, "facts", "RGBA", "U8", "", 300.0)
-    app.activeWindow().addView(doc)
-    node = doc.activeNode()
+    node = kutil.show(doc)
     px = bytes((10, 20, 200, 255))            # B, G, R, A if Krita is BGRA
     node.setPixelData(px * (W * H), 0, 0, W, H)
     doc.refreshProjection()

@@ -1,6 +1,6 @@
 # Runs inside Krita (see krita_host.py, documents=[a 128x128 PNG]): the plug-in on a document Krita opened itself,
-# as a user's File > Open does; so it also runs on Krita 5.2.9, where documents made by a script get no active
-# layer. Refine at strength 0 from the layer comes back pixel for pixel; an inpaint lands at the selection.
+# as a user's File > Open does. Refine at strength 0 from the layer comes back pixel for pixel; an inpaint lands at
+# the selection.
 import os
 import sys
 

@@ -67,9 +67,12 @@ try:
     sky = solid_layer(doc, "sky", (0, 0, W, 48), (200, 120, 40, 255))          # regions: bottom of the stack first
     sea = solid_layer(doc, "sea", (0, 80, W, 48), (120, 60, 0, 255))
     doc.refreshProjection()
-    # Under this harness Krita never changes the active layer of a document (setActiveNode, and even "New
-    # layer", leave the Background active on 5.1 and 5.2): the Background goes through the docker's buttons (the
-    # active layer), the other layers are named to the controller methods those buttons call.
+    # Krita makes each added layer the active one (through an event): once those have come, the Background is made
+    # active again. It goes through the docker's buttons (the active layer), the other layers are named to the
+    # controller methods those buttons call.
+    kutil.settle(0.5)
+    doc.setActiveNode(background)
+    kutil.pump(ctl, lambda: doc.activeNode().uniqueId() == background.uniqueId(), 20, "the Background active again")
     R["active_layer"] = doc.activeNode().name()
 
     trace("layers made")
