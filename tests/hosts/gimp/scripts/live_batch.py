@@ -32,12 +32,14 @@ def spin(until, timeout=120):
     loop.run()
     return until()
 
-def paint(i):
-    """A stroke: a small block of colour on the base layer (through its buffer, as a tool would)."""
-    buf = base.get_buffer()
+def paint(i, layer=None):
+    """A stroke: a small block of colour on a layer (the base one unless given), through its buffer, as a tool
+    would."""
+    layer = layer or base
+    buf = layer.get_buffer()
     buf.set(Gegl.Rectangle.new(4 + 6 * i, 4, 5, 5), RGBA, bytes([200, 30 * i, 40, 255]) * 25)
     buf.flush()
-    base.update(4 + 6 * i, 4, 5, 5)
+    layer.update(4 + 6 * i, 4, 5, 5)
 
 results = []
 gl.start()
@@ -60,8 +62,9 @@ OUT["applied"] = placed
 OUT["layers_added"] = len(img.get_layers()) - n_layers
 OUT["keep"] = spin(lambda: False, timeout=1.5)   # images.keep goes out on the worker
 # a last change, then Stop at once: its job is canceled (or had finished), nothing is left queued or running
+spin(lambda: not gl.live.busy, timeout=60)   # the applied layer is a change of its own: let it be sent and done
 sent = gl.live.sent
-paint(4)
+paint(4, img.get_layers()[0])   # on the applied layer, which now covers the base: a visible change
 # sent, not busy: on a fast machine this tiny job can be done between two 50 ms ticks
 OUT["last_sent"] = spin(lambda: gl.live.sent > sent, timeout=10)
 OUT["last_requests"] = dict(gl.live._mine)
