@@ -221,15 +221,18 @@ def wait_job(client, job, timeout=120) -> dict:
 _BACKLOG: dict[int, list] = {}   # updates drained by poll() but not consumed yet, per session
 
 
-def wait_for(session: Session, kind: str, timeout: float = 240, pred=lambda d: True) -> dict:
-    """Drain updates like a host timer would until one of `kind` arrives; fail on errors. Updates drained in
-    the same poll but not consumed stay for the next call (a fast job's result can come with its job id)."""
+def wait_for(session: Session, kind: str, timeout: float = 240, pred=lambda d: True, skip_errors=()) -> dict:
+    """Drain updates like a host timer would until one of `kind` arrives; fail on errors (but those whose code is
+    in skip_errors). Updates drained in the same poll but not consumed stay for the next call (a fast job's result
+    can come with its job id)."""
     backlog = _BACKLOG.setdefault(id(session), [])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         backlog.extend(session.poll())
         while backlog:
             up = backlog.pop(0)
+            if up.kind == "error" and up.data.get("code") in skip_errors:
+                continue
             if up.kind in ("error", "failed"):
                 raise AssertionError(f"{up.kind}: {up.data}")
             if up.kind == kind and pred(up.data):

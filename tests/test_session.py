@@ -473,10 +473,14 @@ def test_sign_in_while_the_engine_is_unreachable_keeps_the_stored_sign_in(engine
     s = proxied_session(engine_server, tmp_path, proxy)
     try:
         proxy.cut()
-        wait_for(s, "state", pred=lambda d: d["state"] != "connected", timeout=60)
+        # a request the Session had in flight at the cut (a model list refresh...) fails "disconnected": expected
+        wait_for(s, "state", pred=lambda d: d["state"] != "connected", timeout=60, skip_errors=("disconnected",))
         s.login("admin", "not-checked", url=s.url)
         err = wait_error(s)
-        assert err["code"] == "disconnected" and "stored sign-in is kept" in err["message"], err
+        while "stored sign-in is kept" not in err["message"]:   # skip what was still failing from the cut
+            assert err["code"] == "disconnected", err
+            err = wait_error(s)
+        assert err["code"] == "disconnected", err
         proxy.restore()
         wait_for(s, "state", pred=lambda d: d["state"] == "connected", timeout=90)
     finally:
