@@ -255,7 +255,7 @@ class JobQueue:
         if row["status"] != "completed":
             raise BadRequest(f"job {job} is {row['status']}: only a completed job's images can be kept",
                              details={"field": "job"})
-        if not _is_live(row) or row["archived"] is not None:
+        if not is_live(row) or row["archived"] is not None:
             return   # archived (1), or being archived at the next start (0)
         layers = json.loads(row["result"])["layers"]
         for fn in self.on_result:   # the gallery names the images now, as it does for an ordinary job
@@ -356,7 +356,7 @@ class JobQueue:
         if row["id"] in self.interrupted and status != "completed":
             status, result, error = "failed", None, INTERRUPTED
         row["finished"] = time.time()
-        live = _is_live(row)
+        live = is_live(row)
         await self.db.run(_finish, row["id"], status, result, error, "running", row["finished"], not live)
         reason = self.cancel_reasons.pop(row["id"], None)
         if status == "completed":
@@ -374,7 +374,7 @@ class JobQueue:
             return self.validated.pop(row["id"], None) or graphs.validate(json.loads(row["graph"]))
 
         def name_results():
-            for fn in self.on_result if not _is_live(row) else ():   # a live job's: when kept
+            for fn in self.on_result if not is_live(row) else ():   # a live job's: when kept
                 fn(row, ctx.results)
 
         status, error, graph = run_job(ctx, graph_of, self.cache, self.config.limits.max_job_bytes, name_results)
@@ -407,7 +407,7 @@ def _mark_interrupted(db) -> int:
 WARM_LOOKAHEAD = 32   # jobs of one user looked at for one whose model is warm (InvokeAI's multi-GPU queue: 32)
 
 
-def _is_live(row: dict) -> bool:
+def is_live(row: dict) -> bool:
     try:
         return bool(json.loads(row.get("request") or "{}").get("live"))
     except ValueError:

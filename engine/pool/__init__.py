@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .. import events
 from ..graph import graph as graphs
-from ..queue import job_model
+from ..queue import is_live, job_model
 from .blobs import BlobRoute
 
 log = logging.getLogger("paintbridge.pool")
@@ -351,7 +351,8 @@ class Pool:
         ctx.results = layers
         try:
             graph = graph or await loop.run_in_executor(None, graphs.validate, json.loads(row["graph"]))
-            for fn in self.queue.on_result:   # the gallery names the results, as after a job run in process
+            # the gallery names the results, as after a job run in process (a live job's: when it is kept)
+            for fn in self.queue.on_result if not is_live(row) else ():
                 await loop.run_in_executor(None, fn, row, layers)
         except Exception as exc:
             log.exception("job %s: naming its results failed", job)
