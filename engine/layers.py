@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .aio import run_blocking
 from .errors import BadRequest
@@ -21,6 +21,24 @@ class Layer(Args):
     x: int = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
     y: int = Field(default=0, ge=-(2 ** 20), le=2 ** 20)
     name: str | None = Field(default=None, max_length=256)
+
+
+class ReferenceLayer(Args):
+    """An IP-Adapter and its reference image: generate's `reference` entry, whole-image or in a region."""
+
+    model: str = Field(min_length=1, max_length=256)
+    image: Layer
+    strength: float = Field(default=0.6, ge=0.0, le=2.0)
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.image.format != "rgba8":
+            raise ValueError("a reference image must be an rgba8 layer")
+        return self
 
 
 def node_layer(nid: str, literals: dict) -> dict:

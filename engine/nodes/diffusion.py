@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .. import regions as region_rules
 from .. import samplers
 from ..graph.node import ConditioningValue, ControlList, Image, Latents, Mask, ModelValue, Node, Noise, ReferenceList
-from ..layers import Layer
+from ..layers import Layer, ReferenceLayer
 
 # Ids only in the schema (nodes.list lists them); A1111 labels and ComfyUI names are turned into ids on input.
 Scheduler = Literal[tuple(samplers.SAMPLERS)]
@@ -44,25 +44,6 @@ class PromptEncode(Node):
         return self.Out(conditioning=ConditioningValue(cond, self.model.name))
 
 
-class RegionReference(BaseModel):
-    """An IP-Adapter reference that acts only where its region does (generate's `reference` entry)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    model: str = Field(min_length=1, max_length=256)
-    image: Layer
-    strength: float = Field(default=0.6, ge=0.0, le=2.0)
-    start: float = Field(default=0.0, ge=0.0, le=1.0)
-    end: float = Field(default=1.0, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.start > self.end:
-            raise ValueError(f"start {self.start} is after end {self.end}")
-        if self.image.format != "rgba8":
-            raise ValueError("a reference image must be an rgba8 layer")
-        return self
-
-
 class RegionLiteral(BaseModel):
     """One item of a regions node's `regions` (generate's `regions` item: prompt, negative_prompt, mask)."""
 
@@ -70,7 +51,7 @@ class RegionLiteral(BaseModel):
     prompt: str = Field(default="", max_length=10000)
     negative_prompt: str = Field(default="", max_length=10000)
     mask: Layer
-    reference: list[RegionReference] = Field(default=[], max_length=8)
+    reference: list[ReferenceLayer] = Field(default=[], max_length=8)
 
     @field_validator("mask")
     @classmethod

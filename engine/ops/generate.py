@@ -20,7 +20,7 @@ from ..canvas import compile_generate, uses_hires
 from ..errors import BadRequest
 from ..gallery.db import get_row
 from ..graph import graph as graphs
-from ..layers import Layer, check_layers
+from ..layers import Layer, ReferenceLayer, check_layers
 from ..models.registry import native_size
 from ..opspec import Args, bad_args, op
 from ..preprocess import METHODS
@@ -54,24 +54,6 @@ class ControlRef(Args):
         return self
 
 
-class ReferenceRef(Args):
-    """An IP-Adapter and its reference image."""
-
-    model: str = Field(min_length=1, max_length=256)
-    image: Layer
-    strength: float = Field(default=0.6, ge=0.0, le=2.0)
-    start: float = Field(default=0.0, ge=0.0, le=1.0)
-    end: float = Field(default=1.0, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.start > self.end:
-            raise ValueError(f"start {self.start} is after end {self.end}")
-        if self.image.format != "rgba8":
-            raise ValueError("image must be an rgba8 layer")
-        return self
-
-
 class RegionArgs(Args):
     """One region: a prompt (followed by the base prompt) for the area its gray8 mask covers (document
     coordinates). control/reference/loras per region are refused before queueing (protocol/SPEC.md says why)."""
@@ -80,7 +62,7 @@ class RegionArgs(Args):
     negative_prompt: str | None = Field(default=None, max_length=10000)
     mask: Layer
     control: list | None = None
-    reference: list[ReferenceRef] = Field(default_factory=list, max_length=8)   # acts only in this region
+    reference: list[ReferenceLayer] = Field(default_factory=list, max_length=8)   # acts only in this region
     loras: list | None = None
 class SourceInfo(Args):
     app: str = Field(default="", max_length=64)
@@ -119,7 +101,7 @@ class GenerateArgs(Args):
     loras: list[LoraRef] = Field(default_factory=list, max_length=16)
     regions: list[RegionArgs] = Field(default_factory=list, max_length=64)   # [limits] max_regions applies too
     control: list[ControlRef] = Field(default_factory=list, max_length=64)       # also limited by max_controls
-    reference: list[ReferenceRef] = Field(default_factory=list, max_length=64)
+    reference: list[ReferenceLayer] = Field(default_factory=list, max_length=64)
     priority: int = Field(default=0, ge=-100, le=100)
     source: SourceInfo | None = None
     recall: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,32}$")   # a gallery image id
