@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .loader import CONFIGS_DIR, META_CONFIGS, read_safetensors_header
+from .loader import CONFIGS_DIR, read_safetensors_header, write_embedded_configs
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -283,22 +283,6 @@ def clip_vision_widths(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _config_from_meta(meta: dict, name: str, dest: Path) -> bool:
-    if META_CONFIGS not in meta:
-        return False
-    try:
-        files = json.loads(meta[META_CONFIGS])
-    except ValueError as e:
-        raise ModelError(f"{name}: embedded configs are corrupt: {e}") from e
-    for rel, text in files.items():
-        target = (dest / rel).resolve()
-        if dest.resolve() not in target.parents:
-            raise ModelError(f"{name}: embedded config path {rel!r} escapes the config folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    return True
-
-
 def load_clip_vision(path: Path, device, dtype):
     from safetensors.torch import load_file
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -310,7 +294,7 @@ def load_clip_vision(path: Path, device, dtype):
         else:
             _, meta = read_safetensors_header(path)
             with tempfile.TemporaryDirectory(prefix="pb-clipvision-") as tmp:
-                if not _config_from_meta(meta, path.name, Path(tmp)):
+                if not write_embedded_configs(meta, path.name, Path(tmp)):
                     widths = clip_vision_widths(path)
                     shipped = {1280: "vit-h", 1664: "vit-bigg"}.get(widths[1] if widths else 0)
                     if shipped is None:
@@ -352,7 +336,7 @@ def load_controlnet(path: Path, base: str | None, device, dtype):
             keys, meta = read_safetensors_header(path) if path.suffix.lower() == ".safetensors" else ({}, {})
             with tempfile.TemporaryDirectory(prefix="pb-controlnet-") as tmp:
                 cfg = Path(tmp)
-                if not _config_from_meta(meta, path.name, cfg):
+                if not write_embedded_configs(meta, path.name, cfg):
                     cfg = _shipped_config("controlnet", base, path.name)
                 if any(k.startswith("controlnet_cond_embedding.") for k in keys):   # diffusers key layout
                     from safetensors.torch import load_file
@@ -402,7 +386,7 @@ def load_t2i_adapter(path: Path, device, dtype):
                 raise ModelError(f"{path.name}: a single-file T2I-Adapter must be .safetensors in diffusers' layout")
             keys, meta = read_safetensors_header(path)
             with tempfile.TemporaryDirectory(prefix="pb-t2i-") as tmp:
-                if _config_from_meta(meta, path.name, Path(tmp)):
+                if write_embedded_configs(meta, path.name, Path(tmp)):
                     config = T2IAdapter.load_config(tmp)
                 else:
                     config = t2i_config_from_shapes({k: v["shape"] for k, v in keys.items()})

@@ -151,21 +151,28 @@ def _pipeline_class(family: str):
     }[family]
 
 
+def write_embedded_configs(meta: dict, name: str, dest: Path) -> bool:
+    """Write the config (and tokenizer) files a single file of ours carries in its header into `dest`; False when
+    it carries none. Each path must stay inside `dest`."""
+    if META_CONFIGS not in meta:
+        return False
+    try:
+        files = json.loads(meta[META_CONFIGS])
+    except ValueError as e:
+        raise ModelError(f"{name}: embedded configs are corrupt: {e}") from e
+    for rel, text in files.items():
+        target = (dest / rel).resolve()
+        if dest.resolve() not in target.parents:
+            raise ModelError(f"{name}: embedded config path {rel!r} escapes the config folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return True
+
+
 def _write_config_dir(dest: Path, family: str, meta: dict, keys: dict, name: str,
                       cache_dir: Path | None = None) -> None:
     """Fill `dest` with a diffusers config folder (no weights) that matches the single file."""
-    if META_CONFIGS in meta:
-        # Our own files (demo models) carry every config + tokenizer file they need.
-        try:
-            files = json.loads(meta[META_CONFIGS])
-        except ValueError as e:
-            raise ModelError(f"{name}: embedded configs are corrupt: {e}") from e
-        for rel, text in files.items():
-            target = (dest / rel).resolve()
-            if dest.resolve() not in target.parents:
-                raise ModelError(f"{name}: embedded config path {rel!r} escapes the config folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+    if write_embedded_configs(meta, name, dest):   # our own files (demo models) carry every config they need
         return
     if family == "flux" and not any(k.startswith(("vae.", "first_stage_model.")) for k in keys):
         raise ModelError(
