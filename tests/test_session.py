@@ -242,16 +242,21 @@ def test_model_pickers_get_main_models_and_upscalers_apart(engine_server, tmp_pa
 TINY = {"model": "tiny-sd15", "prompt": "a harbour", "width": 64, "height": 64, "guidance": 5.0}
 
 
-def updates_until(session: Session, done, timeout: float = 240) -> list:
-    """Every update drained (like a host timer) until done(update) is true for one; returns them all."""
+def updates_until(session: Session, done, timeout: float = 240, requests=()) -> list:
+    """Every update drained (like a host timer) until done(update) is true for one; returns them all. An error
+    update for one of `requests` (local request ids) fails at once, with the engine's words."""
     seen, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         for up in session.poll():
             seen.append(up)
+            if up.kind == "error" and up.data.get("request") in requests:
+                raise AssertionError(f"request {up.data['request']} refused: {up.data.get('code')}: "
+                                     f"{up.data.get('message')}")
             if done(up):
                 return seen
         time.sleep(0.02)
-    raise AssertionError(f"not done in {timeout}s; saw {[(u.kind, u.data.get('job')) for u in seen]}")
+    saw = [(u.kind, u.data.get("job") or u.data.get("message")) for u in seen]
+    raise AssertionError(f"not done in {timeout}s; saw {saw}"[:3000])
 
 
 def proxied_session(engine, tmp_path, proxy: TcpProxy, app="blender") -> Session:
@@ -375,9 +380,10 @@ def test_a_cancel_asked_while_disconnected_still_cancels(engine_server, tmp_path
     try:
         first = s.generate({**TINY, "steps": 200, "seed": 13}, tag="first")
         second = s.generate({**TINY, "steps": 200, "seed": 14}, tag="second")
-        seen = updates_until(s, lambda u: u.kind == "progress")
+        seen = updates_until(s, lambda u: u.kind == "progress", requests=(first, second))
         if not any(u.kind == "job" and u.data["request"] == second for u in seen):
-            seen += updates_until(s, lambda u: u.kind == "job" and u.data["request"] == second)
+            seen += updates_until(s, lambda u: u.kind == "job" and u.data["request"] == second,
+                                  requests=(first, second))
         jobs = {u.data["request"]: u.data["job"] for u in seen if u.kind == "job"}
         proxy.cut()
         wait_for(s, "state", 60, pred=lambda d: d["state"] == "disconnected")
