@@ -366,12 +366,24 @@ def drop_preview(source_name: str | None = None):
 
 
 # ---- undo -----------------------------------------------------------------------------------------------------
+# Images whose Image Editors must draw them in full once more after an undo/redo (names), and the draw callback
+# that says an editor has drawn since. Why: an undo that re-reads an image gives it a new partial-update register
+# whose changeset ids start again from 0, while the editor's draw engine still holds the old, higher id. Blender
+# 3.x takes that id as "seen everything" at the first draw and keeps its texture (the data is right, the screen
+# is not; later versions refuse ids above the register's last). That first draw brings the engine's id into step;
+# an update() after it is then a full change, drawn as such.
+_redraw_after_draw: set[str] = set()
+_draw_handle = None
+
+
 @bpy.app.handlers.persistent
 def after_undo(*_args):
     """Memfile undo restores the packed file and REV but not the image buffer: drop the changed images' buffers
     so they load again from the restored packed file (or file on disk), and update() them so the Image Editor
-    shows those pixels, not its cached texture. (reload() would also re-read a packed image's original path,
-    which our packed results do not have: Blender then prints 'Image "" not available'.)"""
+    shows those pixels, not its cached texture; once more after the editor's next draw (above). (reload() would
+    also re-read a packed image's original path, which our packed results do not have: Blender then prints
+    'Image "" not available'.)"""
+    global _draw_handle
     for img in bpy.data.images:
         uid = img.get(UID)
         if uid is None or uid not in _applied_revs:
@@ -382,8 +394,39 @@ def after_undo(*_args):
             try:
                 img.update()
             except RuntimeError:   # "does not have any image data": nothing to show anyway
-                pass
+                continue
             _applied_revs[uid] = rev
+            _redraw_after_draw.add(img.name)
+    if _redraw_after_draw and _draw_handle is None:
+        _draw_handle = bpy.types.SpaceImageEditor.draw_handler_add(_drawn_once, (), "WINDOW", "POST_PIXEL")
+
+
+def _drawn_once():
+    """An Image Editor drew (draw callback: change nothing here); the update runs from a timer."""
+    if not bpy.app.timers.is_registered(_update_after_draw):
+        bpy.app.timers.register(_update_after_draw, first_interval=0.0)
+
+
+def _update_after_draw():
+    global _draw_handle
+    if _draw_handle is not None:
+        bpy.types.SpaceImageEditor.draw_handler_remove(_draw_handle, "WINDOW")
+        _draw_handle = None
+    names = list(_redraw_after_draw)
+    _redraw_after_draw.clear()
+    for name in names:
+        img = bpy.data.images.get(name)
+        if img is not None:
+            try:
+                img.update()
+            except RuntimeError:
+                pass
+    wm = getattr(bpy.context, "window_manager", None)
+    for win in (wm.windows if wm is not None else []):
+        for area in win.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                area.tag_redraw()
+    return None
 
 
 def register():
@@ -393,9 +436,16 @@ def register():
 
 
 def unregister():
+    global _draw_handle
     for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):
         if after_undo in handlers:
             handlers.remove(after_undo)
+    if bpy.app.timers.is_registered(_update_after_draw):
+        bpy.app.timers.unregister(_update_after_draw)
+    if _draw_handle is not None:
+        bpy.types.SpaceImageEditor.draw_handler_remove(_draw_handle, "WINDOW")
+        _draw_handle = None
+    _redraw_after_draw.clear()
 
 
 # ---- controls, references and regions -----------------------------------------------------------------------
