@@ -245,6 +245,19 @@ class JobQueue:
         self.live_newest[conn] = newest = {"id": job, "same": same, "seed": request.get("seed")}
         return newest, False
 
+    async def end_live(self, conn: str) -> None:
+        """Connection `conn` closed: its lane is forgotten and its queued live job canceled ("disconnected": nobody
+        is left to see it). A running one ends as usual; a client that reconnects reads its end again."""
+        self.live_newest.pop(conn, None)
+        for job in [j for j, c in self.live_conn.items() if c == conn]:
+            if job in self.running:
+                continue
+            self.live_conn.pop(job, None)
+            row = await self.db.run(lambda db: db.execute("SELECT user_id FROM jobs WHERE id = ?", [job]).fetchone())
+            if row is not None and await self.db.run(_finish, job, "canceled", None, None, "queued"):
+                self.validated.pop(job, None)
+                self.hub.publish(row[0], events.job_canceled(job, "disconnected"))
+
     async def keep(self, job: str, uid: int, admin: bool) -> None:
         """Put a finished live job's results in the gallery (images.keep); returns once they are there. A job
         that is in the gallery already (an ordinary one, or kept before) is left as it is."""

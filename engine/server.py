@@ -137,6 +137,7 @@ class Connection:
             self.outbox.put_nowait(None)
             await writer
             self.server.services.hub.leave(self)
+            await self.server.services.queue.end_live(self.key)
 
     def refuse(self, re: Any, code: str, message: str, details: Any = None):
         self.bad_frames += 1

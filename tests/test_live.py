@@ -132,6 +132,33 @@ def test_preempt_and_stop(live_engine):
         c.close()
 
 
+def test_a_closed_connection_leaves_no_live_job_queued(live_engine):
+    """A live job belongs to its connection's lane: when the connection closes, its queued live job is canceled
+    (nobody is left to see it; reason "disconnected"), its running one ends as usual, and a new connection of the
+    same user starts a lane of its own."""
+    watcher = live_engine.client()
+    c = live_engine.client()
+    try:
+        a, b = frames(watcher, 2)
+        running = c.call("generate", live_args(a, steps=200))["job"]
+        watcher.next_event(120, name="job.progress", match=lambda e: e.data["job"] == running)
+        queued = c.call("generate", live_args(b, steps=200))["job"]
+        assert watcher.call("job.get", {"job": queued})["status"] == "queued"
+        c.close()
+        ev = watcher.next_event(60, name="job.canceled", match=lambda e: e.data["job"] == queued)
+        assert ev.data.get("reason") == "disconnected"
+        assert watcher.call("job.get", {"job": running})["status"] in ("running", "completed")
+        watcher.call("job.cancel", {"job": running})
+        # the same inputs from another connection are a new job, not the closed lane's answer
+        again = watcher.call("generate", live_args(b, steps=2))
+        assert again["job"] != queued and not again.get("unchanged")
+        got = watcher.next_event(240, name="job.result", match=lambda e: e.data["job"] == again["job"])
+        assert got.data["job"] == again["job"]
+    finally:
+        c.close()
+        watcher.close()
+
+
 def test_live_lane_and_round_robin(live_engine):
     """A user's live job runs ahead of that user's older ordinary job but takes that user's turn: another
     user's jobs still alternate with them."""
