@@ -50,7 +50,9 @@ def make_ctx(args, tmp: Path) -> Ctx:
         ctx.big_side = 8192
         # PAINTBRIDGE_BENCH_REFINE_SIDE: a smaller B10 where the CPU cannot refine 16 MP in reasonable time
         ctx.refine_side = int(os.environ.get("PAINTBRIDGE_BENCH_REFINE_SIDE") or 4096)
-        ctx.refine_tile = min(512, ctx.refine_side // 4)
+        # PAINTBRIDGE_BENCH_REFINE_TILE: smaller tiles on a CPU (the demo model's 512-px tile, 256² latents with
+        # attention over all of them, takes ~27 s here; a 256-px one ~1.8 s)
+        ctx.refine_tile = int(os.environ.get("PAINTBRIDGE_BENCH_REFINE_TILE") or min(512, ctx.refine_side // 4))
     return ctx
 
 

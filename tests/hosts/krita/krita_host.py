@@ -63,9 +63,10 @@ def write_blank_png(path: Path, w: int, h: int) -> Path:
 
 
 def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: dict | None = None,
-                 host: str = "krita", documents=()) -> dict:
+                 host: str = "krita", documents=(), opengl: bool = True) -> dict:
     """documents: image files Krita opens at start-up, as from its command line (`krita FILE`), before the
-    script runs (the way File > Open makes a document, for the tests that need that path)."""
+    script runs (the way File > Open makes a document, for the tests that need that path). opengl=False: Krita's
+    raster canvas instead of its OpenGL one (Settings ▸ Display ▸ Canvas acceleration off)."""
     krita = find_krita(host)
     if krita is None:
         raise RuntimeError(unavailable_reason(host) or "krita not found")
@@ -82,6 +83,8 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
     (cfg / "kritarc").write_text("[General]\nAutoSaveInterval=0\nsessionOnStartup=0\nsaveSessionOnQuit=false\n"
                                  "FetchNews=false\n\n[python]\nenable_paintbridge=true\n"
                                  "enable_paintbridge_test_driver=true\n")
+    if not opengl:
+        (cfg / "kritadisplayrc").write_text("[General]\nOpenGLRenderer=none\n")
     result = home / "result.json"
     runtime = home / "runtime"
     runtime.mkdir(mode=0o700)
@@ -101,6 +104,9 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
         for var in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
             env.pop(var, None)
         argv = [krita, "--nosplash", *documents]
+        if os.environ.get("PAINTBRIDGE_KRITA_GDB"):   # diagnosis: a crash prints Krita's C++ backtrace in the log
+            argv = ["gdb", "-q", "-batch", "-ex", "set pagination off", "-ex", "run", "-ex", "thread apply all bt 25",
+                    "--args", *argv]
     start = time.monotonic()
     xvfb = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp -noreset"]
     proc = subprocess.Popen([*xvfb, *argv], env=env,
@@ -123,6 +129,6 @@ def run_in_krita(plugin_zip: Path, script: Path, timeout: float = 300, params: d
         return {"ok": False, "error": "the test script wrote no result (plug-in not loaded?)", "log": out[-4000:]}
     res = json.loads(result.read_text())
     res["elapsed_s"] = round(time.monotonic() - start, 1)
-    res["log"] = out[-2000:]
+    res["log"] = out[-(40000 if os.environ.get("PAINTBRIDGE_KRITA_GDB") else 2000):]
     shutil.rmtree(home, ignore_errors=True)
     return res

@@ -94,6 +94,12 @@ def close(doc):
     settle(0.3)
 
 
+def stage(what):
+    """Where the script is, written at once: a crash of Krita itself leaves this behind."""
+    R["stage"] = what
+    kutil.write(R)
+
+
 def upscale(scale):
     """Generate (Upscale, plain) on the active document; returns the timings of one run, with the result listed."""
     dk.mode.setCurrentIndex(dk.mode.findData("upscale"))
@@ -105,18 +111,21 @@ def upscale(scale):
     del PHASES[:]
     ticker.start()
     t0 = time.perf_counter()
+    stage(f"{R['run']}: generate ×{scale}")
     dk.generate_btn.click()
     out["click_ms"] = (time.perf_counter() - t0) * MS
     pump(lambda: row() is not None and row().job is not None, 120, "the layer sent")
     out["sent_s"] = time.perf_counter() - t0
     out["send_stall_ms"] = ticker.stop()
     out["send_gaps"] = ticker.gaps
+    stage(f"{R['run']}: waiting for the ×{scale} result")
     ticker.start()
     pump(lambda: len(ctl.results) > n0 or not row().active, 300, "the result")
     assert len(ctl.results) > n0, f"no result: {row().describe()} {messages[-3:]}"
     out["listed_s"] = time.perf_counter() - t0
     out["receive_stall_ms"] = ticker.stop()
     out["receive_gaps"] = ticker.gaps
+    stage(f"{R['run']}: apply ×{scale}")
     dk.results.setCurrentRow(len(ctl.results) - 1)
     out["pixels"] = ctl.results[-1].layer.pixels
     ticker.start()
@@ -156,26 +165,30 @@ try:
     R["idle_stall_ms"] = ticker.stop()   # the pump's own rhythm: the floor of every figure below
 
     for i in range(P.get("reps", 3) + 1):   # the first run warms up
-        R["stage"] = f"run {i}"
-        kutil.write(R)
+        R["run"] = f"run {i}"
+        stage(f"run {i}: a 4K document")
         run = {}
         big = painted_doc(3840, 2160)
         got, out4k = upscale(1.0)   # a 4K layer sent, a 4K result back and opened
         run["4k"] = got
         # the same 4K result applied as a layer into a 4K document (what Apply does for Generate/Refine results)
         px = got.pop("pixels")
+        stage(f"run {i}: close the 4K result's document")
         close(out4k)
+        stage(f"run {i}: the 4K result as a layer")
         ticker.start()
         t1 = time.perf_counter()
         host.add_result_layer(big, "bench layer", px)
         run["4k"]["layer_apply_ms"] = (time.perf_counter() - t1) * MS
         settle(1.0)
         run["4k"]["layer_apply_stall_ms"] = ticker.stop()
+        stage(f"run {i}: close the 4K document; a 1080p one")
         close(big)
         hd = painted_doc(1920, 1080)
         got, out_up = upscale(2.0)   # 1920x1080 -> 3840x2160, into a new document
         got.pop("pixels")
         run["upscale"] = got
+        stage(f"run {i}: close both")
         close(out_up)
         close(hd)
         if i:
