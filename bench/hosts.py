@@ -38,7 +38,7 @@ def _krita(ctx, reps: int) -> dict:
         raise RuntimeError(why)
     plugin = build("krita", ctx.tmp / "paintbridge-krita.zip")
     # Krita's raster canvas: 5.1's OpenGL canvas on Xvfb's software GL crashed (QOpenGLContext::shareGroup under
-    # KisOpenGLImageTextures::recalculateCache, a canvas update after another document was closed) in 5 of 8 runs
+    # KisOpenGLImageTextures::recalculateCache, a canvas update after another document was closed) in 12 of 13 runs
     res = run_in_krita(plugin, HOSTS_DIR / "krita" / "scripts" / "host_budget.py", timeout=300 + 120 * reps, opengl=False,
                        params={"url": ctx.daemon.url, "token": ctx.daemon.token, "reps": reps,
                                "phases": bool(os.environ.get("PAINTBRIDGE_BENCH_PHASES"))})
