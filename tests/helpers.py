@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -218,14 +219,38 @@ def wait_job(client, job, timeout=120) -> dict:
 
 
 # ---- the plug-ins' Session -------------------------------------------------------------------------------------
-_BACKLOG: dict[int, list] = {}   # updates drained by poll() but not consumed yet, per session
+# updates drained by poll() but not consumed yet, per session: every helper below takes from here first, so an
+# update that came in the same poll() as the one a helper waited for is not lost (a job's first progress and the
+# next request's job id often do)
+_BACKLOG: "weakref.WeakKeyDictionary[Session, list]" = weakref.WeakKeyDictionary()
+
+
+def updates_until(session: Session, done, timeout: float = 240, requests=()) -> list:
+    """Every update drained (like a host timer) until done(update) is true for one; returns them all, the rest stay
+    for the next call. An error update for one of `requests` (local request ids) fails at once, with the engine's
+    words."""
+    backlog = _BACKLOG.setdefault(session, [])
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backlog.extend(session.poll())
+        while backlog:
+            up = backlog.pop(0)
+            seen.append(up)
+            if up.kind == "error" and up.data.get("request") in requests:
+                raise AssertionError(f"request {up.data['request']} refused: {up.data.get('code')}: "
+                                     f"{up.data.get('message')}")
+            if done(up):
+                return seen
+        time.sleep(0.02)
+    saw = [(u.kind, u.data.get("job") or u.data.get("message")) for u in seen]
+    raise AssertionError(f"not done in {timeout}s; saw {saw}"[:3000])
 
 
 def wait_for(session: Session, kind: str, timeout: float = 240, pred=lambda d: True, skip_errors=()) -> dict:
     """Drain updates like a host timer would until one of `kind` arrives; fail on errors (but those whose code is
     in skip_errors). Updates drained in the same poll but not consumed stay for the next call (a fast job's result
     can come with its job id)."""
-    backlog = _BACKLOG.setdefault(id(session), [])
+    backlog = _BACKLOG.setdefault(session, [])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         backlog.extend(session.poll())
@@ -242,13 +267,7 @@ def wait_for(session: Session, kind: str, timeout: float = 240, pred=lambda d: T
 
 
 def wait_error(session: Session, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        err = next((u.data for u in session.poll() if u.kind == "error"), None)
-        if err is not None:
-            return err
-        time.sleep(0.02)
-    raise AssertionError(f"no error update in {timeout}s")
+    return updates_until(session, lambda u: u.kind == "error", timeout)[-1].data
 
 
 def open_session(engine, tmp_path, app="blender", pixel_order="rgba") -> Session:

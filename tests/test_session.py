@@ -12,7 +12,7 @@ from protocol.client import Client
 from protocol.pixels import Pixels, swap_red_blue
 from protocol.session import Session
 
-from .helpers import GRAPH, PARAMS, RESIZE, app_client, open_session, wait_error, wait_for
+from .helpers import GRAPH, PARAMS, RESIZE, app_client, open_session, updates_until, wait_error, wait_for
 from .proxy import TcpProxy
 
 
@@ -240,23 +240,6 @@ def test_model_pickers_get_main_models_and_upscalers_apart(engine_server, tmp_pa
 
 # ---- a session acts only on its own jobs, and never loses one to a reconnect (issue 15, shared client 1-3) ------
 TINY = {"model": "tiny-sd15", "prompt": "a harbour", "width": 64, "height": 64, "guidance": 5.0}
-
-
-def updates_until(session: Session, done, timeout: float = 240, requests=()) -> list:
-    """Every update drained (like a host timer) until done(update) is true for one; returns them all. An error
-    update for one of `requests` (local request ids) fails at once, with the engine's words."""
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for up in session.poll():
-            seen.append(up)
-            if up.kind == "error" and up.data.get("request") in requests:
-                raise AssertionError(f"request {up.data['request']} refused: {up.data.get('code')}: "
-                                     f"{up.data.get('message')}")
-            if done(up):
-                return seen
-        time.sleep(0.02)
-    saw = [(u.kind, u.data.get("job") or u.data.get("message")) for u in seen]
-    raise AssertionError(f"not done in {timeout}s; saw {saw}"[:3000])
 
 
 def proxied_session(engine, tmp_path, proxy: TcpProxy, app="blender") -> Session:

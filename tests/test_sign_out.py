@@ -4,15 +4,13 @@ and Session.sign_out calls it when connected."""
 
 from __future__ import annotations
 
-import time
-
 from websockets.exceptions import ConnectionClosed
 
 from protocol.client import Client
 from protocol.session import Session
 from protocol.updates import SignedIn, StateChanged
 
-from .helpers import add_user, hello_reply, raw, rpc
+from .helpers import add_user, hello_reply, raw, rpc, updates_until
 
 
 def _closed(ws, timeout=5.0):
@@ -65,15 +63,7 @@ def test_logout_needs_a_sign_in(spine_server):
 
 
 def _wait(session, pred, timeout=15.0):
-    end = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < end:
-        for up in session.poll():
-            seen.append(up)
-            if pred(up):
-                return up
-        time.sleep(0.02)
-    raise AssertionError(f"no such update; got {seen!r}")
+    return updates_until(session, pred, timeout)[-1]
 
 
 def test_session_sign_out_revokes_the_token_on_the_engine(spine_server, tmp_path):
