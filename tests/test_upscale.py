@@ -88,6 +88,13 @@ def test_generate_upscale_through_the_engine(tmp_path_factory, esrgan_file, up):
         out = res.data["layers"][0]
         assert (out["w"], out["h"], out["x"], out["y"]) == (128, 128, 5, 6)
         assert np.array_equal(fetch(c, out), upscale_image(up, img, 128, 128))
+        # progress counts the model's tiles (512 px of input each): a 600x40 image is two
+        wide = upload_rgba(c, _noise(40, 600, seed=4))
+        _, _, res, events = run_job(c, {"mode": "upscale", "image": wide, "upscaler": "tiny-esrgan-x2", "scale": 2.0})
+        assert res.name == "job.result", res.data
+        prog = [(e.data["step"], e.data["total"], e.data.get("tile"), e.data.get("tiles"))
+                for e in events if e.name == "job.progress"]
+        assert prog == [(1, 2, 1, 2), (2, 2, 2, 2)], prog
         from protocol.errors import ProtocolError
         with pytest.raises(ProtocolError) as e:
             c.call("generate", {"mode": "upscale", "image": layer, "upscaler": "nope"})

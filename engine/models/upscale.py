@@ -137,7 +137,10 @@ def upscale_pass(up: Upscaler, rgb: np.ndarray, tile: int = 512, pad: int = 32,
     h, w = rgb.shape[:2]
     s = up.scale
     if tile <= 0 or (h <= tile and w <= tile):
-        return _run(up, rgb)
+        out = _run(up, rgb)
+        if on_tile is not None:
+            on_tile(1, 1)
+        return out
     out = np.empty((h * s, w * s, 3), np.uint8)
     ys, xs = list(range(0, h, tile)), list(range(0, w, tile))
     n, done = len(ys) * len(xs), 0

@@ -52,6 +52,9 @@ class Upscale(Node):
 
     def invoke(self, ctx) -> Out:
         im = self.image
+        # progress: tiles done of the pass's tiles (a second model pass, for a scale above the model's, counts
+        # again from 1)
         rgba = upscale_image(self.model.upscaler, im.rgba, self.width, self.height, tile=self.tile,
-                             pad=self.overlap, is_canceled=ctx.is_canceled)
+                             pad=self.overlap, is_canceled=ctx.is_canceled,
+                             on_tile=lambda done, n: ctx.report(done, n, tile=done, tiles=n))
         return self.Out(image=Image(rgba, im.x, im.y))
