@@ -176,6 +176,32 @@ def test_gallery_blobs_survive_then_go_after_delete_and_job_retention(eng, admin
     assert admin.call("job.get", {"job": job})["status"] == "completed"   # the job record itself stays
 
 
+def test_a_gallery_image_keeps_its_inputs_for_recall_until_it_is_deleted(eng, admin):
+    """Use settings on an image older than the job retention still finds its init image: a gallery image keeps
+    the blobs its params name (init image, control images, region masks) as long as it exists."""
+    data = rgba(64)
+    src = admin.upload(data)
+    job = admin.call("generate", {"mode": "img2img", "model": "tiny-sd15", "prompt": "gc", "steps": 2, "seed": 3,
+                                  "strength": 0.5, "image": layer_ref(src, 64, 64)})["job"]
+    info = wait_job(admin, job)
+    assert info["status"] == "completed", info
+    image_id = info["layers"][0]["image_id"]
+    age_blobs(eng, [src])
+    age_job(eng, job)   # past job retention: only the gallery image can keep its input now
+    gc(admin)
+    assert admin.download(src) == data
+    again = admin.call("generate", {"recall": image_id})["job"]   # recall sends the same init image again
+    assert wait_job(admin, again)["status"] == "completed"
+
+    age_job(eng, again)
+    admin.call("images.delete", {"image": image_id})
+    for lay in admin.call("job.get", {"job": again})["layers"]:
+        admin.call("images.delete", {"image": lay["image_id"]})
+    age_blobs(eng, [src])
+    gc(admin)
+    assert errcode(admin.call, "blob.get", {"sha256": src}).code == "not_found"
+
+
 def test_queued_job_input_survives(eng, admin):
     data = rgba(64)
     src = admin.upload(data)

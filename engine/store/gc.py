@@ -68,12 +68,15 @@ def _hashes(texts) -> set[str]:
 
 
 def live_hashes(conn, job_cutoff: float) -> set[str]:
-    """Every blob some gallery image, job (active or within retention) or workflow references."""
+    """Every blob some gallery image, job (active or within retention) or workflow references. A gallery image
+    also keeps the inputs its params name (init image, mask, control images, region masks): recall ("Use
+    settings") of an image older than the job retention must still find them."""
     live: set[str] = set()
     for sha, thumb in conn.execute("SELECT sha256, thumb_sha256 FROM images"):
         live.add(sha)
         if thumb:
             live.add(thumb)
+    live |= _readable_refs(conn, conn.execute("SELECT user_id, params FROM images WHERE params IS NOT NULL"))
     rows = conn.execute("SELECT user_id, request, graph, result FROM jobs WHERE status IN ('queued', 'running') "
                         "OR COALESCE(finished, created) >= ?", [job_cutoff])
     live |= _readable_refs(conn, rows)
