@@ -47,6 +47,11 @@ class Job:
     connection_lost: bool = False      # the connection dropped while this job was active: its state is re-read
 
     @property
+    def live(self) -> bool:
+        """A live-mode request (protocol.live tags its requests): its own panel follows it."""
+        return tag_is_live(self.tag)
+
+    @property
     def active(self) -> bool:
         return self.state in ACTIVE
 
@@ -97,11 +102,14 @@ class JobTable:
             return None
         return next((r for r in self.rows.values() if r.job == job), None)
 
-    def active(self) -> list[Job]:
-        return [r for r in self.rows.values() if r.active]
+    def active(self, live: bool = False) -> list[Job]:
+        """The jobs still running, live mode's only with live=True: a Generate panel's job line, busy state and
+        Cancel are about the person's own requests, and live mode has its own Stop."""
+        return [r for r in self.rows.values() if r.active and (live or not r.live)]
 
-    def latest(self) -> Job | None:
-        return next(reversed(self.rows.values()), None) if self.rows else None
+    def latest(self, live: bool = False) -> Job | None:
+        """The newest job (live mode's only with live=True)."""
+        return next((r for r in reversed(self.rows.values()) if live or not r.live), None)
 
     def forget_finished(self, keep: int = 20) -> None:
         """Drop the oldest finished rows beyond `keep`."""
@@ -162,3 +170,8 @@ class JobTable:
         elif isinstance(up, u.CancelAcknowledged):
             row.cancel_status = up.status
         return row
+
+
+def tag_is_live(tag: Any) -> bool:
+    """The tag protocol.live.LiveController gives its requests."""
+    return isinstance(tag, dict) and bool(tag.get("live"))

@@ -18,7 +18,7 @@ running, so nothing of it is left on the engine.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from .updates import ErrorUpdate, JobAccepted, JobCanceled, JobFailed, JobProgress, JobResult
 
@@ -182,6 +182,3 @@ class LiveController:
         if not self._mine:
             self.progress = (0, 0)
 
-
-def tag_is_live(tag: Any) -> bool:
-    return isinstance(tag, dict) and bool(tag.get("live"))

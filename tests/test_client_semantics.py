@@ -368,3 +368,17 @@ def test_one_row_per_job_when_a_live_request_is_answered_with_an_earlier_job():
     assert list(t.rows) == ["r2"] and t.by_job("j1").request == "r2"
     t.apply(JobResult("j1", layers=[]))
     assert t.rows["r2"].state == COMPLETED
+
+
+def test_live_requests_stay_out_of_the_generate_panels_job_line_and_cancel():
+    """Live mode's requests have their own panel and Stop: the jobs a Generate panel shows (active, latest), its
+    busy state and its Cancel (Session.cancel_all) are the person's own requests only, unless asked for."""
+    t = JobTable()
+    t.add("gen", {"mode": "txt2img"})
+    t.apply(JobAccepted("gen", "j1"))
+    t.add("live1", {"live": True})
+    t.apply(JobAccepted("live1", "j2"))
+    assert [r.request for r in t.active()] == ["gen"] and t.latest().request == "gen"
+    assert [r.request for r in t.active(live=True)] == ["gen", "live1"] and t.latest(live=True).request == "live1"
+    t.apply(JobResult("j1", layers=[]))
+    assert t.active() == [] and t.latest().state == COMPLETED and [r.request for r in t.active(live=True)] == ["live1"]
