@@ -180,7 +180,8 @@ try:
     release_on_canvas()
     sent = live.sent
     pump(lambda: live.sent > sent, 30, "the last change sent")
-    pump(lambda: live.busy and any(r.job for r in ctl.session.jobs.active()), 30, "the last change accepted")
+    pump(lambda: live.busy and any(r.job for r in ctl.session.jobs.active(live=True)), 30,
+         "the last change accepted")
     tab.start_btn.click()   # Stop
     pump(lambda: not live.busy, 60, "live mode stopped")
     R["state_after_stop"] = live.state
