@@ -1,6 +1,7 @@
 """Prompt text -> CLIP embeddings for SD1/SD2/SDXL: 75-token chunks, A1111 attention weights, clip skip.
 
-A prompt (parsed by engine/prompts.py) is tokenized run by run; BREAK or every 75 tokens starts a new chunk.
+A prompt (parsed by engine/prompts.py) is tokenized run by run; BREAK or every 75 tokens starts a new chunk (a
+full chunk ends after its last comma when that comma is among its last 20 tokens, as in A1111).
 Each chunk is encoded alone as [BOS] + tokens + [EOS] + padding (77 ids, the tokenizer's own pad token) and the
 chunks' hidden states are concatenated along the sequence, so the UNet attends to all of them (as A1111 and
 ComfyUI do). SDXL's pooled embedding comes from the first chunk.
@@ -20,12 +21,31 @@ import torch
 from .prompts import parse
 
 CHUNK = 75
+COMMA_BACKTRACK = 20   # A1111's comma_padding_backtrack: a full chunk breaks after a comma this close to its end
+
+
+def _split(toks: list[int], weights: list[float], comma: int | None) -> list[tuple[list[int], list[float]]]:
+    """One section's tokens in chunks of at most 75 (A1111's rule): a chunk that fills up ends after its last
+    comma when that comma is among its last 20 tokens, so a phrase is not cut in two; the rest starts the next."""
+    out, start = [], 0
+    while len(toks) - start > CHUNK:
+        end = cut = start + CHUNK
+        for j in range(end - 1, end - 1 - COMMA_BACKTRACK, -1):
+            if toks[j] == comma:
+                cut = j + 1
+                break
+        out.append((toks[start:cut], weights[start:cut]))
+        start = cut
+    out.append((toks[start:], weights[start:]))
+    return out
 
 
 def _chunk_ids(tokenizer, text: str) -> tuple[list[list[int]], list[list[float]]]:
     """(ids, weights) per 77-token chunk of `text`."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    comma_ids = tokenizer(",", add_special_tokens=False, verbose=False).input_ids
+    comma = comma_ids[0] if len(comma_ids) == 1 else None   # CLIP's ",</w>": a comma that ends a word
     chunks: list[tuple[list[int], list[float]]] = []
     for part in parse(text):
         toks: list[int] = []
@@ -36,8 +56,7 @@ def _chunk_ids(tokenizer, text: str) -> tuple[list[list[int]], list[list[float]]
             weights += [w] * len(ids)
         if not toks and chunks:
             continue   # an empty BREAK section adds nothing
-        for i in range(0, max(len(toks), 1), CHUNK):
-            chunks.append((toks[i: i + CHUNK], weights[i: i + CHUNK]))
+        chunks += _split(toks, weights, comma)
     out_ids, out_w = [], []
     for toks, weights in chunks:
         n = CHUNK - len(toks)

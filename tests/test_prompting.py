@@ -85,6 +85,30 @@ def test_long_prompts_are_chunked_and_the_tail_counts(models, arch):
         assert torch.equal(cond["pooled_prompt_embeds"], c2["pooled_prompt_embeds"])
 
 
+def test_a_chunk_ends_at_a_comma_in_its_last_20_tokens(models):
+    """A1111's comma rule: a chunk that fills up breaks after its last comma if that comma is among its last 20
+    tokens, and the words after it start the next chunk; with no comma there, it breaks at 75 tokens."""
+    from engine.conditioning import _chunk_ids
+
+    tok = models("sd15").pipe.tokenizer
+    comma = tok(",", add_special_tokens=False).input_ids[-1]
+
+    def body(chunk):   # a chunk's tokens: between BOS and EOS
+        return chunk[1:chunk.index(tok.eos_token_id, 1)]
+
+    ids = tok(LONG, add_special_tokens=False).input_ids   # 102 tokens, commas among them
+    cut = max(i for i in range(55, 75) if ids[i] == comma) + 1   # the last comma in tokens 55..74
+    chunks, _ = _chunk_ids(tok, LONG)
+    assert [body(c) for c in chunks] == [ids[:cut], ids[cut:]] and cut < 75
+    words = " ".join(["fox"] * 100)   # no comma at all: cut every 75
+    ids = tok(words, add_special_tokens=False).input_ids
+    assert [body(c) for c in _chunk_ids(tok, words)[0]] == [ids[i:i + 75] for i in range(0, len(ids), 75)]
+    early = " ".join(["fox"] * 15) + ", " + " ".join(["owl"] * 30)   # one comma, more than 20 tokens back
+    ids = tok(early, add_special_tokens=False).input_ids
+    assert comma in ids[:55] and comma not in ids[55:75]
+    assert [body(c) for c in _chunk_ids(tok, early)[0]][0] == ids[:75]
+
+
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_break_starts_a_chunk(models, arch):
     m = models(arch)
