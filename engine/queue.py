@@ -135,6 +135,9 @@ class JobQueue:
         n = await self.db.run(_mark_interrupted)
         if n:
             log.warning("%d job(s) were running when the engine stopped; marked failed (interrupted)", n)
+        n = await self.db.run(_cancel_stale_live)
+        if n:
+            log.info("%d live job(s) queued when the engine stopped: canceled (their connections are gone)", n)
         left = await self.db.run(lambda db: list(db.query(
             "SELECT * FROM jobs WHERE archived = 0 AND status = 'completed' ORDER BY seq")))
         if left:   # answered, then the engine stopped before the gallery had them: archive them first
@@ -249,6 +252,8 @@ class JobQueue:
         """Connection `conn` closed: its lane is forgotten and its queued live job canceled ("disconnected": nobody
         is left to see it). A running one ends as usual; a client that reconnects reads its end again."""
         self.live_newest.pop(conn, None)
+        if self.stopping:   # the engine stops: every queued job stays queued for the next start
+            return
         for job in [j for j, c in self.live_conn.items() if c == conn]:
             if job in self.running:
                 continue
@@ -415,6 +420,16 @@ def _mark_interrupted(db) -> int:
     cur = db.execute("UPDATE jobs SET status = 'failed', error = ?, finished = ? WHERE status = 'running'",
                      [err, time.time()])
     return cur.rowcount
+
+
+def _cancel_stale_live(db) -> int:
+    """Live jobs still queued from before a restart: nobody is left to see them (a live lane is a connection's)."""
+    rows = [r for r in db.query("SELECT id, request FROM jobs WHERE status = 'queued'") if is_live(r)]
+    now = time.time()
+    for r in rows:
+        db.execute("UPDATE jobs SET status = 'canceled', finished = ? WHERE id = ? AND status = 'queued'",
+                   [now, r["id"]])
+    return len(rows)
 
 
 WARM_LOOKAHEAD = 32   # jobs of one user looked at for one whose model is warm (InvokeAI's multi-GPU queue: 32)

@@ -159,6 +159,32 @@ def test_a_closed_connection_leaves_no_live_job_queued(live_engine):
         watcher.close()
 
 
+def test_a_live_job_queued_when_the_engine_died_is_canceled_at_start(demo_models, tmp_path):
+    """Killed with a live job queued (its connection is gone with the process): the next start cancels it instead
+    of running it for nobody; an ordinary queued job still runs."""
+    eng = EngineProc(tmp_path / "data", ["--models", str(demo_models)]).start()
+    try:
+        c = eng.client()
+        a = frames(c, 1)[0]
+        blocker = c.call("generate", {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 200})["job"]
+        c.next_event(120, name="job.progress", match=lambda e: e.data["job"] == blocker)
+        live = c.call("generate", live_args(a, steps=2))["job"]
+        plain = c.call("generate", {"model": "tiny-sd15", "width": 64, "height": 64, "steps": 1, "seed": 2})["job"]
+        assert c.call("job.get", {"job": live})["status"] == "queued"
+        eng.kill()   # no goodbye: the connection's end is never handled
+        eng.start()
+        c = eng.client()
+        assert c.call("job.get", {"job": live})["status"] == "canceled"
+        deadline = time.monotonic() + 240
+        while c.call("job.get", {"job": plain})["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert c.call("job.get", {"job": plain})["status"] == "completed"
+        c.close()
+    finally:
+        eng.kill()
+
+
 def test_live_lane_and_round_robin(live_engine):
     """A user's live job runs ahead of that user's older ordinary job but takes that user's turn: another
     user's jobs still alternate with them."""

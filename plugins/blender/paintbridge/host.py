@@ -394,6 +394,7 @@ def after_undo(*_args):
             try:
                 img.update()
             except RuntimeError:   # "does not have any image data": nothing to show anyway
+                _applied_revs[uid] = rev
                 continue
             _applied_revs[uid] = rev
             _redraw_after_draw.add(img.name)
