@@ -29,6 +29,36 @@ def pump(ctl, until, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}; state={ctl.STATE}")
 
 
+def ui_wait(ctl, cond, timeout, what, every=0.05):
+    """For a script run with Blender's UI (gui=True, STEPS): hand the event loop back every `every` s (the
+    add-on's own timer drains meanwhile) until cond() is true."""
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}; state={ctl.STATE}"
+        yield every
+
+
+def image_editor_area():
+    """The factory layout has no Image Editor: the biggest area (the 3D viewport) becomes one, as a user would
+    make it. Returns (window, area)."""
+    import bpy
+
+    win = bpy.context.window_manager.windows[0]
+    area = max(win.screen.areas, key=lambda a: a.width * a.height)
+    area.type = "IMAGE_EDITOR"
+    return win, area
+
+
+def connect_stored(ctl, sett, win, area, url, token):
+    """Connect through the add-on's operator with the token in the store, as if signed in earlier."""
+    import bpy
+
+    sett.prefs().server = url
+    ctl.get_session().tokens.set(url, token)
+    with bpy.context.temp_override(window=win, area=area):
+        assert "FINISHED" in bpy.ops.paintbridge.connect()
+
+
 def pattern(w, h):
     """Top-down RGBA bytes, every pixel different, alpha varying (never 0 so colours are defined)."""
     out = bytearray()

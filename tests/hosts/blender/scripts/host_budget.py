@@ -10,7 +10,7 @@ PARAMS: url, token, model, reps.
 import time
 
 import bpy
-from _util import addon
+from _util import addon, ui_wait, image_editor_area, connect_stored
 
 pkg, A = addon(ADDON_MODULE)
 ctl, host, sett = A.controller, A.host, A.settings
@@ -62,10 +62,7 @@ def timed_place(fn):
 
 
 def wait(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}; state={ctl.STATE}"
-        yield 0.02
+    return ui_wait(ctl, cond, timeout, what, every=0.02)
 
 
 def painted(name, w, h):
@@ -84,13 +81,8 @@ def painted(name, w, h):
 
 
 def steps():
-    win = bpy.context.window_manager.windows[0]
-    area = max(win.screen.areas, key=lambda a: a.width * a.height)
-    area.type = "IMAGE_EDITOR"
-    sett.prefs().server = P["url"]
-    ctl.get_session().tokens.set(P["url"], P["token"])
-    with bpy.context.temp_override(window=win, area=area):
-        assert "FINISHED" in bpy.ops.paintbridge.connect()
+    win, area = image_editor_area()
+    connect_stored(ctl, sett, win, area, P["url"], P["token"])
     yield from wait(lambda: ctl.STATE["state"] == "connected" and ctl.STATE["models"], 60, "connected")
     host.place_result = timed_place(host.place_result)
     ticker = Ticker()

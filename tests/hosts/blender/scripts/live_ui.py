@@ -10,7 +10,7 @@ PARAMS: url, token, model.
 import time
 
 import bpy
-from _util import addon, pattern, vendored
+from _util import addon, pattern, vendored, connect_stored
 
 pkg, A = addon(ADDON_MODULE)
 ctl, host, sett = A.controller, A.host, A.settings
@@ -62,10 +62,7 @@ def steps():
     # 4.3: brushes are assets and Debian ships no Essentials library (a brush made here and activated as a local
     # asset crashed 4.3's stroke); there the change is made through the API and tagged, as a script's would be
     R["stroke_kind"] = "paint.image_paint" if brush is not None else "update_tag"
-    sett.prefs().server = P["url"]
-    ctl.get_session().tokens.set(P["url"], P["token"])
-    with bpy.context.temp_override(window=win, area=area):
-        assert "FINISHED" in bpy.ops.paintbridge.connect()
+    connect_stored(ctl, sett, win, area, P["url"], P["token"])
     yield from wait(lambda: ctl.STATE["state"] == "connected" and bool(ctl.STATE["models"]), 60, "connected")
     st = bpy.context.scene.paintbridge
     st.model, st.steps = P["model"], 4

@@ -9,7 +9,7 @@ PARAMS: url (the cut link), token, model, steps.
 import time
 
 import bpy
-from _util import addon
+from _util import addon, ui_wait, image_editor_area, connect_stored
 
 pkg, A = addon(ADDON_MODULE)
 ctl, host, sett = A.controller, A.host, A.settings
@@ -19,20 +19,12 @@ R["background"] = bpy.app.background
 
 
 def wait(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}; state={ctl.STATE}"
-        yield 0.05
+    return ui_wait(ctl, cond, timeout, what)
 
 
 def steps():
-    win = bpy.context.window_manager.windows[0]
-    area = max(win.screen.areas, key=lambda a: a.width * a.height)
-    area.type = "IMAGE_EDITOR"
-    sett.prefs().server = url
-    ctl.get_session().tokens.set(url, token)
-    with bpy.context.temp_override(window=win, area=area):
-        assert "FINISHED" in bpy.ops.paintbridge.connect()
+    win, area = image_editor_area()
+    connect_stored(ctl, sett, win, area, url, token)
     yield from wait(lambda: ctl.STATE["state"] == "connected", 30, "connected")
     yield from wait(lambda: bool(ctl.STATE["models"]), 30, "models")
     st = bpy.context.scene.paintbridge

@@ -8,10 +8,9 @@ PARAMS: url, token, model.
 """
 
 import os
-import time
 
 import bpy
-from _util import addon
+from _util import addon, ui_wait, image_editor_area, connect_stored
 
 pkg, A = addon(ADDON_MODULE)
 ctl, host, sett = A.controller, A.host, A.settings
@@ -22,10 +21,7 @@ GREEN = (0.0, 1.0, 0.0, 1.0)
 
 
 def wait(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}; state={ctl.STATE}"
-        yield 0.05
+    return ui_wait(ctl, cond, timeout, what)
 
 
 def drawn(win, area, tag):
@@ -58,9 +54,7 @@ def settle_redraw(win):
 
 
 def steps():
-    win = bpy.context.window_manager.windows[0]
-    area = max(win.screen.areas, key=lambda a: a.width * a.height)
-    area.type = "IMAGE_EDITOR"
+    win, area = image_editor_area()
     bpy.context.scene.view_settings.view_transform = "Standard"   # drawn colours = the image's sRGB values
     src = bpy.data.images.new("pb-green", W, H, alpha=True)
     src.pixels.foreach_set(GREEN * (W * H))
@@ -71,10 +65,7 @@ def steps():
     yield from settle_redraw(win)
     R["before"] = drawn(win, area, "before")
 
-    sett.prefs().server = url
-    ctl.get_session().tokens.set(url, token)
-    with bpy.context.temp_override(window=win, area=area):
-        assert "FINISHED" in bpy.ops.paintbridge.connect()
+    connect_stored(ctl, sett, win, area, url, token)
     yield from wait(lambda: ctl.STATE["state"] == "connected" and bool(ctl.STATE["models"]), 60, "connected")
     st = bpy.context.scene.paintbridge
     st.model = model
