@@ -3,7 +3,7 @@ queueing: each one is a blob the caller may read, with exactly the bytes its siz
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -23,12 +23,15 @@ class Layer(Args):
     name: str | None = Field(default=None, max_length=256)
 
 
-class ReferenceLayer(Args):
-    """An IP-Adapter and its reference image: generate's `reference` entry, whole-image or in a region."""
+class SteeringLayer(Args):
+    """A model that steers diffusion with an image, over a range of the steps: the shape generate's `control`
+    (ops/generate.ControlRef) and `reference` entries share."""
+
+    image_is: ClassVar[str] = "image"   # how the refusal of a non-rgba8 image names it
 
     model: str = Field(min_length=1, max_length=256)
     image: Layer
-    strength: float = Field(default=0.6, ge=0.0, le=2.0)
+    strength: float = Field(default=1.0, ge=0.0, le=2.0)
     start: float = Field(default=0.0, ge=0.0, le=1.0)
     end: float = Field(default=1.0, ge=0.0, le=1.0)
 
@@ -37,8 +40,16 @@ class ReferenceLayer(Args):
         if self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
         if self.image.format != "rgba8":
-            raise ValueError("a reference image must be an rgba8 layer")
+            raise ValueError(f"{self.image_is} must be an rgba8 layer")
         return self
+
+
+class ReferenceLayer(SteeringLayer):
+    """An IP-Adapter and its reference image: generate's `reference` entry, whole-image or in a region."""
+
+    image_is: ClassVar[str] = "a reference image"
+
+    strength: float = Field(default=0.6, ge=0.0, le=2.0)
 
 
 def node_layer(nid: str, literals: dict) -> dict:

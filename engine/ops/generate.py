@@ -20,7 +20,7 @@ from ..canvas import compile_generate, uses_hires
 from ..errors import BadRequest
 from ..gallery.db import get_row
 from ..graph import graph as graphs
-from ..layers import Layer, ReferenceLayer, check_layers
+from ..layers import Layer, ReferenceLayer, SteeringLayer, check_layers
 from ..models.registry import native_size
 from ..opspec import Args, bad_args, op
 from ..preprocess import METHODS
@@ -35,23 +35,10 @@ class LoraRef(Args):
     weight: float = Field(default=1.0, ge=-4.0, le=4.0)
 
 
-class ControlRef(Args):
+class ControlRef(SteeringLayer):
     """A ControlNet or T2I-Adapter and its image (in document coordinates, like `image`)."""
 
-    model: str = Field(min_length=1, max_length=256)
-    image: Layer
-    strength: float = Field(default=1.0, ge=0.0, le=2.0)
-    start: float = Field(default=0.0, ge=0.0, le=1.0)
-    end: float = Field(default=1.0, ge=0.0, le=1.0)
     preprocess: Literal[METHODS] = "none"
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.start > self.end:
-            raise ValueError(f"start {self.start} is after end {self.end}")
-        if self.image.format != "rgba8":
-            raise ValueError("image must be an rgba8 layer")
-        return self
 
 
 class RegionArgs(Args):
