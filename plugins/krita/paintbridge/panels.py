@@ -21,7 +21,7 @@ from ._vendor.protocol import gallery as gallery_labels
 
 from .controller import MODES, THUMB_SIZE, controller, guarded
 from .live_panel import LiveTab
-from .workflow_form import ERROR_STYLE, WorkflowForm, plain_label, plain_tooltip
+from .workflow_form import WorkflowForm, error_label, plain_label, plain_tooltip
 
 PREVIEW = 96   # px, the newest preview beside the results list
 
@@ -209,9 +209,7 @@ class PaintbridgeDocker(DockWidget):
         self.steer_list = QListWidget()
         self.steer_list.setMaximumHeight(70)
         self.steer_remove = QPushButton("Remove")
-        self.steer_message = plain_label()
-        self.steer_message.setWordWrap(True)
-        self.steer_message.setStyleSheet(ERROR_STYLE)
+        self.steer_message = error_label()
         self.region_prompt = QLineEdit()
         self.region_prompt.setPlaceholderText("what this layer's area shows")
         self.region_negative = QLineEdit()
@@ -222,9 +220,7 @@ class PaintbridgeDocker(DockWidget):
         self.region_list = QListWidget()
         self.region_list.setMaximumHeight(70)
         self.region_remove = QPushButton("Remove")
-        self.region_message = plain_label()
-        self.region_message.setWordWrap(True)
-        self.region_message.setStyleSheet(ERROR_STYLE)
+        self.region_message = error_label()
         form.addRow(plain_label("Model"), _pair(self.steer_model, self.steer_preprocess, stretch=True))
         form.addRow(plain_label("Strength"), _pair(self.steer_strength, plain_label("Range"), self.steer_start,
                                                    self.steer_end))
@@ -319,9 +315,7 @@ class PaintbridgeDocker(DockWidget):
         v.addLayout(self.wf_holder)
         self.wf_form: WorkflowForm | None = None
         self._wf_key = None
-        self.wf_message = plain_label()
-        self.wf_message.setWordWrap(True)
-        self.wf_message.setStyleSheet(ERROR_STYLE)
+        self.wf_message = error_label()
         v.addWidget(self.wf_message)
         row = QHBoxLayout()
         self.wf_run = QPushButton("Run")

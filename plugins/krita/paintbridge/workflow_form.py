@@ -21,6 +21,14 @@ def plain_label(text: str = "") -> QLabel:
     return label
 
 
+def error_label() -> QLabel:
+    """Where a form's errors are shown: plain text, wrapped, in red."""
+    label = plain_label()
+    label.setWordWrap(True)
+    label.setStyleSheet(ERROR_STYLE)
+    return label
+
+
 def plain_tooltip(text: str) -> str:
     """A tooltip for user text: Qt renders a tooltip that looks like HTML (has a tag) as rich text, so such text
     is escaped into a paragraph that shows it as typed."""
@@ -43,9 +51,7 @@ class WorkflowForm(QWidget):
             label = plain_label(f.label + (" *" if f.required else ""))
             label.setToolTip(plain_tooltip(f.description))
             widget.setToolTip(plain_tooltip(f.description))
-            error = plain_label()
-            error.setWordWrap(True)
-            error.setStyleSheet(ERROR_STYLE)
+            error = error_label()
             error.hide()
             cell = QWidget()
             col = QVBoxLayout(cell)
