@@ -25,6 +25,8 @@ from .common import ROOT, median
 
 HOSTS_DIR = ROOT / "tests" / "hosts"
 SEND_TARGET_S, APPLY_TARGET_S = 0.100, 0.500
+# characters of an app's log kept when it fails (PAINTBRIDGE_BENCH_LOG_TAIL: more, e.g. for gdb's backtrace)
+LOG_TAIL = int(os.environ.get("PAINTBRIDGE_BENCH_LOG_TAIL") or 1500)
 
 
 def _krita(ctx, reps: int) -> dict:
@@ -39,11 +41,12 @@ def _krita(ctx, reps: int) -> dict:
     plugin = build("krita", ctx.tmp / "paintbridge-krita.zip")
     # Krita's raster canvas: 5.1's OpenGL canvas on Xvfb's software GL crashed (QOpenGLContext::shareGroup under
     # KisOpenGLImageTextures::recalculateCache, a canvas update after another document was closed) in 12 of 13 runs
-    res = run_in_krita(plugin, HOSTS_DIR / "krita" / "scripts" / "host_budget.py", timeout=300 + 120 * reps, opengl=False,
-                       params={"url": ctx.daemon.url, "token": ctx.daemon.token, "reps": reps,
-                               "phases": bool(os.environ.get("PAINTBRIDGE_BENCH_PHASES"))})
+    res = run_in_krita(plugin, HOSTS_DIR / "krita" / "scripts" / "host_budget.py", timeout=300 + 120 * reps,
+                       opengl=False, params={"url": ctx.daemon.url, "token": ctx.daemon.token, "reps": reps,
+                                             "phases": bool(os.environ.get("PAINTBRIDGE_BENCH_PHASES"))})
     if not res.get("ok"):
-        raise RuntimeError(f"{res.get('error')}\n{res.get('messages')}\n{str(res)[:1500]}\n{res.get('log', '')[-int(os.environ.get('PAINTBRIDGE_BENCH_LOG_TAIL', 1500)):]}")
+        raise RuntimeError(f"{res.get('error')} (the script was at: {res.get('stage')})\n{res.get('messages')}\n"
+                           f"{res.get('log', '')[-LOG_TAIL:]}")
     runs = res["runs"]
     return {"app": f"Krita {res['krita_version']} (GUI, Xvfb)", "idle_ms": res["idle_stall_ms"],
             "send_ms": [r["4k"]["send_stall_ms"] for r in runs],
@@ -81,7 +84,7 @@ def b9_hosts(ctx) -> list[Result]:
         try:
             got = fn(ctx, reps)
         except Exception as exc:  # noqa: BLE001 - reported, the other apps still run
-            r.notes.append(f"{name}: did not run: {type(exc).__name__}: {str(exc)[:1500 + int(os.environ.get('PAINTBRIDGE_BENCH_LOG_TAIL', 0))]}")
+            r.notes.append(f"{name}: did not run: {type(exc).__name__}: {str(exc)[:1500 + LOG_TAIL]}")
             continue
         load.append(f"{name} {l0:.2f} → {os.getloadavg()[0]:.2f} ({time.perf_counter() - t0:.0f} s)")
 

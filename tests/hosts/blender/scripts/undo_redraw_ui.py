@@ -86,7 +86,7 @@ def steps():
     R["after_undo"] = drawn(win, area, "undo")
     img = bpy.data.images["pb-green"]
     R["data_after_undo_green"] = is_green([round(v * 255) for v in img.pixels[0:3]])
-    # for whoever fixes it: did the add-on's undo handler see the change (its REV against the one it applied)?
+    # did the add-on's undo handler see the change (its REV against the one it applied)?
     R["rev_after_undo"] = [img.get(host.REV), host._applied_revs.get(img.get(host.UID))]
 
     # control: with no image in the editor, the screenshot must change too (it shows what is drawn now)
