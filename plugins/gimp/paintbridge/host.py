@@ -257,8 +257,8 @@ def layer_in(image, layer) -> bool:
     return layer is not None and layer.is_valid() and layer.get_image().get_id() == image.get_id()
 
 
-def region_prompt(layer) -> dict | None:
-    """The region prompt stored on a layer ({"prompt", "negative_prompt"}), or None."""
+def _region_parasite(layer) -> dict | None:
+    """The layer's region parasite as stored ({"prompt", "negative_prompt", "tagged"}), None if absent or not ours."""
     p = layer.get_parasite(REGION_PARASITE)
     if p is None:
         return None
@@ -266,7 +266,13 @@ def region_prompt(layer) -> dict | None:
         value = json.loads(bytes(p.get_data()).decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(value, dict):
+    return value if isinstance(value, dict) else None
+
+
+def region_prompt(layer) -> dict | None:
+    """The region prompt stored on a layer ({"prompt", "negative_prompt"}), or None."""
+    value = _region_parasite(layer)
+    if value is None:
         return None
     return {"prompt": str(value.get("prompt") or ""), "negative_prompt": str(value.get("negative_prompt") or "")}
 
@@ -279,12 +285,7 @@ def set_region_prompt(image, layer, prompt: str, negative: str = "") -> bool:
     A layer without a colour tag gets REGION_TAG while it is a region, so the Layers dialog shows which are."""
     tag = getattr(Gimp.ColorTag, REGION_TAG)
     old = layer.get_parasite(REGION_PARASITE)
-    tagged = False
-    if old is not None:
-        try:
-            tagged = bool(json.loads(bytes(old.get_data()).decode("utf-8")).get("tagged"))
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            tagged = False
+    tagged = bool((_region_parasite(layer) or {}).get("tagged"))
     image.undo_group_start()
     try:
         if not prompt.strip() and not negative.strip():
